@@ -1,0 +1,1 @@
+"""Build matched DaskHub notebook and worker images from one locked solve."""

@@ -1,0 +1,1 @@
+"""Compare package versions between Dask clients, schedulers and workers."""
