@@ -1,0 +1,1 @@
+"""Test and development infrastructure: local base images, a real conda channel, the registry."""

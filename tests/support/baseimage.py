@@ -1,0 +1,252 @@
+"""Debian bookworm base images made locally with debootstrap, since nothing can be pulled.
+
+Two kinds:
+  runtime  minbase + ca-certificates + tini + the shared libraries that the relocated
+           CPython of the real channel links against (see realchannel.py)
+  builder  runtime + Debian's python3 and python3-venv, for builder stages
+
+Each image is tagged by a hash of everything that goes into it (suite, package list,
+the host's extra CA certificates, image config), e.g. local/debian-runtime:bookworm-0123abcd4567,
+so a changed recipe gives a new tag and an unchanged one is reused. The debootstrap
+target is kept under <cache>/rootfs so the image can be re-imported without downloading.
+
+CLI: python -m tests.support.baseimage {runtime,builder}   prints the tag
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.cache import cache_root, digest, locked
+from tests.support.dockercli import image_exists, require_docker
+
+SUITE = "bookworm"
+
+# Libraries that lib-dynload of the relocated CPython 3.11 needs (_ssl, _hashlib, _sqlite3,
+# _ctypes, _bz2, _lzma, zlib, readline, _curses, _uuid, nis, _crypt) plus the C++ runtime
+# that compiled wheels expect. Most are in minbase already; naming them keeps them there.
+RUNTIME_PACKAGES = (
+    "ca-certificates",
+    "tini",
+    "libssl3",
+    "libsqlite3-0",
+    "libffi8",
+    "libbz2-1.0",
+    "liblzma5",
+    "zlib1g",
+    "libreadline8",
+    "libncursesw6",
+    "libtinfo6",
+    "libuuid1",
+    "libnsl2",
+    "libtirpc3",
+    "libcrypt1",
+    "libstdc++6",
+    "libgcc-s1",
+)
+BUILDER_PACKAGES = (*RUNTIME_PACKAGES, "python3", "python3-venv")
+
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+IMAGE_CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    f"ENV SSL_CERT_FILE={CA_BUNDLE}",
+    f"ENV PIP_CERT={CA_BUNDLE}",
+    'CMD ["/bin/bash"]',
+)
+# Later `apt-get install`s in derived images skip docs too, like the trimmed base.
+DPKG_EXCLUDES = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*/LC_MESSAGES/*.mo
+"""
+TRIMMED = (
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/locale/*/LC_MESSAGES/*.mo",
+    "var/lib/apt/lists/*",
+    "var/cache/apt/*",
+)
+HOST_LOCAL_CAS = Path("/usr/local/share/ca-certificates")
+
+
+@dataclass(frozen=True)
+class BaseImageSpec:
+    kind: str
+    packages: tuple[str, ...]
+
+    @property
+    def repository(self) -> str:
+        return f"local/debian-{self.kind}"
+
+    def key(self) -> str:
+        cas = [(p.name, p.read_bytes()) for p in host_local_cas()]
+        parts = [SUITE, "minbase", *self.packages, *IMAGE_CHANGES, DPKG_EXCLUDES, *TRIMMED]
+        parts += [item for name, data in cas for item in (name, data)]
+        return digest(parts, length=12)
+
+    def tag(self) -> str:
+        return f"{self.repository}:{SUITE}-{self.key()}"
+
+
+SPECS = {
+    "runtime": BaseImageSpec("runtime", RUNTIME_PACKAGES),
+    "builder": BaseImageSpec("builder", BUILDER_PACKAGES),
+}
+
+
+def host_local_cas() -> list[Path]:
+    """Extra CA certificates the host trusts (e.g. an egress proxy's); images need them too."""
+    if not HOST_LOCAL_CAS.is_dir():
+        return []
+    return sorted(HOST_LOCAL_CAS.rglob("*.crt"))
+
+
+def debian_mirror() -> str:
+    """$DEBIAN_MIRROR, else the host's apt source for the bookworm suite."""
+    if mirror := os.environ.get("DEBIAN_MIRROR"):
+        return mirror
+    sources = Path("/etc/apt")
+    for path in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))]:
+        if path.is_file() and (mirror := _mirror_in(path.read_text())):
+            return mirror
+    raise RuntimeError(f"no apt source for {SUITE} found under /etc/apt; set DEBIAN_MIRROR")
+
+
+def _mirror_in(text: str) -> str | None:
+    """The URI of the first entry for the plain suite, in one-line or deb822 format."""
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
+            return words[1]
+    for stanza in text.split("\n\n"):
+        fields: dict[str, list[str]] = {}
+        for line in stanza.splitlines():
+            name, colon, value = line.partition(":")
+            if colon and not name.startswith("#"):
+                fields[name.strip()] = value.split()
+        if SUITE in fields.get("Suites", []) and "deb" in fields.get("Types", []):
+            return fields["URIs"][0]
+    return None
+
+
+def ensure_base_image(kind: str) -> str:
+    """Return the docker tag of a base image of this kind, building it on first use."""
+    if kind not in SPECS:
+        raise ValueError(f"unknown base image kind {kind!r}; choose from {sorted(SPECS)}")
+    spec = SPECS[kind]
+    require_docker()
+    tag = spec.tag()
+    if image_exists(tag):
+        return tag
+    rootfs_dir = cache_root() / "rootfs"
+    with locked(rootfs_dir / f"{kind}.lock"):
+        if not image_exists(tag):
+            rootfs = _ensure_rootfs(spec, rootfs_dir / f"{kind}-{SUITE}-{spec.key()}")
+            _import(rootfs, tag)
+    return tag
+
+
+def _ensure_rootfs(spec: BaseImageSpec, target: Path) -> Path:
+    if (target / ".complete").exists():
+        return target
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    debs = target.parent / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    log = target.parent / f"{spec.kind}-debootstrap.log"
+    _progress(f"debootstrap {spec.kind} ({len(spec.packages)} packages) -> {target}")
+    started = time.monotonic()
+    with log.open("w") as out:
+        result = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(spec.packages)}",
+                f"--cache-dir={debs}",
+                SUITE,
+                str(partial),
+                debian_mirror(),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise RuntimeError(f"debootstrap failed (log {log}):\n{tail}")
+    _progress(f"debootstrap {spec.kind} took {time.monotonic() - started:.0f} s")
+    _trim_and_trust(partial)
+    (partial / ".complete").touch()
+    for stale in target.parent.glob(f"{spec.kind}-{SUITE}-*"):
+        shutil.rmtree(stale)
+    partial.rename(target)
+    return target
+
+
+def _trim_and_trust(rootfs: Path) -> None:
+    """Drop docs and apt lists; add the host's extra CA certificates to the bundle."""
+    for pattern in TRIMMED:
+        for path in rootfs.glob(pattern):
+            _remove(path)
+    for doc in (rootfs / "usr/share/doc").glob("*/*"):
+        if doc.name != "copyright":
+            _remove(doc)
+    (rootfs / "etc/dpkg/dpkg.cfg.d/docker-excludes").write_text(DPKG_EXCLUDES)
+    cas = host_local_cas()
+    if cas:
+        local = rootfs / HOST_LOCAL_CAS.relative_to("/")
+        local.mkdir(parents=True, exist_ok=True)
+        for ca in cas:
+            shutil.copyfile(ca, local / ca.name)
+        subprocess.run(
+            ["chroot", str(rootfs), "update-ca-certificates"], check=True, capture_output=True
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _import(rootfs: Path, tag: str) -> None:
+    _progress(f"docker import {tag}")
+    tar = subprocess.Popen(
+        ["tar", "-C", str(rootfs), "--numeric-owner", "--exclude=./.complete", "-c", "."],
+        stdout=subprocess.PIPE,
+    )
+    changes = [arg for change in IMAGE_CHANGES for arg in ("--change", change)]
+    try:
+        result = subprocess.run(
+            ["docker", "import", *changes, "-", tag], stdin=tar.stdout, capture_output=True
+        )
+    finally:
+        tar.stdout.close()
+        tar.wait()
+    if result.returncode != 0 or tar.returncode != 0:
+        raise RuntimeError(f"importing {rootfs} as {tag} failed: {result.stderr.decode()}")
+
+
+def _progress(message: str) -> None:
+    print(f"[baseimage] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build (once) and print a local base image tag")
+    parser.add_argument("kind", choices=sorted(SPECS))
+    args = parser.parse_args(argv)
+    print(ensure_base_image(args.kind))
+
+
+if __name__ == "__main__":
+    main()

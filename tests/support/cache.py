@@ -1,0 +1,48 @@
+"""Where the infrastructure keeps what it builds, and how builds avoid racing each other."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The cache folder: $DASKHUB_CACHE, else ~/.cache/daskhub-images."""
+    configured = os.environ.get("DASKHUB_CACHE")
+    root = Path(configured) if configured else Path.home() / ".cache" / "daskhub-images"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def digest(parts: Iterable[bytes | str], length: int = 16) -> str:
+    """A short sha256 hex digest over parts, each length-prefixed so boundaries count."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on path (created if missing) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,41 @@
+"""Thin helpers around the docker command line, failing loudly when the engine is missing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+
+class DockerUnavailable(RuntimeError):
+    """The docker CLI or engine cannot be used; run scripts/machine-setup.sh."""
+
+
+class DockerCommandFailed(RuntimeError):
+    """A docker command exited non-zero; the message carries its stderr."""
+
+
+def require_docker() -> None:
+    """Raise DockerUnavailable unless the CLI exists and the engine answers."""
+    if shutil.which("docker") is None:
+        raise DockerUnavailable("the docker CLI is not installed; run scripts/machine-setup.sh")
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise DockerUnavailable(
+            "the Docker engine does not answer (`docker info` failed); "
+            f"run scripts/machine-setup.sh\n{probe.stderr.strip()}"
+        )
+
+
+def docker(
+    *args: str, input: bytes | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `docker ARGS` with output captured; raise DockerCommandFailed on failure if check."""
+    result = subprocess.run(["docker", *args], input=input, capture_output=True, env=env)
+    if check and result.returncode != 0:
+        stderr = result.stderr.decode(errors="replace").strip()
+        raise DockerCommandFailed(f"docker {' '.join(args)} exited {result.returncode}:\n{stderr}")
+    return result
+
+
+def image_exists(tag: str) -> bool:
+    return docker("image", "inspect", tag, check=False).returncode == 0
