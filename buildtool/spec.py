@@ -1,0 +1,458 @@
+"""Environment specs: `environments/<name>/env.yaml`, validated strictly and resolved
+through `extends` into one flat :class:`Environment`.
+
+Every error is a :class:`SpecError` naming the file, the key path and the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rattler import MatchSpec, Version, VersionSpec
+from rattler.exceptions import InvalidMatchSpecError
+
+from buildtool.errors import SpecError
+
+SPEC_FILE = "env.yaml"
+LOCK_FILE = "conda-lock.yml"
+DEFAULT_CHANNELS = ["conda-forge"]
+DEFAULT_PLATFORMS = ["linux-64"]
+Platform = Literal["linux-64", "linux-aarch64"]
+Installer = Literal["micromamba", "rattler"]
+IMAGES = ("notebook", "worker")
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PIP_PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!_-]+$")
+_APT_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
+_IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _check_matchspecs(values: list[str]) -> list[str]:
+    for index, value in enumerate(values):
+        try:
+            spec = MatchSpec(value, strict=True)
+        except InvalidMatchSpecError as exc:
+            raise ValueError(f"[{index}] invalid MatchSpec {value!r}: {exc}") from None
+        if spec.name is None or not _NAME_RE.match(spec.name.normalized):
+            raise ValueError(f"[{index}] invalid MatchSpec {value!r}: bad package name")
+    return values
+
+
+def _check_pattern(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
+    for index, value in enumerate(values):
+        if not pattern.match(value):
+            raise ValueError(f"[{index}] {value!r} is not {what}")
+    return values
+
+
+class _Packages(_Strict):
+    """Fields shared by the top level and the per-image sections."""
+
+    dependencies: list[str] = Field(default_factory=list)
+    pip: list[str] = Field(default_factory=list)
+    apt: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    imports: list[str] = Field(default_factory=list)
+
+    @field_validator("dependencies")
+    @classmethod
+    def _matchspecs(cls, v: list[str]) -> list[str]:
+        return _check_matchspecs(v)
+
+    @field_validator("pip")
+    @classmethod
+    def _pip_pins(cls, v: list[str]) -> list[str]:
+        # pip packages are not solved, so only exact pins keep the pair reproducible.
+        return _check_pattern(v, _PIP_PIN_RE, "an exact pip pin (name==version)")
+
+    @field_validator("apt")
+    @classmethod
+    def _apt_names(cls, v: list[str]) -> list[str]:
+        return _check_pattern(v, _APT_RE, "a Debian package name (optionally =version)")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        _check_pattern(list(v), _ENV_VAR_RE, "a valid environment variable name")
+        return v
+
+    @field_validator("imports")
+    @classmethod
+    def _module_names(cls, v: list[str]) -> list[str]:
+        return _check_pattern(v, re.compile(r"^[A-Za-z_][\w.]*$"), "a Python module name")
+
+
+class ImageSpec(_Packages):
+    """`notebook:` or `worker:`: what only that image gets, and its repository name."""
+
+    image: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image_name(cls, v: str | None) -> str | None:
+        if v is not None and not _IMAGE_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid image repository name")
+        return v
+
+
+class BuildSpec(_Strict):
+    """`build:` how the images are made."""
+
+    installer: Installer | None = None
+    base_image: str | None = None
+    builder_image: str | None = None
+
+
+class SpecFile(_Packages):
+    """The schema of one `env.yaml`, before inheritance."""
+
+    description: str
+    display_name: str | None = None
+    # An abstract spec is only extended: it is never locked or built on its own.
+    abstract: bool = False
+    extends: str | None = None
+    channels: list[str] | None = None
+    platforms: list[Platform] | None = None
+    notebook: ImageSpec = Field(default_factory=ImageSpec)
+    worker: ImageSpec = Field(default_factory=ImageSpec)
+    build: BuildSpec = Field(default_factory=BuildSpec)
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        if not v.strip() or "\n" in v.strip():
+            raise ValueError("must be one non-empty line")
+        return v.strip()
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must list at least one channel")
+        return v
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("must list each platform once, and at least one")
+        return v
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One MatchSpec with where it was written, for error messages."""
+
+    spec: str
+    path: Path
+    key: str
+    line: int | None
+
+    @property
+    def name(self) -> str:
+        name = MatchSpec(self.spec).name
+        assert name is not None  # validated in SpecFile
+        return name.normalized
+
+
+@dataclass
+class ImageSet:
+    """Everything one image gets beyond the conda packages it shares."""
+
+    image: str
+    dependencies: list[Requirement] = field(default_factory=list)
+    pip: list[str] = field(default_factory=list)
+    apt: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    imports: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Environment:
+    """A spec resolved through `extends`: what `lock`, `render` and `docs` work from."""
+
+    name: str
+    root: Path
+    files: list[Path]
+    description: str
+    display_name: str
+    abstract: bool
+    channels: list[str]
+    platforms: list[str]
+    dependencies: list[Requirement]
+    notebook: ImageSet
+    worker: ImageSet
+    installer: Installer
+    base_image: str | None
+    builder_image: str | None
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / LOCK_FILE
+
+    def roots(self, image: str) -> list[Requirement]:
+        """The MatchSpecs an image asks for: the shared ones plus its own."""
+        own = self.notebook if image == "notebook" else self.worker
+        return self.dependencies + own.dependencies
+
+    def all_requirements(self) -> list[Requirement]:
+        """The union that the one solve is made of."""
+        return self.dependencies + self.notebook.dependencies + self.worker.dependencies
+
+    def image(self, image: str) -> ImageSet:
+        return self.notebook if image == "notebook" else self.worker
+
+    def content_hash(self, platform: str) -> str:
+        """Hash of what the solve depends on: specs, channels and the platform."""
+        payload = {
+            "channels": self.channels,
+            "platform": platform,
+            "common": [r.spec for r in self.dependencies],
+            "notebook": [r.spec for r in self.notebook.dependencies],
+            "worker": [r.spec for r in self.worker.dependencies],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        self.key, self.line = key, line
+
+
+def _line_map(node: yaml.Node, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each key path in a YAML document to its 1-based line."""
+    lines: dict[tuple[Any, ...], int] = {prefix: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            if path in lines:
+                raise _DuplicateKey(_key_text(path), key_node.start_mark.line + 1)
+            lines.update(_line_map(value_node, path))
+            lines[path] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_line_map(item, (*prefix, index)))
+    return lines
+
+
+def _key_text(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _nearest_line(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    spec: SpecFile
+    lines: dict[tuple[Any, ...], int]
+
+
+def load_spec_file(path: Path) -> _Loaded:
+    """Parse and validate one `env.yaml`, without following `extends`."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(path, "", "spec file not found") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(path, "", f"not valid YAML: {problem}", line) from None
+    if not isinstance(data, dict) or node is None:
+        raise SpecError(path, "", "the spec must be a YAML mapping of keys to values", 1)
+    try:
+        lines = _line_map(node)
+    except _DuplicateKey as dup:
+        raise SpecError(path, dup.key, "key appears twice in the same mapping", dup.line) from None
+    try:
+        spec = SpecFile.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        index = re.match(r"^\[(\d+)\] ", message)
+        if index:  # list validators name the offending item
+            loc = (*loc, int(index.group(1)))
+            message = message[index.end() :]
+        raise SpecError(path, _key_text(loc), message, _nearest_line(lines, loc)) from None
+    return _Loaded(path, spec, lines)
+
+
+def _requirements(loaded: _Loaded, section: tuple[str, ...]) -> list[Requirement]:
+    owner: _Packages = loaded.spec
+    for part in section:
+        owner = getattr(owner, part)
+    out = []
+    for index, spec in enumerate(owner.dependencies):
+        loc = (*section, "dependencies", index)
+        out.append(Requirement(spec, loaded.path, _key_text(loc), loaded.lines.get(loc)))
+    return out
+
+
+def _chain(root: Path, name: str) -> list[_Loaded]:
+    """The spec and its ancestors, root ancestor first."""
+    chain: list[_Loaded] = []
+    seen: list[str] = []
+    current: str | None = name
+    child: _Loaded | None = None
+    while current is not None:
+        path = root / current / SPEC_FILE
+        if current in seen:
+            cycle = " -> ".join([*seen, current])
+            assert child is not None
+            raise SpecError(
+                child.path, "extends", f"cycle in extends: {cycle}", child.lines.get(("extends",))
+            )
+        if not path.exists():
+            if child is None:
+                raise SpecError(path, "", f"no environment {current!r} (spec file not found)")
+            raise SpecError(
+                child.path,
+                "extends",
+                f"parent environment {current!r} does not exist ({path} not found)",
+                child.lines.get(("extends",)),
+            )
+        loaded = load_spec_file(path)
+        chain.insert(0, loaded)
+        seen.append(current)
+        child, current = loaded, loaded.spec.extends
+    return chain
+
+
+def _merge_image(chain: list[_Loaded], image: str, default_name: str) -> ImageSet:
+    merged = ImageSet(image=default_name)
+    for loaded in chain:
+        part: ImageSpec = getattr(loaded.spec, image)
+        merged.image = part.image or merged.image
+        merged.dependencies += _requirements(loaded, (image,))
+        for source in (loaded.spec, part):
+            merged.pip += source.pip
+            merged.apt += source.apt
+            merged.env.update(source.env)
+            merged.imports += source.imports
+    return merged
+
+
+def _last(chain: list[_Loaded], getter: Any, default: Any) -> Any:
+    for loaded in reversed(chain):
+        value = getter(loaded.spec)
+        if value is not None:
+            return value
+    return default
+
+
+def load_environment(root: Path, name: str) -> Environment:
+    """Load `root/name/env.yaml` with its `extends` chain, validated and merged."""
+    chain = _chain(root, name)
+    own = chain[-1].spec
+    env = Environment(
+        name=name,
+        root=root,
+        files=[loaded.path for loaded in chain],
+        description=own.description,
+        display_name=own.display_name or name,
+        abstract=own.abstract,
+        channels=_last(chain, lambda s: s.channels, DEFAULT_CHANNELS),
+        platforms=_last(chain, lambda s: s.platforms, DEFAULT_PLATFORMS),
+        dependencies=[r for loaded in chain for r in _requirements(loaded, ())],
+        notebook=_merge_image(chain, "notebook", f"jupyter-{name}"),
+        worker=_merge_image(chain, "worker", f"dask-gateway-{name}"),
+        installer=_last(chain, lambda s: s.build.installer, "micromamba"),
+        base_image=_last(chain, lambda s: s.build.base_image, None),
+        builder_image=_last(chain, lambda s: s.build.builder_image, None),
+    )
+    check_pins(env.all_requirements())
+    return env
+
+
+def _candidate_versions(requirements: list[Requirement]) -> list[Version]:
+    """Versions that sit on or just past every bound the specs mention."""
+    found = set()
+    for req in requirements:
+        version = MatchSpec(req.spec).version
+        for token in re.findall(r"[0-9][0-9A-Za-z._+]*", str(version or "")):
+            base = token.rstrip(".*")
+            found.update({base, f"{base}.0.1", f"{base}.post1"})
+    candidates = [Version("0"), Version("99999999")]
+    for text in sorted(found):
+        try:
+            candidates.append(Version(text))
+        except Exception:  # noqa: BLE001 - a token that is not a version is no candidate
+            continue
+    return candidates
+
+
+def check_pins(requirements: list[Requirement]) -> None:
+    """Refuse specs of one package whose version ranges cannot all hold at once."""
+    by_name: dict[str, list[Requirement]] = {}
+    for req in requirements:
+        by_name.setdefault(req.name, []).append(req)
+    for reqs in by_name.values():
+        versioned = [r for r in reqs if MatchSpec(r.spec).version is not None]
+        if len(versioned) < 2:
+            continue
+        candidates = _candidate_versions(versioned)
+        specs = [VersionSpec(MatchSpec(r.spec).version) for r in versioned]
+        if any(all(spec.matches(v) for spec in specs) for v in candidates):
+            continue
+        # Name the first pair that conflicts, so the message stays one line.
+        for i, first in enumerate(versioned):
+            for second in versioned[i + 1 :]:
+                pair = [VersionSpec(MatchSpec(r.spec).version) for r in (first, second)]
+                pair_candidates = _candidate_versions([first, second])
+                if not any(all(s.matches(v) for s in pair) for v in pair_candidates):
+                    # Blame the later one: a child spec is what is being edited.
+                    where = f"{first.path}:{first.line}" if first.line else str(first.path)
+                    raise SpecError(
+                        second.path,
+                        second.key,
+                        f"contradictory pins: {second.spec!r} conflicts with "
+                        f"{first.spec!r} ({where} {first.key})",
+                        second.line,
+                    )
+        first = versioned[0]
+        raise SpecError(
+            first.path,
+            first.key,
+            "contradictory pins: no version satisfies "
+            + ", ".join(repr(r.spec) for r in versioned),
+            first.line,
+        )
+
+
+def environment_names(root: Path) -> list[str]:
+    """Every buildable (not abstract) environment under `root`."""
+    names = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}"))
+    return [name for name in names if not load_spec_file(root / name / SPEC_FILE).spec.abstract]

@@ -1,0 +1,189 @@
+"""`buildtool lock`: one real rattler solve per environment, one lock for both images."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rattler
+import yaml
+
+from buildtool.lock import closure, packages_from_conda_lock, pick_solver, solve_with_rattler
+from buildtool.lockfile import read_lock
+from buildtool.spec import load_environment
+from tests.conftest import buildtool
+
+
+def _lock(envroot: Path, name: str, channel: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    result = buildtool(
+        "--root", envroot, "lock", name, "--channel", channel, *extra, cwd=envroot.parent
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("name", ["pyhep", "ml", "physlite"])
+def test_seed_environment_locks_for_real(name: str, envroot: Path, solver_channel: str) -> None:
+    _lock(envroot, name, solver_channel)
+    lock = read_lock(envroot / name / "conda-lock.yml")
+    notebook = lock.packages("notebook", "linux-64")
+    worker = lock.packages("worker", "linux-64")
+    assert all(len(p.hash.sha256) == 64 for p in lock.package)
+    env = load_environment(envroot, name)
+    assert {r.name for r in env.all_requirements()} <= {p.name for p in notebook}
+    assert {p.hash.sha256 for p in worker} < {p.hash.sha256 for p in notebook}
+    assert "jupyterlab" not in {p.name for p in worker}
+    assert {"dask", "distributed", "coffea" if name != "ml" else "root"} <= {p.name for p in worker}
+
+
+def test_physlite_as_a_new_user_would(envroot: Path, solver_channel: str, tmp_path: Path) -> None:
+    _lock(envroot, "physlite", solver_channel)
+    path = envroot / "physlite" / "conda-lock.yml"
+    first = path.read_bytes()
+    assert first.startswith(b"# AUTO GENERATED")
+
+    # conda-lock itself renders it, worker set by default and notebook set with -e.
+    out = tmp_path / "render"
+    out.mkdir()
+    for extra in ([], ["-e", "notebook"]):
+        template = f"{'nb' if extra else 'wk'}-{{platform}}.lock"
+        subprocess.run(
+            [sys.executable, "-m", "conda_lock", "render", "-k", "explicit",
+             "--filename-template", template, *extra, str(path)],
+            cwd=out, check=True, capture_output=True,
+        )  # fmt: skip
+    urls = {
+        kind: [ln for ln in (out / f"{kind}-linux-64.lock").read_text().splitlines() if "://" in ln]
+        for kind in ("wk", "nb")
+    }
+    lock = read_lock(path)
+    assert len(urls["wk"]) == len(lock.packages("worker", "linux-64"))
+    assert len(urls["nb"]) == len(lock.packages("notebook", "linux-64"))
+
+    # rattler reads it too, with every package's sha256.
+    lockfile = rattler.LockFile.from_path(path)
+    env = lockfile.default_environment()
+    (platform,) = [p for p in env.platforms() if p.name == "linux-64"]
+    records = env.conda_repodata_records_for_platform(platform)
+    assert {r.sha256.hex() for r in records} == {p.hash.sha256 for p in lock.package}
+
+    # Nothing changed: the second run writes a byte-identical file and says so.
+    second = _lock(envroot, "physlite", solver_channel)
+    assert "lock unchanged" in second.stdout
+    assert path.read_bytes() == first
+
+
+def test_worker_gets_the_union_version_not_its_own_solve(
+    envroot: Path, solver_channel: str
+) -> None:
+    env = load_environment(envroot, "physlite")
+    # Solved alone, the worker would take the newest tornado ...
+    alone = solve_with_rattler([r.spec for r in env.roots("worker")], [solver_channel], "linux-64")
+    assert {p.name: p.version for p in alone}["tornado"] == "6.4.1"
+    # ... but jupyterhub-singleuser in the notebook caps it, and the one solve rules both.
+    _lock(envroot, "physlite", solver_channel)
+    lock = read_lock(envroot / "physlite" / "conda-lock.yml")
+    worker = {p.name: p for p in lock.packages("worker", "linux-64")}
+    notebook = {p.name: p for p in lock.packages("notebook", "linux-64")}
+    assert worker["tornado"].version == "6.3.3"
+    assert worker["tornado"].hash.sha256 == notebook["tornado"].hash.sha256
+    for name, package in worker.items():
+        assert notebook[name] == package
+
+
+def test_solver_backs_off_a_conflict(envroot: Path, solver_channel: str) -> None:
+    _lock(envroot, "ml", solver_channel)
+    versions = {p.name: p.version for p in read_lock(envroot / "ml" / "conda-lock.yml").package}
+    assert versions["numpy"] == "1.24.4"  # root_numpy needs numpy <1.25; 2.0.1 is newest
+
+
+def test_unsolvable_spec_names_the_conflict_and_keeps_the_lock(
+    envroot: Path, solver_channel: str
+) -> None:
+    _lock(envroot, "ml", solver_channel)
+    path = envroot / "ml" / "conda-lock.yml"
+    before = path.read_bytes()
+    spec = envroot / "ml" / "env.yaml"
+    spec.write_text(spec.read_text().replace("  - root_numpy\n", "  - root_numpy\n  - numpy >=2\n"))
+    result = buildtool(
+        "--root", envroot, "lock", "ml", "--channel", solver_channel, cwd=envroot.parent
+    )
+    assert result.returncode == 1
+    first_line = result.stderr.splitlines()[0]
+    assert "unsolvable" in first_line and "numpy" in first_line and "root_numpy" in first_line
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_check_detects_a_changed_parent_without_solving(envroot: Path, solver_channel: str) -> None:
+    _lock(envroot, "physlite", solver_channel)
+    ok = buildtool("--root", envroot, "lock", "--check", "physlite", cwd=envroot.parent)
+    assert ok.returncode == 0, ok.stderr
+    base = envroot / "base" / "env.yaml"
+    base.write_text(base.read_text().replace("  - pandas\n", "  - pandas\n  - zict\n"))
+    stale = buildtool("--root", envroot, "lock", "--check", "physlite", cwd=envroot.parent)
+    assert stale.returncode == 1
+    assert "out of date" in stale.stderr and "base/env.yaml" in stale.stderr
+
+
+def test_relock_writes_a_diff_per_image(envroot: Path, solver_channel: str) -> None:
+    _lock(envroot, "physlite", solver_channel)
+    spec = envroot / "physlite" / "env.yaml"
+    spec.write_text(spec.read_text().replace("  - aiohttp\n", "  - aiohttp\n  - toolz 0.11.*\n"))
+    notebook_only = envroot / "base" / "env.yaml"
+    notebook_only.write_text(
+        notebook_only.read_text().replace("    - ipywidgets\n", "    - ipywidgets ==8.1.2\n")
+    )
+    result = _lock(envroot, "physlite", solver_channel)
+    assert (
+        "worker   linux-64      downgraded toolz 0.12.1 (pyhd8ed1ab_0) -> 0.11.2" in result.stdout
+    )
+    assert "notebook linux-64      downgraded ipywidgets" in result.stdout
+    assert "worker   linux-64      downgraded ipywidgets" not in result.stdout
+    markdown = (envroot.parent / "build" / "physlite" / "lock-diff.md").read_text()
+    assert "#### worker image" in markdown
+    assert (
+        "| toolz | linux-64 | downgraded | 0.12.1 (pyhd8ed1ab_0) | 0.11.2 (pyhd8ed1ab_0) |"
+        in markdown
+    )
+
+
+def test_conda_lock_backend_reads_what_conda_lock_writes(
+    envroot: Path, solver_channel: str
+) -> None:
+    """The CLI backend parses conda-lock's output; here, a lock in that same format."""
+    _lock(envroot, "physlite", solver_channel)
+    path = envroot / "physlite" / "conda-lock.yml"
+    parsed = packages_from_conda_lock(yaml.safe_load(path.read_text()), "linux-64")
+    direct = solve_with_rattler(
+        [r.spec for r in load_environment(envroot, "physlite").all_requirements()],
+        [solver_channel],
+        "linux-64",
+    )
+    assert {(p.name, p.version, p.build, p.sha256) for p in parsed} == {
+        (p.name, p.version, p.build, p.sha256) for p in direct
+    }
+    roots = load_environment(envroot, "physlite").roots("worker")
+    assert closure(parsed, roots) == closure(direct, roots)
+
+
+def test_solver_choice_follows_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert pick_solver("auto") is solve_with_rattler
+    fake = tmp_path / "micromamba"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert pick_solver("auto") is not solve_with_rattler
+    assert pick_solver("rattler") is solve_with_rattler
+
+
+def test_rattler_solve_is_real(solver_channel: str) -> None:
+    """Guard against a channel that solves trivially: rattler sees every version."""
+    records = asyncio.run(
+        rattler.solve(sources=[rattler.Channel(solver_channel)], specs=["numpy <2"],
+                      platforms=["linux-64", "noarch"])
+    )  # fmt: skip
+    assert {r.name.normalized: str(r.version) for r in records}["numpy"] == "1.26.4"

@@ -1,0 +1,144 @@
+"""Spec loading, inheritance and strict validation."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from buildtool.spec import environment_names, load_environment
+from tests.conftest import REPO, buildtool
+
+
+def test_seed_environments_resolve_through_base() -> None:
+    root = REPO / "environments"
+    assert environment_names(root) == ["e2e", "ml", "physlite", "pyhep"]
+    env = load_environment(root, "physlite")
+    names = [r.name for r in env.dependencies]
+    for required in (
+        "python",
+        "dask",
+        "distributed",
+        "dask-gateway",
+        "msgpack-python",
+        "cloudpickle",
+        "tornado",
+        "toolz",
+        "lz4",
+        "numpy",
+        "pandas",
+        "h5py",
+        "numba",
+        "uproot",
+        "awkward",
+        "pyarrow",
+        "coffea",
+        "aiohttp",
+    ):
+        assert required in names  # fmt: skip
+    assert "jupyterlab" in [r.name for r in env.notebook.dependencies]
+    assert "file" in env.notebook.apt and "file" not in env.worker.apt
+    assert (
+        env.notebook.env["ATLAS_LOCAL_ROOT_BASE"] == "/cvmfs/atlas.cern.ch/repo/ATLASLocalRootBase"
+    )
+    assert env.notebook.image == "jupyter-physlite"
+    assert env.worker.image == "dask-gateway-physlite"
+    assert env.channels == ["conda-forge"] and env.platforms == ["linux-64"]
+    assert "coffea" in env.notebook.imports and "coffea" in env.worker.imports
+
+
+# Each case: the files to write (relative to the env root), the expected message parts,
+# and the line the error must point at (None where the file has no useful line).
+BAD_SPECS: dict[str, tuple[dict[str, str], list[str], int | None]] = {
+    "unknown top-level key": (
+        {"bad/env.yaml": "description: x\ndependecies: [numpy]\n"},
+        ["dependecies", "unknown key"], 2),
+    "unknown key in an image section": (
+        {"bad/env.yaml": "description: x\nnotebook:\n  dependencies: []\n  imagee: y\n"},
+        ["notebook.imagee", "unknown key"], 4),
+    "invalid MatchSpec": (
+        {"bad/env.yaml": "description: x\ndependencies:\n  - numpy\n  - numpy >>1\n"},
+        ["dependencies[1]", "invalid MatchSpec", "numpy >>1"], 4),
+    "version without an operator (strict MatchSpec)": (
+        {"bad/env.yaml": "description: x\nworker:\n  dependencies: [numpy 1.2]\n"},
+        ["worker.dependencies[0]", "invalid MatchSpec", "==1.2"], 3),
+    "missing parent": (
+        {"bad/env.yaml": "description: x\n\nextends: nothere\n"},
+        ["extends", "'nothere' does not exist"], 3),
+    "cycle in extends": (
+        {"bad/env.yaml": "description: x\nextends: loop\n",
+         "loop/env.yaml": "description: y\nextends: bad\n"},
+        ["extends", "cycle", "bad -> loop -> bad"], 2),
+    "contradictory pins in one spec": (
+        {"bad/env.yaml": "description: x\ndependencies: [numpy <1.25]\n"
+                         "notebook:\n  dependencies: [numpy >=2]\n"},
+        ["contradictory pins", "numpy <1.25", "numpy >=2"], 4),
+    "pin contradicting the inherited parent": (
+        {"bad/env.yaml": "description: x\nextends: base\ndependencies:\n  - python 3.10.*\n"},
+        ["contradictory pins", "python 3.11.*", "python 3.10.*", "base/env.yaml:7"], 4),
+    "YAML syntax error": (
+        {"bad/env.yaml": "description: x\ndependencies: [numpy\n"},
+        ["not valid YAML"], 3),
+    "missing description": (
+        {"bad/env.yaml": "dependencies: [numpy]\n"},
+        ["description", "required key is missing"], 1),
+    "dependencies not a list": (
+        {"bad/env.yaml": "description: x\ndependencies: numpy\n"},
+        ["dependencies", "list"], 2),
+    "unsupported platform": (
+        {"bad/env.yaml": "description: x\nplatforms: [linux-64, win-64]\n"},
+        ["platforms[1]", "linux-aarch64"], 2),
+    "duplicate key": (
+        {"bad/env.yaml": "description: x\ndependencies: [numpy]\ndependencies: [scipy]\n"},
+        ["dependencies", "twice"], 3),
+    "pip requirement not pinned": (
+        {"bad/env.yaml": "description: x\nworker:\n  pip: [requests>=2]\n"},
+        ["worker.pip[0]", "exact pip pin"], 3),
+    "bad environment variable name": (
+        {"bad/env.yaml": "description: x\nenv:\n  1BAD: y\n"},
+        ["env", "environment variable"], 2),
+    "empty channel list": (
+        {"bad/env.yaml": "description: x\nchannels: []\n"},
+        ["channels", "at least one channel"], 2),
+    "multi-line description": (
+        {"bad/env.yaml": "description: |\n  one\n  two\n"},
+        ["description", "one non-empty line"], 1),
+    "spec is not a mapping": (
+        {"bad/env.yaml": "- numpy\n"},
+        ["YAML mapping"], 1),
+    "no such environment": ({}, ["no environment 'bad'"], None),
+}  # fmt: skip
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_bad_spec_is_refused_with_one_clear_line(
+    case: str, envroot: Path, tmp_path: Path, solver_channel: str
+) -> None:
+    files, parts, line = BAD_SPECS[case]
+    for relative, text in files.items():
+        (envroot / relative).parent.mkdir(parents=True, exist_ok=True)
+        (envroot / relative).write_text(text)
+    # An existing lock must survive the refusal untouched.
+    (envroot / "bad").mkdir(exist_ok=True)
+    (envroot / "bad" / "conda-lock.yml").write_text("previous lock\n")
+    before = _snapshot(tmp_path)
+    result = buildtool("--root", envroot, "lock", "bad", "--channel", solver_channel, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    message = lines[0]
+    assert "env.yaml" in message
+    for part in parts:
+        assert part in message, message
+    if line is not None:
+        assert f"env.yaml:{line}:" in message, message
+    assert _snapshot(tmp_path) == before
