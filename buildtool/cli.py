@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from buildtool import lock as locking
+from buildtool.build import BuildStamp, build_pair
 from buildtool.errors import BuildToolError
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import dump_lock, read_lock, write_atomic
+from buildtool.render import RenderedPair, render
 from buildtool.spec import environment_names, load_environment
 
 
@@ -44,6 +46,43 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace, name: str) -> RenderedPair:
+    env = load_environment(args.root, name)
+    return render(
+        env,
+        read_lock(env.lock_path),
+        args.build_dir,
+        installer=args.installer,
+        registry=args.registry,
+        base_image=args.base_image,
+        builder_image=args.builder_image,
+    )
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    for name in _names(args):
+        pair = _render(args, name)
+        print(f"rendered {pair.directory}: {pair.worker.ref} and {pair.notebook.ref}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    for name in _names(args):
+        pair = _render(args, name)
+        build_pair(pair, BuildStamp.now(args.root), echo=not args.quiet)
+        print(f"built {pair.worker.ref} and {pair.notebook.ref}")
+    return 0
+
+
+def _image_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("env", nargs="*", help="environment name(s)")
+    p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+    p.add_argument("--installer", choices=["micromamba", "rattler"], help="override the spec")
+    p.add_argument("--registry", help="registry and namespace, e.g. 127.0.0.1:5000/daskhub")
+    p.add_argument("--base-image", help="override the spec's base image")
+    p.add_argument("--builder-image", help="override the spec's builder image (rattler)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
     parser.add_argument(
@@ -62,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=["auto", "rattler", "conda-lock"], default="auto")
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("render", help="write the pair's Dockerfiles and build context")
+    _image_options(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("build", help="render, then build both images with BuildKit")
+    _image_options(p)
+    p.add_argument("--quiet", action="store_true", help="log to files only")
+    p.set_defaults(func=cmd_build)
     return parser
 
 
