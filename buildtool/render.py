@@ -25,7 +25,8 @@ from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jinja2 import Environment as Jinja, FileSystemLoader, StrictUndefined
+from jinja2 import Environment as Jinja
+from jinja2 import FileSystemLoader, StrictUndefined
 
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import LockedPackage, LockFile, write_atomic
