@@ -1,0 +1,104 @@
+"""Command line: ``daskhub-compat`` / ``python -m compat``.
+
+    daskhub-compat live tcp://127.0.0.1:8786 [--format table|markdown|json] [--output FILE]
+    daskhub-compat live --gateway-cluster NAME
+    daskhub-compat diff lock:conda-lock.yml#notebook lock:conda-lock.yml#worker
+    daskhub-compat diff image:REGISTRY/notebook:TAG env
+
+Exit codes: 0 no error-level mismatch, 1 error-level mismatch, 2 the check
+could not run (unreachable scheduler, unreadable source, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import compat
+from compat import compare, live, report, sources
+from compat.model import CheckError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_CANNOT_CHECK = 0, 1, 2
+PROG = "daskhub-compat"
+
+
+def _progress(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=compat.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--format", choices=tuple(report.RENDERERS), default="table")
+    output.add_argument(
+        "--output", type=Path, help="write the report here; print only its summary line"
+    )
+
+    check = commands.add_parser(
+        "live", parents=[output], help="check a running cluster: client, scheduler, workers"
+    )
+    target = check.add_mutually_exclusive_group(required=True)
+    target.add_argument("address", nargs="?", help="scheduler address, e.g. tcp://host:8786")
+    target.add_argument("--gateway-cluster", metavar="NAME", help="dask-gateway cluster name")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=live.DEFAULT_TIMEOUT_S,
+        help="seconds to wait for the scheduler, then for the workers (default: %(default)s)",
+    )
+    check.add_argument(
+        "--settle-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause between listing the workers and querying them (default: 0)",
+    )
+    check.add_argument("-v", "--verbose", action="store_true", help="report progress on stderr")
+
+    diff = commands.add_parser(
+        "diff", parents=[output], help="compare two static sources (lockfile, image, env)"
+    )
+    diff.add_argument("first", help="lock:PATH#IMAGE[@PLATFORM], image:REF, prefix:PATH or env")
+    diff.add_argument("second", help="same forms as the first source")
+    return parser
+
+
+def _live_report(args: argparse.Namespace) -> compare.Report:
+    progress = _progress if args.verbose else live.quiet
+    if args.gateway_cluster:
+        snapshot = live.collect_gateway(
+            args.gateway_cluster, args.timeout, args.settle_delay, progress
+        )
+    else:
+        snapshot = live.collect(args.address, args.timeout, args.settle_delay, progress)
+    return compare.compare_cluster(snapshot)
+
+
+def _diff_report(args: argparse.Namespace) -> compare.Report:
+    first, second = sources.load(args.first), sources.load(args.second)
+    if first.label == second.label:
+        first.label, second.label = args.first, args.second
+    return compare.compare_sets(first, second)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = _live_report(args) if args.command == "live" else _diff_report(args)
+    except CheckError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    text = report.render(result, args.format)
+    if args.output:
+        try:
+            args.output.write_text(text)
+        except OSError as error:
+            print(f"{PROG}: error: cannot write {args.output}: {error.strerror}", file=sys.stderr)
+            return EXIT_CANNOT_CHECK
+        print(report.summary(result))
+    else:
+        sys.stdout.write(text)
+    return EXIT_MISMATCH if result.errors else EXIT_OK

@@ -1,0 +1,220 @@
+"""Package sets of a running Dask cluster: client, scheduler and every worker.
+
+The scheduler and each worker run :func:`compat.probe.snapshot`, shipped by
+value, so they need only distributed, not this package. Workers are queried one
+by one in parallel under a deadline: a worker that leaves the cluster between
+being listed and answering is reported as *left*, and one still present that
+does not answer in time as *unanswered*; neither stops the check.
+
+``distributed`` (and ``dask_gateway`` for gateway clusters) are imported only
+here, inside the functions, so the static checks work without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from compat import probe, sources
+from compat.model import CheckError, PackageSet
+
+DEFAULT_TIMEOUT_S = 10.0
+#: How often to ask the scheduler which workers are still there.
+MEMBERSHIP_POLL_S = 0.25
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ClusterSnapshot:
+    """What every member of a cluster has installed."""
+
+    target: str
+    client: PackageSet
+    scheduler: PackageSet
+    #: worker address -> its package set, for every worker that answered
+    workers: dict[str, PackageSet] = field(default_factory=dict)
+    #: workers listed at the start that were gone before they answered
+    left: list[str] = field(default_factory=list)
+    #: workers still present that did not answer: address -> reason
+    unanswered: dict[str, str] = field(default_factory=dict)
+
+
+def quiet(_message: str) -> None:
+    """Default progress callback: say nothing."""
+
+
+def _require_distributed() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError as error:
+        raise CheckError(
+            "the live check needs the 'distributed' package in this environment"
+        ) from error
+
+
+def _ship_probe_by_value() -> None:
+    """Let scheduler and workers run the probe without this package installed."""
+    import cloudpickle
+
+    if probe.__name__ not in cloudpickle.list_registry_pickle_by_value():
+        cloudpickle.register_pickle_by_value(probe)
+
+
+async def _connect(address: str, security: Any, timeout: float) -> Any:
+    from distributed import Client
+    from distributed.versions import VersionMismatchWarning
+
+    with warnings.catch_warnings():
+        # The report replaces distributed's own warning.
+        warnings.simplefilter("ignore", VersionMismatchWarning)
+        try:
+            return await asyncio.wait_for(
+                Client(
+                    address,
+                    security=security,
+                    asynchronous=True,
+                    timeout=timeout,
+                    set_as_default=False,
+                ),
+                timeout=timeout + 1,
+            )
+        except (OSError, asyncio.TimeoutError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CheckError(
+                f"cannot reach scheduler {address} within {timeout:g} s: {reason}"
+            ) from None
+
+
+async def _query_workers(
+    client: Any, addresses: list[str], timeout: float
+) -> tuple[dict[str, dict[str, str]], list[str], dict[str, str]]:
+    """Run the probe on each worker; sort out answered, left and unanswered."""
+    calls = {
+        address: asyncio.ensure_future(
+            client.run(probe.snapshot, workers=[address], on_error="return")
+        )
+        for address in addresses
+    }
+    answered: dict[str, dict[str, str]] = {}
+    left: list[str] = []
+    unanswered: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    pending = set(calls)
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await asyncio.wait(
+            [calls[a] for a in pending],
+            timeout=min(MEMBERSHIP_POLL_S, remaining),
+        )
+        present = set(await client.scheduler.ncores())
+        for address in list(pending):
+            call = calls[address]
+            if call.done():
+                pending.discard(address)
+                result = call.exception() or call.result().get(address)
+                if isinstance(result, dict):
+                    answered[address] = result
+                elif address not in present:
+                    left.append(address)
+                else:
+                    unanswered[address] = f"error: {result!r}"
+            elif address not in present:
+                pending.discard(address)
+                call.cancel()
+                left.append(address)
+    for address in pending:
+        calls[address].cancel()
+        unanswered[address] = f"no answer within {timeout:g} s"
+    return answered, sorted(left), unanswered
+
+
+async def _collect(
+    address: str,
+    security: Any,
+    target: str,
+    timeout: float,
+    settle_delay: float,
+    progress: Progress,
+) -> ClusterSnapshot:
+    client = await _connect(address, security, timeout)
+    try:
+        scheduler = await asyncio.wait_for(client.run_on_scheduler(probe.snapshot), timeout)
+        addresses = sorted(await client.scheduler.ncores())
+        progress(f"listed {len(addresses)} workers")
+        if settle_delay > 0:
+            progress(f"waiting {settle_delay:g} s before querying them")
+            await asyncio.sleep(settle_delay)
+        answered, left, unanswered = await _query_workers(client, addresses, timeout)
+    except asyncio.TimeoutError:
+        raise CheckError(f"scheduler {address} did not answer within {timeout:g} s") from None
+    finally:
+        await client.close()
+    return ClusterSnapshot(
+        target=target,
+        client=sources.from_environment("client"),
+        scheduler=sources.from_snapshot("scheduler", scheduler),
+        workers={a: sources.from_snapshot(a, s) for a, s in sorted(answered.items())},
+        left=left,
+        unanswered=unanswered,
+    )
+
+
+def _run(
+    address: str,
+    security: Any,
+    target: str,
+    timeout: float,
+    settle_delay: float,
+    progress: Progress,
+) -> ClusterSnapshot:
+    import dask
+
+    _ship_probe_by_value()
+    with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
+        return asyncio.run(_collect(address, security, target, timeout, settle_delay, progress))
+
+
+def collect(
+    address: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    settle_delay: float = 0.0,
+    progress: Progress = quiet,
+) -> ClusterSnapshot:
+    """Snapshot the cluster whose scheduler listens at ``address``.
+
+    ``timeout`` bounds the connection, the scheduler's answer and, separately,
+    the workers' answers. ``settle_delay`` pauses between listing the workers
+    and querying them, which leaves time for workers to come and go (useful
+    to reproduce churn; 0 in normal use).
+    """
+    _require_distributed()
+    return _run(address, None, address, timeout, settle_delay, progress)
+
+
+def collect_gateway(
+    cluster_name: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    settle_delay: float = 0.0,
+    progress: Progress = quiet,
+) -> ClusterSnapshot:
+    """Snapshot a dask-gateway cluster (gateway address from dask config)."""
+    _require_distributed()
+    try:
+        from dask_gateway import Gateway
+    except ImportError as error:
+        raise CheckError("--gateway-cluster needs the 'dask-gateway' package") from error
+    try:
+        with Gateway() as gateway:
+            cluster = gateway.connect(cluster_name)
+            address, security = cluster.scheduler_address, cluster.security
+            cluster.close()
+    except Exception as error:  # dask_gateway raises many kinds; all mean "cannot run"
+        raise CheckError(f"cannot connect to gateway cluster {cluster_name}: {error}") from None
+    return _run(address, security, cluster_name, timeout, settle_delay, progress)

@@ -1,0 +1,200 @@
+"""Static package sets: a conda-lock lockfile, a built image, a conda prefix,
+or the current Python environment.
+
+A source is named on the command line as
+
+* ``lock:PATH#notebook`` or ``lock:PATH#worker``, optionally ``@PLATFORM``
+  (default ``linux-64``): the image's packages in a conda-lock v1 lockfile.
+  The worker image is the ``main`` category; the notebook image adds the
+  ``notebook`` category.
+* ``image:REF``: the ``conda-meta`` records of a built image, read with the
+  docker CLI.
+* ``prefix:PATH``: the ``conda-meta`` records of a conda environment on disk.
+* ``env``: the Python distributions of the running interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from compat import names, probe
+from compat.model import CheckError, CondaRecord, Package, PackageSet, conda_package_set
+
+DEFAULT_PLATFORM = "linux-64"
+#: The environment both images install, as laid out by the Dockerfiles.
+IMAGE_PREFIX = "/srv/conda/envs/notebook"
+#: Lockfile categories that make up each image.
+IMAGE_CATEGORIES: dict[str, frozenset[str]] = {
+    "worker": frozenset({"main"}),
+    "notebook": frozenset({"main", "notebook"}),
+}
+DOCKER_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class LockSelection:
+    """Which part of a lockfile to read."""
+
+    path: Path
+    image: str
+    platform: str = DEFAULT_PLATFORM
+
+
+def from_snapshot(label: str, snapshot: dict[str, str]) -> PackageSet:
+    """A set from :func:`compat.probe.snapshot` output; the first spelling wins."""
+    packages: dict[str, Package] = {}
+    for name, version in snapshot.items():
+        packages.setdefault(names.normalize(name), Package(version))
+    return PackageSet(label=label, kind="python", packages=packages)
+
+
+def from_environment(label: str = "env") -> PackageSet:
+    """The running interpreter's distributions."""
+    return from_snapshot(label, probe.snapshot())
+
+
+def record_from_url(url: str) -> tuple[str, str, str] | None:
+    """``(name, version, build)`` from a conda package URL, None if not one."""
+    filename = url.rsplit("/", 1)[-1]
+    for extension in (".conda", ".tar.bz2"):
+        if filename.endswith(extension):
+            stem = filename.removesuffix(extension)
+            parts = stem.rsplit("-", 2)
+            if len(parts) == 3:
+                return parts[0], parts[1], parts[2]
+    return None
+
+
+def _load_lockfile(path: Path) -> list[dict]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise CheckError(f"cannot read lockfile {path}: {error.strerror}") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise CheckError(f"lockfile {path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise CheckError(f"lockfile {path} is not in conda-lock v1 format (version: 1)")
+    entries = data.get("package")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise CheckError(f"lockfile {path} has no 'package' list")
+    return entries
+
+
+def _lock_record(path: Path, entry: dict) -> CondaRecord:
+    try:
+        name, version = str(entry["name"]), str(entry["version"])
+    except KeyError as error:
+        raise CheckError(f"lockfile {path}: a package entry has no {error.args[0]!r}") from None
+    build = None
+    if entry.get("manager", "conda") == "conda":
+        parsed = record_from_url(str(entry.get("url", "")))
+        build = parsed[2] if parsed else None
+    return CondaRecord(name=name, version=version, build=build)
+
+
+def from_lockfile(selection: LockSelection) -> PackageSet:
+    """One image's packages for one platform from a conda-lock v1 lockfile."""
+    path = selection.path
+    categories = IMAGE_CATEGORIES.get(selection.image)
+    if categories is None:
+        known = ", ".join(sorted(IMAGE_CATEGORIES))
+        raise CheckError(f"unknown image {selection.image!r} for {path}: use one of {known}")
+    entries = _load_lockfile(path)
+    platforms = {str(entry.get("platform")) for entry in entries}
+    if selection.platform not in platforms:
+        raise CheckError(
+            f"lockfile {path} has no packages for platform {selection.platform!r} "
+            f"(it has: {', '.join(sorted(platforms))})"
+        )
+    records = [
+        _lock_record(path, entry)
+        for entry in entries
+        if entry.get("platform") == selection.platform
+        and entry.get("category", "main") in categories
+    ]
+    return conda_package_set(f"{selection.image}", records)
+
+
+def parse_conda_meta(text: str, origin: str) -> list[CondaRecord]:
+    """Records from the concatenated contents of ``conda-meta/*.json`` files."""
+    decoder = json.JSONDecoder()
+    records: list[CondaRecord] = []
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        try:
+            data, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise CheckError(f"{origin}: unreadable conda-meta record: {error}") from error
+        if not isinstance(data, dict) or "name" not in data or "version" not in data:
+            raise CheckError(f"{origin}: a conda-meta record has no name or version")
+        records.append(CondaRecord(str(data["name"]), str(data["version"]), data.get("build")))
+        position = end
+        while position < len(text) and text[position].isspace():
+            position += 1
+    if not records:
+        raise CheckError(f"{origin}: no conda-meta records found")
+    return records
+
+
+def from_prefix(prefix: Path) -> PackageSet:
+    """A conda environment on disk, from its ``conda-meta`` directory."""
+    meta = prefix / "conda-meta"
+    files = sorted(meta.glob("*.json"))
+    if not files:
+        raise CheckError(f"{meta} has no conda-meta records")
+    text = "\n".join(file.read_text() for file in files)
+    return conda_package_set(str(prefix), parse_conda_meta(text, str(meta)))
+
+
+def from_image(reference: str, prefix: str = IMAGE_PREFIX) -> PackageSet:
+    """A built image's environment, read by running ``cat`` in a throwaway container."""
+    docker = shutil.which("docker")
+    if docker is None:
+        raise CheckError("the docker CLI is not installed; it is needed to read image sources")
+    command = [
+        docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", reference,
+        "-c", 'cat "$0"/conda-meta/*.json', prefix,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=DOCKER_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CheckError(f"reading image {reference} took over {DOCKER_TIMEOUT_S:.0f} s") from error
+    if result.returncode != 0:
+        detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise CheckError(f"cannot read image {reference}: {detail[0]}")
+    records = parse_conda_meta(result.stdout, f"image {reference}:{prefix}")
+    return conda_package_set(reference, records)
+
+
+def parse_lock_spec(spec: str) -> LockSelection:
+    """``PATH#IMAGE[@PLATFORM]`` -> :class:`LockSelection`."""
+    path, sep, rest = spec.rpartition("#")
+    if not sep or not path:
+        raise CheckError(f"lock source {spec!r} must look like PATH#notebook or PATH#worker")
+    image, _, platform = rest.partition("@")
+    return LockSelection(Path(path), image, platform or DEFAULT_PLATFORM)
+
+
+def load(spec: str) -> PackageSet:
+    """Load a source named as in this module's docstring."""
+    kind, sep, value = spec.partition(":")
+    if spec == "env":
+        return from_environment()
+    if sep and kind == "lock":
+        return from_lockfile(parse_lock_spec(value))
+    if sep and kind == "image" and value:
+        return from_image(value)
+    if sep and kind == "prefix" and value:
+        return from_prefix(Path(value))
+    raise CheckError(f"unknown source {spec!r}: use lock:PATH#IMAGE, image:REF, prefix:PATH or env")
