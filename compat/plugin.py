@@ -9,9 +9,11 @@ worker image) with this dask config, e.g. in ``/etc/dask/compat.yaml``::
           - compat.plugin
     compat:
       guard: log      # or: refuse
+    logging:
+      compat: info    # format the guard's lines like distributed's own
 
 or with environment variables: ``DASK_DISTRIBUTED__SCHEDULER__PRELOAD=compat.plugin``
-and ``DASK_COMPAT__GUARD=refuse``.
+and ``DASK_COMPAT__GUARD=refuse`` (the guard's lines then go to stderr unformatted).
 
 A joining worker's versions are those distributed sends when it registers
 (``distributed.versions.get_versions``): Python, the packages distributed
