@@ -10,8 +10,10 @@ from pathlib import Path
 from buildtool import lock as locking
 from buildtool.build import BuildStamp, build_pair
 from buildtool.errors import BuildToolError
+from buildtool.imagetest import test_pair
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import dump_lock, read_lock, write_atomic
+from buildtool.publish import publish
 from buildtool.render import RenderedPair, render
 from buildtool.spec import environment_names, load_environment
 
@@ -74,6 +76,37 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    for name in _names(args):
+        test_pair(args.root, args.build_dir, name)
+        print(f"{name}: image tests passed")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    if not args.registry:
+        raise BuildToolError("publish needs --registry HOST[:PORT]/NAMESPACE")
+    for name in _names(args):
+        _publish_one(args, name)
+    return 0
+
+
+def _publish_one(args: argparse.Namespace, name: str) -> None:
+    pair = _render(args, name)
+    stamp = BuildStamp.now(args.root)
+    publication = publish(
+        pair,
+        load_environment(args.root, name).lock_path,
+        args.registry,
+        stamp,
+        build=lambda: build_pair(pair, stamp, echo=not args.quiet),
+        test=lambda: test_pair(args.root, args.build_dir, name),
+    )
+    for role, image in publication.images.items():
+        print(f"{role}: {image.ref}")
+    print(f"bytes pushed: {publication.bytes_pushed}")
+
+
 def _image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env", nargs="*", help="environment name(s)")
     p.add_argument("--all", action="store_true", help="every environment that is not abstract")
@@ -110,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(p)
     p.add_argument("--quiet", action="store_true", help="log to files only")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("test", help="run the image tests (pytest + testinfra) on a built pair")
+    p.add_argument("env", nargs="*", help="environment name(s)")
+    p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("publish", help="build, test, then push the pair by digest and tag it")
+    _image_options(p)
+    p.add_argument("--quiet", action="store_true", help="log builds to files only")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 

@@ -1,0 +1,31 @@
+"""Run the image tests (pytest + testinfra, in `buildtool/imagetests/`) against a built pair."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from buildtool.errors import BuildToolError
+from buildtool.render import RenderedPair
+
+TESTS = Path(__file__).resolve().parent / "imagetests"
+
+
+def test_pair(root: Path, build_dir: Path, env: str, extra_args: list[str] | None = None) -> None:
+    """Raise BuildToolError unless every image test passes; a JUnit report stays behind."""
+    pair = RenderedPair.load(build_dir, env)
+    report = Path(pair.directory) / "image-tests.xml"
+    command = [
+        sys.executable, "-m", "pytest", str(TESTS), "-p", "no:cacheprovider",
+        "--rootdir", str(TESTS), f"--junitxml={report}", "-q", *(extra_args or []),
+    ]  # fmt: skip
+    variables = {
+        "BUILDTOOL_ROOT": str(root.resolve()),
+        "BUILDTOOL_BUILD_DIR": str(build_dir.resolve()),
+        "BUILDTOOL_ENV": env,
+    }
+    result = subprocess.run(command, env={**os.environ, **variables})
+    if result.returncode != 0:
+        raise BuildToolError(f"image tests failed for {env} (report: {report})")

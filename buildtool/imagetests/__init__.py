@@ -1,0 +1,1 @@
+"""pytest + testinfra checks that `buildtool test` runs against a built image pair."""

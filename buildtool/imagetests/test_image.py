@@ -1,0 +1,142 @@
+"""What every published pair must satisfy; run by `buildtool test ENV`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import textwrap
+import uuid
+
+import pytest
+import testinfra
+
+from buildtool.imagetests.conftest import PREFIX, ROLES, docker, inspect
+from buildtool.lockfile import LockFile
+from buildtool.render import RenderedPair
+from buildtool.spec import Environment
+
+Hosts = dict[str, testinfra.host.Host]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_locked_package_is_installed_as_locked(
+    role: str, pair: RenderedPair, lock: LockFile, installed: dict[str, dict[str, dict]]
+) -> None:
+    expected = {p.name: (p.version, p.build) for p in lock.packages(role, pair.platform)}
+    actual = {name: (r["version"], r["build"]) for name, r in installed[role].items()}
+    assert actual == expected
+
+
+def test_worker_set_is_inside_the_notebook_set(installed: dict[str, dict[str, dict]]) -> None:
+    for name, record in installed["worker"].items():
+        theirs = installed["notebook"].get(name)
+        assert theirs is not None, f"{name} is in the worker image but not the notebook image"
+        assert (theirs["version"], theirs["build"]) == (record["version"], record["build"])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_spec_imports(role: str, env: Environment, containers: Hosts) -> None:
+    modules = env.image(role).imports
+    assert modules, "the spec names no imports to test"
+    code = "; ".join(f"import {m}" for m in modules)
+    containers[role].check_output(f"{PREFIX}/bin/python -c '{code}'")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_runs_as_jovyan_under_an_init(role: str, pair: RenderedPair, containers: Hosts) -> None:
+    host = containers[role]
+    assert host.check_output("id -u") == "1000"
+    assert host.check_output("id -g") == "100"
+    assert host.check_output("id -un") == "jovyan"
+    assert host.check_output("echo $HOME") == "/home/jovyan"
+    assert "tini" in host.file("/proc/1/cmdline").content_string
+    assert host.check_output("command -v python") == f"{PREFIX}/bin/python"
+    config = inspect(pair.image(role).ref)["Config"]
+    assert config["User"] in ("1000:100", "jovyan")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_labels(role: str, env: Environment, pair: RenderedPair) -> None:
+    labels = inspect(pair.image(role).ref)["Config"]["Labels"]
+    assert labels["io.daskhub.environment"] == env.name
+    assert labels["io.daskhub.role"] == role
+    assert labels["io.daskhub.lock-sha256"] == pair.lock_sha256
+    for key in ("created", "revision", "description"):
+        assert labels[f"org.opencontainers.image.{key}"]
+    if role == "notebook":
+        assert labels["io.daskhub.worker-image"] == pair.worker.ref
+
+
+def test_notebook_knows_its_worker(pair: RenderedPair, containers: Hosts) -> None:
+    env = containers["notebook"].environment()
+    assert env["DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"] == pair.worker.ref
+
+
+def test_jupyter_only_where_the_spec_puts_it(
+    env: Environment,
+    containers: Hosts,
+    installed: dict[str, dict[str, dict]],
+) -> None:
+    notebook = containers["notebook"]
+    notebook.check_output("jupyter lab --version")
+    if "jupyterhub-singleuser" in installed["notebook"]:
+        notebook.check_output("jupyterhub-singleuser --version")
+    worker_asks = {r.name for r in env.roots("worker")}
+    if not worker_asks & {"jupyterlab", "notebook", "jupyter_server"}:
+        assert "jupyterlab" not in installed["worker"]
+        assert not containers["worker"].exists("jupyter")
+
+
+def test_worker_image_runs_dask(containers: Hosts) -> None:
+    worker = containers["worker"]
+    worker.check_output("dask scheduler --help")
+    worker.check_output("dask worker --help")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PAIR_CLIENT = textwrap.dedent(
+    """
+    import sys, warnings
+    from distributed import Client
+    warnings.simplefilter("error")  # a VersionMismatchWarning fails the check
+    with Client(sys.argv[1], timeout=60) as client:
+        client.wait_for_workers(1, timeout=60)
+        assert client.submit(lambda x: x + 1, 41).result() == 42
+        versions = client.get_versions(check=True)
+        client_packages = versions["client"]["packages"]
+        for side in [versions["scheduler"], *versions["workers"].values()]:
+            assert side["packages"] == client_packages, (side["packages"], client_packages)
+    print("pair ok")
+    """
+)
+
+
+def test_real_pair_scheduler_worker_and_client(pair: RenderedPair) -> None:
+    """Scheduler and worker from the worker image, client from the notebook image."""
+    port, name = _free_port(), f"pairtest-{uuid.uuid4().hex[:8]}"
+    address = f"tcp://127.0.0.1:{port}"
+    started = []
+    try:
+        for role, command in (
+            ("scheduler", ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                           "--dashboard-address", ":0"]),
+            ("worker", ["dask", "worker", address, "--nthreads", "1", "--no-dashboard"]),
+        ):  # fmt: skip
+            cid = docker("run", "-d", "--network", "host", "--name", f"{name}-{role}",
+                         pair.worker.ref, *command).stdout.strip()  # fmt: skip
+            started.append(cid)
+        result = subprocess.run(
+            ["docker", "run", "--rm", "--network", "host", pair.notebook.ref,
+             "python", "-c", PAIR_CLIENT, address],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "pair ok" in result.stdout
+    finally:
+        for cid in started:
+            docker("rm", "-f", cid, check=False)

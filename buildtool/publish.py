@@ -1,0 +1,212 @@
+"""Publish the pair atomically: build, test, push by digest, and only then tag.
+
+1. If both content tags are already in the registry, nothing is built or pushed.
+2. Otherwise both images are built and pass `buildtool test` before anything is sent.
+3. Blobs and manifests go up by digest (the notebook's shared layers are mounted from the
+   worker repository, so they cross the wire once); tags are written last.
+
+`build/<env>/published.json` records the references and digests, and
+`build/<env>/published-lock.yml` the lock that was published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from buildtool.build import BuildStamp, docker_cli
+from buildtool.lockfile import write_atomic
+from buildtool.registry import MANIFEST_V2, Registry, credentials_for, split_reference
+from buildtool.render import ROLES, RenderedPair
+
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CONFIG = "application/vnd.docker.container.image.v1+json"
+
+
+@dataclass
+class PublishedImage:
+    repository: str
+    digest: str
+    tags: list[str]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass
+class Publication:
+    environment: str
+    registry: str
+    content_tag: str
+    date_tag: str
+    lock_sha256: str
+    images: dict[str, PublishedImage]
+    bytes_pushed: int
+    published_at: str
+    noop: bool = False
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for role, image in self.images.items():
+            data["images"][role]["ref"] = image.ref
+        del data["noop"]
+        return json.dumps(data, indent=2) + "\n"
+
+
+@dataclass
+class _Blob:
+    path: Path
+    digest: str
+    size: int
+
+
+def _compressed(layer: Path, cache: Path, diff_id: str) -> _Blob:
+    """Gzip a layer deterministically (same bytes in, same digest out), cached by diff_id."""
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{diff_id.removeprefix('sha256:')}.tar.gz"
+    if not target.exists():
+        tmp = target.with_suffix(".tmp")
+        with (
+            layer.open("rb") as source,
+            tmp.open("wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out,
+        ):
+            shutil.copyfileobj(source, out, 1 << 20)
+        tmp.replace(target)
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return _Blob(target, f"sha256:{digest.hexdigest()}", target.stat().st_size)
+
+
+def _export(refs: list[str], workdir: Path, cache: Path) -> dict[str, tuple[_Blob, list[_Blob]]]:
+    """`docker save` the images once; return each one's config blob and layer blobs."""
+    archive = workdir / "images.tar"
+    with archive.open("wb") as out:
+        subprocess.run([docker_cli(), "save", *refs], stdout=out, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir / "x", filter="tar")
+    root = workdir / "x"
+    result = {}
+    for entry in json.loads((root / "manifest.json").read_text()):
+        config_path = root / entry["Config"]
+        diff_ids = json.loads(config_path.read_text())["rootfs"]["diff_ids"]
+        config = _Blob(
+            config_path,
+            f"sha256:{hashlib.sha256(config_path.read_bytes()).hexdigest()}",
+            config_path.stat().st_size,
+        )
+        layers = [
+            _compressed(root / p, cache, d) for p, d in zip(entry["Layers"], diff_ids, strict=True)
+        ]
+        for tag in entry["RepoTags"] or []:
+            result[tag] = (config, layers)
+    return result
+
+
+def _manifest(config: _Blob, layers: list[_Blob]) -> bytes:
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_V2,
+        "config": {"mediaType": CONFIG, "size": config.size, "digest": config.digest},
+        "layers": [{"mediaType": LAYER_GZIP, "size": b.size, "digest": b.digest} for b in layers],
+    }
+    return json.dumps(manifest, indent=3).encode()
+
+
+def _write_record(pair: RenderedPair, publication: Publication, lock_path: Path) -> None:
+    directory = Path(pair.directory)
+    path = directory / "published.json"
+    text = publication.to_json()
+    if path.exists():
+        previous = json.loads(path.read_text())
+        same = all(previous["images"][r]["digest"] == publication.images[r].digest for r in ROLES)
+        if same:  # a no-op keeps the record of the real publish, byte for byte
+            return
+    write_atomic(path, text)
+    write_atomic(directory / "published-lock.yml", lock_path.read_text())
+
+
+def published_digests(registry: Registry, pair: RenderedPair) -> dict[str, str] | None:
+    """The digests under both content tags, or None if either is missing."""
+    digests = {}
+    for role in ROLES:
+        _, name = split_reference(pair.image(role).repository)
+        digest = registry.manifest_digest(name, pair.content_tag)
+        if digest is None:
+            return None
+        digests[role] = digest
+    return digests
+
+
+def publish(
+    pair: RenderedPair,
+    lock_path: Path,
+    registry_prefix: str,
+    stamp: BuildStamp,
+    build: Callable[[], None],
+    test: Callable[[], None],
+) -> Publication:
+    host, _ = split_reference(pair.worker.repository)
+    registry = Registry(host, credentials_for(host))
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    existing = published_digests(registry, pair)
+    if existing is not None:
+        print(f"{pair.environment}: {pair.content_tag} is already published: "
+              "nothing built, nothing pushed")  # fmt: skip
+        images = {
+            role: PublishedImage(pair.image(role).repository, existing[role], [pair.content_tag])
+            for role in ROLES
+        }
+        publication = Publication(
+            pair.environment, registry_prefix, pair.content_tag, stamp.date_tag,
+            pair.lock_sha256, images, 0, now, noop=True,
+        )  # fmt: skip
+        _write_record(pair, publication, lock_path)
+        return publication
+
+    build()
+    test()  # raises before anything is pushed
+
+    tags = [pair.content_tag, stamp.date_tag]
+    manifests: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="buildtool-publish-") as tmp:
+        refs = [pair.image(role).ref for role in ROLES]
+        exported = _export(refs, Path(tmp), Path(pair.directory).parent / ".blobs")
+        for role in ROLES:
+            image = pair.image(role)
+            _, name = split_reference(image.repository)
+            _, worker_name = split_reference(pair.worker.repository)
+            config, layers = exported[image.ref]
+            for blob in [*layers, config]:
+                mount = worker_name if role == "notebook" else None
+                registry.push_blob(name, blob.digest, blob.path, mount_from=mount)
+            manifests[role] = _manifest(config, layers)
+            digest = f"sha256:{hashlib.sha256(manifests[role]).hexdigest()}"
+            registry.put_manifest(name, digest, manifests[role])
+            print(f"pushed {image.repository}@{digest}")
+    # Both images are complete in the registry: now, and only now, the tags.
+    images = {}
+    for role in ROLES:
+        _, name = split_reference(pair.image(role).repository)
+        for tag in tags:
+            digest = registry.put_manifest(name, tag, manifests[role])
+        images[role] = PublishedImage(pair.image(role).repository, digest, tags)
+        print(f"tagged {pair.image(role).repository}:{{{','.join(tags)}}}")
+    publication = Publication(pair.environment, registry_prefix, pair.content_tag,
+                              stamp.date_tag, pair.lock_sha256, images,
+                              registry.bytes_uploaded, now)  # fmt: skip
+    _write_record(pair, publication, lock_path)
+    return publication
