@@ -12,7 +12,6 @@ import pytest
 from tests.compat import cluster as dask_cluster
 from tests.compat.cluster import Cluster, Venv
 
-DATA = Path(__file__).parent / "data"
 #: the mixed cluster: this many workers in all, one of them odd
 MIXED_WORKERS = 50
 

@@ -18,11 +18,9 @@ from compat.compare import compare_cluster
 from compat.live import ClusterSnapshot
 from compat.model import CheckError, Package, PackageSet
 from compat.names import from_conda, normalize
-from tests.compat.conftest import DATA
+from tests.compat.lockdata import DRIFTED, MATCHED, write_conda_meta
 
 REPO = Path(__file__).resolve().parents[2]
-MATCHED = DATA / "matched.conda-lock.yml"
-DRIFTED = DATA / "drifted.conda-lock.yml"
 NOTEBOOK_ONLY = ["dask-labextension", "ipykernel", "jupyterlab"]
 
 
@@ -269,16 +267,9 @@ def test_bad_source_exits_2(source: str, message: str) -> None:
 
 def test_conda_prefix_source_matches_its_lockfile(tmp_path: Path) -> None:
     """A conda-meta directory (what an image holds) written from the lockfile."""
-    meta = tmp_path / "prefix" / "conda-meta"
-    meta.mkdir(parents=True)
-    for entry in yaml.safe_load(MATCHED.read_text())["package"]:
-        parsed = sources.record_from_url(entry["url"])
-        if entry["platform"] == "linux-64" and entry["category"] == "main" and parsed:
-            name, version, build = parsed
-            record = {"name": name, "version": version, "build": build, "depends": []}
-            (meta / f"{name}-{version}-{build}.json").write_text(json.dumps(record, indent=2))
+    prefix = write_conda_meta(MATCHED, tmp_path / "prefix")
 
-    result = checker("diff", f"lock:{MATCHED}#worker", f"prefix:{meta.parent}")
+    result = checker("diff", f"lock:{MATCHED}#worker", f"prefix:{prefix}")
 
     assert result.returncode == 0, result.stderr
     assert "all package versions match" in result.stdout
