@@ -1,0 +1,285 @@
+"""`buildtool helm-values`: DaskHub chart values, run through the real KubeSpawner,
+dask-gateway client and dask-gateway server code that reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.kubernetes import KubeBackend
+from dask_gateway_server.models import User
+from traitlets.config import Config, PyFileConfigLoader
+
+from buildtool.errors import BuildToolError
+from buildtool.helm import generate_helm_values, write_helm_values
+from tests.test_docs import write_published
+
+PUBLISHED = ("e2e", "physlite")
+IMAGE_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
+
+
+def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required if required is not None else list(properties),
+        "properties": properties,
+    }
+
+
+_STRING = {"type": "string", "minLength": 1}
+_DIGEST_REF = {"type": "string", "pattern": r"^[^@\s]+@sha256:[0-9a-f]{64}$"}
+
+# Every key the generated values use, and nothing else. Where the keys sit follows the
+# charts' own values schemas: zero-to-jupyterhub's `singleuser.profileList` (an array it
+# passes to KubeSpawner.profile_list) and dask-gateway's `gateway.extraConfig` (a map of
+# code blocks). What a profile may hold is KubeSpawner's to check: the tests below load
+# the profiles into a real KubeSpawner.
+VALUES_SCHEMA = _closed(
+    {
+        "jupyterhub": _closed(
+            {
+                "singleuser": _closed(
+                    {
+                        "profileList": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": _closed(
+                                {
+                                    "display_name": _STRING,
+                                    "description": _STRING,
+                                    "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]*$"},
+                                    "default": {"const": True},
+                                    "kubespawner_override": _closed(
+                                        {
+                                            "image": _DIGEST_REF,
+                                            "environment": _closed(
+                                                {IMAGE_ENV: {"const": "{{JUPYTER_IMAGE_SPEC}}"}}
+                                            ),
+                                        }
+                                    ),
+                                },
+                                required=[
+                                    "display_name",
+                                    "description",
+                                    "slug",
+                                    "kubespawner_override",
+                                ],
+                            ),
+                        }
+                    }
+                )
+            }
+        ),
+        "dask-gateway": _closed(
+            {"gateway": _closed({"extraConfig": _closed({"optionHandler": _STRING})})}
+        ),
+    }
+)
+
+
+@pytest.fixture
+def published(envroot: Path, tmp_path: Path) -> dict[str, dict]:
+    build_dir = tmp_path / "build"
+    return {name: write_published(build_dir, name) for name in PUBLISHED}
+
+
+@pytest.fixture
+def values_file(envroot: Path, tmp_path: Path, published: dict[str, dict]) -> Path:
+    path = tmp_path / "deploy" / "daskhub-values.yaml"
+    assert write_helm_values(generate_helm_values(envroot, tmp_path / "build"), path)
+    return path
+
+
+@pytest.fixture
+def values(values_file: Path) -> dict:
+    return yaml.safe_load(values_file.read_text())
+
+
+@pytest.fixture
+def backend(values: dict, tmp_path: Path) -> KubeBackend:
+    """The gateway's backend, configured the way the chart does: extraConfig pasted into
+    `dask_gateway_config.py`, loaded by traitlets with `c` in scope."""
+    snippet = values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
+    (tmp_path / "dask_gateway_config.py").write_text(snippet)
+    config = PyFileConfigLoader("dask_gateway_config.py", path=str(tmp_path)).load_config()
+    return KubeBackend(config=config)
+
+
+def _gateway_image(backend: KubeBackend, request: dict[str, str]) -> str:
+    _, cluster_config = asyncio.run(backend.process_cluster_options(User("alice"), request))
+    return cluster_config.image
+
+
+_SPAWN = """
+import asyncio, json, sys
+from kubespawner import KubeSpawner
+from traitlets.config import Config
+
+async def pod(config, slug):
+    spawner = KubeSpawner(config=config, _mock=True)
+    spawner.user_options = {"profile": slug}
+    await spawner.load_user_options()
+    return spawner.image, spawner.get_env()
+
+config = Config()
+config.KubeSpawner.profile_list = json.loads(sys.argv[1])
+print(json.dumps({slug: asyncio.run(pod(config, slug)) for slug in sys.argv[2:]}))
+"""
+
+
+def _spawn(profile_list: list[dict], tmp_path: Path) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per profile, the image and environment that KubeSpawner gives the user's pod.
+
+    KubeSpawner loads a kube config when it is made (it never connects here), from
+    KUBECONFIG, which kubernetes_asyncio reads on import: hence a process of its own."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "none", "user": {"token": "unused"}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+                "current-context": "none",
+            }
+        )
+    )
+    slugs = [profile["slug"] for profile in profile_list]
+    result = subprocess.run(
+        [sys.executable, "-c", _SPAWN, json.dumps(profile_list), *slugs],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return {slug: (image, env) for slug, (image, env) in json.loads(result.stdout).items()}
+
+
+def _client_options(pod_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The cluster options the dask-gateway client sends from inside that pod."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DASK_CONFIG": str(tmp_path / "no-dask-config"),
+        **pod_env,
+    }
+    code = (
+        "import json\n"
+        "from dask_gateway import Gateway\n"
+        "with Gateway('http://127.0.0.1:9') as gateway:\n"
+        "    print(json.dumps(gateway._config_cluster_options()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout)
+
+
+def test_values_are_yaml_with_header_and_only_known_keys(values_file: Path, values: dict) -> None:
+    text = values_file.read_text()
+    assert text.startswith("# AUTO GENERATED by `buildtool helm-values`")
+    assert "optionHandler: |\n" in text  # the snippet stays readable in the file
+    jsonschema.validate(values, VALUES_SCHEMA)
+
+    # The schema is closed: a key it does not know is an error.
+    values["jupyterhub"]["singleuser"]["profileList"][0]["kubespawner_override"]["img"] = "x"
+    with pytest.raises(jsonschema.ValidationError, match="'img' was unexpected"):
+        jsonschema.validate(values, VALUES_SCHEMA)
+
+
+def test_each_profile_pins_its_notebook_and_maps_it_to_its_worker(
+    values: dict, published: dict[str, dict]
+) -> None:
+    profiles = values["jupyterhub"]["singleuser"]["profileList"]
+    assert [p["slug"] for p in profiles] == list(PUBLISHED)
+    assert [p.get("default", False) for p in profiles] == [True, False]
+    assert profiles[1]["display_name"] == "PHYSLITE (uproot, awkward, coffea, pyarrow)"
+
+    namespace: dict[str, Any] = {"c": Config()}
+    exec(values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"], namespace)
+    for profile in profiles:
+        images = published[profile["slug"]]["images"]
+        notebook = profile["kubespawner_override"]["image"]
+        assert notebook == images["notebook"]["ref"]
+        assert namespace["DASKHUB_WORKER_FOR_NOTEBOOK"][notebook] == images["worker"]["ref"]
+    assert namespace["DASKHUB_WORKER_IMAGES"] == [
+        published[name]["images"]["worker"]["ref"] for name in PUBLISHED
+    ]
+
+
+def test_gateway_starts_only_published_worker_images(
+    backend: KubeBackend, published: dict[str, dict]
+) -> None:
+    e2e, physlite = (published[name]["images"] for name in PUBLISHED)
+    # No image asked for: the default profile's worker.
+    assert _gateway_image(backend, {}) == e2e["worker"]["ref"]
+    # A notebook image starts its matched worker; a worker image starts as it is.
+    assert (
+        _gateway_image(backend, {"image": physlite["notebook"]["ref"]})
+        == (physlite["worker"]["ref"])
+    )
+    assert _gateway_image(backend, {"image": e2e["worker"]["ref"]}) == e2e["worker"]["ref"]
+
+    refused = [
+        "docker.io/library/python:3.11",
+        f"{e2e['worker']['repository']}:{e2e['worker']['tags'][0]}",  # a tag, not the digest
+        e2e["worker"]["repository"] + "@sha256:" + "0" * 64,
+        "",
+    ]
+    for image in refused:
+        with pytest.raises(PublicException, match="is not a published DaskHub image"):
+            _gateway_image(backend, {"image": image})
+
+
+def test_each_notebook_gets_its_matched_worker_end_to_end(
+    values: dict, backend: KubeBackend, published: dict[str, dict], tmp_path: Path
+) -> None:
+    # JupyterHub: KubeSpawner applies each profile and makes the pod's environment.
+    pods = _spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
+    assert list(pods) == list(PUBLISHED)
+    for name, (image, pod_env) in pods.items():
+        images = published[name]["images"]
+        assert image == pod_env["JUPYTER_IMAGE_SPEC"] == images["notebook"]["ref"]
+        assert pod_env[IMAGE_ENV] == "{JUPYTER_IMAGE_SPEC}"
+        # The notebook: dask-gateway's client expands the option from that environment.
+        options = _client_options(pod_env, tmp_path)
+        assert options == {"image": images["notebook"]["ref"]}
+        # The gateway: the option handler picks the worker built from the same lock.
+        assert _gateway_image(backend, options) == images["worker"]["ref"]
+
+
+def test_a_second_write_changes_nothing(envroot: Path, tmp_path: Path, values_file: Path) -> None:
+    before = values_file.read_bytes(), values_file.stat().st_mtime_ns
+    values = generate_helm_values(envroot, tmp_path / "build")
+    assert not write_helm_values(values, values_file)
+    assert (values_file.read_bytes(), values_file.stat().st_mtime_ns) == before
+
+
+def test_the_default_profile_can_be_chosen(
+    envroot: Path, tmp_path: Path, published: dict[str, dict]
+) -> None:
+    values = generate_helm_values(envroot, tmp_path / "build", default="physlite")
+    profiles = values["jupyterhub"]["singleuser"]["profileList"]
+    assert [p.get("default", False) for p in profiles] == [False, True]
+    snippet = values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
+    default = published["physlite"]["images"]["worker"]["ref"]
+    assert f'DASKHUB_DEFAULT_WORKER_IMAGE = "{default}"' in snippet
+
+    with pytest.raises(BuildToolError, match="'ml' is not published"):
+        generate_helm_values(envroot, tmp_path / "build", default="ml")
+
+
+def test_nothing_published_is_an_error(envroot: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildToolError, match="no environment is published yet"):
+        generate_helm_values(envroot, tmp_path / "build")
