@@ -9,7 +9,9 @@ from pathlib import Path
 
 from buildtool import lock as locking
 from buildtool.build import BuildStamp, build_pair
+from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
+from buildtool.helm import VALUES_PATH, generate_helm_values, write_helm_values
 from buildtool.imagetest import test_pair
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import dump_lock, read_lock, write_atomic
@@ -107,6 +109,22 @@ def _publish_one(args: argparse.Namespace, name: str) -> None:
     print(f"bytes pushed: {publication.bytes_pushed}")
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    changed = generate_docs(args.root, args.build_dir, args.out)
+    for path in changed:
+        print(f"{'wrote' if path.exists() else 'removed'} {path}")
+    print(f"{args.out}: {len(changed)} page(s) changed")
+    return 0
+
+
+def cmd_helm_values(args: argparse.Namespace) -> int:
+    values = generate_helm_values(args.root, args.build_dir, args.default)
+    changed = write_helm_values(values, args.output)
+    profiles = len(values["jupyterhub"]["singleuser"]["profileList"])
+    print(f"{'wrote' if changed else 'unchanged:'} {args.output} ({profiles} profile(s))")
+    return 0
+
+
 def _image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env", nargs="*", help="environment name(s)")
     p.add_argument("--all", action="store_true", help="every environment that is not abstract")
@@ -153,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(p)
     p.add_argument("--quiet", action="store_true", help="log builds to files only")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("docs", help="write the image table, package manifests and lock diffs")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the pages")
+    p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser("helm-values", help="write the daskhub chart values of the published pairs")
+    p.add_argument("--output", type=Path, default=VALUES_PATH, help="the values file to write")
+    p.add_argument("--default", help="environment preselected in the profile list (else the first)")
+    p.set_defaults(func=cmd_helm_values)
     return parser
 
 
