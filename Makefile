@@ -8,16 +8,24 @@ ENV ?= e2e
 REGISTRY ?= 127.0.0.1:5000/daskhub
 PYTHON ?= python3
 BUILDTOOL := $(PYTHON) -m buildtool.cli
-# Extra options for lock (e.g. --channel URL) and for render/build/publish.
-LOCK_FLAGS ?=
-IMAGE_FLAGS ?=
 # The local registry's credentials, written by scripts/machine-setup.sh.
 CREDENTIALS ?= /var/lib/daskhub-images/registry/credentials.env
 WITH_CREDENTIALS := if [ -f $(CREDENTIALS) ]; then set -a; . $(CREDENTIALS); set +a; fi;
-# Offline pieces for this machine: a channel of real packages and debootstrap base images.
-OFFLINE_CHANNEL = $$($(PYTHON) -m tests.support.realchannel --url)
-OFFLINE_IMAGES = --base-image $$($(PYTHON) -m tests.support.baseimage runtime) \
-                 --builder-image $$($(PYTHON) -m tests.support.baseimage builder)
+
+# LOCAL=1 (the default) works offline on this machine: the e2e environment only, locked
+# against a local channel of real packages, on debootstrap base images. CI with
+# conda-forge and a real registry sets LOCAL=0: every environment, the specs' own images.
+LOCAL ?= 1
+ifeq ($(LOCAL),1)
+ENVS ?= e2e
+LOCK_FLAGS ?= --channel $$($(PYTHON) -m tests.support.realchannel --url)
+IMAGE_FLAGS ?= --base-image $$($(PYTHON) -m tests.support.baseimage runtime) \
+               --builder-image $$($(PYTHON) -m tests.support.baseimage builder)
+else
+ENVS ?= --all
+LOCK_FLAGS ?=
+IMAGE_FLAGS ?=
+endif
 
 .PHONY: help
 help: ## show this help
@@ -33,8 +41,8 @@ lock: ## solve ENV once and write environments/ENV/conda-lock.yml
 	$(BUILDTOOL) lock $(ENV) $(LOCK_FLAGS)
 
 .PHONY: lock-all
-lock-all: ## relock every environment
-	$(BUILDTOOL) lock --all $(LOCK_FLAGS)
+lock-all: ## relock every environment (ENVS), writing the lock diffs
+	$(BUILDTOOL) lock $(ENVS) $(LOCK_FLAGS)
 
 .PHONY: lock-check
 lock-check: ## fail if any lock is older than its spec
@@ -61,10 +69,36 @@ compat: ## static compatibility check of ENV's notebook and worker sets
 	$(PYTHON) -m compat diff lock:environments/$(ENV)/conda-lock.yml#notebook \
 	  lock:environments/$(ENV)/conda-lock.yml#worker
 
+.PHONY: compat-all
+compat-all: ## compat reports (build/*/compat-report.md) for every environment (ENVS)
+	for env in $$($(BUILDTOOL) list $(ENVS)); do \
+	  mkdir -p build/$$env; \
+	  $(PYTHON) -m compat diff lock:environments/$$env/conda-lock.yml#notebook \
+	    lock:environments/$$env/conda-lock.yml#worker \
+	    --format markdown --output build/$$env/compat-report.md; \
+	done
+
+.PHONY: publish
+publish: ## publish every pair (ENVS) whose content changed; an unchanged one is a no-op
+	$(WITH_CREDENTIALS) $(BUILDTOOL) publish $(ENVS) --registry $(REGISTRY) $(IMAGE_FLAGS)
+
+.PHONY: docs
+docs: ## write docs/: image table, package manifests, lock diffs since publish
+	$(BUILDTOOL) docs
+
+.PHONY: helm-values
+helm-values: ## write deploy/daskhub-values.yaml for the published pairs
+	$(BUILDTOOL) helm-values
+
+.PHONY: nightly
+nightly: ## relock, compat-check, publish changed pairs (build + test), docs, Helm values
+	$(MAKE) lock-all
+	$(MAKE) compat-all
+	$(MAKE) publish
+	$(MAKE) docs helm-values
+
 .PHONY: demo
-demo: setup ## the main job, offline: lock, build, test and publish e2e to the local registry
-	$(MAKE) lock ENV=e2e LOCK_FLAGS="--channel $(OFFLINE_CHANNEL)"
-	$(MAKE) push ENV=e2e IMAGE_FLAGS="$(OFFLINE_IMAGES)"
+demo: setup nightly ## the main job, on a fresh machine: `make nightly` after the set-up
 
 .PHONY: lint
 lint: ## ruff

@@ -28,6 +28,13 @@ def _names(args: argparse.Namespace) -> list[str]:
     return args.env
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in _names(args):
+        load_environment(args.root, name)  # validates the spec and its parents
+        print(name)
+    return 0
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     envs = [load_environment(args.root, name) for name in _names(args)]
     if args.check:
@@ -143,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--build-dir", type=Path, default=Path("build"), help="where generated files go"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="print environment names (validating their specs)")
+    p.add_argument("env", nargs="*", help="environment name(s)")
+    p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("lock", help="solve an environment once and write its conda-lock.yml")
     p.add_argument("env", nargs="*", help="environment name(s)")

@@ -1,7 +1,8 @@
 """Publish the pair atomically: build, test, push by digest, and only then tag.
 
 1. If both content tags are already in the registry, nothing is built or pushed.
-2. Otherwise both images are built and pass `buildtool test` before anything is sent.
+2. Otherwise the compat gate checks the lock's notebook and worker sets, and both images
+   are built and pass `buildtool test`, before anything is sent.
 3. Blobs and manifests go up by digest (the notebook's shared layers are mounted from the
    worker repository, so they cross the wire once); tags are written last.
 
@@ -24,9 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from buildtool.build import BuildStamp, docker_cli
+from buildtool.errors import BuildToolError
 from buildtool.lockfile import write_atomic
 from buildtool.registry import MANIFEST_V2, Registry, credentials_for, split_reference
 from buildtool.render import ROLES, RenderedPair
+from compat.gate import IncompatibleImagesError, gate_lockfile
+from compat.report import render_markdown
 
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -143,6 +147,16 @@ def _write_record(pair: RenderedPair, publication: Publication, lock_path: Path)
     write_atomic(directory / "published-lock.yml", lock_path.read_text())
 
 
+def compat_gate(pair: RenderedPair, lock_path: Path) -> None:
+    """Refuse a pair whose notebook and worker sets mismatch; keep the report either way."""
+    try:
+        report = gate_lockfile(lock_path, pair.platform)
+    except IncompatibleImagesError as exc:
+        write_atomic(Path(pair.directory) / "compat-report.md", render_markdown(exc.report))
+        raise BuildToolError(f"compat gate: {exc}") from None
+    write_atomic(Path(pair.directory) / "compat-report.md", render_markdown(report))
+
+
 def published_digests(registry: Registry, pair: RenderedPair) -> dict[str, str] | None:
     """The digests under both content tags, or None if either is missing."""
     digests = {}
@@ -182,6 +196,7 @@ def publish(
         _write_record(pair, publication, lock_path)
         return publication
 
+    compat_gate(pair, lock_path)
     build()
     test()  # raises before anything is pushed
 
