@@ -40,7 +40,7 @@ address, repeat, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 times = {"collect": [], "connect_get_versions": [], "get_versions": []}
 for _ in range(repeat):
     started = time.perf_counter()
-    snapshot = live.collect(address)
+    snapshot = live.collect(live.Target(address=address))
     times["collect"].append(time.perf_counter() - started)
     assert len(snapshot.workers) == expected, len(snapshot.workers)
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def measure(size: int, repeat: int, logs: Path) -> Row:
                 raise RuntimeError(f"check failed: {result.stdout}{result.stderr}")
         result = subprocess.run(
             [str(client_venv.python), "-c", IN_PROCESS, cluster.address, str(repeat), str(size)],
-            capture_output=True, text=True, timeout=300, check=True,
+            capture_output=True, text=True, timeout=300, check=True, cwd=path,
             env={"PYTHONPATH": str(path)},
         )  # fmt: skip
         times = json.loads(result.stdout)

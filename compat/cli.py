@@ -68,12 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _live_report(args: argparse.Namespace) -> compare.Report:
     progress = _progress if args.verbose else live.quiet
-    if args.gateway_cluster:
-        snapshot = live.collect_gateway(
-            args.gateway_cluster, args.timeout, args.settle_delay, progress
-        )
-    else:
-        snapshot = live.collect(args.address, args.timeout, args.settle_delay, progress)
+    target = live.Target(address=args.address, gateway_cluster=args.gateway_cluster)
+    snapshot = live.collect(target, args.timeout, args.settle_delay, progress)
     return compare.compare_cluster(snapshot)
 
 

@@ -135,14 +135,48 @@ async def _query_workers(
     return answered, sorted(left), unanswered
 
 
+@dataclass(frozen=True)
+class Target:
+    """What to check: a scheduler address, or a dask-gateway cluster name."""
+
+    address: str | None = None
+    gateway_cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.address is None) == (self.gateway_cluster is None):
+            raise ValueError("give either a scheduler address or a gateway cluster name")
+
+    def __str__(self) -> str:
+        return self.gateway_cluster or str(self.address)
+
+
+async def _gateway_scheduler(cluster_name: str) -> tuple[str, Any]:
+    """Scheduler address and TLS security of a dask-gateway cluster."""
+    from dask_gateway import Gateway
+
+    try:
+        async with Gateway(asynchronous=True) as gateway:
+            cluster = await gateway.connect(cluster_name)
+            await cluster.close()  # the local handle only: the cluster keeps running
+            return cluster.scheduler_address, cluster.security
+    except Exception as error:  # dask_gateway raises many kinds; all mean "cannot run"
+        raise CheckError(f"cannot connect to gateway cluster {cluster_name}: {error}") from None
+
+
 async def _collect(
-    address: str,
-    security: Any,
-    target: str,
-    timeout: float,
-    settle_delay: float,
-    progress: Progress,
+    target: Target, timeout: float, settle_delay: float, progress: Progress
 ) -> ClusterSnapshot:
+    if target.gateway_cluster is None:
+        address, security = str(target.address), None
+    else:
+        try:
+            address, security = await asyncio.wait_for(
+                _gateway_scheduler(target.gateway_cluster), timeout
+            )
+        except asyncio.TimeoutError:
+            raise CheckError(
+                f"gateway did not answer within {timeout:g} s for cluster {target}"
+            ) from None
     client = await _connect(address, security, timeout)
     try:
         scheduler = await asyncio.wait_for(client.run_on_scheduler(probe.snapshot), timeout)
@@ -157,7 +191,7 @@ async def _collect(
     finally:
         await client.close()
     return ClusterSnapshot(
-        target=target,
+        target=str(target),
         client=sources.from_environment("client"),
         scheduler=sources.from_snapshot("scheduler", scheduler),
         workers={a: sources.from_snapshot(a, s) for a, s in sorted(answered.items())},
@@ -166,55 +200,29 @@ async def _collect(
     )
 
 
-def _run(
-    address: str,
-    security: Any,
-    target: str,
-    timeout: float,
-    settle_delay: float,
-    progress: Progress,
+def collect(
+    target: Target,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    settle_delay: float = 0.0,
+    progress: Progress = quiet,
 ) -> ClusterSnapshot:
+    """Snapshot the cluster at ``target``.
+
+    A gateway cluster is found through the gateway named in dask config
+    (``gateway.address``, ``gateway.auth``), as ``dask_gateway.Gateway()`` does.
+    ``timeout`` bounds, each in turn, the gateway lookup, the connection, the
+    scheduler's answer and the workers' answers. ``settle_delay`` pauses between
+    listing the workers and querying them, which leaves time for workers to
+    come and go (useful to reproduce churn; 0 in normal use).
+    """
+    _require_distributed()
+    if target.gateway_cluster:
+        try:
+            import dask_gateway  # noqa: F401
+        except ImportError as error:
+            raise CheckError("--gateway-cluster needs the 'dask-gateway' package") from error
     import dask
 
     _ship_probe_by_value()
     with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
-        return asyncio.run(_collect(address, security, target, timeout, settle_delay, progress))
-
-
-def collect(
-    address: str,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    settle_delay: float = 0.0,
-    progress: Progress = quiet,
-) -> ClusterSnapshot:
-    """Snapshot the cluster whose scheduler listens at ``address``.
-
-    ``timeout`` bounds the connection, the scheduler's answer and, separately,
-    the workers' answers. ``settle_delay`` pauses between listing the workers
-    and querying them, which leaves time for workers to come and go (useful
-    to reproduce churn; 0 in normal use).
-    """
-    _require_distributed()
-    return _run(address, None, address, timeout, settle_delay, progress)
-
-
-def collect_gateway(
-    cluster_name: str,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    settle_delay: float = 0.0,
-    progress: Progress = quiet,
-) -> ClusterSnapshot:
-    """Snapshot a dask-gateway cluster (gateway address from dask config)."""
-    _require_distributed()
-    try:
-        from dask_gateway import Gateway
-    except ImportError as error:
-        raise CheckError("--gateway-cluster needs the 'dask-gateway' package") from error
-    try:
-        with Gateway() as gateway:
-            cluster = gateway.connect(cluster_name)
-            address, security = cluster.scheduler_address, cluster.security
-            cluster.close()
-    except Exception as error:  # dask_gateway raises many kinds; all mean "cannot run"
-        raise CheckError(f"cannot connect to gateway cluster {cluster_name}: {error}") from None
-    return _run(address, security, cluster_name, timeout, settle_delay, progress)
+        return asyncio.run(_collect(target, timeout, settle_delay, progress))

@@ -146,12 +146,15 @@ class DaskProcess:
 def spawn(
     command: Sequence[str | Path], log: Path, env: dict[str, str] | None = None
 ) -> DaskProcess:
+    """Start ``command`` in the log's folder: ``python -m`` puts the working directory
+    on ``sys.path``, and the repository's would add its ``*.egg-info``."""
     handle = log.open("wb")
     popen = subprocess.Popen(
         [str(c) for c in command],
         stdout=handle,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        cwd=log.parent,
         env={**os.environ, **(env or {})},
         start_new_session=True,
     )
@@ -249,11 +252,19 @@ StartCluster = Callable[[dict[str, str] | None], Cluster]
 
 
 def run_checker(
-    client_venv: Venv, path: Path, *args: str, timeout: float = 120
+    client_venv: Venv,
+    path: Path,
+    *args: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m compat ARGS`` in the client environment, as a user would."""
+    """``python -m compat ARGS`` in the client environment, as a user would.
+
+    It runs in ``path``: ``-m`` puts the working directory on ``sys.path``, and
+    the repository's would add its ``*.egg-info`` to the client's packages.
+    """
     return subprocess.run(
         [str(client_venv.python), "-m", "compat", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-        env={**os.environ, "PYTHONPATH": str(path)},
+        capture_output=True, text=True, timeout=timeout, check=False, cwd=path,
+        env={**os.environ, "PYTHONPATH": str(path), **(env or {})},
     )  # fmt: skip

@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_check_is_reported_as_left(
         checker = subprocess.Popen(
             [str(client_venv.python), "-m", "compat", "live", cluster.address,
              "--format", "json", "--settle-delay", "3", "--verbose"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=checker_path,
             env={**os.environ, "PYTHONPATH": str(checker_path)},
         )  # fmt: skip
         try:
