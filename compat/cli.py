@@ -6,7 +6,10 @@
     daskhub-compat diff image:REGISTRY/notebook:TAG env
 
 Exit codes: 0 no error-level mismatch, 1 error-level mismatch, 2 the check
-could not run (unreachable scheduler, unreadable source, bad arguments).
+could not run (unreachable scheduler, unreadable source, bad arguments) or,
+without an error-level mismatch, some worker still in the cluster did not
+answer in time. Workers that left the cluster during the check are reported
+but do not change the exit code.
 """
 
 from __future__ import annotations
@@ -97,4 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary(result))
     else:
         sys.stdout.write(text)
-    return EXIT_MISMATCH if result.errors else EXIT_OK
+    if result.errors:
+        return EXIT_MISMATCH
+    return EXIT_CANNOT_CHECK if result.unanswered else EXIT_OK

@@ -90,49 +90,67 @@ async def _connect(address: str, security: Any, timeout: float) -> Any:
             ) from None
 
 
-async def _query_workers(
-    client: Any, addresses: list[str], timeout: float
-) -> tuple[dict[str, dict[str, str]], list[str], dict[str, str]]:
-    """Run the probe on each worker; sort out answered, left and unanswered."""
+@dataclass
+class _Answers:
+    """Where each listed worker stands once the query is over."""
+
+    answered: dict[str, dict[str, str]] = field(default_factory=dict)
+    left: list[str] = field(default_factory=list)
+    unanswered: dict[str, str] = field(default_factory=dict)
+
+    def record(self, address: str, result: object, present: bool) -> None:
+        """File a finished call: a snapshot, or an error from a gone or a present worker."""
+        if isinstance(result, dict):
+            self.answered[address] = result
+        elif not present:
+            self.left.append(address)
+        else:
+            self.unanswered[address] = f"error: {result!r}"
+
+
+async def _query_workers(client: Any, addresses: list[str], timeout: float) -> _Answers:
+    """Run the probe on each worker, all at once, each call on its own.
+
+    While calls are pending, the scheduler is asked every
+    :data:`MEMBERSHIP_POLL_S` which workers it still has, so a call to a worker
+    that has gone is dropped at once instead of waiting for a connect timeout.
+    """
     calls = {
         address: asyncio.ensure_future(
             client.run(probe.snapshot, workers=[address], on_error="return")
         )
         for address in addresses
     }
-    answered: dict[str, dict[str, str]] = {}
-    left: list[str] = []
-    unanswered: dict[str, str] = {}
+    try:
+        return await _watch_calls(client, calls, timeout)
+    finally:
+        for call in calls.values():
+            call.cancel()
+        await asyncio.gather(*calls.values(), return_exceptions=True)
+
+
+async def _watch_calls(
+    client: Any, calls: dict[str, asyncio.Future[dict[str, Any]]], timeout: float
+) -> _Answers:
+    answers = _Answers()
+    pending = dict(calls)
     deadline = time.monotonic() + timeout
-    pending = set(calls)
-    while pending:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        await asyncio.wait(
-            [calls[a] for a in pending],
-            timeout=min(MEMBERSHIP_POLL_S, remaining),
-        )
-        present = set(await client.scheduler.ncores())
-        for address in list(pending):
-            call = calls[address]
+    while pending and (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.wait(pending.values(), timeout=min(MEMBERSHIP_POLL_S, remaining))
+        present = set(await asyncio.wait_for(client.scheduler.ncores(), timeout))
+        for address, call in list(pending.items()):
             if call.done():
-                pending.discard(address)
                 result = call.exception() or call.result().get(address)
-                if isinstance(result, dict):
-                    answered[address] = result
-                elif address not in present:
-                    left.append(address)
-                else:
-                    unanswered[address] = f"error: {result!r}"
-            elif address not in present:
-                pending.discard(address)
-                call.cancel()
-                left.append(address)
+                answers.record(address, result, address in present)
+            elif address in present:
+                continue
+            else:
+                answers.left.append(address)
+            del pending[address]
     for address in pending:
-        calls[address].cancel()
-        unanswered[address] = f"no answer within {timeout:g} s"
-    return answered, sorted(left), unanswered
+        answers.unanswered[address] = f"no answer within {timeout:g} s"
+    answers.left.sort()
+    return answers
 
 
 @dataclass(frozen=True)
@@ -185,18 +203,20 @@ async def _collect(
         if settle_delay > 0:
             progress(f"waiting {settle_delay:g} s before querying them")
             await asyncio.sleep(settle_delay)
-        answered, left, unanswered = await _query_workers(client, addresses, timeout)
+        answers = await _query_workers(client, addresses, timeout)
     except asyncio.TimeoutError:
         raise CheckError(f"scheduler {address} did not answer within {timeout:g} s") from None
+    except OSError as error:
+        raise CheckError(f"lost the connection to scheduler {address}: {error}") from None
     finally:
         await client.close()
     return ClusterSnapshot(
         target=str(target),
         client=sources.from_environment("client"),
         scheduler=sources.from_snapshot("scheduler", scheduler),
-        workers={a: sources.from_snapshot(a, s) for a, s in sorted(answered.items())},
-        left=left,
-        unanswered=unanswered,
+        workers={a: sources.from_snapshot(a, s) for a, s in sorted(answers.answered.items())},
+        left=answers.left,
+        unanswered=answers.unanswered,
     )
 
 

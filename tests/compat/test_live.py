@@ -21,6 +21,7 @@ import pytest
 from tests.compat.cluster import (
     LZ4_VERSION,
     ODD_TOOLZ_VERSION,
+    StartCluster,
     Venv,
     free_port,
     run_checker,
@@ -179,3 +180,47 @@ def test_unreachable_scheduler_exits_2_within_the_timeout(
     assert "\n" not in message
     assert message.startswith(f"daskhub-compat: error: cannot reach scheduler {address} within 2 s")
     assert elapsed < 2 + 3, f"gave up after {elapsed:.1f} s"
+
+
+STALLED_WORKER_PRELOAD = '''\
+"""Worker preload: the first out-of-band call blocks the event loop for a while,
+as a task holding the GIL would."""
+import time
+
+
+def dask_setup(worker):
+    run = worker.handlers["run"]
+
+    async def stalled_run(*args, **kwargs):
+        time.sleep(20)
+        return await run(*args, **kwargs)
+
+    worker.handlers["run"] = stalled_run
+'''
+
+
+def test_a_worker_that_does_not_answer_in_time_is_reported_and_exits_2(
+    start_cluster: StartCluster, client_venv: Venv, checker_path: Path, tmp_path: Path
+) -> None:
+    preload = tmp_path / "stalled_worker.py"
+    preload.write_text(STALLED_WORKER_PRELOAD)
+    cluster = start_cluster(None)
+    cluster.add_workers(client_venv, 1)
+    (answering,) = cluster.worker_addresses(1)
+    stalled_port = free_port()
+    cluster.add_workers(
+        client_venv, 1, port=stalled_port, env={"DASK_DISTRIBUTED__WORKER__PRELOAD": str(preload)}
+    )
+    assert len(cluster.worker_addresses(2)) == 2
+
+    result = run_checker(
+        client_venv, checker_path, "live", cluster.address, "--timeout", "2", "--format", "json"
+    )
+
+    assert result.returncode == 2, result.stderr
+    report = json.loads(result.stdout)
+    assert report["workers_unanswered"] == {
+        f"tcp://127.0.0.1:{stalled_port}": "no answer within 2 s"
+    }
+    assert report["workers_checked"] == 1 and report["workers_left"] == []
+    assert report["mismatches"] == []
