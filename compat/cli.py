@@ -31,7 +31,7 @@ def _progress(message: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=compat.__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=compat.__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     output = argparse.ArgumentParser(add_help=False)

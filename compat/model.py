@@ -48,20 +48,21 @@ class PackageSet:
 
 
 @dataclass(frozen=True)
-class CondaRecord:
-    """A conda package as named in a lockfile or ``conda-meta``."""
+class PackageRecord:
+    """A package as a lockfile, ``conda-meta`` or a pip ``*.dist-info`` folder names it."""
 
     name: str
     version: str
     build: str | None
 
 
-def conda_package_set(label: str, records: Iterable[CondaRecord]) -> PackageSet:
+def conda_package_set(label: str, records: Iterable[PackageRecord]) -> PackageSet:
     """Build a set from conda records, mapping conda names to PyPI names.
 
     When two records map to one name (the ``dask`` metapackage and
     ``dask-core``), the record named in :data:`compat.names.CONDA_TO_PYPI`
-    wins: it is the one that installs the distribution.
+    wins: it is the one that installs the distribution. Otherwise the first
+    record wins, so conda records go before pip ones.
     """
     packages: dict[str, Package] = {}
     for record in records:

@@ -7,9 +7,10 @@ A source is named on the command line as
   (default ``linux-64``): the image's packages in a conda-lock v1 lockfile.
   The worker image is the ``main`` category; the notebook image adds the
   ``notebook`` category.
-* ``image:REF``: the ``conda-meta`` records of a built image, read with the
-  docker CLI.
-* ``prefix:PATH``: the ``conda-meta`` records of a conda environment on disk.
+* ``image:REF``: the environment ``/srv/conda/envs/notebook`` of a built
+  image, read with the docker CLI: its ``conda-meta`` records plus the
+  packages pip installed there (``*.dist-info`` not installed by conda).
+* ``prefix:PATH``: the same for a conda environment on disk.
 * ``env``: the Python distributions of the running interpreter.
 """
 
@@ -18,13 +19,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from compat import names, probe
-from compat.model import CheckError, CondaRecord, Package, PackageSet, conda_package_set
+from compat.model import CheckError, Package, PackageRecord, PackageSet, conda_package_set
 
 DEFAULT_PLATFORM = "linux-64"
 #: The environment both images install, as laid out by the Dockerfiles.
@@ -88,7 +90,7 @@ def _load_lockfile(path: Path) -> list[dict]:
     return entries
 
 
-def _lock_record(path: Path, entry: dict) -> CondaRecord:
+def _lock_record(path: Path, entry: dict) -> PackageRecord:
     try:
         name, version = str(entry["name"]), str(entry["version"])
     except KeyError as error:
@@ -97,7 +99,7 @@ def _lock_record(path: Path, entry: dict) -> CondaRecord:
     if entry.get("manager", "conda") == "conda":
         parsed = record_from_url(str(entry.get("url", "")))
         build = parsed[2] if parsed else None
-    return CondaRecord(name=name, version=version, build=build)
+    return PackageRecord(name=name, version=version, build=build)
 
 
 def from_lockfile(selection: LockSelection) -> PackageSet:
@@ -123,10 +125,10 @@ def from_lockfile(selection: LockSelection) -> PackageSet:
     return conda_package_set(f"{selection.image}", records)
 
 
-def parse_conda_meta(text: str, origin: str) -> list[CondaRecord]:
+def parse_conda_meta(text: str, origin: str) -> list[PackageRecord]:
     """Records from the concatenated contents of ``conda-meta/*.json`` files."""
     decoder = json.JSONDecoder()
-    records: list[CondaRecord] = []
+    records: list[PackageRecord] = []
     position = 0
     text = text.strip()
     while position < len(text):
@@ -136,7 +138,7 @@ def parse_conda_meta(text: str, origin: str) -> list[CondaRecord]:
             raise CheckError(f"{origin}: unreadable conda-meta record: {error}") from error
         if not isinstance(data, dict) or "name" not in data or "version" not in data:
             raise CheckError(f"{origin}: a conda-meta record has no name or version")
-        records.append(CondaRecord(str(data["name"]), str(data["version"]), data.get("build")))
+        records.append(PackageRecord(str(data["name"]), str(data["version"]), data.get("build")))
         position = end
         while position < len(text) and text[position].isspace():
             position += 1
@@ -145,24 +147,55 @@ def parse_conda_meta(text: str, origin: str) -> list[CondaRecord]:
     return records
 
 
+def pip_records(dist_info_folders: Iterable[str]) -> list[PackageRecord]:
+    """Records from folder names such as ``dask_labextension-7.0.0.dist-info``."""
+    records = []
+    for folder in dist_info_folders:
+        name, sep, version = folder.removesuffix(".dist-info").partition("-")
+        if sep:
+            records.append(PackageRecord(name, version, None))
+    return records
+
+
+def _installed_by_pip(dist_info: Path) -> bool:
+    installer = dist_info / "INSTALLER"
+    return not (installer.exists() and installer.read_text().strip() == "conda")
+
+
 def from_prefix(prefix: Path) -> PackageSet:
-    """A conda environment on disk, from its ``conda-meta`` directory."""
+    """A conda environment on disk: ``conda-meta`` plus what pip installed there."""
     meta = prefix / "conda-meta"
     files = sorted(meta.glob("*.json"))
     if not files:
         raise CheckError(f"{meta} has no conda-meta records")
     text = "\n".join(file.read_text() for file in files)
-    return conda_package_set(str(prefix), parse_conda_meta(text, str(meta)))
+    dist_infos = sorted(prefix.glob("lib/python3*/site-packages/*.dist-info"))
+    pip = pip_records(d.name for d in dist_infos if _installed_by_pip(d))
+    return conda_package_set(str(prefix), [*parse_conda_meta(text, str(meta)), *pip])
+
+
+#: Run in an image by ``sh -c SCRIPT PREFIX``: the prefix's conda-meta records,
+#: then a marker line, then the dist-info folders that conda did not install.
+LIST_PREFIX_SCRIPT = """\
+set -e
+cat "$0"/conda-meta/*.json
+echo
+echo '#dist-info'
+for d in "$0"/lib/python3*/site-packages/*.dist-info; do
+  if [ -d "$d" ] && [ "$(cat "$d/INSTALLER" 2>/dev/null)" != conda ]; then echo "${d##*/}"; fi
+done
+"""
+DIST_INFO_MARKER = "\n#dist-info\n"
 
 
 def from_image(reference: str, prefix: str = IMAGE_PREFIX) -> PackageSet:
-    """A built image's environment, read by running ``cat`` in a throwaway container."""
+    """A built image's environment, listed by a throwaway container."""
     docker = shutil.which("docker")
     if docker is None:
         raise CheckError("the docker CLI is not installed; it is needed to read image sources")
     command = [
         docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", reference,
-        "-c", 'cat "$0"/conda-meta/*.json', prefix,
+        "-c", LIST_PREFIX_SCRIPT, prefix,
     ]  # fmt: skip
     try:
         result = subprocess.run(
@@ -173,8 +206,10 @@ def from_image(reference: str, prefix: str = IMAGE_PREFIX) -> PackageSet:
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         raise CheckError(f"cannot read image {reference}: {detail[0]}")
-    records = parse_conda_meta(result.stdout, f"image {reference}:{prefix}")
-    return conda_package_set(reference, records)
+    conda_meta, _, dist_infos = result.stdout.partition(DIST_INFO_MARKER)
+    records = parse_conda_meta(conda_meta, f"image {reference}:{prefix}")
+    pip = pip_records(dist_infos.split())
+    return conda_package_set(reference, [*records, *pip])
 
 
 def parse_lock_spec(spec: str) -> LockSelection:

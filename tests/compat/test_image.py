@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.lockdata import DRIFTED, MATCHED, write_conda_meta
+from tests.compat.lockdata import DRIFTED, MATCHED, write_prefix
 from tests.support.baseimage import ensure_base_image
 from tests.support.dockercli import docker
 
@@ -26,10 +26,10 @@ def checker(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def worker_image(tmp_path: Path) -> Iterator[str]:
-    """A Debian image holding the matched lockfile's worker conda-meta records."""
+def notebook_image(tmp_path: Path) -> Iterator[str]:
+    """A Debian image holding the matched lockfile's notebook environment records."""
     root = tmp_path / "root"
-    write_conda_meta(MATCHED, root / "srv" / "conda" / "envs" / "notebook")
+    write_prefix(MATCHED, root / "srv" / "conda" / "envs" / "notebook", "notebook")
     tag = f"local/compat-test-image:{uuid.uuid4().hex[:12]}"
     container = docker("create", ensure_base_image("runtime"), "sh").stdout.decode().strip()
     try:
@@ -41,15 +41,17 @@ def worker_image(tmp_path: Path) -> Iterator[str]:
     docker("rmi", tag)
 
 
-def test_image_matches_its_lockfile(worker_image: str) -> None:
-    result = checker("diff", f"lock:{MATCHED}#worker", f"image:{worker_image}")
+def test_image_matches_its_lockfile(notebook_image: str) -> None:
+    result = checker("diff", f"lock:{MATCHED}#notebook", f"image:{notebook_image}")
 
     assert result.returncode == 0, result.stderr
-    assert "all package versions match" in result.stdout
+    assert "all package versions match" in result.stdout  # the pip package too
 
 
-def test_image_differs_from_a_drifted_lockfile(worker_image: str) -> None:
-    result = checker("diff", f"lock:{DRIFTED}#worker", f"image:{worker_image}", "--format", "json")
+def test_image_differs_from_a_drifted_lockfile(notebook_image: str) -> None:
+    result = checker(
+        "diff", f"lock:{DRIFTED}#worker", f"image:{notebook_image}", "--format", "json"
+    )
 
     assert result.returncode == 1, result.stderr
     assert '"errors": 4' in result.stdout

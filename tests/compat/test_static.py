@@ -16,9 +16,9 @@ import yaml
 from compat import gate, rules, sources
 from compat.compare import compare_cluster
 from compat.live import ClusterSnapshot
-from compat.model import CheckError, Package, PackageSet
+from compat.model import CheckError, Package, PackageRecord, PackageSet
 from compat.names import from_conda, normalize
-from tests.compat.lockdata import DRIFTED, MATCHED, write_conda_meta
+from tests.compat.lockdata import DRIFTED, MATCHED, write_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_ONLY = ["dask-labextension", "ipykernel", "jupyterlab"]
@@ -266,13 +266,20 @@ def test_bad_source_exits_2(source: str, message: str) -> None:
 
 
 def test_conda_prefix_source_matches_its_lockfile(tmp_path: Path) -> None:
-    """A conda-meta directory (what an image holds) written from the lockfile."""
-    prefix = write_conda_meta(MATCHED, tmp_path / "prefix")
+    """conda-meta records plus the one pip package, as installing the lockfile leaves them."""
+    prefix = write_prefix(MATCHED, tmp_path / "prefix", "notebook")
 
-    result = checker("diff", f"lock:{MATCHED}#worker", f"prefix:{prefix}")
+    result = checker("diff", f"lock:{MATCHED}#notebook", f"prefix:{prefix}", "--format", "json")
 
     assert result.returncode == 0, result.stderr
-    assert "all package versions match" in result.stdout
+    assert json.loads(result.stdout)["mismatches"] == []
+    assert sources.from_prefix(prefix).packages["dask-labextension"] == Package("7.0.0", None)
+
+
+def test_pip_records_from_dist_info_folder_names() -> None:
+    records = sources.pip_records(["dask_labextension-7.0.0.dist-info", "junk"])
+
+    assert records == [PackageRecord("dask_labextension", "7.0.0", None)]
 
 
 def test_compat_works_without_distributed_or_the_build_tool_dependencies() -> None:
