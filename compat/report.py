@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from compat import rules
 from compat.compare import Group, Mismatch, Report
 
 HEADERS = ("Level", "Package")
@@ -50,8 +51,42 @@ def _split_workers(mismatch: Mismatch) -> str | None:
     return ", ".join(parts)
 
 
+def only_in(mismatch: Mismatch) -> str | None:
+    """The one column that has the package, when every other column lacks it.
+
+    Tables list such packages on one line per column instead of a row each:
+    a notebook has many packages that its workers do not need.
+    """
+    holders = [
+        name
+        for name, groups in mismatch.columns.items()
+        if any(g.version is not None for g in groups)
+    ]
+    if len(holders) != 1 or any(g.version is None for g in mismatch.columns[holders[0]]):
+        return None
+    return holders[0]
+
+
+def _table_rows(report: Report) -> list[Mismatch]:
+    """Mismatches that get a row: all but one-sided packages distributed ignores."""
+    return [m for m in report.mismatches if m.package in rules.ERROR_LEVEL or only_in(m) is None]
+
+
+def _only_in_lines(report: Report) -> list[str]:
+    by_column: dict[str, list[str]] = {}
+    for mismatch in report.warnings:
+        column = only_in(mismatch)
+        if column is not None and mismatch.package not in rules.ERROR_LEVEL:
+            version = mismatch.columns[column][0].version
+            by_column.setdefault(column, []).append(f"{mismatch.package} {version}")
+    return [
+        f"only in {column} ({len(packages)}): {', '.join(packages)}"
+        for column, packages in by_column.items()
+    ]
+
+
 def _details(report: Report) -> list[str]:
-    """Plain sentences below the table: split workers, departures, notes."""
+    """Plain sentences below the table: split workers, one-sided packages, departures, notes."""
     lines: list[str] = []
     for mismatch in report.mismatches:
         split = _split_workers(mismatch)
@@ -61,6 +96,7 @@ def _details(report: Report) -> list[str]:
         for group in mismatch.columns["workers"][1:]:
             addresses = ", ".join(group.members)
             lines.append(f"  at {_version(group.version)}: {addresses}")
+    lines += _only_in_lines(report)
     if report.left:
         lines.append(f"left the cluster during the check: {', '.join(report.left)}")
     for address, reason in report.unanswered.items():
@@ -71,15 +107,15 @@ def _details(report: Report) -> list[str]:
 
 def render_table(report: Report) -> str:
     """Aligned plain-text table for a terminal."""
-    rows = [_headers(report)] + [_row(report, m) for m in report.mismatches]
+    rows = [_headers(report)] + [_row(report, m) for m in _table_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"Package versions: {report.subject}"]
-    if report.mismatches:
+    if len(rows) > 1:
         for index, row in enumerate(rows):
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
             if index == 0:
                 lines.append("  ".join("-" * w for w in widths))
-    else:
+    elif not report.mismatches:
         lines.append("all package versions match")
     lines += _details(report)
     lines.append(summary(report))
@@ -92,17 +128,18 @@ def _md(text: str) -> str:
 
 def render_markdown(report: Report) -> str:
     """GitHub-flavoured Markdown for CI logs and pull requests."""
-    lines = [f"### Package versions: {_md(report.subject)}", "", f"**{summary(report)}**", ""]
-    if report.mismatches:
+    lines = [f"### Package versions: {_md(report.subject)}", "", f"**{summary(report)}**"]
+    if _table_rows(report):
         headers = _headers(report)
+        lines.append("")
         lines.append("| " + " | ".join(_md(h) for h in headers) + " |")
         lines.append("|" + "---|" * len(headers))
-        for mismatch in report.mismatches:
+        for mismatch in _table_rows(report):
             cells = _row(report, mismatch)
             cells[1] = f"`{cells[1]}`"
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
-    else:
-        lines.append("All package versions match.")
+    elif not report.mismatches:
+        lines += ["", "All package versions match."]
     details = _details(report)
     if details:
         lines.append("")

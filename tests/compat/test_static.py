@@ -170,7 +170,11 @@ def test_diff_cli_exit_codes_and_table() -> None:
     drifted = checker("diff", f"lock:{MATCHED}#notebook", f"lock:{DRIFTED}#worker")
 
     assert matched.returncode == 0, matched.stderr
-    assert matched.stdout.splitlines()[-1] == "0 errors, 3 warnings"
+    assert matched.stdout.splitlines() == [
+        "Package versions: notebook vs worker",
+        "only in notebook (3): dask-labextension 7.0.0, ipykernel 6.29.5, jupyterlab 4.4.0",
+        "0 errors, 3 warnings",
+    ]
     assert drifted.returncode == 1, drifted.stderr
     header = drifted.stdout.splitlines()[1].split()
     assert header == ["Level", "Package", "notebook", "worker", "Differs", "Why"]
@@ -187,7 +191,11 @@ def test_markdown_shape() -> None:
     assert lines[4] == "| Level | Package | notebook | worker | Differs | Why |"
     assert lines[5] == "|---|---|---|---|---|---|"
     assert "| error | `toolz` | 1.2.0 | 0.12.1 | worker | required by distributed |" in lines
-    assert len(lines) == 6 + 10
+    assert "| warning | `numpy` | 2.4.6 | None | worker | missing on some sides |" in lines
+    assert len(lines) == 6 + 7 + 2  # title, summary, table, then one line for the rest:
+    assert lines[-1] == (
+        "- only in notebook (3): dask-labextension 7.0.0, ipykernel 6.29.5, jupyterlab 4.4.0"
+    )
 
 
 def test_json_shape_and_output_file(tmp_path: Path) -> None:
