@@ -247,6 +247,19 @@ def start_cluster(
             time.sleep(0.2)
 
 
+#: the mixed cluster: this many workers in all, one of them odd
+MIXED_WORKERS = 50
+
+
+@dataclass
+class MixedCluster:
+    """49 workers from the worker venv and one from the odd-worker venv."""
+
+    cluster: Cluster
+    odd_worker: str
+    workers: list[str]
+
+
 #: the ``start_cluster`` fixture: start a scheduler with extra environment variables
 StartCluster = Callable[[dict[str, str] | None], Cluster]
 

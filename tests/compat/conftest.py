@@ -4,16 +4,12 @@ clusters on 127.0.0.1 (see tests/compat/cluster.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.compat import cluster as dask_cluster
-from tests.compat.cluster import Cluster, Venv
-
-#: the mixed cluster: this many workers in all, one of them odd
-MIXED_WORKERS = 50
+from tests.compat.cluster import MIXED_WORKERS, Cluster, MixedCluster, Venv
 
 
 @pytest.fixture(scope="session")
@@ -52,15 +48,6 @@ def start_cluster(client_venv: Venv, tmp_path: Path) -> Iterator[dask_cluster.St
     yield start
     for cluster in started:
         cluster.stop()
-
-
-@dataclass
-class MixedCluster:
-    """49 workers from the worker venv and one from the odd-worker venv."""
-
-    cluster: Cluster
-    odd_worker: str
-    workers: list[str]
 
 
 @pytest.fixture(scope="module")

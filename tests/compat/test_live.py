@@ -20,13 +20,14 @@ import pytest
 
 from tests.compat.cluster import (
     LZ4_VERSION,
+    MIXED_WORKERS,
     ODD_TOOLZ_VERSION,
+    MixedCluster,
     StartCluster,
     Venv,
     free_port,
     run_checker,
 )
-from tests.compat.conftest import MIXED_WORKERS, MixedCluster
 
 pytestmark = pytest.mark.dask
 
