@@ -207,9 +207,9 @@ def test_a_worker_that_does_not_answer_in_time_is_reported_and_exits_2(
     preload.write_text(STALLED_WORKER_PRELOAD)
     cluster = start_cluster(None)
     cluster.add_workers(client_venv, 1)
-    (answering,) = cluster.worker_addresses(1)
+    assert len(cluster.worker_addresses(1)) == 1
     stalled_port = free_port()
-    cluster.add_workers(
+    stalled = cluster.add_workers(
         client_venv, 1, port=stalled_port, env={"DASK_DISTRIBUTED__WORKER__PRELOAD": str(preload)}
     )
     assert len(cluster.worker_addresses(2)) == 2
@@ -217,6 +217,7 @@ def test_a_worker_that_does_not_answer_in_time_is_reported_and_exits_2(
     result = run_checker(
         client_venv, checker_path, "live", cluster.address, "--timeout", "2", "--format", "json"
     )
+    stalled.signal(signal.SIGKILL)  # it would not stop gracefully while it sleeps
 
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
