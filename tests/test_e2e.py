@@ -1,0 +1,136 @@
+"""The offline end-to-end run, on real parts: a channel of relocated CPython and converted
+wheels, debootstrap base images, the Docker engine, the local registry with htpasswd auth.
+
+One environment pair from `environments/e2e` is locked, built, tested (including the pair
+test: scheduler, worker and client, no mismatch), published, pulled back by digest, and
+published again as a no-op. Nothing here skips: a missing engine or registry fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from buildtool.registry import Credentials, Registry, split_reference
+from tests.conftest import buildtool
+from tests.support.baseimage import ensure_base_image
+from tests.support.dockercli import docker, require_docker
+from tests.support.realchannel import build_real_channel
+from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
+
+
+@pytest.fixture(scope="module")
+def credentials() -> RegistryCredentials:
+    require_docker()
+    return registry_credentials()
+
+
+@pytest.fixture(scope="module")
+def offline(credentials: RegistryCredentials, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The locked e2e spec and the flags that point the pipeline at local parts."""
+    channel = build_real_channel().resolve().as_uri()
+    work = tmp_path_factory.mktemp("e2e")
+    root = work / "environments"
+    root.mkdir()
+    for name in ("base", "e2e"):
+        (root / name).mkdir()
+        (root / name / "env.yaml").write_text(
+            (Path(__file__).parents[1] / "environments" / name / "env.yaml").read_text()
+        )
+    locked = buildtool("--root", root, "lock", "e2e", "--channel", channel, cwd=work)
+    assert locked.returncode == 0, locked.stderr
+    return {
+        "work": work,
+        "root": root,
+        "registry": f"{credentials.registry}/t{uuid.uuid4().hex[:10]}",
+        "images": ["--base-image", ensure_base_image("runtime"),
+                   "--builder-image", ensure_base_image("builder")],
+        "env": {**os.environ, "REGISTRY_USER": credentials.user,
+                "REGISTRY_PASSWORD": credentials.password},
+    }  # fmt: skip
+
+
+def _publish(offline: dict, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    command = [
+        "python", "-m", "buildtool.cli", "--root", str(offline["root"]),
+        "publish", "e2e", "--quiet", "--registry", offline["registry"], *offline["images"],
+    ]  # fmt: skip
+    return subprocess.run(
+        command, cwd=offline["work"], env=env or offline["env"], capture_output=True, text=True
+    )
+
+
+def _tags(offline: dict, credentials: RegistryCredentials) -> dict[str, str | None]:
+    """What the content tags point at in the registry (None: not there)."""
+    registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
+    meta = json.loads((offline["work"] / "build" / "e2e" / "render.json").read_text())
+    digests = {}
+    for role in ("worker", "notebook"):
+        _, name = split_reference(meta[role]["repository"])
+        digests[role] = registry.manifest_digest(name, meta[role]["tag"])
+    return digests
+
+
+def test_wrong_password_is_refused_without_showing_it(
+    offline: dict, credentials: RegistryCredentials
+) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    result = _publish(offline, {**offline["env"], "REGISTRY_PASSWORD": wrong})
+    assert result.returncode == 1
+    assert "credentials refused" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert credentials.password not in result.stdout + result.stderr
+
+
+def test_failing_image_tests_publish_nothing(
+    offline: dict, credentials: RegistryCredentials
+) -> None:
+    spec = offline["root"] / "e2e" / "env.yaml"
+    original = spec.read_text()
+    spec.write_text(original + "imports: [no_such_module_anywhere]\n")
+    try:
+        result = _publish(offline)
+    finally:
+        spec.write_text(original)
+    assert result.returncode == 1
+    assert "image tests failed" in result.stderr
+    assert _tags(offline, credentials) == {"worker": None, "notebook": None}
+
+
+def test_publish_pull_back_and_noop(
+    offline: dict, credentials: RegistryCredentials, tmp_path: Path
+) -> None:
+    first = _publish(offline)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    build = offline["work"] / "build" / "e2e"
+    published = json.loads((build / "published.json").read_text())
+    images = published["images"]
+    assert images["worker"]["digest"] != images["notebook"]["digest"]
+    assert _tags(offline, credentials) == {r: images[r]["digest"] for r in ("worker", "notebook")}
+    assert published["bytes_pushed"] > 0
+    assert "compat-report.md" in {p.name for p in build.iterdir()}
+
+    # Pull back by digest through a separate docker login, and run real Dask from it.
+    config = tmp_path / "docker-config"
+    docker_login(credentials, config)
+    login_env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    for role in ("worker", "notebook"):
+        ref = images[role]["ref"]
+        docker("pull", ref, env=login_env)
+        out = docker("run", "--rm", ref, "python", "-c", "import distributed; print('ok')")
+        assert out.stdout.decode().strip() == "ok"
+        # No secret in the layers' history, the labels or the environment.
+        for view in (docker("history", "--no-trunc", ref), docker("image", "inspect", ref)):
+            assert credentials.password not in view.stdout.decode()
+
+    second = _publish(offline)
+    assert second.returncode == 0, second.stderr
+    assert "already published: nothing built, nothing pushed" in second.stdout
+    assert "bytes pushed: 0" in second.stdout
+    assert "building" not in second.stdout
+    assert json.loads((build / "published.json").read_text()) == published
