@@ -69,6 +69,10 @@ compat: ## static compatibility check of ENV's notebook and worker sets
 	$(PYTHON) -m compat diff lock:environments/$(ENV)/conda-lock.yml#notebook \
 	  lock:environments/$(ENV)/conda-lock.yml#worker
 
+.PHONY: compat-test
+compat-test: ## compat checker tests (real Dask clusters from separate venvs)
+	$(PYTHON) -m pytest tests/compat -q
+
 .PHONY: compat-all
 compat-all: ## compat reports (build/*/compat-report.md) for every environment (ENVS)
 	for env in $$($(BUILDTOOL) list $(ENVS)); do \
@@ -99,6 +103,12 @@ nightly: ## relock, compat-check, publish changed pairs (build + test), docs, He
 
 .PHONY: demo
 demo: setup nightly ## the main job, on a fresh machine: `make nightly` after the set-up
+
+.PHONY: bench
+bench: ## run the benchmarks (lock, build, compat); each prints a table against a baseline
+	$(PYTHON) bench/lock.py
+	$(PYTHON) -m bench.build
+	$(PYTHON) -m bench.compat
 
 .PHONY: lint
 lint: ## ruff
