@@ -1,0 +1,68 @@
+"""Fixtures: the real channel, and one environment installed from it for the session."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from rattler import RepoDataRecord
+
+from tests.support.condaenv import install, solve
+from tests.support.dockercli import require_docker
+from tests.support.realchannel import build_real_channel
+
+# What environments/base asks for, notebook side included.
+BASE_SPECS = (
+    "python 3.11.*",
+    "dask",
+    "distributed",
+    "dask-gateway",
+    "msgpack-python",
+    "cloudpickle",
+    "tornado",
+    "toolz",
+    "lz4",
+    "numpy",
+    "pandas",
+    "jupyterlab",
+    "jupyterhub-singleuser",
+    "ipykernel",
+    "ipywidgets",
+    "dask-labextension",
+    "pip",
+)
+
+
+@dataclass(frozen=True)
+class InstalledEnv:
+    prefix: Path
+    records: list[RepoDataRecord]
+    solve_seconds: float
+    install_seconds: float
+
+    @property
+    def python(self) -> Path:
+        return self.prefix / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def real_channel() -> Path:
+    return build_real_channel()
+
+
+@pytest.fixture(scope="session")
+def installed_env(real_channel: Path, tmp_path_factory: pytest.TempPathFactory) -> InstalledEnv:
+    scratch = tmp_path_factory.mktemp("real-env")
+    started = time.monotonic()
+    records = solve(real_channel, BASE_SPECS)
+    solved = time.monotonic()
+    install(records, scratch / "prefix", cache_dir=scratch / "pkgs")
+    return InstalledEnv(scratch / "prefix", records, solved - started, time.monotonic() - solved)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Tests that use this fail (never skip) when Docker is missing."""
+    require_docker()
