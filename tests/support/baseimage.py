@@ -149,7 +149,8 @@ def ensure_base_image(kind: str) -> str:
     if image_exists(tag):
         return tag
     rootfs_dir = cache_root() / "rootfs"
-    with locked(rootfs_dir / f"{kind}.lock"):
+    # One lock for both kinds: their debootstraps share the .deb cache.
+    with locked(rootfs_dir / "build.lock"):
         if not image_exists(tag):
             rootfs = _ensure_rootfs(spec, rootfs_dir / f"{kind}-{SUITE}-{spec.key()}")
             _import(rootfs, tag)
