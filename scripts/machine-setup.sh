@@ -38,7 +38,7 @@ install_apt_packages() {
     say "apt packages: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=900 update -qq
-    apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" \
+    apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" \
         >"${STATE_DIR}/apt-install.log" 2>&1 \
         || { tail -n 30 "${STATE_DIR}/apt-install.log" >&2; die "apt-get install failed"; }
 }
