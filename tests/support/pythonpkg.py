@@ -88,11 +88,11 @@ def compile_pyc(python: StagedPython, trees: list[tuple[Path, Path]]) -> None:
 
     trees: (folder to compile, root of its package tree). Recorded source paths are made
     relative to the tree root and put under the placeholder, so the byte code does not
-    depend on where it was staged; -B and force keep the compiling interpreter's own
-    import-time (timestamp) pycs of the stdlib out. Checked-hash pycs stay valid whatever mtimes the
-    installer gives, and are rebuilt where the installer rewrote the source (placeholder
-    files). A few .py files in packages are data or templates that do not compile;
-    compileall reports them and goes on, so its result is not a verdict on the package.
+    depend on where it was staged; -B and force keep out the timestamp pycs that the
+    compiling interpreter writes for its own stdlib imports. Checked-hash pycs stay valid
+    whatever mtimes the installer gives, and are rebuilt where the installer rewrote the
+    source (placeholder files). Some packages ship .py files that are templates or data
+    and do not compile; they are left without a pyc, as pip would.
     """
     script = textwrap.dedent(
         """

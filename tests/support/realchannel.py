@@ -162,9 +162,9 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
         tree = staging / "wheels" / info.name
         meta, placeholders = stage_wheel(info, tree, target, conda_depends(info, infos, target))
         jobs.append((meta, tree, tuple(placeholders)))
-    site_packages = [(tree / target.site_packages, tree) for _, tree, _ in jobs[1:]]
     _progress("byte-compiling")
-    compile_pyc(python, [(folder, tree) for folder, tree in site_packages if folder.is_dir()])
+    wheel_trees = [tree for _, tree, _ in jobs[1:]]
+    compile_pyc(python, [(t / target.site_packages, t) for t in wheel_trees])
     _progress(f"packing {len(jobs)} packages")
     with ProcessPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(write_package, m, t, channel, p) for m, t, p in jobs]
