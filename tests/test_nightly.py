@@ -1,0 +1,62 @@
+"""`make nightly` against the local registry, twice, from a copy of this checkout.
+
+The first run publishes the end-to-end pair and regenerates docs/images.md and the Helm
+values; the second changes nothing and pushes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+from tests.support.dockercli import require_docker
+from tests.support.registry import registry_credentials
+
+GENERATED = ("docs/images.md", "deploy/daskhub-values.yaml", "environments/e2e/conda-lock.yml")
+
+
+def _checkout(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+    for name in files.stdout.decode().split("\0"):
+        if name and (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def _nightly(checkout: Path, registry: str) -> str:
+    result = subprocess.run(
+        ["make", "nightly", f"REGISTRY={registry}"],
+        cwd=checkout, capture_output=True, text=True, env={**os.environ, "LOCAL": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def test_nightly_publishes_then_is_a_noop(tmp_path: Path) -> None:
+    require_docker()
+    credentials = registry_credentials()
+    checkout = _checkout(tmp_path / "checkout")
+    registry = f"{credentials.registry}/n{uuid.uuid4().hex[:10]}"
+
+    first = _nightly(checkout, registry)
+    assert "tagged" in first and "bytes pushed: 0" not in first
+    images = (checkout / "docs" / "images.md").read_text()
+    assert "| Jupyter image | Name | Worker image | Description |" in images
+    assert f"{registry}/jupyter-e2e@sha256:" in images
+    values = yaml.safe_load((checkout / "deploy" / "daskhub-values.yaml").read_text())
+    (profile,) = values["jupyterhub"]["singleuser"]["profileList"]
+    assert profile["kubespawner_override"]["image"].startswith(f"{registry}/jupyter-e2e@sha256:")
+    before = {name: (checkout / name).read_bytes() for name in GENERATED}
+
+    second = _nightly(checkout, registry)
+    assert "already published: nothing built, nothing pushed" in second
+    assert "bytes pushed: 0" in second
+    assert "building" not in second
+    assert {name: (checkout / name).read_bytes() for name in GENERATED} == before
