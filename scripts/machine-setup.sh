@@ -18,7 +18,7 @@ REGISTRY_PORT="${REGISTRY_PORT:-5000}"
 REGISTRY_DIR="${STATE_DIR}/registry"
 CREDENTIALS="${REGISTRY_DIR}/credentials.env"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(docker.io docker-registry debootstrap patchelf apache2-utils curl ca-certificates)
+APT_PACKAGES=(docker.io docker-registry debootstrap patchelf apache2-utils curl ca-certificates nodejs)
 
 say() { printf '[machine-setup] %s\n' "$*"; }
 die() { printf '[machine-setup] ERROR: %s\n' "$*" >&2; exit 1; }
