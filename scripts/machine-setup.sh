@@ -2,7 +2,7 @@
 # Prepare a Debian bookworm machine (a developer's or CI's) for this project.
 #
 # Idempotent: every step checks before it acts, so re-running is cheap.
-#   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl
+#   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl nodejs
 #   2. pip install -e '.[test]' of the repository (the parent of this folder)
 #   3. dockerd in the background, unless `docker info` already answers
 #   4. a distribution registry on 127.0.0.1:${REGISTRY_PORT:-5000} with htpasswd
