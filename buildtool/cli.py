@@ -132,9 +132,13 @@ def cmd_helm_values(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_options(p: argparse.ArgumentParser) -> None:
+def _env_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env", nargs="*", help="environment name(s)")
     p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+
+
+def _image_options(p: argparse.ArgumentParser) -> None:
+    _env_options(p)
     p.add_argument("--installer", choices=["micromamba", "rattler"], help="override the spec")
     p.add_argument("--registry", help="registry and namespace, e.g. 127.0.0.1:5000/daskhub")
     p.add_argument("--base-image", help="override the spec's base image")
@@ -152,13 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="print environment names (validating their specs)")
-    p.add_argument("env", nargs="*", help="environment name(s)")
-    p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+    _env_options(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("lock", help="solve an environment once and write its conda-lock.yml")
-    p.add_argument("env", nargs="*", help="environment name(s)")
-    p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+    _env_options(p)
     p.add_argument("--channel", action="append", help="use this channel instead of the spec's")
     p.add_argument("--platform", action="append", help="lock for this platform instead")
     p.add_argument("--solver", choices=["auto", "rattler", "conda-lock"], default="auto")
@@ -175,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("test", help="run the image tests (pytest + testinfra) on a built pair")
-    p.add_argument("env", nargs="*", help="environment name(s)")
-    p.add_argument("--all", action="store_true", help="every environment that is not abstract")
+    _env_options(p)
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("publish", help="build, test, then push the pair by digest and tag it")

@@ -9,28 +9,15 @@ from pathlib import Path
 import pytest
 from rattler import RepoDataRecord
 
+from buildtool.spec import load_environment
+from tests.conftest import REPO
 from tests.support.condaenv import install, solve
 from tests.support.dockercli import require_docker
 from tests.support.realchannel import build_real_channel
 
-# What environments/base asks for, notebook side included.
+# What environments/base asks for, notebook side included, plus pip.
 BASE_SPECS = (
-    "python 3.11.*",
-    "dask",
-    "distributed",
-    "dask-gateway",
-    "msgpack-python",
-    "cloudpickle",
-    "tornado",
-    "toolz",
-    "lz4",
-    "numpy",
-    "pandas",
-    "jupyterlab",
-    "jupyterhub-singleuser",
-    "ipykernel",
-    "ipywidgets",
-    "dask-labextension",
+    *(r.spec for r in load_environment(REPO / "environments", "e2e").all_requirements()),
     "pip",
 )
 
