@@ -12,8 +12,9 @@ notebook image, and each profile sets `DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE` to
 `{JUPYTER_IMAGE_SPEC}`: the dask-gateway client formats that with `os.environ` and sends
 the notebook's own image as the `image` option. The gateway's option handler holds the
 table notebook image -> worker image (both by digest) and starts the matched worker; it
-also takes a worker image as is (what the image's own baked-in variable asks for outside
-KubeSpawner), and refuses any other image. The table lives in one place, the gateway.
+also takes a worker image as is, by digest or by its content tag (the notebook image's own
+baked-in variable names its worker by content tag, which publish never moves), and
+refuses any other image, date tags included. The table lives in one place, the gateway.
 
 KubeSpawner expands `{name}` placeholders in `environment` values with `str.format` and
 fails on a name it does not know, so the profile writes `{{JUPYTER_IMAGE_SPEC}}`: the pod
@@ -60,6 +61,7 @@ class Pair:
     description: str
     notebook: str
     worker: str
+    worker_by_content_tag: str
 
 
 def published_pairs(root: Path, build_dir: Path) -> list[Pair]:
@@ -77,6 +79,8 @@ def published_pairs(root: Path, build_dir: Path) -> list[Pair]:
                 description=env.description,
                 notebook=published.images.notebook.ref,
                 worker=published.images.worker.ref,
+                worker_by_content_tag=f"{published.images.worker.repository}:"
+                f"{published.content_tag}",
             )
         )
     return pairs
@@ -116,12 +120,18 @@ def options_handler_config(pairs: list[Pair], default: Pair) -> str:
         "from dask_gateway_server.options import Options, String",
         "",
         *_list_lines("DASKHUB_WORKER_IMAGES", [p.worker for p in pairs]),
-        *_dict_lines("DASKHUB_WORKER_FOR_NOTEBOOK", {p.notebook: p.worker for p in pairs}),
+        *_dict_lines(
+            "DASKHUB_WORKER_FOR_IMAGE",
+            {
+                **{p.notebook: p.worker for p in pairs},
+                **{p.worker_by_content_tag: p.worker for p in pairs},
+            },
+        ),
         f"DASKHUB_DEFAULT_WORKER_IMAGE = {json.dumps(default.worker)}",
         "",
         "",
         "def options_handler(options, user):",
-        "    image = DASKHUB_WORKER_FOR_NOTEBOOK.get(options.image, options.image)",
+        "    image = DASKHUB_WORKER_FOR_IMAGE.get(options.image, options.image)",
         "    if image not in DASKHUB_WORKER_IMAGES:",
         "        raise ValueError(",
         '            f"image {options.image!r} is not a published DaskHub image; "',

@@ -212,7 +212,7 @@ def test_each_profile_pins_its_notebook_and_maps_it_to_its_worker(
         images = published[profile["slug"]]["images"]
         notebook = profile["kubespawner_override"]["image"]
         assert notebook == images["notebook"]["ref"]
-        assert namespace["DASKHUB_WORKER_FOR_NOTEBOOK"][notebook] == images["worker"]["ref"]
+        assert namespace["DASKHUB_WORKER_FOR_IMAGE"][notebook] == images["worker"]["ref"]
     assert namespace["DASKHUB_WORKER_IMAGES"] == [
         published[name]["images"]["worker"]["ref"] for name in PUBLISHED
     ]
@@ -230,10 +230,13 @@ def test_gateway_starts_only_published_worker_images(
         == (physlite["worker"]["ref"])
     )
     assert _gateway_image(backend, {"image": e2e["worker"]["ref"]}) == e2e["worker"]["ref"]
+    # What the notebook image bakes in: its worker by content tag, which publish never moves.
+    by_content_tag = f"{e2e['worker']['repository']}:{published['e2e']['content_tag']}"
+    assert _gateway_image(backend, {"image": by_content_tag}) == e2e["worker"]["ref"]
 
     refused = [
         "docker.io/library/python:3.11",
-        f"{e2e['worker']['repository']}:{e2e['worker']['tags'][0]}",  # a tag, not the digest
+        f"{e2e['worker']['repository']}:{published['e2e']['date_tag']}",  # a tag that moves
         e2e["worker"]["repository"] + "@sha256:" + "0" * 64,
         "",
     ]
