@@ -162,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lock", help="solve an environment once and write its conda-lock.yml")
     _env_options(p)
     p.add_argument("--channel", action="append", help="use this channel instead of the spec's")
-    p.add_argument("--platform", action="append", help="lock for this platform instead")
+    p.add_argument(
+        "--platform",
+        action="append",
+        choices=["linux-64", "linux-aarch64"],
+        help="lock for this platform instead",
+    )
     p.add_argument("--solver", choices=["auto", "rattler", "conda-lock"], default="auto")
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)
