@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rattler import MatchSpec, Version, VersionSpec
-from rattler.exceptions import InvalidMatchSpecError
+from rattler.exceptions import InvalidMatchSpecError, InvalidVersionError
 
 from buildtool.errors import SpecError
 
@@ -409,30 +409,30 @@ def _candidate_versions(requirements: list[Requirement]) -> list[Version]:
     for text in sorted(found):
         try:
             candidates.append(Version(text))
-        except Exception:  # noqa: BLE001 - a token that is not a version is no candidate
+        except InvalidVersionError:  # a token that is not a version is no candidate
             continue
     return candidates
+
+
+def _satisfiable(requirements: list[Requirement]) -> bool:
+    """Whether one version can satisfy every requirement's version range."""
+    specs = [VersionSpec(MatchSpec(r.spec).version) for r in requirements]
+    return any(all(s.matches(v) for s in specs) for v in _candidate_versions(requirements))
 
 
 def check_pins(requirements: list[Requirement]) -> None:
     """Refuse specs of one package whose version ranges cannot all hold at once."""
     by_name: dict[str, list[Requirement]] = {}
     for req in requirements:
-        by_name.setdefault(req.name, []).append(req)
-    for reqs in by_name.values():
-        versioned = [r for r in reqs if MatchSpec(r.spec).version is not None]
-        if len(versioned) < 2:
-            continue
-        candidates = _candidate_versions(versioned)
-        specs = [VersionSpec(MatchSpec(r.spec).version) for r in versioned]
-        if any(all(spec.matches(v) for spec in specs) for v in candidates):
+        if MatchSpec(req.spec).version is not None:
+            by_name.setdefault(req.name, []).append(req)
+    for versioned in by_name.values():
+        if len(versioned) < 2 or _satisfiable(versioned):
             continue
         # Name the first pair that conflicts, so the message stays one line.
         for i, first in enumerate(versioned):
             for second in versioned[i + 1 :]:
-                pair = [VersionSpec(MatchSpec(r.spec).version) for r in (first, second)]
-                pair_candidates = _candidate_versions([first, second])
-                if not any(all(s.matches(v) for s in pair) for v in pair_candidates):
+                if not _satisfiable([first, second]):
                     # Blame the later one: a child spec is what is being edited.
                     where = f"{first.path}:{first.line}" if first.line else str(first.path)
                     raise SpecError(
