@@ -92,6 +92,12 @@ def explicit_lines(packages: list[LockedPackage]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _same_archive(source: Path, target: Path, sha256: str) -> bool:
+    if os.path.samefile(source, target):
+        return True
+    return hashlib.sha256(target.read_bytes()).hexdigest() == sha256
+
+
 def _link_local_archives(packages: list[LockedPackage], pkgs: Path) -> None:
     """Put the archives of file:// channels in the context; the builds bind-mount them."""
     wanted = set()
@@ -103,8 +109,9 @@ def _link_local_archives(packages: list[LockedPackage], pkgs: Path) -> None:
             raise BuildToolError(f"{p.name}: locked archive {source} is missing")
         target = pkgs / source.parent.name / source.name
         wanted.add(target)
-        if target.exists():
+        if target.exists() and _same_archive(source, target, p.hash.sha256):
             continue
+        target.unlink(missing_ok=True)  # a channel rebuilt since the last render
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(source, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -76,3 +77,24 @@ def test_render_without_a_lock_says_so(envroot: Path) -> None:
     result = buildtool("--root", envroot, "render", "physlite", cwd=envroot.parent)
     assert result.returncode == 1
     assert "no lock file; run `buildtool lock` first" in result.stderr
+
+
+def test_a_rebuilt_channel_archive_replaces_the_stale_link(tmp_path: Path) -> None:
+    from buildtool.lockfile import LockedPackage, PackageHash
+    from buildtool.render import _link_local_archives
+
+    source = tmp_path / "channel" / "noarch" / "pkg-1.0-0.tar.bz2"
+    source.parent.mkdir(parents=True)
+
+    def locked(content: bytes) -> LockedPackage:
+        source.unlink(missing_ok=True)  # a rebuild writes a new file at the same path
+        source.write_bytes(content)
+        digest = hashlib.sha256(content).hexdigest()
+        return LockedPackage(name="pkg", version="1.0", platform="linux-64", url=source.as_uri(),
+                             hash=PackageHash(md5="0" * 32, sha256=digest),
+                             category="main", optional=False)  # fmt: skip
+
+    pkgs = tmp_path / "pkgs"
+    _link_local_archives([locked(b"first build")], pkgs)
+    _link_local_archives([locked(b"second build")], pkgs)
+    assert (pkgs / "noarch" / source.name).read_bytes() == b"second build"
