@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from buildtool.errors import BuildToolError
 
+# libyaml when PyYAML has it: a lock has thousands of lines.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 WORKER_CATEGORY = "main"
 NOTEBOOK_CATEGORY = "notebook"
 HEADER = (
@@ -100,8 +103,11 @@ class LockFile(_Model):
 
 
 def dump_lock(lock: LockFile) -> str:
-    body = yaml.safe_dump(
-        lock.model_dump(mode="json", exclude_none=True), sort_keys=False, width=1000
+    body = yaml.dump(
+        lock.model_dump(mode="json", exclude_none=True),
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=1000,
     )
     return HEADER + body
 
@@ -109,7 +115,7 @@ def dump_lock(lock: LockFile) -> str:
 def read_lock(path: Path) -> LockFile:
     """Read a lock file, with a clear error naming the file when it is not one."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise BuildToolError(f"{path}: no lock file; run `buildtool lock` first") from None
     except yaml.YAMLError as exc:
