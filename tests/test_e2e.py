@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from buildtool.registry import Credentials, Registry, split_reference
 from tests.conftest import buildtool
 from tests.support.baseimage import ensure_base_image
-from tests.support.dockercli import docker, require_docker
+from tests.support.dockercli import docker, remove_local_tags, require_docker
 from tests.support.realchannel import build_real_channel
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
@@ -31,7 +32,9 @@ def credentials() -> RegistryCredentials:
 
 
 @pytest.fixture(scope="module")
-def offline(credentials: RegistryCredentials, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def offline(
+    credentials: RegistryCredentials, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
     """The locked e2e spec and the flags that point the pipeline at local parts."""
     channel = build_real_channel().resolve().as_uri()
     work = tmp_path_factory.mktemp("e2e")
@@ -44,15 +47,17 @@ def offline(credentials: RegistryCredentials, tmp_path_factory: pytest.TempPathF
         )
     locked = buildtool("--root", root, "lock", "e2e", "--channel", channel, cwd=work)
     assert locked.returncode == 0, locked.stderr
-    return {
+    registry = f"{credentials.registry}/t{uuid.uuid4().hex[:10]}"
+    yield {
         "work": work,
         "root": root,
-        "registry": f"{credentials.registry}/t{uuid.uuid4().hex[:10]}",
+        "registry": registry,
         "images": ["--base-image", ensure_base_image("runtime"),
                    "--builder-image", ensure_base_image("builder")],
         "env": {**os.environ, "REGISTRY_USER": credentials.user,
                 "REGISTRY_PASSWORD": credentials.password},
     }  # fmt: skip
+    remove_local_tags(registry + "/")
 
 
 def _publish(offline: dict, env: dict | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import REPO
-from tests.support.dockercli import require_docker
+from tests.support.dockercli import remove_local_tags, require_docker
 from tests.support.registry import registry_credentials
 
 GENERATED = ("docs/images.md", "deploy/daskhub-values.yaml", "environments/e2e/conda-lock.yml")
@@ -45,6 +45,13 @@ def test_nightly_publishes_then_is_a_noop(tmp_path: Path) -> None:
     checkout = _checkout(tmp_path / "checkout")
     registry = f"{credentials.registry}/n{uuid.uuid4().hex[:10]}"
 
+    try:
+        _publish_twice(checkout, registry)
+    finally:
+        remove_local_tags(registry + "/")
+
+
+def _publish_twice(checkout: Path, registry: str) -> None:
     first = _nightly(checkout, registry)
     assert "tagged" in first and "bytes pushed: 0" not in first
     images = (checkout / "docs" / "images.md").read_text()

@@ -39,3 +39,11 @@ def docker(
 
 def image_exists(tag: str) -> bool:
     return docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def remove_local_tags(prefix: str) -> None:
+    """Untag every local image whose repository starts with `prefix` (layers stay cached)."""
+    listing = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode()
+    refs = [ref for ref in listing.split() if ref.startswith(prefix)]
+    if refs:
+        docker("rmi", *refs, check=False)
