@@ -16,7 +16,7 @@ from buildtool.imagetest import test_pair
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import dump_lock, read_lock, write_atomic
 from buildtool.publish import publish
-from buildtool.render import RenderedPair, render
+from buildtool.render import ROLES, RenderedPair, render
 from buildtool.spec import environment_names, load_environment
 
 
@@ -111,8 +111,8 @@ def _publish_one(args: argparse.Namespace, name: str) -> None:
         build=lambda: build_pair(pair, stamp, echo=not args.quiet),
         test=lambda: test_pair(args.root, args.build_dir, name),
     )
-    for role, image in publication.images.items():
-        print(f"{role}: {image.ref}")
+    for role in ROLES:
+        print(f"{role}: {publication.images.image(role).ref}")
     print(f"bytes pushed: {publication.bytes_pushed}")
 
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
-from buildtool.docs import read_published
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import write_atomic
+from buildtool.published import read_published
 from buildtool.spec import environment_names, load_environment
 
 VALUES_PATH = Path("deploy/daskhub-values.yaml")

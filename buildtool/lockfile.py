@@ -32,6 +32,12 @@ HEADER = (
 )
 
 
+def build_string(url: str) -> str:
+    """The build string, read from a `name-version-build.conda|.tar.bz2` URL."""
+    stem = url.rsplit("/", 1)[-1].removesuffix(".conda").removesuffix(".tar.bz2")
+    return stem.rsplit("-", 1)[-1]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,9 +64,7 @@ class LockedPackage(_Model):
 
     @property
     def build(self) -> str:
-        """The build string, read from `name-version-build.conda|.tar.bz2`."""
-        stem = self.filename.removesuffix(".conda").removesuffix(".tar.bz2")
-        return stem.rsplit("-", 1)[-1]
+        return build_string(self.url)
 
     @property
     def in_worker(self) -> bool:

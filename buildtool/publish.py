@@ -21,12 +21,20 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.build import BuildStamp, docker_cli
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import write_atomic
+from buildtool.published import (
+    PUBLISHED_FILE,
+    PUBLISHED_LOCK_FILE,
+    Published,
+    PublishedImage,
+    PublishedImages,
+    read_published,
+)
 from buildtool.registry import MANIFEST_V2, Registry, credentials_for, split_reference
 from buildtool.render import ROLES, RenderedPair
 from compat.gate import IncompatibleImagesError, gate_lockfile
@@ -37,37 +45,6 @@ CONFIG = "application/vnd.docker.container.image.v1+json"
 # Fast compression: layers are compressed once per content and cached, and a push over a
 # fast link is bound by the CPU, not by the bytes.
 GZIP_LEVEL = 1
-
-
-@dataclass
-class PublishedImage:
-    repository: str
-    digest: str
-    tags: list[str]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.repository}@{self.digest}"
-
-
-@dataclass
-class Publication:
-    environment: str
-    registry: str
-    content_tag: str
-    date_tag: str
-    lock_sha256: str
-    images: dict[str, PublishedImage]
-    bytes_pushed: int
-    published_at: str
-    noop: bool = False
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        for role, image in self.images.items():
-            data["images"][role]["ref"] = image.ref
-        del data["noop"]
-        return json.dumps(data, indent=2) + "\n"
 
 
 @dataclass
@@ -134,17 +111,15 @@ def _manifest(config: _Blob, layers: list[_Blob]) -> bytes:
     return json.dumps(manifest, indent=3).encode()
 
 
-def _write_record(pair: RenderedPair, publication: Publication, lock_path: Path) -> None:
+def _write_record(pair: RenderedPair, publication: Published, lock_path: Path) -> None:
     directory = Path(pair.directory)
-    path = directory / "published.json"
-    text = publication.to_json()
-    if path.exists():
-        previous = json.loads(path.read_text())
-        same = all(previous["images"][r]["digest"] == publication.images[r].digest for r in ROLES)
-        if same:  # a no-op keeps the record of the real publish, byte for byte
-            return
-    write_atomic(path, text)
-    write_atomic(directory / "published-lock.yml", lock_path.read_text())
+    previous = read_published(directory.parent, pair.environment)
+    if previous is not None and all(
+        previous.images.image(r).digest == publication.images.image(r).digest for r in ROLES
+    ):
+        return  # a no-op keeps the record of the real publish, byte for byte
+    write_atomic(directory / PUBLISHED_FILE, publication.to_json())
+    write_atomic(directory / PUBLISHED_LOCK_FILE, lock_path.read_text())
 
 
 def compat_gate(pair: RenderedPair, lock_path: Path) -> None:
@@ -169,6 +144,26 @@ def published_digests(registry: Registry, pair: RenderedPair) -> dict[str, str] 
     return digests
 
 
+def _record(
+    pair: RenderedPair,
+    registry_prefix: str,
+    stamp: BuildStamp,
+    images: dict[str, PublishedImage],
+    bytes_pushed: int,
+    now: str,
+) -> Published:
+    return Published(
+        environment=pair.environment,
+        registry=registry_prefix,
+        content_tag=pair.content_tag,
+        date_tag=stamp.date_tag,
+        lock_sha256=pair.lock_sha256,
+        images=PublishedImages(**images),
+        bytes_pushed=bytes_pushed,
+        published_at=now,
+    )
+
+
 def publish(
     pair: RenderedPair,
     lock_path: Path,
@@ -176,7 +171,7 @@ def publish(
     stamp: BuildStamp,
     build: Callable[[], None],
     test: Callable[[], None],
-) -> Publication:
+) -> Published:
     host, _ = split_reference(pair.worker.repository)
     registry = Registry(host, credentials_for(host))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -186,13 +181,10 @@ def publish(
         print(f"{pair.environment}: {pair.content_tag} is already published: "
               "nothing built, nothing pushed")  # fmt: skip
         images = {
-            role: PublishedImage(pair.image(role).repository, existing[role], [pair.content_tag])
+            role: PublishedImage.at(pair.image(role).repository, existing[role], [pair.content_tag])
             for role in ROLES
         }
-        publication = Publication(
-            pair.environment, registry_prefix, pair.content_tag, stamp.date_tag,
-            pair.lock_sha256, images, 0, now, noop=True,
-        )  # fmt: skip
+        publication = _record(pair, registry_prefix, stamp, images, 0, now)
         _write_record(pair, publication, lock_path)
         return publication
 
@@ -205,28 +197,26 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="buildtool-publish-") as tmp:
         refs = [pair.image(role).ref for role in ROLES]
         exported = _export(refs, Path(tmp), Path(pair.directory).parent / ".blobs")
+        _, worker_name = split_reference(pair.worker.repository)
         for role in ROLES:
             image = pair.image(role)
             _, name = split_reference(image.repository)
-            _, worker_name = split_reference(pair.worker.repository)
             config, layers = exported[image.ref]
+            mount = worker_name if role == "notebook" else None
             for blob in [*layers, config]:
-                mount = worker_name if role == "notebook" else None
                 registry.push_blob(name, blob.digest, blob.path, mount_from=mount)
             manifests[role] = _manifest(config, layers)
             digest = f"sha256:{hashlib.sha256(manifests[role]).hexdigest()}"
             registry.put_manifest(name, digest, manifests[role])
             print(f"pushed {image.repository}@{digest}")
     # Both images are complete in the registry: now, and only now, the tags.
-    images = {}
+    images: dict[str, PublishedImage] = {}
     for role in ROLES:
         _, name = split_reference(pair.image(role).repository)
         for tag in tags:
             digest = registry.put_manifest(name, tag, manifests[role])
-        images[role] = PublishedImage(pair.image(role).repository, digest, tags)
+        images[role] = PublishedImage.at(pair.image(role).repository, digest, tags)
         print(f"tagged {pair.image(role).repository}:{{{','.join(tags)}}}")
-    publication = Publication(pair.environment, registry_prefix, pair.content_tag,
-                              stamp.date_tag, pair.lock_sha256, images,
-                              registry.bytes_uploaded, now)  # fmt: skip
+    publication = _record(pair, registry_prefix, stamp, images, registry.bytes_uploaded, now)
     _write_record(pair, publication, lock_path)
     return publication

@@ -1,0 +1,67 @@
+"""The record of a publish: `build/<env>/published.json`, written by `publish` and read by
+`docs` and `helm-values`. One model for both sides, so the file has one schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from buildtool.errors import BuildToolError
+
+PUBLISHED_FILE = "published.json"
+PUBLISHED_LOCK_FILE = "published-lock.yml"
+
+
+class PublishedImage(BaseModel):
+    repository: str
+    digest: str
+    tags: list[str]
+    ref: str
+
+    @classmethod
+    def at(cls, repository: str, digest: str, tags: list[str]) -> PublishedImage:
+        return cls(repository=repository, digest=digest, tags=tags, ref=f"{repository}@{digest}")
+
+
+class PublishedImages(BaseModel):
+    worker: PublishedImage
+    notebook: PublishedImage
+
+    def image(self, role: str) -> PublishedImage:
+        return self.worker if role == "worker" else self.notebook
+
+
+class Published(BaseModel):
+    """`build/<env>/published.json`."""
+
+    environment: str
+    registry: str
+    content_tag: str
+    date_tag: str
+    lock_sha256: str
+    images: PublishedImages
+    bytes_pushed: int
+    published_at: str
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+
+def read_published(build_dir: Path, name: str) -> Published | None:
+    """What was last published for environment `name`, or None if it never was."""
+    path = build_dir / name / PUBLISHED_FILE
+    if not path.exists():
+        return None
+    try:
+        published = Published.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise BuildToolError(f"{path}: {key}: {first['msg']}") from None
+    if published.environment != name:
+        raise BuildToolError(f"{path}: environment is {published.environment!r}, not {name!r}")
+    for image in (published.images.notebook, published.images.worker):
+        if image.ref != f"{image.repository}@{image.digest}":
+            raise BuildToolError(f"{path}: ref {image.ref!r} is not repository@digest")
+    return published
