@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -211,5 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+def run() -> None:
+    """The console script: `main`, then leave without finalizing the interpreter.
+
+    py-rattler answers from tokio threads that may still be handing a solve's result back
+    when a short command (a refused solve, say) is already exiting; a thread that attaches
+    to a finalizing interpreter crashed it (SIGSEGV instead of exit code 1, about one run
+    in a hundred). Every file is written and closed by now, so only the streams need
+    flushing.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
