@@ -459,7 +459,6 @@ def time_cli_lock(env: str, envs_dir: Path, build_dir: Path, channel: str) -> fl
     command = [
         sys.executable, "-m", "buildtool.cli", "--root", str(envs_dir),
         "--build-dir", str(build_dir), "lock", env, "--channel", channel,
-        "--solver", "rattler",
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

@@ -43,10 +43,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
             locking.check_lock(env)
             print(f"{env.name}: lock is up to date with its spec")
         return 0
-    solver = locking.pick_solver(args.solver)
     for env in envs:
         old = read_lock(env.lock_path) if env.lock_path.exists() else None
-        lock = locking.lock_environment(env, args.channel, args.platform, solver)
+        lock = locking.lock_environment(env, args.channel, args.platform)
         text = dump_lock(lock)
         if not env.lock_path.exists() or env.lock_path.read_text() != text:
             write_atomic(env.lock_path, text)
@@ -169,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["linux-64", "linux-aarch64"],
         help="lock for this platform instead",
     )
-    p.add_argument("--solver", choices=["auto", "rattler", "conda-lock"], default="auto")
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)
 

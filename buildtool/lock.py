@@ -4,26 +4,20 @@ The union of every MatchSpec (inherited, common, notebook, worker) is solved onc
 worker set is the dependency closure of the worker's roots *within that solve*, so the
 worker never gets a version, build or file that the notebook does not have too.
 
-Solvers are plain callables, `(specs, channels, platform) -> list[SolvedPackage]`:
-py-rattler in-process (offline, the default) and conda-lock's CLI (when a conda, mamba
-or micromamba executable is on PATH, as in production).
+The solver is py-rattler, in-process: the same solver against conda-forge in production
+and against the local stand-in channel here. The lock is written in conda-lock's v1
+format, which conda-lock and micromamba read too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from buildtool.errors import BuildToolError, LockStaleError, SolveError
+from buildtool.errors import LockStaleError, SolveError
 from buildtool.lockfile import (
     NOTEBOOK_CATEGORY,
     WORKER_CATEGORY,
@@ -39,12 +33,11 @@ from buildtool.spec import Environment, Requirement
 # The images run on Debian bookworm: glibc 2.36.
 _VIRTUAL_PACKAGES = {"__unix": "0", "__linux": "5.10", "__glibc": "2.36"}
 _ARCHSPEC = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
-CONDA_EXECUTABLES = ("micromamba", "mamba", "conda")
 
 
 @dataclass(frozen=True)
 class SolvedPackage:
-    """One record of a solve, whichever solver made it."""
+    """One record of a solve."""
 
     name: str
     version: str
@@ -53,9 +46,6 @@ class SolvedPackage:
     md5: str
     sha256: str
     depends: tuple[str, ...]
-
-
-Solver = Callable[[Sequence[str], Sequence[str], str], list[SolvedPackage]]
 
 
 def channel_url(channel: str) -> str:
@@ -121,58 +111,6 @@ def solve_with_rattler(
     ]
 
 
-def conda_lock_solver(executable: str) -> Solver:
-    """Solve with conda-lock's CLI, which drives `executable` (conda, mamba, micromamba)."""
-
-    def solve(specs: Sequence[str], channels: Sequence[str], platform: str) -> list[SolvedPackage]:
-        with tempfile.TemporaryDirectory(prefix="buildtool-conda-lock-") as tmp:
-            env_file, out = Path(tmp) / "environment.yml", Path(tmp) / "conda-lock.yml"
-            env_file.write_text(
-                yaml.safe_dump({"channels": list(channels), "dependencies": list(specs)})
-            )
-            command = [
-                sys.executable, "-m", "conda_lock", "lock", "--conda", executable,
-                "-f", str(env_file), "-p", platform, "--lockfile", str(out),
-            ]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-                raise SolveError(f"conda-lock could not solve for {platform}:\n{tail}")
-            return packages_from_conda_lock(yaml.safe_load(out.read_text()), platform)
-
-    return solve
-
-
-def packages_from_conda_lock(data: dict, platform: str) -> list[SolvedPackage]:
-    """Read the conda packages of one platform from a lock that conda-lock wrote."""
-    found: dict[str, SolvedPackage] = {}
-    for entry in data["package"]:
-        if entry["manager"] != "conda" or entry["platform"] != platform:
-            continue
-        filename = entry["url"].rsplit("/", 1)[-1]
-        build = filename.removesuffix(".conda").removesuffix(".tar.bz2").rsplit("-", 1)[-1]
-        found[entry["name"]] = SolvedPackage(
-            name=entry["name"],
-            version=str(entry["version"]),
-            build=build,
-            url=entry["url"],
-            md5=entry["hash"]["md5"],
-            sha256=entry["hash"]["sha256"],
-            depends=tuple(f"{k} {v}".strip() for k, v in entry.get("dependencies", {}).items()),
-        )
-    return list(found.values())
-
-
-def pick_solver(name: str = "auto") -> Solver:
-    """`auto` uses conda-lock when a conda executable is on PATH, else py-rattler."""
-    if name == "rattler":
-        return solve_with_rattler
-    executable = next((e for e in CONDA_EXECUTABLES if shutil.which(e)), None)
-    if name == "conda-lock" and executable is None:
-        raise BuildToolError("--solver conda-lock needs conda, mamba or micromamba on PATH")
-    return conda_lock_solver(executable) if executable else solve_with_rattler
-
-
 def _dep_name(spec: str) -> str:
     return re.split(r"[\s=<>!~\[]", spec.strip(), maxsplit=1)[0]
 
@@ -212,7 +150,6 @@ def lock_environment(
     env: Environment,
     channels: Sequence[str] | None = None,
     platforms: Sequence[str] | None = None,
-    solver: Solver = solve_with_rattler,
 ) -> LockFile:
     """Solve the environment once per platform and return the lock (nothing is written)."""
     channels = [channel_url(c) for c in channels] if channels else list(env.channels)
@@ -221,7 +158,7 @@ def lock_environment(
     package: list[LockedPackage] = []
     for platform in platforms:
         try:
-            solved = solver(specs, channels, platform)
+            solved = solve_with_rattler(specs, channels, platform)
         except SolveError as exc:
             raise SolveError(f"environment {env.name!r}: {exc}") from None
         worker = closure(solved, env.roots("worker"))

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import rattler
-import yaml
 
-from buildtool.lock import closure, packages_from_conda_lock, pick_solver, solve_with_rattler
+from buildtool.lock import solve_with_rattler
 from buildtool.lockfile import read_lock
 from buildtool.spec import load_environment
 from tests.conftest import buildtool
@@ -149,35 +148,6 @@ def test_relock_writes_a_diff_per_image(envroot: Path, solver_channel: str) -> N
         "| toolz | linux-64 | downgraded | 0.12.1 (pyhd8ed1ab_0) | 0.11.2 (pyhd8ed1ab_0) |"
         in markdown
     )
-
-
-def test_conda_lock_backend_reads_what_conda_lock_writes(
-    envroot: Path, solver_channel: str
-) -> None:
-    """The CLI backend parses conda-lock's output; here, a lock in that same format."""
-    _lock(envroot, "physlite", solver_channel)
-    path = envroot / "physlite" / "conda-lock.yml"
-    parsed = packages_from_conda_lock(yaml.safe_load(path.read_text()), "linux-64")
-    direct = solve_with_rattler(
-        [r.spec for r in load_environment(envroot, "physlite").all_requirements()],
-        [solver_channel],
-        "linux-64",
-    )
-    assert {(p.name, p.version, p.build, p.sha256) for p in parsed} == {
-        (p.name, p.version, p.build, p.sha256) for p in direct
-    }
-    roots = load_environment(envroot, "physlite").roots("worker")
-    assert closure(parsed, roots) == closure(direct, roots)
-
-
-def test_solver_choice_follows_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert pick_solver("auto") is solve_with_rattler
-    fake = tmp_path / "micromamba"
-    fake.write_text("#!/bin/sh\n")
-    fake.chmod(0o755)
-    assert pick_solver("auto") is not solve_with_rattler
-    assert pick_solver("rattler") is solve_with_rattler
 
 
 def test_rattler_solve_is_real(solver_channel: str) -> None:
