@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -278,6 +278,19 @@ def load_spec_file(path: Path) -> _Loaded:
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError(path, "", "spec file not found") from None
+    spec, lines = validate_yaml(path, text, SpecFile, "the spec")
+    return _Loaded(path, spec, lines)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validate_yaml(
+    path: Path, text: str, model: type[_Model], what: str = "the file"
+) -> tuple[_Model, dict[tuple[Any, ...], int]]:
+    """Parse YAML `text` (read from `path`) into `model`, and the line of each key path.
+
+    Every problem is one :class:`SpecError` naming the file, the key path and the line."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -287,13 +300,13 @@ def load_spec_file(path: Path) -> _Loaded:
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(path, "", f"not valid YAML: {problem}", line) from None
     if not isinstance(data, dict) or node is None:
-        raise SpecError(path, "", "the spec must be a YAML mapping of keys to values", 1)
+        raise SpecError(path, "", f"{what} must be a YAML mapping of keys to values", 1)
     try:
         lines = _line_map(node)
     except _DuplicateKey as dup:
         raise SpecError(path, dup.key, "key appears twice in the same mapping", dup.line) from None
     try:
-        spec = SpecFile.model_validate(data)
+        validated = model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
@@ -307,7 +320,7 @@ def load_spec_file(path: Path) -> _Loaded:
             loc = (*loc, int(index.group(1)))
             message = message[index.end() :]
         raise SpecError(path, _key_text(loc), message, _nearest_line(lines, loc)) from None
-    return _Loaded(path, spec, lines)
+    return validated, lines
 
 
 def _requirements(loaded: _Loaded, section: tuple[str, ...]) -> list[Requirement]:
