@@ -1,0 +1,62 @@
+"""Site settings: `site.yaml` in the environments root, beside the environment folders.
+
+What belongs to the DaskHub site rather than to one environment: today, the bounds of the
+cluster options that users may pass to dask-gateway (`worker_cores`, `worker_memory` in
+GiB, `scheduler_cores`, `scheduler_memory` in GiB). The file is optional; a missing key
+takes the default below. It is validated like the specs: an unknown key, a wrong type or
+a default outside its bounds is one line naming the file, the key and the line (exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from buildtool.spec import validate_yaml
+
+SITE_FILE = "site.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Bounds(_Strict):
+    """What a user may ask for one option, and what they get when they do not ask."""
+
+    min: float = Field(gt=0)
+    default: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(
+                f"needs min <= default <= max, got {self.min:g}, {self.default:g}, {self.max:g}"
+            )
+        return self
+
+
+class ClusterOptions(_Strict):
+    """`cluster_options:` the bounds of each option the gateway offers."""
+
+    worker_cores: Bounds = Bounds(min=1, default=1, max=4)
+    worker_memory: Bounds = Bounds(min=1, default=2, max=16)  # GiB
+    scheduler_cores: Bounds = Bounds(min=1, default=1, max=2)
+    scheduler_memory: Bounds = Bounds(min=1, default=2, max=8)  # GiB
+
+
+class SiteSettings(_Strict):
+    """The schema of `site.yaml`."""
+
+    cluster_options: ClusterOptions = ClusterOptions()
+
+
+def load_site_settings(root: Path) -> SiteSettings:
+    """`root/site.yaml`, validated; the defaults when there is no such file."""
+    path = root / SITE_FILE
+    if not path.exists():
+        return SiteSettings()
+    settings, _ = validate_yaml(path, path.read_text(), SiteSettings, "the site settings")
+    return settings
