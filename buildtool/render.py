@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
+from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlparse
@@ -32,7 +33,7 @@ from buildtool.errors import BuildToolError
 from buildtool.lockfile import LockedPackage, LockFile, write_atomic
 from buildtool.spec import Environment, ImageSet
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "dockerfiles"
+TEMPLATES = Path(str(resources.files("buildtool") / "dockerfiles"))
 PREFIX = "/srv/conda/envs/notebook"
 ROLES = ("worker", "notebook")
 # What every image needs from Debian: an init process and TLS roots.
