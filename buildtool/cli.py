@@ -148,7 +148,10 @@ def _image_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
     parser.add_argument(
-        "--root", type=Path, default=Path("environments"), help="folder of environment specs"
+        "--root",
+        type=Path,
+        default=None,
+        help="folder of environment specs (default: ./environments if it exists, else .)",
     )
     parser.add_argument(
         "--build-dir", type=Path, default=Path("build"), help="where generated files go"
@@ -200,8 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_root() -> Path:
+    """`./environments` when there is one (this repository's layout), else the current
+    directory: a site's own repository of environment folders."""
+    candidate = Path("environments")
+    return candidate if candidate.is_dir() else Path(".")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.root is None:
+        args.root = default_root()
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
