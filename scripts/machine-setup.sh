@@ -3,7 +3,7 @@
 #
 # Idempotent: every step checks before it acts, so re-running is cheap.
 #   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl nodejs
-#   2. pip install -e '.[test]' of the repository (the parent of this folder)
+#   2. pip install -e ./compat -e '.[test]' of the repository (the parent of this folder)
 #   3. dockerd in the background, unless `docker info` already answers
 #   4. a distribution registry on 127.0.0.1:${REGISTRY_PORT:-5000} with htpasswd
 #      auth; the user `ci` and its password are made once and kept in
@@ -44,8 +44,10 @@ install_apt_packages() {
 }
 
 install_repo() {
-    say "pip install -e '.[test]' (${REPO_ROOT})"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check -e "${REPO_ROOT}[test]" \
+    # daskhub-compat is the checker's own distribution (compat/), which daskhub-images needs.
+    say "pip install -e ./compat -e '.[test]' (${REPO_ROOT})"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check \
+        -e "${REPO_ROOT}/compat" -e "${REPO_ROOT}[test]" \
         >"${STATE_DIR}/pip-install.log" 2>&1 \
         || { tail -n 30 "${STATE_DIR}/pip-install.log" >&2; die "pip install failed"; }
 }
