@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,21 +33,52 @@ _ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PIP_PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!_-]+$")
 _APT_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
 _IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+_VIRTUAL_RE = re.compile(r"^__[a-z0-9_]+$")
+# What every solve assumes the nodes have: the images run on Debian bookworm (glibc 2.36).
+# `__archspec` (the CPU) is added per platform by the solver. A spec declares the rest
+# (`__cuda` on GPU nodes) in `virtual_packages`.
+DEFAULT_VIRTUAL_PACKAGES = {"__unix": "0", "__linux": "5.10", "__glibc": "2.36"}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def normalize_matchspec(value: str) -> str:
+    """`value` in one canonical form, or ValueError saying why conda would refuse it.
+
+    conda's grammar is rattler's lenient parser (rattler's `ParseStrictness::Lenient`;
+    py-rattler exposes it as `strict=False`), which reads every form conda reads in an
+    environment file: `name>=1.2=build*`, `name=1.2=build`, `name 1.2` (== 1.2, as conda
+    reads it), `channel::name` and brackets (`name[version='>=1.2',build=cuda*]`). The
+    syntax conda does not have (rattler's `[extras=...]`, `[when=...]`, `[flags=...]`,
+    globs in names) stays refused. What is stored is rattler's string form of the parsed
+    spec (`tensorflow >=2.17.0 cuda12*`): the same for every way of writing one spec, and
+    read back the same by strict and lenient parsers alike.
+    """
+    try:
+        spec = MatchSpec(
+            value, strict=False, exact_names_only=True, extras=False, conditionals=False,
+            flags=False,
+        )  # fmt: skip
+    except InvalidMatchSpecError as exc:
+        raise ValueError(f"invalid MatchSpec {value!r}: {exc}") from None
+    if spec.name is None or not _NAME_RE.match(spec.name.normalized):
+        raise ValueError(f"invalid MatchSpec {value!r}: bad package name")
+    if spec.build is not None and re.search(r"\s", str(spec.build)):
+        # conda reads `name version build` and nothing after it.
+        raise ValueError(f"invalid MatchSpec {value!r}: more than name, version and build")
+    return str(spec)
+
+
 def _check_matchspecs(values: list[str]) -> list[str]:
+    normalized = []
     for index, value in enumerate(values):
         try:
-            spec = MatchSpec(value, strict=True)
-        except InvalidMatchSpecError as exc:
-            raise ValueError(f"[{index}] invalid MatchSpec {value!r}: {exc}") from None
-        if spec.name is None or not _NAME_RE.match(spec.name.normalized):
-            raise ValueError(f"[{index}] invalid MatchSpec {value!r}: bad package name")
-    return values
+            normalized.append(normalize_matchspec(value))
+        except ValueError as exc:
+            raise ValueError(f"[{index}] {exc}") from None
+    return normalized
 
 
 def _check_pattern(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
@@ -115,6 +146,26 @@ class BuildSpec(_Strict):
     builder_image: str | None = None
 
 
+def _check_virtual_map(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}must map virtual package names to versions")
+    for name, version in value.items():
+        if not isinstance(name, str) or not _VIRTUAL_RE.match(name):
+            raise ValueError(f"{where}{name!r} is not a virtual package name (like __cuda)")
+        if name in (*DEFAULT_VIRTUAL_PACKAGES, "__archspec"):
+            raise ValueError(
+                f"{where}{name} is not declared: it follows the base image "
+                f"({', '.join(f'{k} {v}' for k, v in DEFAULT_VIRTUAL_PACKAGES.items())})"
+            )
+        if not isinstance(version, str):
+            raise ValueError(f'{where}{name}: write the version as a quoted string, e.g. "12.6"')
+        try:
+            Version(version)
+        except InvalidVersionError:
+            raise ValueError(f"{where}{name}: {version!r} is not a version") from None
+    return dict(value)
+
+
 class SpecFile(_Packages):
     """The schema of one `env.yaml`, before inheritance."""
 
@@ -128,6 +179,27 @@ class SpecFile(_Packages):
     notebook: ImageSpec = Field(default_factory=ImageSpec)
     worker: ImageSpec = Field(default_factory=ImageSpec)
     build: BuildSpec = Field(default_factory=BuildSpec)
+    # What the nodes provide beyond the defaults, e.g. {__cuda: "12.6"}; a platform name
+    # as key holds what differs on that platform: {linux-aarch64: {__cuda: "12.4"}}.
+    virtual_packages: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("virtual_packages", mode="before")
+    @classmethod
+    def _virtual_packages(cls, v: Any) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise ValueError("must map virtual package names to versions")
+        common = {k: val for k, val in v.items() if k not in get_args(Platform)}
+        out: dict[str, Any] = _check_virtual_map(common, "")
+        for platform in get_args(Platform):
+            if platform in v:
+                out[platform] = _check_virtual_map(v[platform], f"{platform}: ")
+        return out
+
+    def declared_virtual_packages(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """(what every platform gets, what each platform gets on top)."""
+        per_platform = {k: v for k, v in self.virtual_packages.items() if isinstance(v, dict)}
+        common = {k: v for k, v in self.virtual_packages.items() if isinstance(v, str)}
+        return common, per_platform
 
     @field_validator("description")
     @classmethod
@@ -197,6 +269,9 @@ class Environment:
     installer: Installer
     base_image: str | None
     builder_image: str | None
+    # Declared through `extends` (children override): for every platform, and per platform.
+    virtual_packages: dict[str, str] = field(default_factory=dict)
+    platform_virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -218,15 +293,23 @@ class Environment:
     def image(self, image: str) -> ImageSet:
         return self.notebook if image == "notebook" else self.worker
 
+    def declared_virtual_packages(self, platform: str) -> dict[str, str]:
+        """The virtual packages the spec declares for `platform` (beyond the defaults)."""
+        declared = {**self.virtual_packages, **self.platform_virtual_packages.get(platform, {})}
+        return dict(sorted(declared.items()))
+
     def content_hash(self, platform: str) -> str:
-        """Hash of what the solve depends on: specs, channels and the platform."""
-        payload = {
+        """Hash of what the solve depends on: specs, channels, platform, virtual packages."""
+        payload: dict[str, Any] = {
             "channels": self.channels,
             "platform": platform,
             "common": [r.spec for r in self.dependencies],
             "notebook": [r.spec for r in self.notebook.dependencies],
             "worker": [r.spec for r in self.worker.dependencies],
         }
+        virtual = self.declared_virtual_packages(platform)
+        if virtual:  # only then: the hashes of specs that declare none stay as they were
+            payload["virtual_packages"] = virtual
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -386,10 +469,22 @@ def _last(chain: list[_Loaded], getter: Any, default: Any) -> Any:
     return default
 
 
+def _merge_virtual(chain: list[_Loaded]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    common: dict[str, str] = {}
+    per_platform: dict[str, dict[str, str]] = {}
+    for loaded in chain:
+        own, own_per_platform = loaded.spec.declared_virtual_packages()
+        common.update(own)
+        for platform, declared in own_per_platform.items():
+            per_platform.setdefault(platform, {}).update(declared)
+    return common, per_platform
+
+
 def load_environment(root: Path, name: str) -> Environment:
     """Load `root/name/env.yaml` with its `extends` chain, validated and merged."""
     chain = _chain(root, name)
     own = chain[-1].spec
+    virtual, platform_virtual = _merge_virtual(chain)
     env = Environment(
         name=name,
         root=root,
@@ -405,6 +500,8 @@ def load_environment(root: Path, name: str) -> Environment:
         installer=_last(chain, lambda s: s.build.installer, "micromamba"),
         base_image=_last(chain, lambda s: s.build.base_image, None),
         builder_image=_last(chain, lambda s: s.build.builder_image, None),
+        virtual_packages=virtual,
+        platform_virtual_packages=platform_virtual,
     )
     check_pins(env.all_requirements())
     return env

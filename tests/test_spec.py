@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
-from buildtool.spec import environment_names, load_environment
+from buildtool.spec import environment_names, load_environment, normalize_matchspec
 from tests.conftest import REPO, buildtool
 
 
@@ -60,9 +61,25 @@ BAD_SPECS: dict[str, tuple[dict[str, str], list[str], int | None]] = {
     "invalid MatchSpec": (
         {"bad/env.yaml": "description: x\ndependencies:\n  - numpy\n  - numpy >>1\n"},
         ["dependencies[1]", "invalid MatchSpec", "numpy >>1"], 4),
-    "version without an operator (strict MatchSpec)": (
-        {"bad/env.yaml": "description: x\nworker:\n  dependencies: [numpy 1.2]\n"},
-        ["worker.dependencies[0]", "invalid MatchSpec", "==1.2"], 3),
+    "MatchSpec syntax that conda does not have": (
+        {"bad/env.yaml": "description: x\nworker:\n  dependencies:\n"
+                         "    - numpy\n    - 'numpy[when=\"python >=3.12\"]'\n"},
+        ["worker.dependencies[1]", "invalid MatchSpec", "bracket key: when"], 5),
+    "MatchSpec with more than name, version and build": (
+        {"bad/env.yaml": "description: x\ndependencies: [numpy 1.2 py_0 extra]\n"},
+        ["dependencies[0]", "more than name, version and build"], 2),
+    "virtual package version not a string": (
+        {"bad/env.yaml": "description: x\nvirtual_packages:\n  __cuda: 12.6\n"},
+        ["virtual_packages", "__cuda", 'quoted string, e.g. "12.6"'], 2),
+    "virtual package without the __ prefix": (
+        {"bad/env.yaml": "description: x\nvirtual_packages: {cuda: '12.6'}\n"},
+        ["virtual_packages", "'cuda' is not a virtual package name"], 2),
+    "virtual package that follows the base image": (
+        {"bad/env.yaml": "description: x\nvirtual_packages: {__glibc: '2.40'}\n"},
+        ["virtual_packages", "follows the base image", "__glibc 2.36"], 2),
+    "per-platform virtual packages not a map": (
+        {"bad/env.yaml": "description: x\nvirtual_packages:\n  linux-aarch64: '12.4'\n"},
+        ["virtual_packages", "linux-aarch64: must map"], 2),
     "missing parent": (
         {"bad/env.yaml": "description: x\n\nextends: nothere\n"},
         ["extends", "'nothere' does not exist"], 3),
@@ -142,3 +159,66 @@ def test_bad_spec_is_refused_with_one_clear_line(
     if line is not None:
         assert f"env.yaml:{line}:" in message, message
     assert _snapshot(tmp_path) == before
+
+
+# conda's forms (from real environment.yml files) and the one form each is stored in.
+CONDA_FORMS = {
+    "tensorflow>=2.17.0=cuda12*": "tensorflow >=2.17.0 cuda12*",  # pangeo ml-notebook
+    "jaxlib>=0.4.31=cuda12*": "jaxlib >=0.4.31 cuda12*",
+    "tensorflow >=2.17.0 cuda12*": "tensorflow >=2.17.0 cuda12*",
+    "numpy=1.26=py311h64a7726_0": "numpy ==1.26 py311h64a7726_0",
+    "numpy=1.26": "numpy 1.26.*",
+    "numpy 1.26": "numpy ==1.26",  # conda reads a bare version as exact
+    "numpy>=1.2,<2": "numpy >=1.2,<2",
+    "jupyterhub-singleuser~=5.0": "jupyterhub-singleuser ~=5.0",
+    "conda-forge::numpy": "conda-forge::numpy",
+    "conda-forge::numpy>=1.2": "conda-forge::numpy >=1.2",
+    "numpy[version='>=1.2',build=cuda*]": "numpy >=1.2 cuda*",
+    "pytorch=*=*cuda*": "pytorch * *cuda*",
+}
+
+
+def test_conda_matchspec_forms_are_accepted_and_normalized(envroot: Path) -> None:
+    lines = "".join(f"  - {json.dumps(form)}\n" for form in CONDA_FORMS)
+    (envroot / "forms").mkdir()
+    (envroot / "forms" / "env.yaml").write_text(f"description: x\ndependencies:\n{lines}")
+    env = load_environment(envroot, "forms")
+    assert [r.spec for r in env.dependencies] == list(CONDA_FORMS.values())
+    assert [r.line for r in env.dependencies] == list(range(3, 3 + len(CONDA_FORMS)))
+    # Idempotent: the stored form is read back as itself.
+    for normalized in CONDA_FORMS.values():
+        assert normalize_matchspec(normalized) == normalized
+
+
+def test_virtual_packages_inherit_override_per_platform_and_enter_the_hash(envroot: Path) -> None:
+    (envroot / "gpu").mkdir()
+    (envroot / "gpu" / "env.yaml").write_text(
+        "description: x\nabstract: true\nplatforms: [linux-64, linux-aarch64]\n"
+        "virtual_packages: {__cuda: '12.6', linux-aarch64: {__cuda: '12.4'}}\n"
+    )
+    (envroot / "child").mkdir()
+    child = envroot / "child" / "env.yaml"
+    child.write_text("description: y\nextends: gpu\ndependencies: [numpy]\n")
+    env = load_environment(envroot, "child")
+    assert env.declared_virtual_packages("linux-64") == {"__cuda": "12.6"}
+    assert env.declared_virtual_packages("linux-aarch64") == {"__cuda": "12.4"}
+    before = env.content_hash("linux-64")
+
+    child.write_text(child.read_text() + "virtual_packages: {__cuda: '12.8'}\n")
+    env = load_environment(envroot, "child")
+    assert env.declared_virtual_packages("linux-64") == {"__cuda": "12.8"}
+    assert env.declared_virtual_packages("linux-aarch64") == {"__cuda": "12.4"}
+    assert env.content_hash("linux-64") != before
+
+    # A spec that declares none keeps the hash it had before virtual packages existed.
+    plain = load_environment(envroot, "physlite")
+    assert plain.declared_virtual_packages("linux-64") == {}
+    payload = {
+        "channels": plain.channels,
+        "platform": "linux-64",
+        "common": [r.spec for r in plain.dependencies],
+        "notebook": [r.spec for r in plain.notebook.dependencies],
+        "worker": [r.spec for r in plain.worker.dependencies],
+    }
+    expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    assert plain.content_hash("linux-64") == expected
