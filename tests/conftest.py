@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import metadata_channel as metadata
 from tests.solver_channel import build_channel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 def solver_channel(tmp_path_factory: pytest.TempPathFactory) -> str:
     """file:// URL of a channel holding every package the seed environments name."""
     return build_channel(tmp_path_factory.mktemp("solver-channel")).as_uri()
+
+
+@pytest.fixture(scope="session")
+def metadata_channel(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """file:// URL of a repodata-only channel of real conda-forge records (from public
+    conda-lock files; see tests/metadata_channel.py): for solving and locking, not installing."""
+    return metadata.build_channel(tmp_path_factory.mktemp("metadata-channel")).as_uri()
 
 
 @pytest.fixture
