@@ -28,11 +28,29 @@ from buildtool.lockfile import (
     PackageHash,
     read_lock,
 )
-from buildtool.spec import Environment, Requirement
+from buildtool.spec import DEFAULT_VIRTUAL_PACKAGES, Environment, Requirement
 
-# The images run on Debian bookworm: glibc 2.36.
-_VIRTUAL_PACKAGES = {"__unix": "0", "__linux": "5.10", "__glibc": "2.36"}
 _ARCHSPEC = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
+# rattler's explanation when a package needs a virtual package the solve does not have:
+#   └─ tensorflow 2.19.1 would require
+#      └─ __cuda *, for which no candidates were found.
+_MISSING_VIRTUAL = re.compile(
+    r"(?P<package>[A-Za-z0-9_.\-]+) (?P<version>\S+) would require\s*\n\s*[├└]─ "
+    r"(?P<virtual>__[a-z0-9_]+)(?: (?P<spec>[^,\n]*?))?, for which no candidates were found"
+)
+
+
+class MissingVirtualPackage(SolveError):
+    """A package needs a virtual package (`__cuda`) that the solve was not given."""
+
+    def __init__(self, package: str, virtual: str, spec: str, platform: str) -> None:
+        super().__init__(f"{package} needs {virtual} {spec}".strip() + f" on {platform}")
+        self.package, self.virtual, self.spec, self.platform = package, virtual, spec, platform
+
+
+def virtual_packages(declared: dict[str, str] | None = None) -> dict[str, str]:
+    """The virtual packages a solve assumes: the defaults, then what a spec `declared`."""
+    return {**DEFAULT_VIRTUAL_PACKAGES, "__archspec": "1", **(declared or {})}
 
 
 @dataclass(frozen=True)
@@ -62,14 +80,20 @@ def _conflicting_names(explanation: str) -> list[str]:
 
 
 def solve_with_rattler(
-    specs: Sequence[str], channels: Sequence[str], platform: str
+    specs: Sequence[str],
+    channels: Sequence[str],
+    platform: str,
+    declared_virtual: dict[str, str] | None = None,
 ) -> list[SolvedPackage]:
-    """Solve in-process with py-rattler; works offline against file:// channels."""
+    """Solve in-process with py-rattler; works offline against file:// channels.
+
+    `declared_virtual` (`{"__cuda": "12.6"}`) adds to the default virtual packages.
+    """
     import rattler
     from rattler import BuildString, Channel, GenericVirtualPackage, PackageName, Version
     from rattler.exceptions import GatewayError, SolverError
 
-    virtual = {**_VIRTUAL_PACKAGES, "__archspec": "1"}
+    virtual = virtual_packages(declared_virtual)
     packages = [
         GenericVirtualPackage(
             PackageName(name),
@@ -89,6 +113,15 @@ def solve_with_rattler(
         )
     except SolverError as exc:
         text = str(exc).strip()
+        missing = _MISSING_VIRTUAL.search(text)
+        if missing:
+            spec = (missing["spec"] or "").strip()
+            raise MissingVirtualPackage(
+                f"{missing['package']} {missing['version']}",
+                missing["virtual"],
+                "" if spec == "*" else spec,
+                platform,
+            ) from None
         names = ", ".join(_conflicting_names(text)) or "see below"
         raise SolveError(
             f"unsolvable for {platform}: conflicting packages: {names}\n{text}"
@@ -146,6 +179,39 @@ def _locked(p: SolvedPackage, platform: str, in_worker: bool) -> LockedPackage:
     )
 
 
+def _without_channel(spec: str) -> str:
+    """`conda-forge::numpy` -> `numpy`: for a solve against channels given instead."""
+    return spec.split("::", 1)[1] if "::" in spec.split(" ", 1)[0] else spec
+
+
+def _missing_virtual_message(env: Environment, exc: MissingVirtualPackage) -> str:
+    declared = env.declared_virtual_packages(exc.platform)
+    field = f"virtual_packages in {env.files[-1]}"
+    if exc.virtual in declared:
+        return (
+            f"environment {env.name!r}: {exc.package} needs {exc.virtual} {exc.spec}, but "
+            f"{exc.virtual} {declared[exc.virtual]} is declared on {exc.platform}; "
+            f"change it in {field}"
+        )
+    return (
+        f"environment {env.name!r}: {exc.package} needs {exc.virtual}, which no node declares "
+        f"on {exc.platform}; add it to {field}"
+    )
+
+
+def _custom_metadata(env: Environment, platforms: Sequence[str]) -> dict[str, str]:
+    """What the lock records beyond conda-lock's fields: the virtual packages solved for."""
+    return {
+        f"virtual_packages.{platform}": " ".join(
+            f"{name}={version}"
+            for name, version in sorted(
+                virtual_packages(env.declared_virtual_packages(platform)).items()
+            )
+        )
+        for platform in platforms
+    }
+
+
 def lock_environment(
     env: Environment,
     channels: Sequence[str] | None = None,
@@ -155,10 +221,15 @@ def lock_environment(
     channels = [channel_url(c) for c in channels] if channels else list(env.channels)
     platforms = list(platforms or env.platforms)
     specs = [r.spec for r in env.all_requirements()]
+    if channels != list(env.channels):  # the given channels replace the specs' channels too
+        specs = [_without_channel(s) for s in specs]
     package: list[LockedPackage] = []
     for platform in platforms:
+        declared = env.declared_virtual_packages(platform)
         try:
-            solved = solve_with_rattler(specs, channels, platform)
+            solved = solve_with_rattler(specs, channels, platform, declared)
+        except MissingVirtualPackage as exc:
+            raise SolveError(_missing_virtual_message(env, exc)) from None
         except SolveError as exc:
             raise SolveError(f"environment {env.name!r}: {exc}") from None
         worker = closure(solved, env.roots("worker"))
@@ -172,6 +243,7 @@ def lock_environment(
             channels=[LockChannel(url=c) for c in channels],
             platforms=platforms,
             sources=sources,
+            custom_metadata=_custom_metadata(env, platforms),
         ),
         package=package,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,76 @@ def test_rattler_solve_is_real(solver_channel: str) -> None:
                       platforms=["linux-64", "noarch"])
     )  # fmt: skip
     assert {r.name.normalized: str(r.version) for r in records}["numpy"] == "1.26.4"
+
+
+CUDA_SPEC = """\
+description: TensorFlow on GPU nodes
+dependencies:
+  - tensorflow>=2.17.0=cuda12*   # as pangeo's ml-notebook writes it
+"""
+
+
+def test_cuda_build_locks_with_declared_cuda(
+    envroot: Path, metadata_channel: str, tmp_path: Path
+) -> None:
+    (envroot / "tf").mkdir()
+    spec = envroot / "tf" / "env.yaml"
+    spec.write_text(CUDA_SPEC + "virtual_packages: {__cuda: '12.6'}\n")
+    _lock(envroot, "tf", metadata_channel)
+    path = envroot / "tf" / "conda-lock.yml"
+    lock = read_lock(path)
+    worker = {p.name: p for p in lock.packages("worker", "linux-64")}
+    assert worker["tensorflow"].build.startswith("cuda12")
+    assert worker["tensorflow-base"].dependencies["__cuda"] == ""
+    assert lock.metadata.custom_metadata == {
+        "virtual_packages.linux-64": "__archspec=1 __cuda=12.6 __glibc=2.36 __linux=5.10 __unix=0"
+    }
+    # conda-lock reads the recorded metadata and renders the lock.
+    subprocess.run(
+        [sys.executable, "-m", "conda_lock", "render", "-k", "explicit", str(path)],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    # The declaration is part of what the lock was made from.
+    spec.write_text(CUDA_SPEC + "virtual_packages: {__cuda: '12.8'}\n")
+    stale = buildtool("--root", envroot, "lock", "--check", "tf", cwd=envroot.parent)
+    assert stale.returncode == 1 and "out of date" in stale.stderr
+
+
+def test_undeclared_cuda_is_one_line_naming_package_and_field(
+    envroot: Path, metadata_channel: str
+) -> None:
+    (envroot / "tf").mkdir()
+    (envroot / "tf" / "env.yaml").write_text(CUDA_SPEC)
+    result = buildtool(
+        "--root", envroot, "lock", "tf", "--channel", metadata_channel, cwd=envroot.parent
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: environment 'tf': tensorflow 2.19.1 needs __cuda, which no node declares on "
+        f"linux-64; add it to virtual_packages in {envroot / 'tf' / 'env.yaml'}"
+    ]
+    assert not (envroot / "tf" / "conda-lock.yml").exists()
+
+
+def test_too_old_declared_cuda_names_the_declaration(envroot: Path, tmp_path: Path) -> None:
+    channel = tmp_path / "channel"
+    record = {
+        "name": "gpulib", "version": "1.0", "build": "cuda12_0", "build_number": 0,
+        "depends": ["__cuda >=12"], "subdir": "linux-64", "md5": "0" * 32, "sha256": "0" * 64,
+    }  # fmt: skip
+    for subdir, packages in (("linux-64", {"gpulib-1.0-cuda12_0.conda": record}), ("noarch", {})):
+        (channel / subdir).mkdir(parents=True)
+        repodata = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": packages}
+        (channel / subdir / "repodata.json").write_text(json.dumps(repodata))
+    (envroot / "old").mkdir()
+    (envroot / "old" / "env.yaml").write_text(
+        "description: x\ndependencies: [gpulib]\nvirtual_packages: {__cuda: '11.8'}\n"
+    )
+    result = buildtool(
+        "--root", envroot, "lock", "old", "--channel", channel.as_uri(), cwd=envroot.parent
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: environment 'old': gpulib 1.0 needs __cuda >=12, but __cuda 11.8 is declared "
+        f"on linux-64; change it in virtual_packages in {envroot / 'old' / 'env.yaml'}"
+    ]
