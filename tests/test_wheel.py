@@ -1,0 +1,153 @@
+"""Installable like repo2docker or conda-lock: the built wheels in a fresh venv (no system
+site-packages), used from a site's own repository of environments outside this checkout.
+
+The wheels are built from a copy of the sources; pip takes the dependencies from the
+package index and keeps them in its cache (~/.cache/pip), so reruns stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SKIP = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+
+
+def _run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def _clean_env(venv: Path, home: Path) -> dict[str, str]:
+    """Only the venv on PATH and nothing that points back into this checkout."""
+    return {
+        "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
+
+
+def _venv(path: Path, *wheels: Path) -> Path:
+    _run(sys.executable, "-m", "venv", path, cwd=path.parent)
+    assert "include-system-site-packages = false" in (path / "pyvenv.cfg").read_text()
+    _run(path / "bin" / "python", "-m", "pip", "install", "-q", *wheels, cwd=path.parent)
+    return path
+
+
+def _installed(venv: Path) -> set[str]:
+    listed = _run(venv / "bin" / "python", "-m", "pip", "list", "--format=json", cwd=venv)
+    return {entry["name"].lower() for entry in json.loads(listed)} - {"pip", "setuptools"}
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """daskhub-images and daskhub-compat, built from a copy of the working tree."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("buildtool", "dockerfiles", "compat"):
+        shutil.copytree(REPO / name, src / name, symlinks=True, ignore=_SKIP)
+    dist = tmp_path_factory.mktemp("dist")
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ".", "./compat",
+         cwd=src)  # fmt: skip
+    built = {path.name.split("-")[0]: path for path in dist.glob("*.whl")}
+    assert set(built) == {"daskhub_images", "daskhub_compat"}
+    return built
+
+
+@pytest.fixture(scope="module")
+def venv(wheels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _venv(tmp_path_factory.mktemp("tool") / "venv", *wheels.values())
+
+
+def test_the_installed_tool_locks_and_renders_a_site_repository(
+    venv: Path, solver_channel: str, tmp_path: Path
+) -> None:
+    # A site's own repository: environment folders at its top, no `environments/`.
+    site = tmp_path / "site"
+    for name in ("base", "e2e"):
+        (site / name).mkdir(parents=True)
+        shutil.copy2(REPO / "environments" / name / "env.yaml", site / name / "env.yaml")
+    env = _clean_env(venv, tmp_path)
+    where = _run("python", "-c", "import buildtool; print(buildtool.__file__)", cwd=site, env=env)
+    assert Path(where.strip()).is_relative_to(venv)
+
+    assert _run("buildtool", "list", "--all", cwd=site, env=env).split() == ["e2e"]
+    _run("buildtool", "lock", "e2e", "--channel", solver_channel, cwd=site, env=env)
+    assert (site / "e2e" / "conda-lock.yml").is_file()
+    _run("buildtool", "render", "e2e", "--registry", "reg.example:5000/ns", cwd=site, env=env)
+    out = site / "build" / "e2e"
+    for role in ("worker", "notebook"):
+        assert "\nFROM " in (out / role / "Dockerfile").read_text()
+    installers = list(out.rglob("install.py"))
+    assert installers
+    for path in installers:
+        assert path.read_bytes() == (REPO / "dockerfiles" / "install.py").read_bytes()
+
+    # The same inputs render the same pair (same content tags) as this checkout's tool.
+    checkout = tmp_path / "checkout"
+    shutil.copytree(site, checkout / "environments", ignore=shutil.ignore_patterns("build"))
+    render = [
+        sys.executable,
+        "-m",
+        "buildtool.cli",
+        "render",
+        "e2e",
+        "--registry",
+        "reg.example:5000/ns",
+    ]
+    _run(*render, cwd=checkout, env={**os.environ, "PYTHONPATH": str(REPO)})
+    installed = json.loads((out / "render.json").read_text())
+    from_checkout = json.loads((checkout / "build" / "e2e" / "render.json").read_text())
+    assert installed == from_checkout
+    for role in ("worker", "notebook"):
+        dockerfile = (checkout / "build" / "e2e" / role / "Dockerfile").read_text()
+        assert (out / role / "Dockerfile").read_text() == dockerfile
+
+    # `--root` from anywhere; `buildtool test` has its runner and its tests.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert _run("buildtool", "--root", site, "list", "e2e", cwd=elsewhere, env=env).split() == [
+        "e2e"
+    ]
+    check = (
+        "import pytest, testinfra\n"
+        "from buildtool.imagetest import TESTS\n"
+        "assert (TESTS / 'test_image.py').is_file() and (TESTS / 'conftest.py').is_file()\n"
+    )
+    _run("python", "-c", check, cwd=elsewhere, env=env)
+
+
+def test_the_tools_dependencies_are_what_it_imports(venv: Path) -> None:
+    names = _installed(venv)
+    assert {"daskhub-images", "daskhub-compat", "py-rattler", "pytest-testinfra"} <= names
+    assert not {"docker", "conda-lock"} & names
+
+
+def test_the_checker_installs_alone_and_light(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = _venv(tmp_path / "venv", wheels["daskhub_compat"])
+    assert _installed(venv) == {"daskhub-compat", "pyyaml"}
+    env = _clean_env(venv, tmp_path)
+    lock = REPO / "tests" / "compat" / "data" / "drifted.conda-lock.yml"
+    result = subprocess.run(
+        ["daskhub-compat", "diff", f"lock:{lock}#notebook", f"lock:{lock}#worker",
+         "--format", "json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    assert json.loads(result.stdout)
