@@ -39,21 +39,23 @@ DATA = Path(__file__).resolve().parent / "data" / "metadata-channel"
 RECORDS = DATA / "records.jsonl"
 SUBDIRS = ("linux-64", "noarch")
 
-# (repository, commit, lock files): every record of these files' linux-64 solutions.
+# (repository, commit, lock files), oldest first: when two files hold the same package
+# (same sha256) with different dependencies, conda-forge patched its repodata in between,
+# and the newer file's record wins.
 SOURCES: list[tuple[str, str, tuple[str, ...]]] = [
-    # pangeo-docker-images today: Python 3.12, tensorflow 2.19 and pytorch 2.10, CUDA 12 builds.
-    ("pangeo-data/pangeo-docker-images", "2f5532bd74055a15071d177a91d434446f0669e2",
-     ("base-notebook/conda-lock.yml", "pangeo-notebook/conda-lock.yml",
-      "ml-notebook/conda-lock.yml", "pytorch-notebook/conda-lock.yml")),
     # The last commit on Python 3.11 (2024-06-23, "Bump to python 3.12" follows): what this
     # project's base spec pins; tensorflow 2.16 and pytorch 2.3, CUDA 12.0 builds.
     ("pangeo-data/pangeo-docker-images", "ddb2bb7f4c4095f2f5307c1c3edc3f96897d66fa",
      ("base-notebook/conda-lock.yml", "pangeo-notebook/conda-lock.yml",
       "ml-notebook/conda-lock.yml", "pytorch-notebook/conda-lock.yml")),
-    ("CryoInTheCloud/hub-image", "90ac2f8ac68609072fd9f52fc9b0aeb2cc8f458c",
-     ("conda-lock.yml",)),
     ("GenericMappingTools/agu24workshop", "33ff20b806983c09f6579dc95b084e4d81a5974d",
-     ("conda-lock.yml",)),
+     ("conda-lock.yml",)),  # 2024-12
+    # pangeo-docker-images in 2026-01: Python 3.12, tensorflow 2.19 and pytorch 2.10, CUDA 12.9.
+    ("pangeo-data/pangeo-docker-images", "2f5532bd74055a15071d177a91d434446f0669e2",
+     ("base-notebook/conda-lock.yml", "pangeo-notebook/conda-lock.yml",
+      "ml-notebook/conda-lock.yml", "pytorch-notebook/conda-lock.yml")),
+    ("CryoInTheCloud/hub-image", "90ac2f8ac68609072fd9f52fc9b0aeb2cc8f458c",
+     ("conda-lock.yml",)),  # 2026-05
 ]  # fmt: skip
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -102,7 +104,7 @@ def extract(clones: Path) -> int:
                 if package["manager"] != "conda" or package["platform"] != "linux-64":
                     continue
                 record = _record(package)
-                by_sha.setdefault(record["sha256"], record)
+                by_sha[record["sha256"]] = record  # the newer file wins
     records = sorted(by_sha.values(), key=lambda r: (r["subdir"], r["fn"]))
     DATA.mkdir(parents=True, exist_ok=True)
     RECORDS.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
