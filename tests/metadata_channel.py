@@ -48,6 +48,8 @@ SOURCES: list[tuple[str, str, tuple[str, ...]]] = [
     ("pangeo-data/pangeo-docker-images", "ddb2bb7f4c4095f2f5307c1c3edc3f96897d66fa",
      ("base-notebook/conda-lock.yml", "pangeo-notebook/conda-lock.yml",
       "ml-notebook/conda-lock.yml", "pytorch-notebook/conda-lock.yml")),
+    ("BChangs99/dsci522-dockerfile-practice", "bd535874919a74533d96ece99b4c6b25615dcf23",
+     ("conda-lock.yml",)),  # 2024-11: Python 3.11, numpy 2.1
     ("GenericMappingTools/agu24workshop", "33ff20b806983c09f6579dc95b084e4d81a5974d",
      ("conda-lock.yml",)),  # 2024-12
     # pangeo-docker-images in 2026-01: Python 3.12, tensorflow 2.19 and pytorch 2.10, CUDA 12.9.
