@@ -14,6 +14,7 @@ from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
 from buildtool.helm import VALUES_PATH, generate_helm_values, write_helm_values
 from buildtool.imagetest import test_pair
+from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import dump_lock, read_lock, write_atomic
 from buildtool.publish import publish
@@ -132,6 +133,12 @@ def cmd_helm_values(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    path = import_environment(args.environment_yml, args.name, args.root, args.extends)
+    print(f"wrote {path}")
+    return 0
+
+
 def _env_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env", nargs="*", help="environment name(s)")
     p.add_argument("--all", action="store_true", help="every environment that is not abstract")
@@ -200,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=VALUES_PATH, help="the values file to write")
     p.add_argument("--default", help="environment preselected in the profile list (else the first)")
     p.set_defaults(func=cmd_helm_values)
+
+    p = sub.add_parser("import", help="write environments/NAME/env.yaml from an environment.yml")
+    p.add_argument("environment_yml", type=Path, metavar="ENVIRONMENT_YML")
+    p.add_argument("--name", required=True, help="the environment to write")
+    p.add_argument("--extends", help="the parent spec (e.g. base); what it asks for is left out")
+    p.set_defaults(func=cmd_import)
     return parser
 
 

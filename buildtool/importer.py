@@ -1,0 +1,233 @@
+"""`buildtool import`: a conda `environment.yml` written as `environments/NAME/env.yaml`.
+
+Sites already hold environment files (the seed deployment built its images on
+pangeo-docker-images'); moving to this tool should not mean rewriting each by hand. The
+import keeps what the spec can express and refuses, in one line each, what it cannot:
+
+- `channels`, without conda's `nodefaults` marker (a spec's channels are all there is),
+  left out when they are what the spec would have anyway (the parent's, or conda-forge);
+- `dependencies`, each normalized (`tensorflow>=2.17.0=cuda12*` is stored as
+  `tensorflow >=2.17.0 cuda12*`), in the file's order, without exact duplicates and without
+  what the parent (`--extends`) already asks for in the same words (a bare name the parent
+  names, or the parent's own spec); a constraint on a parent's package stays, and a
+  contradictory one is refused like any other pin;
+- the `pip:` entries, only exact pins (`name==version`): pip packages are not solved, so
+  anything else could change between two builds of one lock. Every other entry is one error
+  naming the file, the key and the line; nothing is written;
+- `variables` as `env`, and the `__cuda`-like virtual packages of a conda-lock
+  `virtual-packages.yml` beside the file as `virtual_packages`.
+
+The output depends only on the file's content and the options: importing the same file
+again writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rattler import MatchSpec
+
+from buildtool.errors import BuildToolError, SpecError
+from buildtool.spec import (
+    _PIP_PIN_RE,
+    DEFAULT_CHANNELS,
+    SPEC_FILE,
+    _DuplicateKey,
+    _key_text,
+    _line_map,
+    _nearest_line,
+    load_environment,
+    normalize_matchspec,
+)
+
+KNOWN_KEYS = ("name", "channels", "dependencies", "variables", "prefix")
+# conda's marker for "do not add the defaults channel": a spec's channels are all it uses.
+_NOT_CHANNELS = {"nodefaults"}
+_PLATFORMS = ("linux-64", "linux-aarch64")
+
+
+class ImportErrors(BuildToolError):
+    """Everything wrong with one environment file, one line each."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        super().__init__(str(errors[0]))
+        self.errors = errors
+
+    def __str__(self) -> str:
+        # The CLI prints "error: " before the message; each further line gets it too.
+        return "\nerror: ".join(str(e) for e in self.errors)
+
+
+def _read(source: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int], str]:
+    try:
+        text = source.read_text()
+    except FileNotFoundError:
+        raise SpecError(source, "", "environment file not found") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark else None
+        raise SpecError(source, "", f"not valid YAML: {problem}", line) from None
+    if not isinstance(data, dict) or node is None:
+        raise SpecError(source, "", "an environment file is a YAML mapping", 1)
+    try:
+        return data, _line_map(node), text
+    except _DuplicateKey as dup:
+        raise SpecError(
+            source, dup.key, "key appears twice in the same mapping", dup.line
+        ) from None
+
+
+def _scalar(value: str) -> str:
+    """`value` as a YAML scalar: plain when YAML reads it back as itself, else quoted."""
+    plain = yaml.safe_load(value) == value and ": " not in value and " #" not in value
+    return value if plain and value.strip() == value else json.dumps(value)
+
+
+def _virtual_packages(source: Path) -> dict[str, Any]:
+    """What a conda-lock `virtual-packages.yml` beside `source` declares for our platforms."""
+    path = source.parent / "virtual-packages.yml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    per_platform = {
+        platform: {
+            str(name): str(version)
+            for name, version in ((data.get("subdirs") or {}).get(platform) or {})
+            .get("packages", {})
+            .items()
+            if str(name) not in ("__glibc", "__unix", "__linux", "__archspec")
+        }
+        for platform in _PLATFORMS
+    }
+    declared = {p: v for p, v in per_platform.items() if v}
+    if len(declared) == 1 or (
+        len(declared) > 1 and len({json.dumps(v) for v in declared.values()}) == 1
+    ):
+        return next(iter(declared.values()))  # one set for every platform
+    return declared
+
+
+def convert(source: Path, name: str, extends: str | None, root: Path) -> str:
+    """The text of the spec that `source` (a conda environment.yml) imports to."""
+    data, lines, text = _read(source)
+    errors: list[SpecError] = []
+
+    def error(loc: tuple[Any, ...], message: str) -> None:
+        errors.append(SpecError(source, _key_text(loc), message, _nearest_line(lines, loc)))
+
+    for key in data:
+        if key not in KNOWN_KEYS:
+            error((key,), f"unknown key {key!r} (an environment file has {', '.join(KNOWN_KEYS)})")
+    parent = load_environment(root, extends) if extends else None
+    inherited_channels = parent.channels if parent else DEFAULT_CHANNELS
+    parent_specs = {r.spec for r in parent.all_requirements()} if parent else set()
+    parent_names = {r.name for r in parent.all_requirements()} if parent else set()
+
+    channels = data.get("channels") or []
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        error(("channels",), "must be a list of channel names")
+        channels = []
+    channels = [c for c in channels if c not in _NOT_CHANNELS]
+
+    dependencies: list[str] = []
+    pip: list[str] = []
+    raw = data.get("dependencies") or []
+    if not isinstance(raw, list):
+        error(("dependencies",), "must be a list")
+        raw = []
+    for index, entry in enumerate(raw):
+        loc: tuple[Any, ...] = ("dependencies", index)
+        if isinstance(entry, dict) and list(entry) == ["pip"]:
+            for pip_index, requirement in enumerate(entry["pip"] or []):
+                if isinstance(requirement, str) and _PIP_PIN_RE.match(requirement.strip()):
+                    pip.append(requirement.strip())
+                else:
+                    error(
+                        (*loc, "pip", pip_index),
+                        f"{requirement!r} is not an exact pip pin (name==version): pip "
+                        "packages are not solved, so only exact pins rebuild the same",
+                    )
+            continue
+        if not isinstance(entry, str):
+            error(loc, "must be a MatchSpec string or a `pip:` list")
+            continue
+        try:
+            spec = normalize_matchspec(str(entry))
+        except ValueError as exc:
+            error(loc, str(exc))
+            continue
+        bare = MatchSpec(spec).name.normalized == spec  # type: ignore[union-attr]
+        if spec in parent_specs or (bare and spec in parent_names) or spec in dependencies:
+            continue
+        dependencies.append(spec)
+
+    variables = data.get("variables") or {}
+    if not isinstance(variables, dict):
+        error(("variables",), "must map names to values")
+        variables = {}
+    if errors:
+        raise ImportErrors(errors)
+
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    out = [
+        f"# Imported by `buildtool import` from {source.as_posix()}",
+        f"# (sha256 {digest[:16]}). Import again to update it, or edit it from now on.",
+        f"description: Imported from {source.name}"
+        + (f" (conda environment {data['name']!r})" if data.get("name") else ""),
+    ]
+    if extends:
+        out.append(f"extends: {extends}")
+    if channels and channels != list(inherited_channels):
+        out.append(f"channels: [{', '.join(_scalar(c) for c in channels)}]")
+    out.append("dependencies:" if dependencies else "dependencies: []")
+    out += [f"  - {_scalar(spec)}" for spec in dependencies]
+    if pip:
+        out.append("pip:")
+        out += [f"  - {_scalar(requirement)}" for requirement in pip]
+    if variables:
+        out.append("env:")
+        out += [f"  {key}: {_scalar(str(value))}" for key, value in variables.items()]
+    virtual = _virtual_packages(source)
+    if virtual:
+        out.append("# from virtual-packages.yml: what the GPU nodes provide")
+        out.append("virtual_packages:")
+        for key, value in virtual.items():
+            if isinstance(value, dict):
+                out.append(f"  {key}:")
+                out += [f"    {k}: {json.dumps(v)}" for k, v in value.items()]
+            else:
+                out.append(f"  {key}: {json.dumps(value)}")
+    return "\n".join(out) + "\n"
+
+
+def import_environment(source: Path, name: str, root: Path, extends: str | None = None) -> Path:
+    """Write `root/name/env.yaml` from `source`, validated; on any error write nothing."""
+    text = convert(source, name, extends, root)
+    directory = root / name
+    path = directory / SPEC_FILE
+    created = not directory.exists()
+    old = path.read_bytes() if path.exists() else None
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    try:
+        load_environment(root, name)  # the same validation as every other spec
+    except BuildToolError:
+        if old is not None:
+            path.write_bytes(old)
+        elif created:
+            shutil.rmtree(directory)
+        else:
+            path.unlink()
+        raise
+    return path
