@@ -106,10 +106,10 @@ def test_images_table_has_the_exact_columns_and_rows(
             "Minimal Dask pair for the offline end-to-end pipeline",
         ]
     ]
-    for name in ["ml", "physlite", "pyhep"]:
+    for name in ["ml", "ml-gpu", "physlite", "pyhep"]:
         env = load_environment(envroot, name)
         expected.append(["not published", env.display_name, "not published", env.description])
-    assert environment_names(envroot) == ["e2e", "ml", "physlite", "pyhep"]
+    assert environment_names(envroot) == ["e2e", "ml", "ml-gpu", "physlite", "pyhep"]
     assert rows == expected
     assert f"- `e2e`: locked (52 packages on linux-64); published {DATE_TAG}" in text
     assert "- `ml`: not locked yet; not published." in text
@@ -186,7 +186,7 @@ def test_a_second_run_changes_nothing(
     _lock(envroot, "physlite", solver_channel)
     _publish(envroot, build_dir, "e2e")
     first = generate_docs(envroot, build_dir, docs_dir)
-    assert len(first) == 1 + 2 * 4  # images.md, then a manifest and a lock diff per env
+    assert len(first) == 1 + 2 * 5  # images.md, then a manifest and a lock diff per env
     unpublished = (docs_dir / "lock-diffs" / "physlite.md").read_text()
     assert "`physlite` is not published: no published lock to compare with." in unpublished
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in docs_dir.rglob("*.md")}

@@ -231,3 +231,18 @@ def test_too_old_declared_cuda_names_the_declaration(envroot: Path, tmp_path: Pa
         "error: environment 'old': gpulib 1.0 needs __cuda >=12, but __cuda 11.8 is declared "
         f"on linux-64; change it in virtual_packages in {envroot / 'old' / 'env.yaml'}"
     ]
+
+
+def test_ml_gpu_locks_with_the_cuda_build_in_the_worker(
+    envroot: Path, metadata_channel: str
+) -> None:
+    _lock(envroot, "ml-gpu", metadata_channel)
+    lock = read_lock(envroot / "ml-gpu" / "conda-lock.yml")
+    worker = {p.name: p for p in lock.packages("worker", "linux-64")}
+    notebook = {p.name: p for p in lock.packages("notebook", "linux-64")}
+    assert worker["pytorch"].build.startswith("cuda12")
+    assert worker["pytorch"] == notebook["pytorch"]
+    assert {"cuda-version", "keras", "scikit-learn", "dask-gateway"} <= set(worker)
+    assert worker["python"].version.startswith("3.11.")
+    assert "jupyterlab" in notebook and "jupyterlab" not in worker
+    assert "__cuda=12.6" in lock.metadata.custom_metadata["virtual_packages.linux-64"]

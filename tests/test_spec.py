@@ -14,7 +14,7 @@ from tests.conftest import REPO, buildtool
 
 def test_seed_environments_resolve_through_base() -> None:
     root = REPO / "environments"
-    assert environment_names(root) == ["e2e", "ml", "physlite", "pyhep"]
+    assert environment_names(root) == ["e2e", "ml", "ml-gpu", "physlite", "pyhep"]
     env = load_environment(root, "physlite")
     names = [r.name for r in env.dependencies]
     for required in (
