@@ -32,10 +32,10 @@ from buildtool.spec import DEFAULT_VIRTUAL_PACKAGES, Environment, Requirement
 
 _ARCHSPEC = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
 # rattler's explanation when a package needs a virtual package the solve does not have:
-#   └─ tensorflow 2.19.1 would require
+#   └─ tensorflow 2.19.1 would require           (or: pytorch 2.3.1 | 2.10.0 would require)
 #      └─ __cuda *, for which no candidates were found.
 _MISSING_VIRTUAL = re.compile(
-    r"(?P<package>[A-Za-z0-9_.\-]+) (?P<version>\S+) would require\s*\n\s*[├└]─ "
+    r"(?P<package>[A-Za-z0-9_.\-]+) (?P<version>\S+(?: \| \S+)*) would require\s*\n\s*[├└]─ "
     r"(?P<virtual>__[a-z0-9_]+)(?: (?P<spec>[^,\n]*?))?, for which no candidates were found"
 )
 

@@ -246,3 +246,16 @@ def test_ml_gpu_locks_with_the_cuda_build_in_the_worker(
     assert worker["python"].version.startswith("3.11.")
     assert "jupyterlab" in notebook and "jupyterlab" not in worker
     assert "__cuda=12.6" in lock.metadata.custom_metadata["virtual_packages.linux-64"]
+
+    # Without its declaration, one line names the package (every version the solver tried).
+    spec = envroot / "ml-gpu" / "env.yaml"
+    text = spec.read_text()
+    spec.write_text(text[: text.index("virtual_packages:")] + text[text.index("notebook:") :])
+    result = buildtool(
+        "--root", envroot, "lock", "ml-gpu", "--channel", metadata_channel, cwd=envroot.parent
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: environment 'ml-gpu': pytorch 2.3.1 | 2.10.0 needs __cuda, which no node "
+        f"declares on linux-64; add it to virtual_packages in {spec}"
+    ]
