@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,23 @@ def _virtual_packages(source: Path) -> dict[str, Any]:
     return declared
 
 
-def convert(source: Path, name: str, extends: str | None, root: Path) -> str:
-    """The text of the spec that `source` (a conda environment.yml) imports to."""
+@dataclass
+class Imported:
+    """The spec's text, and where in the source each of its list items came from."""
+
+    text: str
+    source: Path
+    origins: dict[str, tuple[str, int | None]]  # "dependencies[2]" -> ("dependencies[5]", 12)
+
+
+def convert(source: Path, extends: str | None, root: Path) -> Imported:
+    """The spec that `source` (a conda environment.yml) imports to, on top of `extends`."""
     data, lines, text = _read(source)
     errors: list[SpecError] = []
+    origins: dict[str, tuple[str, int | None]] = {}
+
+    def origin(key: str, loc: tuple[Any, ...]) -> None:
+        origins[key] = (_key_text(loc), _nearest_line(lines, loc))
 
     def error(loc: tuple[Any, ...], message: str) -> None:
         errors.append(SpecError(source, _key_text(loc), message, _nearest_line(lines, loc)))
@@ -149,8 +163,12 @@ def convert(source: Path, name: str, extends: str | None, root: Path) -> str:
     for index, entry in enumerate(raw):
         loc: tuple[Any, ...] = ("dependencies", index)
         if isinstance(entry, dict) and list(entry) == ["pip"]:
+            if not isinstance(entry["pip"] or [], list):
+                error((*loc, "pip"), "must be a list of pip requirements")
+                continue
             for pip_index, requirement in enumerate(entry["pip"] or []):
                 if isinstance(requirement, str) and _PIP_PIN_RE.match(requirement.strip()):
+                    origin(f"pip[{len(pip)}]", (*loc, "pip", pip_index))
                     pip.append(requirement.strip())
                 else:
                     error(
@@ -170,6 +188,7 @@ def convert(source: Path, name: str, extends: str | None, root: Path) -> str:
         bare = MatchSpec(spec).name.normalized == spec  # type: ignore[union-attr]
         if spec in parent_specs or (bare and spec in parent_names) or spec in dependencies:
             continue
+        origin(f"dependencies[{len(dependencies)}]", loc)
         dependencies.append(spec)
 
     variables = data.get("variables") or {}
@@ -196,6 +215,7 @@ def convert(source: Path, name: str, extends: str | None, root: Path) -> str:
         out.append("pip:")
         out += [f"  - {_scalar(requirement)}" for requirement in pip]
     if variables:
+        origin("env", ("variables",))
         out.append("env:")
         out += [f"  {key}: {_scalar(str(value))}" for key, value in variables.items()]
     virtual = _virtual_packages(source)
@@ -208,26 +228,38 @@ def convert(source: Path, name: str, extends: str | None, root: Path) -> str:
                 out += [f"    {k}: {json.dumps(v)}" for k, v in value.items()]
             else:
                 out.append(f"  {key}: {json.dumps(value)}")
-    return "\n".join(out) + "\n"
+    return Imported("\n".join(out) + "\n", source, origins)
 
 
 def import_environment(source: Path, name: str, root: Path, extends: str | None = None) -> Path:
     """Write `root/name/env.yaml` from `source`, validated; on any error write nothing."""
-    text = convert(source, name, extends, root)
+    imported = convert(source, extends, root)
     directory = root / name
     path = directory / SPEC_FILE
     created = not directory.exists()
     old = path.read_bytes() if path.exists() else None
     directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(imported.text)
     try:
         load_environment(root, name)  # the same validation as every other spec
-    except BuildToolError:
+    except BuildToolError as exc:
         if old is not None:
             path.write_bytes(old)
         elif created:
             shutil.rmtree(directory)
         else:
             path.unlink()
+        if isinstance(exc, SpecError) and exc.path == path:
+            raise _in_source(imported, exc) from None
         raise
     return path
+
+
+def _in_source(imported: Imported, exc: SpecError) -> SpecError:
+    """`exc`, found in the spec that was not kept, told about the line it came from."""
+    key = exc.key.split(".", 1)[0]
+    for candidate in (exc.key, key, key.split("[", 1)[0]):
+        if candidate in imported.origins:
+            source_key, line = imported.origins[candidate]
+            return SpecError(imported.source, source_key, exc.message, line)
+    return SpecError(imported.source, "", f"imports to an invalid spec: {exc.message}")

@@ -259,3 +259,17 @@ def test_ml_gpu_locks_with_the_cuda_build_in_the_worker(
         "error: environment 'ml-gpu': pytorch 2.3.1 | 2.10.0 needs __cuda, which no node "
         f"declares on linux-64; add it to virtual_packages in {spec}"
     ]
+
+
+def test_channel_pinned_spec_locks_against_the_channel_given_instead(
+    envroot: Path, metadata_channel: str
+) -> None:
+    # `--channel` replaces the spec's channels, the ones named in its specs too.
+    (envroot / "pinned").mkdir()
+    (envroot / "pinned" / "env.yaml").write_text(
+        "description: x\ndependencies: ['conda-forge::numpy>=1.26', 'python=3.12']\n"
+    )
+    _lock(envroot, "pinned", metadata_channel)
+    lock = read_lock(envroot / "pinned" / "conda-lock.yml")
+    assert "numpy" in {p.name for p in lock.packages("worker", "linux-64")}
+    assert all(p.url.startswith(metadata_channel) for p in lock.package)
