@@ -28,7 +28,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from rattler import MatchSpec
@@ -37,7 +37,9 @@ from buildtool.errors import BuildToolError, SpecError
 from buildtool.spec import (
     _PIP_PIN_RE,
     DEFAULT_CHANNELS,
+    DEFAULT_VIRTUAL_PACKAGES,
     SPEC_FILE,
+    Platform,
     _DuplicateKey,
     _key_text,
     _line_map,
@@ -49,7 +51,6 @@ from buildtool.spec import (
 KNOWN_KEYS = ("name", "channels", "dependencies", "variables", "prefix")
 # conda's marker for "do not add the defaults channel": a spec's channels are all it uses.
 _NOT_CHANNELS = {"nodefaults"}
-_PLATFORMS = ("linux-64", "linux-aarch64")
 
 
 class ImportErrors(BuildToolError):
@@ -96,27 +97,25 @@ def _scalar(value: str) -> str:
 
 
 def _virtual_packages(source: Path) -> dict[str, Any]:
-    """What a conda-lock `virtual-packages.yml` beside `source` declares for our platforms."""
+    """What a conda-lock `virtual-packages.yml` beside `source` declares for our platforms:
+    one map when every platform that declares something declares the same, else a map per
+    platform. The defaults (`__glibc`, ...) follow the base image and are not taken."""
     path = source.parent / "virtual-packages.yml"
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    per_platform = {
-        platform: {
+    subdirs = (yaml.safe_load(path.read_text()) or {}).get("subdirs") or {}
+    declared: dict[str, dict[str, str]] = {}
+    for platform in get_args(Platform):
+        packages = (subdirs.get(platform) or {}).get("packages") or {}
+        own = {
             str(name): str(version)
-            for name, version in ((data.get("subdirs") or {}).get(platform) or {})
-            .get("packages", {})
-            .items()
-            if str(name) not in ("__glibc", "__unix", "__linux", "__archspec")
+            for name, version in packages.items()
+            if name not in (*DEFAULT_VIRTUAL_PACKAGES, "__archspec")
         }
-        for platform in _PLATFORMS
-    }
-    declared = {p: v for p, v in per_platform.items() if v}
-    if len(declared) == 1 or (
-        len(declared) > 1 and len({json.dumps(v) for v in declared.values()}) == 1
-    ):
-        return next(iter(declared.values()))  # one set for every platform
-    return declared
+        if own:
+            declared[platform] = own
+    distinct = {json.dumps(v, sort_keys=True) for v in declared.values()}
+    return next(iter(declared.values())) if len(distinct) == 1 else dict(declared)
 
 
 @dataclass

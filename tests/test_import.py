@@ -162,3 +162,23 @@ def test_import_refuses_what_a_spec_refuses_and_keeps_the_old_spec(
     (only,) = result.stderr.splitlines()
     assert only.startswith(f"error: {source}{expected}"), only
     assert hashlib.sha256(spec.read_bytes()).hexdigest() == before
+
+
+def test_virtual_packages_yml_per_platform(envroot: Path) -> None:
+    folder = envroot.parent / "gpu"
+    folder.mkdir()
+    (folder / "environment.yml").write_text("dependencies: [pytorch=*=cuda12*]\n")
+    (folder / "virtual-packages.yml").write_text(
+        "subdirs:\n"
+        "  linux-64: {packages: {__cuda: '12.6', __glibc: '2.17'}}\n"
+        "  linux-aarch64: {packages: {__cuda: '12.4'}}\n"
+        "  osx-arm64: {packages: {__osx: '14.0'}}\n"
+    )
+    text = _import_twice(envroot, folder / "environment.yml", "gpu")
+    assert text.endswith(
+        "dependencies:\n  - pytorch * cuda12*\n"
+        "# from virtual-packages.yml: what the GPU nodes provide\nvirtual_packages:\n"
+        '  linux-64:\n    __cuda: "12.6"\n  linux-aarch64:\n    __cuda: "12.4"\n'
+    )
+    env = load_environment(envroot, "gpu")
+    assert env.declared_virtual_packages("linux-aarch64") == {"__cuda": "12.4"}
