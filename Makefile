@@ -12,19 +12,27 @@ BUILDTOOL := $(PYTHON) -m buildtool.cli
 CREDENTIALS ?= /var/lib/daskhub-images/registry/credentials.env
 WITH_CREDENTIALS := if [ -f $(CREDENTIALS) ]; then set -a; . $(CREDENTIALS); set +a; fi;
 
-# LOCAL=1 (the default) works offline on this machine: the e2e environment only, locked
-# against a local channel of real packages, on debootstrap base images. CI with
-# conda-forge and a real registry sets LOCAL=0: every environment, the specs' own images.
+# LOCAL=1 (the default) works offline on this machine: every seed environment, locked
+# against the conda-forge stand-in (`buildtool standin up`: real packages served over HTTP
+# on 127.0.0.1, debootstrap base images). The build path is the same as production's;
+# only the channel URL and the base images differ. CI with conda-forge and a real
+# registry sets LOCAL=0: the specs' own channels and images.
 LOCAL ?= 1
+STANDIN_ENV := build/standin.env
 ifeq ($(LOCAL),1)
-ENVS ?= e2e
-LOCK_FLAGS ?= --channel $$($(PYTHON) -m tests.support.realchannel --url)
-IMAGE_FLAGS ?= --base-image $$($(PYTHON) -m tests.support.baseimage runtime) \
-               --builder-image $$($(PYTHON) -m tests.support.baseimage builder)
+ENVS ?= e2e physlite pyhep ml
+WITH_STANDIN := set -a; . $(STANDIN_ENV); set +a;
+LOCK_FLAGS ?= --channel "$$STANDIN_CHANNEL"
+IMAGE_FLAGS ?= --base-image "$$STANDIN_BASE_IMAGE" --builder-image "$$STANDIN_BUILDER_IMAGE"
+# Relock only a missing or stale lock: against the stand-in a relock gives the same lock.
+ENSURE_LOCK = $(BUILDTOOL) lock --check $(1) >/dev/null 2>&1 || $(BUILDTOOL) lock $(1) $(LOCK_FLAGS);
 else
 ENVS ?= --all
+WITH_STANDIN :=
 LOCK_FLAGS ?=
 IMAGE_FLAGS ?=
+# In production a build never relocks: a stale lock is an error.
+ENSURE_LOCK = $(BUILDTOOL) lock --check $(1);
 endif
 
 .PHONY: help
@@ -36,33 +44,45 @@ help: ## show this help
 setup: ## install and start what the tools need (apt, pip, dockerd, local registry)
 	bash scripts/machine-setup.sh
 
+.PHONY: standin
+standin: ## LOCAL=1: build and serve the conda-forge stand-in, make the base images
+ifeq ($(LOCAL),1)
+standin: setup
+	@mkdir -p build
+	$(BUILDTOOL) standin up > $(STANDIN_ENV).tmp
+	@mv $(STANDIN_ENV).tmp $(STANDIN_ENV) && cat $(STANDIN_ENV)
+endif
+
 .PHONY: lock
-lock: ## solve ENV once and write environments/ENV/conda-lock.yml
-	$(BUILDTOOL) lock $(ENV) $(LOCK_FLAGS)
+lock: standin ## solve ENV once and write environments/ENV/conda-lock.yml
+	$(WITH_STANDIN) $(BUILDTOOL) lock $(ENV) $(LOCK_FLAGS)
 
 .PHONY: lock-all
-lock-all: ## relock every environment (ENVS), writing the lock diffs
-	$(BUILDTOOL) lock $(ENVS) $(LOCK_FLAGS)
+lock-all: standin ## relock every environment (ENVS), writing the lock diffs
+	$(WITH_STANDIN) $(BUILDTOOL) lock $(ENVS) $(LOCK_FLAGS)
 
 .PHONY: lock-check
 lock-check: ## fail if any lock is older than its spec
 	$(BUILDTOOL) lock --check --all
 
 .PHONY: render
-render: ## write build/ENV: both Dockerfiles and the build context
-	$(BUILDTOOL) render $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
+render: standin ## write build/ENV: both Dockerfiles and the build context
+	$(WITH_STANDIN) $(call ENSURE_LOCK,$(ENV)) \
+	  $(BUILDTOOL) render $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: build
-build: ## build the ENV pair (worker, then notebook on top of it)
-	$(BUILDTOOL) build $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
+build: standin ## build the ENV pair (worker, then notebook on top of it)
+	$(WITH_STANDIN) $(call ENSURE_LOCK,$(ENV)) \
+	  $(BUILDTOOL) build $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: test
 test: ## run the image tests (pytest + testinfra, real pair test) on the built ENV pair
 	$(BUILDTOOL) test $(ENV)
 
 .PHONY: push
-push: ## publish the ENV pair to REGISTRY: build, test, push by digest, tag last
-	$(WITH_CREDENTIALS) $(BUILDTOOL) publish $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
+push: standin ## publish the ENV pair to REGISTRY: build, test, push by digest, tag last
+	$(WITH_STANDIN) $(WITH_CREDENTIALS) $(call ENSURE_LOCK,$(ENV)) \
+	  $(BUILDTOOL) publish $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: compat
 compat: ## static compatibility check of ENV's notebook and worker sets
@@ -83,8 +103,9 @@ compat-all: ## compat reports (build/*/compat-report.md) for every environment (
 	done
 
 .PHONY: publish
-publish: ## publish every pair (ENVS) whose content changed; an unchanged one is a no-op
-	$(WITH_CREDENTIALS) $(BUILDTOOL) publish $(ENVS) --registry $(REGISTRY) $(IMAGE_FLAGS)
+publish: standin ## publish every pair (ENVS) whose content changed; an unchanged one is a no-op
+	$(WITH_STANDIN) $(WITH_CREDENTIALS) \
+	  $(BUILDTOOL) publish $(ENVS) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: docs
 docs: ## write docs/: image table, package manifests, lock diffs since publish

@@ -51,8 +51,8 @@ from buildtool.publish import GZIP_LEVEL
 from buildtool.registry import MANIFEST_V2, OCI_MANIFEST, Credentials, Registry, split_reference
 from buildtool.render import BASE_APT, PREFIX, ROLES, TEMPLATES, RenderedPair, render
 from buildtool.spec import Environment, load_environment
-from tests.support.baseimage import ensure_base_image
-from tests.support.realchannel import build_real_channel
+from buildtool.standin.baseimage import ensure_base_image
+from buildtool.standin.channel import build_real_channel
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 REPO = Path(__file__).resolve().parents[1]

@@ -94,7 +94,9 @@ def build_pair(pair: RenderedPair, stamp: BuildStamp, *, echo: bool = True) -> N
     for role in ROLES:
         image = pair.image(role)
         command = [
-            docker_cli(), "build", "--progress=plain",
+            # Host networking: a channel or mirror on the build host's 127.0.0.1 (an
+            # offline site's, or the local stand-in) is reachable as it is from the host.
+            docker_cli(), "build", "--progress=plain", "--network=host",
             "-f", str(context / role / "Dockerfile"),
             "-t", image.ref, "-t", f"{image.repository}:{stamp.date_tag}",
             "--build-arg", f"CREATED={stamp.created}",

@@ -64,7 +64,6 @@ def _render(args: argparse.Namespace, name: str) -> RenderedPair:
         env,
         read_lock(env.lock_path),
         args.build_dir,
-        installer=args.installer,
         registry=args.registry,
         base_image=args.base_image,
         builder_image=args.builder_image,
@@ -139,6 +138,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_standin(args: argparse.Namespace) -> int:
+    from buildtool import standin
+    from buildtool.standin.channel import relock
+
+    if args.action == "relock":
+        print(f"{len(relock())} wheels pinned")
+        return 0
+    print(standin.up().env_lines(), end="")
+    return 0
+
+
 def _env_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env", nargs="*", help="environment name(s)")
     p.add_argument("--all", action="store_true", help="every environment that is not abstract")
@@ -146,10 +156,9 @@ def _env_options(p: argparse.ArgumentParser) -> None:
 
 def _image_options(p: argparse.ArgumentParser) -> None:
     _env_options(p)
-    p.add_argument("--installer", choices=["micromamba", "rattler"], help="override the spec")
     p.add_argument("--registry", help="registry and namespace, e.g. 127.0.0.1:5000/daskhub")
     p.add_argument("--base-image", help="override the spec's base image")
-    p.add_argument("--builder-image", help="override the spec's builder image (rattler)")
+    p.add_argument("--builder-image", help="override the spec's builder image")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="the environment to write")
     p.add_argument("--extends", help="the parent spec (e.g. base); what it asks for is left out")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "standin", help="the local conda-forge stand-in (HTTP) and base images, for offline use"
+    )
+    p.add_argument(
+        "action",
+        choices=["up", "relock"],
+        help="up: build, serve and print STANDIN_* assignments; relock: re-pin its wheels",
+    )
+    p.set_defaults(func=cmd_standin)
     return parser
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.errors import LockStaleError, SolveError
+from buildtool.errors import BuildToolError, LockStaleError, SolveError
 from buildtool.lockfile import (
     NOTEBOOK_CATEGORY,
     WORKER_CATEGORY,
@@ -68,6 +68,8 @@ class SolvedPackage:
 
 def channel_url(channel: str) -> str:
     """Accept a local folder as a channel too, as a file:// URL."""
+    if not channel.strip():
+        raise BuildToolError("an empty channel was given (did a `$(...)` for --channel fail?)")
     if "://" not in channel and (channel.startswith(("/", ".")) or Path(channel).is_dir()):
         return Path(channel).resolve().as_uri()
     return channel

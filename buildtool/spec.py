@@ -25,7 +25,6 @@ LOCK_FILE = "conda-lock.yml"
 DEFAULT_CHANNELS = ["conda-forge"]
 DEFAULT_PLATFORMS = ["linux-64"]
 Platform = Literal["linux-64", "linux-aarch64"]
-Installer = Literal["micromamba", "rattler"]
 IMAGES = ("notebook", "worker")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -141,7 +140,6 @@ class ImageSpec(_Packages):
 class BuildSpec(_Strict):
     """`build:` how the images are made."""
 
-    installer: Installer | None = None
     base_image: str | None = None
     builder_image: str | None = None
 
@@ -266,7 +264,6 @@ class Environment:
     dependencies: list[Requirement]
     notebook: ImageSet
     worker: ImageSet
-    installer: Installer
     base_image: str | None
     builder_image: str | None
     # Declared through `extends` (children override): for every platform, and per platform.
@@ -497,7 +494,6 @@ def load_environment(root: Path, name: str) -> Environment:
         dependencies=[r for loaded in chain for r in _requirements(loaded, ())],
         notebook=_merge_image(chain, "notebook", f"jupyter-{name}"),
         worker=_merge_image(chain, "worker", f"dask-gateway-{name}"),
-        installer=_last(chain, lambda s: s.build.installer, "micromamba"),
         base_image=_last(chain, lambda s: s.build.base_image, None),
         builder_image=_last(chain, lambda s: s.build.builder_image, None),
         virtual_packages=virtual,

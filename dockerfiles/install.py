@@ -1,8 +1,13 @@
-"""Install an explicit lock into a conda prefix with py-rattler, without solving.
+"""Install one image's locked packages into a conda prefix with py-rattler, without solving.
 
-Runs inside the image's builder stage. Each line of the explicit file is
-`URL#sha256:HEX`; `file:///pkgs/...` URLs are read from the bind-mounted package folder,
-others are downloaded. Every archive is checked against its sha256 before it is used.
+Runs in the image's builder stage:
+
+    install.py conda-lock.yml PLATFORM IMAGE.explicit PREFIX [--delta DIR]
+
+The records come from the lock, read by rattler itself; IMAGE.explicit (`URL#sha256:HEX`
+lines) selects the image's set. rattler's installer fetches the archives from their
+channel URLs in parallel, with a timeout, into its package cache (a BuildKit cache mount
+shared by every build), and checks each against the lock's sha256.
 
 With `--delta DIR`, packages already in the prefix are kept as they are and only the
 files the install adds or changes are copied to DIR: the notebook image's layer.
@@ -12,19 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import shutil
 import sys
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import rattler
 
+CACHE = Path("/root/.cache/rattler")
+# Seconds for one request: a slow mirror fails the build instead of hanging it.
+TIMEOUT = 600
 
-def read_explicit(path: Path) -> list[tuple[str, str]]:
-    """(url, sha256) pairs, in file order."""
-    entries = []
+
+def read_explicit(path: Path) -> dict[str, str]:
+    """url -> sha256, for each package of the image."""
+    entries = {}
     for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith(("#", "@")):
@@ -32,21 +38,26 @@ def read_explicit(path: Path) -> list[tuple[str, str]]:
         url, _, fragment = line.partition("#")
         if not fragment.startswith("sha256:"):
             sys.exit(f"{path}: {url}: no sha256 in the explicit lock")
-        entries.append((url, fragment.removeprefix("sha256:")))
+        entries[url] = fragment.removeprefix("sha256:")
     return entries
 
 
-def fetch(url: str, sha256: str, downloads: Path) -> Path:
-    if url.startswith("file://"):
-        archive = Path(url.removeprefix("file://"))
+def locked_records(lock: Path, platform: str, wanted: dict[str, str]) -> list:
+    environment = rattler.LockFile.from_path(lock).default_environment()
+    for candidate in environment.platforms():
+        if candidate.name == platform:
+            break
     else:
-        archive = downloads / url.rsplit("/", 1)[-1]
-        with urllib.request.urlopen(url) as response, archive.open("wb") as out:
-            shutil.copyfileobj(response, out)
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if digest != sha256:
-        sys.exit(f"{url}: sha256 is {digest}, the lock says {sha256}")
-    return archive
+        sys.exit(f"{lock}: not locked for {platform}")
+    records = environment.conda_repodata_records_for_platform(candidate) or []
+    chosen = [r for r in records if str(r.url) in wanted]
+    missing = sorted(set(wanted) - {str(r.url) for r in chosen})
+    if missing:
+        sys.exit(f"{lock}: no record for {missing[0]} (and {len(missing) - 1} more)")
+    for record in chosen:
+        if record.sha256 is None or record.sha256.hex() != wanted[str(record.url)]:
+            sys.exit(f"{record.url}: the lock and the explicit list disagree on its sha256")
+    return chosen
 
 
 def snapshot(prefix: Path) -> dict[str, tuple[int, int]]:
@@ -73,33 +84,29 @@ def copy_delta(prefix: Path, before: dict[str, tuple[int, int]], delta: Path) ->
     return copied
 
 
-async def _records(archives: list[Path]) -> list[rattler.RepoDataRecord]:
-    return list(
-        await asyncio.gather(*(rattler.RepoDataRecord.from_package_archive(a) for a in archives))
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lock", type=Path)
+    parser.add_argument("platform")
     parser.add_argument("explicit", type=Path)
     parser.add_argument("prefix", type=Path)
     parser.add_argument("--delta", type=Path)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as downloads:
-        archives = [fetch(u, s, Path(downloads)) for u, s in read_explicit(args.explicit)]
-        records = asyncio.run(_records(archives))
-        meta = args.prefix / "conda-meta"
-        installed = [rattler.PrefixRecord.from_path(p) for p in sorted(meta.glob("*.json"))]
-        before = snapshot(args.prefix) if args.prefix.exists() else {}
-        asyncio.run(
-            rattler.install(
-                records,
-                target_prefix=args.prefix,
-                installed_packages=installed,
-                show_progress=False,
-            )
+    records = locked_records(args.lock, args.platform, read_explicit(args.explicit))
+    meta = args.prefix / "conda-meta"
+    installed = [rattler.PrefixRecord.from_path(p) for p in sorted(meta.glob("*.json"))]
+    before = snapshot(args.prefix) if args.prefix.exists() else {}
+    asyncio.run(
+        rattler.install(
+            records,
+            target_prefix=args.prefix,
+            cache_dir=CACHE / "pkgs",
+            installed_packages=installed,
+            client=rattler.Client(timeout=TIMEOUT),
+            show_progress=False,
         )
+    )
     print(f"installed {len(records) - len(installed)} packages into {args.prefix}")
     if args.delta:
         args.delta.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from buildtool import standin as standin_module
+from buildtool.standin.server import ChannelRequestHandler
 from tests import metadata_channel as metadata
 from tests.solver_channel import build_channel
 
@@ -16,9 +22,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def solver_channel(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """file:// URL of a channel holding every package the seed environments name."""
-    return build_channel(tmp_path_factory.mktemp("solver-channel")).as_uri()
+def solver_channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """http:// URL of a channel holding every package the seed environments name, served
+    on 127.0.0.1 as conda-forge is served (builds can only fetch from such URLs)."""
+    channel = build_channel(tmp_path_factory.mktemp("solver") / "conda-forge")
+    handler = functools.partial(ChannelRequestHandler, directory=str(channel.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/conda-forge"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def standin() -> standin_module.StandIn:
+    """The conda-forge stand-in served over HTTP, and the debootstrap base images."""
+    return standin_module.up()
 
 
 @pytest.fixture(scope="session")

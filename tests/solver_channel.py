@@ -5,8 +5,9 @@ matter, extension packages built per Python version, and two deliberate tensions
 
 - every `jupyterhub-singleuser` needs `tornado <6.4`, so the union solve picks tornado
   6.3.3 where a worker-only solve would pick 6.4.1;
-- `root_numpy` needs `numpy <1.25`, so the ml environment must back off numpy 2.0.1, and
-  asking for `numpy >=2` next to it is unsolvable.
+- `wasserstein` (which ml's `energyflow` needs) caps `numpy <1.25` here, so the ml
+  environment must back off numpy 2.0.1, and asking for `numpy >=2` next to it is
+  unsolvable.
 
 The packages carry no payload: they are for solving and locking, not for running.
 """
@@ -90,8 +91,11 @@ PACKAGES: list[Pkg] = [
     *_versions("scikit-learn", "1.4.2 1.5.1", "numpy", "scipy", "joblib", "threadpoolctl",
                compiled=True),
     *_versions("scipy", "1.13.1 1.14.0", "numpy >=1.23.5", "libblas", compiled=True),
-    *_versions("energyflow", "1.3.2", "numpy", "h5py", "six"),
-    *_versions("root_numpy", "4.8.0", "numpy <1.25", "root", compiled=True),
+    *_versions("energyflow", "1.3.2", "numpy", "h5py", "six", "wasserstein"),
+    *_versions("wasserstein", "1.1.0", "numpy <1.25", compiled=True),
+    *_versions("jax", "0.4.30", "jaxlib", "numpy >=1.22", "ml_dtypes", "scipy"),
+    *_versions("jaxlib", "0.4.30", "numpy >=1.22", "ml_dtypes", "scipy", compiled=True),
+    *_versions("dask-histogram", "2024.3.0", "boost-histogram", "dask-core"),
 ]  # fmt: skip
 
 # Only python itself is arch-specific among the leaves.

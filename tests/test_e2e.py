@@ -1,5 +1,5 @@
-"""The offline end-to-end run, on real parts: a channel of relocated CPython and converted
-wheels, debootstrap base images, the Docker engine, the local registry with htpasswd auth.
+"""The offline end-to-end run, on real parts: the conda-forge stand-in served over HTTP,
+debootstrap base images, the Docker engine, the local registry with htpasswd auth.
 
 One environment pair from `environments/e2e` is locked, built, tested (including the pair
 test: scheduler, worker and client, no mismatch), published, pulled back by digest, and
@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from buildtool.registry import Credentials, Registry, split_reference
+from buildtool.standin import StandIn
+from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
 from tests.conftest import buildtool
-from tests.support.baseimage import ensure_base_image
-from tests.support.dockercli import docker, remove_local_tags, require_docker
-from tests.support.realchannel import build_real_channel
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 
@@ -33,10 +32,10 @@ def credentials() -> RegistryCredentials:
 
 @pytest.fixture(scope="module")
 def offline(
-    credentials: RegistryCredentials, tmp_path_factory: pytest.TempPathFactory
+    credentials: RegistryCredentials, standin: StandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
     """The locked e2e spec and the flags that point the pipeline at local parts."""
-    channel = build_real_channel().resolve().as_uri()
+    channel = standin.channel
     work = tmp_path_factory.mktemp("e2e")
     root = work / "environments"
     root.mkdir()
@@ -52,8 +51,8 @@ def offline(
         "work": work,
         "root": root,
         "registry": registry,
-        "images": ["--base-image", ensure_base_image("runtime"),
-                   "--builder-image", ensure_base_image("builder")],
+        "images": ["--base-image", standin.base_image,
+                   "--builder-image", standin.builder_image],
         "env": {**os.environ, "REGISTRY_USER": credentials.user,
                 "REGISTRY_PASSWORD": credentials.password},
     }  # fmt: skip

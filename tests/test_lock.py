@@ -97,7 +97,7 @@ def test_worker_gets_the_union_version_not_its_own_solve(
 def test_solver_backs_off_a_conflict(envroot: Path, solver_channel: str) -> None:
     _lock(envroot, "ml", solver_channel)
     versions = {p.name: p.version for p in read_lock(envroot / "ml" / "conda-lock.yml").package}
-    assert versions["numpy"] == "1.24.4"  # root_numpy needs numpy <1.25; 2.0.1 is newest
+    assert versions["numpy"] == "1.24.4"  # wasserstein needs numpy <1.25; 2.0.1 is newest
 
 
 def test_unsolvable_spec_names_the_conflict_and_keeps_the_lock(
@@ -107,13 +107,13 @@ def test_unsolvable_spec_names_the_conflict_and_keeps_the_lock(
     path = envroot / "ml" / "conda-lock.yml"
     before = path.read_bytes()
     spec = envroot / "ml" / "env.yaml"
-    spec.write_text(spec.read_text().replace("  - root_numpy\n", "  - root_numpy\n  - numpy >=2\n"))
+    spec.write_text(spec.read_text().replace("  - energyflow\n", "  - energyflow\n  - numpy >=2\n"))
     result = buildtool(
         "--root", envroot, "lock", "ml", "--channel", solver_channel, cwd=envroot.parent
     )
     assert result.returncode == 1
     first_line = result.stderr.splitlines()[0]
-    assert "unsolvable" in first_line and "numpy" in first_line and "root_numpy" in first_line
+    assert "unsolvable" in first_line and "numpy" in first_line and "wasserstein" in first_line
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 

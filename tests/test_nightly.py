@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from buildtool.standin.dockercli import remove_local_tags, require_docker
 from tests.conftest import REPO
-from tests.support.dockercli import remove_local_tags, require_docker
 from tests.support.registry import registry_credentials
 
 GENERATED = ("docs/images.md", "deploy/daskhub-values.yaml", "environments/e2e/conda-lock.yml")

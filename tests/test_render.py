@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -40,8 +39,13 @@ def test_render_writes_a_matched_pair(locked: Path) -> None:
     assert len(notebook) == len(lock.packages("notebook", "linux-64"))
     assert set(worker) < set(notebook)
     assert set(_explicit(out / "notebook-only.explicit")) == set(notebook) - set(worker)
-    assert all("#sha256:" in line and line.startswith("file:///pkgs/") for line in notebook)
-    assert len(list((out / "pkgs").rglob("*.tar.bz2"))) == len(notebook)
+    # every archive is fetched from its locked channel URL, as from conda-forge
+    urls = {f"{p.url}#sha256:{p.hash.sha256}" for p in lock.packages("notebook", "linux-64")}
+    assert set(notebook) == urls and all(line.startswith("http://") for line in notebook)
+    assert (out / "conda-lock.yml").read_text() == (
+        locked / "physlite" / "conda-lock.yml"
+    ).read_text()
+    assert not (out / "pkgs").exists()
 
     dockerfiles = {role: (out / role / "Dockerfile").read_text() for role in ("worker", "notebook")}
     for text in dockerfiles.values():
@@ -52,8 +56,13 @@ def test_render_writes_a_matched_pair(locked: Path) -> None:
     assert "apt-get install" in dockerfiles["notebook"] and " file " in dockerfiles["notebook"]
     assert "ATLAS_LOCAL_ROOT_BASE" in dockerfiles["notebook"]
     assert "ATLAS_LOCAL_ROOT_BASE" not in dockerfiles["worker"]
-    assert "micromamba create" in dockerfiles["worker"]  # physlite's installer
-    assert "micromamba install" in dockerfiles["notebook"]
+    assert "install.py /build/conda-lock.yml linux-64" in dockerfiles["worker"]
+    assert (
+        "/build/notebook.explicit /srv/conda/envs/notebook --delta /delta"
+        in dockerfiles["notebook"]
+    )
+    for text in dockerfiles.values():  # rattler's package cache, shared by every build
+        assert "--mount=type=cache,id=daskhub-rattler-pkgs,target=/root/.cache/rattler" in text
     assert meta["worker"] == {"repository": "reg.example:5000/ns/dask-gateway-physlite",
                               "tag": meta["content_tag"]}  # fmt: skip
 
@@ -61,16 +70,14 @@ def test_render_writes_a_matched_pair(locked: Path) -> None:
 def test_content_tag_is_a_function_of_the_inputs(locked: Path, solver_channel: str) -> None:
     first = _render(locked)["content_tag"]
     assert _render(locked)["content_tag"] == first
-    rattler = _render(locked, "--installer", "rattler")
-    assert rattler["content_tag"] != first
-    dockerfile = (locked.parent / "build" / "physlite" / "worker" / "Dockerfile").read_text()
-    assert "install.py /build/worker.explicit" in dockerfile
+    other_base = _render(locked, "--base-image", "debian:bookworm-slim@sha256:" + "0" * 64)
+    assert other_base["content_tag"] != first
     spec = locked / "physlite" / "env.yaml"
     spec.write_text(spec.read_text().replace("  - aiohttp\n", "  - aiohttp\n  - toolz 0.11.*\n"))
     relock = buildtool("--root", locked, "lock", "physlite", "--channel", solver_channel,
                        cwd=locked.parent)  # fmt: skip
     assert relock.returncode == 0
-    assert _render(locked)["content_tag"] not in (first, rattler["content_tag"])
+    assert _render(locked)["content_tag"] not in (first, other_base["content_tag"])
 
 
 def test_render_without_a_lock_says_so(envroot: Path) -> None:
@@ -79,22 +86,12 @@ def test_render_without_a_lock_says_so(envroot: Path) -> None:
     assert "no lock file; run `buildtool lock` first" in result.stderr
 
 
-def test_a_rebuilt_channel_archive_replaces_the_stale_link(tmp_path: Path) -> None:
-    from buildtool.lockfile import LockedPackage, PackageHash
-    from buildtool.render import _link_local_archives
-
-    source = tmp_path / "channel" / "noarch" / "pkg-1.0-0.tar.bz2"
-    source.parent.mkdir(parents=True)
-
-    def locked(content: bytes) -> LockedPackage:
-        source.unlink(missing_ok=True)  # a rebuild writes a new file at the same path
-        source.write_bytes(content)
-        digest = hashlib.sha256(content).hexdigest()
-        return LockedPackage(name="pkg", version="1.0", platform="linux-64", url=source.as_uri(),
-                             hash=PackageHash(md5="0" * 32, sha256=digest),
-                             category="main", optional=False)  # fmt: skip
-
-    pkgs = tmp_path / "pkgs"
-    _link_local_archives([locked(b"first build")], pkgs)
-    _link_local_archives([locked(b"second build")], pkgs)
-    assert (pkgs / "noarch" / source.name).read_bytes() == b"second build"
+def test_render_refuses_a_lock_that_a_build_cannot_fetch(
+    locked: Path, solver_channel: str, tmp_path: Path
+) -> None:
+    """A file:// channel exists only on the host: refused with one clear line."""
+    lock = locked / "physlite" / "conda-lock.yml"
+    lock.write_text(lock.read_text().replace(solver_channel, (tmp_path / "channel").as_uri()))
+    result = buildtool("--root", locked, "render", "physlite", cwd=locked.parent)
+    assert result.returncode == 1
+    assert "which a build cannot fetch" in result.stderr and "file://" in result.stderr

@@ -10,7 +10,7 @@ the host's extra CA certificates, image config), e.g. local/debian-runtime:bookw
 so a changed recipe gives a new tag and an unchanged one is reused. The debootstrap
 target is kept under <cache>/rootfs so the image can be re-imported without downloading.
 
-CLI: python -m tests.support.baseimage {runtime,builder}   prints the tag
+CLI: python -m buildtool.standin.baseimage {runtime,builder}   prints the tag
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.cache import cache_root, digest, locked
-from tests.support.dockercli import image_exists, require_docker
+from buildtool.errors import BuildToolError
+from buildtool.standin.cache import cache_root, digest, locked
+from buildtool.standin.dockercli import image_exists, require_docker
 
 SUITE = "bookworm"
 
@@ -119,7 +120,7 @@ def debian_mirror() -> str:
     for path in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))]:
         if path.is_file() and (mirror := _mirror_in(path.read_text())):
             return mirror
-    raise RuntimeError(f"no apt source for {SUITE} found under /etc/apt; set DEBIAN_MIRROR")
+    raise BuildToolError(f"no apt source for {SUITE} found under /etc/apt; set DEBIAN_MIRROR")
 
 
 def _mirror_in(text: str) -> str | None:
@@ -183,7 +184,7 @@ def _ensure_rootfs(spec: BaseImageSpec, target: Path) -> Path:
         )
     if result.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-20:])
-        raise RuntimeError(f"debootstrap failed (log {log}):\n{tail}")
+        raise BuildToolError(f"debootstrap failed (log {log}):\n{tail}")
     _progress(f"debootstrap {spec.kind} took {time.monotonic() - started:.0f} s")
     _trim_and_trust(partial)
     (partial / ".complete").touch()
@@ -235,7 +236,7 @@ def _import(rootfs: Path, tag: str) -> None:
         tar.stdout.close()
         tar.wait()
     if result.returncode != 0 or tar.returncode != 0:
-        raise RuntimeError(f"importing {rootfs} as {tag} failed: {result.stderr.decode()}")
+        raise BuildToolError(f"importing {rootfs} as {tag} failed: {result.stderr.decode()}")
 
 
 def _progress(message: str) -> None:

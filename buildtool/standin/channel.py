@@ -1,18 +1,29 @@
-"""A local conda channel of real, runnable packages, made without any conda channel.
+"""The local conda-forge stand-in: real, runnable packages, laid out as conda-forge is.
+
+conda-forge cannot be reached from the machines this project is developed and tested on,
+so the stand-in takes its place for `make demo`, the tests and the benchmarks. It holds:
 
   python                 the relocated CPython found at $DASKHUB_CPYTHON
                          (default /root/.pyenv/versions/3.11.7), build h0_local
-  <wheels>               the pinned closure in realchannel-requirements.txt, converted
-                         (wheelconv.py), all linux-64
+  <wheels>               the pinned closure in requirements.txt (every PyPI package the
+                         seed environments name), converted by wheelconv.py under
+                         conda-forge's names (msgpack-python, python-graphviz, ...)
+  <older versions>       requirements-older.txt: a previous release of a few small
+                         packages, so that a relock can move them
   jupyterhub-singleuser  a noarch metapackage on jupyterhub and jupyter-server
 
-The channel is built under <cache>/realchannel/<key>, the key hashing the pins, the
-converter's sources and the CPython, and served as <cache>/realchannel/current (a symlink
-to the latest key); wheels are kept in <cache>/wheels between builds.
+It is built under <cache>/standin/<key>/conda-forge/{linux-64,noarch}, the key hashing
+the pins, the converter's sources and the CPython; <cache>/standin/current links to the
+latest build and is what `buildtool standin serve` serves over HTTP, so the channel URL
+is http://127.0.0.1:PORT/conda-forge, as conda-forge's is https://conda.anaconda.org/
+conda-forge. Wheels are kept in <cache>/wheels between builds.
 
-CLI:
-  python -m tests.support.realchannel [--dest DIR] [--url]   build or reuse; print the path
-  python -m tests.support.realchannel --relock               re-resolve the pins (needs PyPI)
+Own code rather than a library: no maintained tool turns wheels into conda packages
+offline (grayskull and conda-build write recipes and need a conda channel to build).
+
+CLI (also `buildtool standin ...`):
+  python -m buildtool.standin.channel            build or reuse; print the folder
+  python -m buildtool.standin.channel --relock   re-resolve the pins (needs PyPI and uv)
 """
 
 from __future__ import annotations
@@ -32,42 +43,47 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from tests.support.cache import cache_root, digest, file_sha256, locked
-from tests.support.condaenv import index_channel
-from tests.support.condapkg import PackageMeta, write_package
-from tests.support.pythonpkg import compile_pyc, python_version, stage_python
-from tests.support.wheelconv import Target, conda_depends, read_wheel, stage_wheel
+from buildtool.errors import BuildToolError
+from buildtool.standin.cache import cache_root, digest, file_sha256, locked
+from buildtool.standin.condaenv import index_channel
+from buildtool.standin.condapkg import PackageMeta, write_package
+from buildtool.standin.pythonpkg import compile_pyc, python_version, stage_python
+from buildtool.standin.wheelconv import Target, conda_depends, read_wheel, stage_wheel
 
 HERE = Path(__file__).parent
-REQUIREMENTS = HERE / "realchannel-requirements.txt"
+REQUIREMENTS = HERE / "requirements.txt"
+OLDER_REQUIREMENTS = HERE / "requirements-older.txt"
+CHANNEL_NAME = "conda-forge"
 CONVERTER_SOURCES = (
     "cache.py",
     "condaenv.py",
     "condapkg.py",
     "pythonpkg.py",
     "wheelconv.py",
-    "realchannel.py",
+    "channel.py",
 )
 DEFAULT_CPYTHON = Path("/root/.pyenv/versions/3.11.7")
-# What the images install; the pins are the closure of these.
+# The PyPI names of what the seed environments install; the pins are their closure.
 ROOTS = (
-    "dask",
-    "distributed",
-    "dask-gateway",
-    "msgpack",
-    "cloudpickle",
-    "tornado",
-    "toolz",
-    "lz4",
-    "numpy",
-    "pandas",
-    "jupyterlab",
-    "jupyterhub",
-    "ipykernel",
-    "ipywidgets",
-    "dask-labextension",
-    "pip",
-)
+    # base: Python, Dask, Dask Gateway and what distributed compares
+    "dask", "distributed", "dask-gateway", "msgpack", "cloudpickle", "tornado", "toolz",
+    "lz4", "numpy", "pandas", "pip",
+    # base, notebook image
+    "jupyterlab", "jupyterhub", "ipykernel", "ipywidgets", "dask-labextension",
+    # pyhep and physlite
+    "coffea", "dask-awkward", "dask-histogram", "uproot", "awkward", "numba", "pyarrow",
+    "h5py", "aiohttp", "graphviz", "mimesis",
+    # ml (ROOT's PyPI wheel is `ROOT`, canonically `root`; jax is keras's backend)
+    "ROOT", "keras", "jax", "jaxlib", "flatbuffers", "joblib", "pillow", "pytz",
+    "scikit-learn", "scipy", "energyflow",
+)  # fmt: skip
+# Previous releases, as conda-forge keeps them: toolz and pytz so that a relock can move a
+# small package; numpy 1.x and what its solve then needs, since ml's energyflow requires
+# wasserstein, which caps numpy below 2.
+OLDER = (
+    "toolz==1.1.0", "pytz==2026.5",
+    "numpy==1.26.4", "jax==0.7.1", "jaxlib==0.7.1", "ml-dtypes==0.5.4", "pandas==3.0.6",
+)  # fmt: skip
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 KEY_FILE = ".channel-key"
 
@@ -85,7 +101,7 @@ class Pin:
 def cpython_source() -> Path:
     source = Path(os.environ.get("DASKHUB_CPYTHON", DEFAULT_CPYTHON))
     if not (source / "bin" / "python3").exists():
-        raise FileNotFoundError(f"no CPython at {source}; set DASKHUB_CPYTHON")
+        raise BuildToolError(f"no CPython at {source} to package; set DASKHUB_CPYTHON")
     return source
 
 
@@ -93,17 +109,24 @@ def channel_key() -> str:
     """Hash of every input: the pins, the converter's code and the CPython it packages."""
     cpython = cpython_source()
     sources = [(HERE / name).read_bytes() for name in CONVERTER_SOURCES]
-    return digest([REQUIREMENTS.read_bytes(), *sources, str(cpython), python_version(cpython)])
+    pins = [REQUIREMENTS.read_bytes(), OLDER_REQUIREMENTS.read_bytes()]
+    return digest([*pins, *sources, str(cpython), python_version(cpython)])
 
 
-def build_real_channel(dest: Path | None = None) -> Path:
-    """Build (or reuse) the channel and return its folder; with dest, a copy there.
+def standin_root() -> Path:
+    """The folder the web server serves: <cache>/standin/current, holding conda-forge/."""
+    return cache_root() / "standin" / "current"
 
-    The folder is <cache>/realchannel/current, a symlink to the build for the current key,
-    so URLs recorded in lock files stay valid across rebuilds that give the same packages.
+
+def build_channel() -> Path:
+    """Build (or reuse) the stand-in and return its channel folder (.../conda-forge).
+
+    <cache>/standin/current is a symlink to the build for the current key, so a server
+    started before a rebuild serves the new packages, and URLs recorded in locks stay
+    valid across rebuilds that give the same packages.
     """
     key = channel_key()
-    root = cache_root() / "realchannel"
+    root = cache_root() / "standin"
     current = root / "current"
     with locked(root / "build.lock"):
         if _key_of(current) != key:
@@ -113,29 +136,30 @@ def build_real_channel(dest: Path | None = None) -> Path:
             current_tmp.symlink_to(key)
             os.replace(current_tmp, current)
             _prune(root, keep=key)
-    if dest is None:
-        return current
-    return _mirror(current, Path(dest), key)
+    return current / CHANNEL_NAME
 
 
-def _key_of(channel: Path) -> str | None:
-    marker = channel / KEY_FILE
+def _key_of(root: Path) -> str | None:
+    marker = root / KEY_FILE
     return marker.read_text().strip() if marker.exists() else None
 
 
 def _build_fresh(root: Path, key: str) -> None:
     started = time.monotonic()
-    wheels = download_wheels(read_pins())
+    wheels = download_wheels(read_pins(REQUIREMENTS)) + download_wheels(
+        read_pins(OLDER_REQUIREMENTS), OLDER_REQUIREMENTS
+    )
     building = root / f".building-{key}"
     shutil.rmtree(building, ignore_errors=True)
+    channel = building / CHANNEL_NAME
     with tempfile.TemporaryDirectory(dir=root, prefix=".staging-") as staging:
-        _build(building, Path(staging), wheels)
+        _build(channel, Path(staging), wheels)
     _progress("indexing")
-    index_channel(building)
+    index_channel(channel)
     (building / KEY_FILE).write_text(key + "\n")
     shutil.rmtree(root / key, ignore_errors=True)
     building.rename(root / key)
-    _progress(f"channel {key} built in {time.monotonic() - started:.0f} s")
+    _progress(f"stand-in channel {key} built in {time.monotonic() - started:.0f} s")
 
 
 def _prune(root: Path, keep: str) -> None:
@@ -156,21 +180,25 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
             python.text_placeholders,
         )
     ]
-    infos = {info.name: info for info in map(read_wheel, wheels)}
+    infos = [read_wheel(wheel) for wheel in wheels]
+    # Extras are expanded with the newest release's requirements.
+    newest = {}
+    for info in sorted(infos, key=lambda i: Version(i.version)):
+        newest[info.name] = info
     _progress(f"converting {len(infos)} wheels")
-    for info in infos.values():
-        tree = staging / "wheels" / info.name
-        meta, placeholders = stage_wheel(info, tree, target, conda_depends(info, infos, target))
+    for info in infos:
+        tree = staging / "wheels" / f"{info.name}-{info.version}"
+        meta, placeholders = stage_wheel(info, tree, target, conda_depends(info, newest, target))
         jobs.append((meta, tree, tuple(placeholders)))
     _progress("byte-compiling")
     wheel_trees = [tree for _, tree, _ in jobs[1:]]
     compile_pyc(python, [(t / target.site_packages, t) for t in wheel_trees])
     _progress(f"packing {len(jobs)} packages")
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = [pool.submit(write_package, m, t, channel, p) for m, t, p in jobs]
         for future in futures:
             future.result()
-    hub = infos[canonicalize_name("jupyterhub")]
+    hub = newest[canonicalize_name("jupyterhub")]
     singleuser = PackageMeta(
         "jupyterhub-singleuser",
         hub.version,
@@ -181,9 +209,9 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
     write_package(singleuser, None, channel)
 
 
-def read_pins() -> list[Pin]:
+def read_pins(path: Path) -> list[Pin]:
     pins = []
-    for line in REQUIREMENTS.read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -193,27 +221,19 @@ def read_pins() -> list[Pin]:
     return pins
 
 
-def download_wheels(pins: list[Pin]) -> list[Path]:
+def download_wheels(pins: list[Pin], requirements: Path = REQUIREMENTS) -> list[Path]:
     """The pinned wheels, from <cache>/wheels when there with the right hash, else from PyPI."""
     folder = cache_root() / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
     found = _wheels_in(folder, pins)
     if len(found) < len(pins):
         _progress(f"pip download {len(pins) - len(found)} pinned wheels -> {folder}")
-        _pip(
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--require-hashes",
-            "-r",
-            str(REQUIREMENTS),
-            "-d",
-            str(folder),
-        )
+        _pip("download", "--no-deps", "--only-binary=:all:", "--require-hashes",
+             "-r", str(requirements), "-d", str(folder))  # fmt: skip
         found = _wheels_in(folder, pins)
     missing = sorted(f"{pin.name}=={pin.version}" for pin in pins if pin not in found)
     if missing:
-        raise RuntimeError(f"pip download did not provide {missing}")
+        raise BuildToolError(f"pip download did not provide {missing}")
     return sorted(found.values())
 
 
@@ -229,21 +249,41 @@ def _wheels_in(folder: Path, pins: list[Pin]) -> dict[Pin, Path]:
 
 
 def relock() -> list[Pin]:
-    """Resolve ROOTS for the packaged CPython on PyPI and rewrite the requirements file."""
+    """Resolve ROOTS for the packaged CPython and rewrite both requirements files.
+
+    uv resolves (pip's resolver backtracks for hours on this set); pip then reports the
+    one wheel it would take for each exact pin, with its sha256.
+    """
+    uv = shutil.which("uv")
+    if uv is None:
+        raise BuildToolError("--relock needs uv on PATH (pip install uv)")
+    short = python_version(cpython_source()).rsplit(".", 1)[0]
     with tempfile.TemporaryDirectory() as scratch:
-        report = Path(scratch) / "report.json"
-        _pip(
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--only-binary=:all:",
-            "--quiet",
-            "--report",
-            str(report),
-            *ROOTS,
-        )
+        roots, resolved = Path(scratch) / "roots.in", Path(scratch) / "resolved.txt"
+        roots.write_text("\n".join(ROOTS) + "\n")
+        result = subprocess.run(
+            [uv, "pip", "compile", str(roots), "--python-version", short,
+             "--python-platform", "x86_64-manylinux_2_28", "--only-binary", ":all:",
+             "--no-header", "--no-annotate", "-o", str(resolved)],
+            env=_pypi_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise BuildToolError(f"uv pip compile failed:\n{result.stderr[-3000:]}")
+        pins = _hashed(resolved.read_text().split())
+        older = _hashed(list(OLDER))
+    _write_pins(REQUIREMENTS, pins, f"Roots: {' '.join(ROOTS)}")
+    _write_pins(OLDER_REQUIREMENTS, older, "Previous releases, so that a relock can move them")
+    return pins + older
+
+
+def _hashed(requirements: list[str]) -> list[Pin]:
+    with tempfile.TemporaryDirectory() as scratch:
+        listed, report = Path(scratch) / "pins.txt", Path(scratch) / "report.json"
+        listed.write_text("\n".join(requirements) + "\n")
+        _pip("install", "--dry-run", "--ignore-installed", "--no-deps", "--only-binary=:all:",
+             "--quiet", "--report", str(report), "-r", str(listed))  # fmt: skip
         installs = json.loads(report.read_text())["install"]
-    pins = sorted(
+    return sorted(
         Pin(
             canonicalize_name(item["metadata"]["name"]),
             item["metadata"]["version"],
@@ -251,67 +291,51 @@ def relock() -> list[Pin]:
         )
         for item in installs
     )
+
+
+def _write_pins(path: Path, pins: list[Pin], what: str) -> None:
     header = [
-        "# The pinned closure of the real test channel (tests/support/realchannel.py).",
-        "# Generated by `python -m tests.support.realchannel --relock`; do not edit by hand.",
-        f"# Roots: {' '.join(ROOTS)}",
+        "# The pinned wheels of the conda-forge stand-in (buildtool/standin/channel.py).",
+        "# Generated by `buildtool standin relock`; do not edit by hand.",
+        f"# {what}",
     ]
-    REQUIREMENTS.write_text("\n".join(header + [pin.line() for pin in pins]) + "\n")
-    return pins
+    path.write_text("\n".join(header + [pin.line() for pin in pins]) + "\n")
+
+
+def _pypi_env() -> dict[str, str]:
+    """PyPI only, ignoring the host's pip config; the system CA bundle."""
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    if SYSTEM_CA_BUNDLE.exists():
+        env.setdefault("PIP_CERT", str(SYSTEM_CA_BUNDLE))
+        env.setdefault("SSL_CERT_FILE", str(SYSTEM_CA_BUNDLE))
+    return env
 
 
 def _pip(*args: str) -> None:
-    """Run the packaged CPython's pip against PyPI only, ignoring the host's pip config."""
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    if "PIP_CERT" not in env and SYSTEM_CA_BUNDLE.exists():
-        env["PIP_CERT"] = str(SYSTEM_CA_BUNDLE)
+    """Run the packaged CPython's pip against PyPI."""
     python = cpython_source() / "bin" / "python3"
     result = subprocess.run(
-        [str(python), "-m", "pip", *args], env=env, capture_output=True, text=True
+        [str(python), "-m", "pip", *args], env=_pypi_env(), capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise RuntimeError(
+        raise BuildToolError(
             f"pip {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         )
 
 
-def _mirror(channel: Path, dest: Path, key: str) -> Path:
-    """Make dest a copy of channel (hard links where possible), unless it already is."""
-    marker = dest / KEY_FILE
-    if marker.exists() and marker.read_text().strip() == key:
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    for subdir in channel.iterdir():
-        if subdir.is_dir():
-            shutil.rmtree(dest / subdir.name, ignore_errors=True)
-            shutil.copytree(subdir, dest / subdir.name, copy_function=_link_or_copy)
-    shutil.copyfile(channel / KEY_FILE, marker)
-    return dest
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _progress(message: str) -> None:
-    print(f"[realchannel {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    print(f"[standin {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build (once) the real local conda channel")
-    parser.add_argument("--dest", type=Path, help="copy the channel into this folder")
-    parser.add_argument("--url", action="store_true", help="print a file:// URL, not a path")
+    parser = argparse.ArgumentParser(description="Build (once) the conda-forge stand-in")
     parser.add_argument("--relock", action="store_true", help="re-resolve the pinned closure")
     args = parser.parse_args(argv)
     if args.relock:
         pins = relock()
-        print(f"{len(pins)} pins written to {REQUIREMENTS}")
+        print(f"{len(pins)} pins written to {REQUIREMENTS} and {OLDER_REQUIREMENTS}")
         return
-    channel = build_real_channel(args.dest)
-    print(channel.absolute().as_uri() if args.url else channel)
+    print(build_channel())
 
 
 if __name__ == "__main__":

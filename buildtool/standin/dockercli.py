@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from buildtool.errors import BuildToolError
 
-class DockerUnavailable(RuntimeError):
+
+class DockerUnavailable(BuildToolError):
     """The docker CLI or engine cannot be used; run scripts/machine-setup.sh."""
 
 
-class DockerCommandFailed(RuntimeError):
+class DockerCommandFailed(BuildToolError):
     """A docker command exited non-zero; the message carries its stderr."""
 
 

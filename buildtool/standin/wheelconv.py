@@ -25,10 +25,15 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.support.condapkg import PLACEHOLDER, PackageMeta
+from buildtool.standin.condapkg import PLACEHOLDER, PackageMeta
 
 # PyPI names whose conda(-forge) package is named differently.
-CONDA_NAMES = {"msgpack": "msgpack-python"}
+CONDA_NAMES = {
+    "msgpack": "msgpack-python",
+    "graphviz": "python-graphviz",
+    # conda-forge's `matplotlib` adds a Qt GUI; libraries depend on matplotlib-base.
+    "matplotlib": "matplotlib-base",
+}
 
 
 @dataclass(frozen=True)

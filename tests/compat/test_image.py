@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.standin.baseimage import ensure_base_image
+from buildtool.standin.dockercli import docker
 from tests.compat.lockdata import DRIFTED, MATCHED, write_prefix
-from tests.support.baseimage import ensure_base_image
-from tests.support.dockercli import docker
 
 pytestmark = pytest.mark.docker
 

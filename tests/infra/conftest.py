@@ -1,4 +1,4 @@
-"""Fixtures: the real channel, and one environment installed from it for the session."""
+"""Fixtures: the stand-in channel, and one environment installed from it for the session."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from rattler import RepoDataRecord
 
 from buildtool.spec import load_environment
+from buildtool.standin.channel import build_channel
+from buildtool.standin.condaenv import install, solve
+from buildtool.standin.dockercli import require_docker
 from tests.conftest import REPO
-from tests.support.condaenv import install, solve
-from tests.support.dockercli import require_docker
-from tests.support.realchannel import build_real_channel
 
 # What environments/base asks for, notebook side included, plus pip.
 BASE_SPECS = (
@@ -36,7 +36,8 @@ class InstalledEnv:
 
 @pytest.fixture(scope="session")
 def real_channel() -> Path:
-    return build_real_channel()
+    """The stand-in's channel folder (.../conda-forge)."""
+    return build_channel()
 
 
 @pytest.fixture(scope="session")

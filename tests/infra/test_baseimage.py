@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from buildtool.standin.baseimage import SPECS, ensure_base_image
+from buildtool.standin.dockercli import docker, image_exists
 from tests.infra.conftest import InstalledEnv
-from tests.support.baseimage import SPECS, ensure_base_image
-from tests.support.dockercli import docker, image_exists
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 

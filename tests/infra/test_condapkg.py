@@ -9,9 +9,9 @@ from pathlib import Path
 
 import zstandard
 
-from tests.support.cache import file_sha256
-from tests.support.condaenv import index_channel, install, solve
-from tests.support.condapkg import PLACEHOLDER, PackageMeta, write_package
+from buildtool.standin.cache import file_sha256
+from buildtool.standin.condaenv import index_channel, install, solve
+from buildtool.standin.condapkg import PLACEHOLDER, PackageMeta, write_package
 
 
 def make_tree(root: Path) -> None:

@@ -1,15 +1,22 @@
-"""The real channel: indexed, solvable, installable, and what it installs runs."""
+"""The conda-forge stand-in: laid out and served as conda-forge is, solvable, installable,
+and what it installs runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
+import rattler
+
+from buildtool.lock import solve_with_rattler
+from buildtool.standin import StandIn
+from buildtool.standin.cache import file_sha256
+from buildtool.standin.channel import build_channel, channel_key
 from tests.infra.conftest import InstalledEnv
-from tests.support.cache import file_sha256
-from tests.support.realchannel import build_real_channel, channel_key
 
 
 def run(*command: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -41,20 +48,38 @@ def test_channel_has_the_image_packages(real_channel: Path) -> None:
 
 
 def test_second_build_reuses_the_cache(real_channel: Path) -> None:
-    built = real_channel.resolve()
-    assert build_real_channel() == real_channel
-    assert real_channel.resolve() == built
-    assert built.name == channel_key() == (real_channel / ".channel-key").read_text().strip()
+    built = real_channel.parent.resolve()
+    assert build_channel() == real_channel
+    assert real_channel.parent.resolve() == built
+    key = (real_channel.parent / ".channel-key").read_text().strip()
+    assert built.name == channel_key() == key
 
 
-def test_dest_gets_a_copy(real_channel: Path, tmp_path: Path) -> None:
-    copy = build_real_channel(tmp_path / "channel")
-    assert (copy / "noarch" / "repodata.json").read_bytes() == (
-        real_channel / "noarch" / "repodata.json"
-    ).read_bytes()
-    assert len(list((copy / "linux-64").glob("*.conda"))) == len(
-        list((real_channel / "linux-64").glob("*.conda"))
+def test_laid_out_and_named_as_conda_forge(real_channel: Path) -> None:
+    assert real_channel.name == "conda-forge"
+    linux = json.loads((real_channel / "linux-64" / "repodata.json").read_text())
+    names = {r["name"] for r in linux["packages.conda"].values()}
+    # conda-forge's names, not PyPI's
+    assert {"msgpack-python", "python-graphviz", "root", "matplotlib-base"} <= names
+    assert not {"msgpack", "graphviz", "matplotlib"} & names
+    versions: dict[str, set[str]] = {}
+    for record in linux["packages.conda"].values():
+        versions.setdefault(record["name"], set()).add(record["version"])
+    assert {"toolz", "pytz", "numpy"} <= {n for n, v in versions.items() if len(v) >= 2}
+
+
+def test_served_over_http_as_conda_forge_is(standin: StandIn, real_channel: Path) -> None:
+    assert standin.channel.startswith("http://127.0.0.1:") and standin.channel.endswith(
+        "/conda-forge"
     )
+    with urllib.request.urlopen(f"{standin.channel}/noarch/repodata.json", timeout=10) as r:
+        assert json.load(r)["packages.conda"]
+    solved = solve_with_rattler(["python 3.11.*", "toolz <1.2"], [standin.channel], "linux-64")
+    toolz = next(p for p in solved if p.name == "toolz")
+    assert toolz.version == "1.1.0" and toolz.url.startswith(standin.channel + "/linux-64/")
+    with urllib.request.urlopen(toolz.url, timeout=10) as r:
+        assert hashlib.sha256(r.read()).hexdigest() == toolz.sha256
+    assert rattler.Channel(standin.channel).base_url.startswith("http://")
 
 
 def test_solve_picks_the_relocated_python(installed_env: InstalledEnv) -> None:

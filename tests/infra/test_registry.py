@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.dockercli import DockerCommandFailed, docker
+from buildtool.standin.dockercli import DockerCommandFailed, docker
 from tests.support.registry import (
     RegistryCredentials,
     RegistryUnavailable,

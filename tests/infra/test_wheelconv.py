@@ -8,7 +8,13 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from tests.support.wheelconv import Target, WheelInfo, conda_constraint, conda_depends, conda_name
+from buildtool.standin.wheelconv import (
+    Target,
+    WheelInfo,
+    conda_constraint,
+    conda_depends,
+    conda_name,
+)
 
 TARGET = Target("3.11.7")
 

@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.dockercli import docker
+from buildtool.standin.dockercli import docker
 
 DEFAULT_STATE_DIR = Path("/var/lib/daskhub-images")
 

@@ -1,0 +1,46 @@
+"""The local stand-ins for what production reaches over the network.
+
+conda-forge and Docker Hub cannot be reached from the machines this project is built and
+tested on. `buildtool standin up` makes their nearest real equivalents, which the main
+job (`make demo`), the tests and the benchmarks all use:
+
+  channel.py    a conda channel of real, runnable packages with conda-forge's layout
+  server.py     that channel served over HTTP on 127.0.0.1, as conda-forge is served
+  baseimage.py  Debian bookworm runtime and builder images, made with debootstrap
+
+The rest (cache, condapkg, condaenv, pythonpkg, wheelconv, dockercli) is what they are
+built with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StandIn:
+    channel: str  # http://127.0.0.1:PORT/conda-forge
+    base_image: str
+    builder_image: str
+
+    def env_lines(self) -> str:
+        """Shell assignments, for `make` to source."""
+        return (
+            f"STANDIN_CHANNEL={self.channel}\n"
+            f"STANDIN_BASE_IMAGE={self.base_image}\n"
+            f"STANDIN_BUILDER_IMAGE={self.builder_image}\n"
+        )
+
+
+def up() -> StandIn:
+    """Build (or reuse) the channel and the base images, and serve the channel."""
+    from buildtool.standin.baseimage import ensure_base_image
+    from buildtool.standin.channel import build_channel
+    from buildtool.standin.server import ensure_server
+
+    channel = build_channel()
+    return StandIn(
+        channel=ensure_server(channel.parent),
+        base_image=ensure_base_image("runtime"),
+        builder_image=ensure_base_image("builder"),
+    )
