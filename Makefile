@@ -84,6 +84,10 @@ push: standin ## publish the ENV pair to REGISTRY: build, test, push by digest, 
 	$(WITH_STANDIN) $(WITH_CREDENTIALS) $(call ENSURE_LOCK,$(ENV)) \
 	  $(BUILDTOOL) publish $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
+.PHONY: analyses
+analyses: setup ## build, test and run the real analysis of each seed pair (physlite, pyhep, ml)
+	$(PYTHON) -m pytest tests/analyses -q
+
 .PHONY: compat
 compat: ## static compatibility check of ENV's notebook and worker sets
 	$(PYTHON) -m compat diff lock:environments/$(ENV)/conda-lock.yml#notebook \

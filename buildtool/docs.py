@@ -166,7 +166,22 @@ def manifest_page(s: Sources) -> str:
         "",
         *_table(["Image", "pip", "apt"], _extras_rows(env)),
     ]
+    choices = spec_choices(env)
+    if choices:
+        lines += ["", "## Choices in the spec", "", *choices]
     return "\n".join(lines) + "\n"
+
+
+def spec_choices(env: Environment) -> list[str]:
+    """The one-line comments on entries of the spec and its parents (why a package is
+    named, pinned or left out), as bullets naming their file."""
+    bullets = []
+    for path in env.files:
+        for line in path.read_text().splitlines():
+            if line.startswith((" ", "\t")) and line.strip().startswith("#"):
+                comment = line.strip().lstrip("#").strip()
+                bullets.append(f"- {comment} (`{path.parent.name}/{path.name}`)")
+    return bullets
 
 
 def lock_diff_page(s: Sources) -> str:

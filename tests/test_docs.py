@@ -221,3 +221,15 @@ def test_a_broken_publish_record_names_the_file(
     path.write_text(json.dumps(record))
     with pytest.raises(BuildToolError, match=r"published\.json: images\.worker: Field required"):
         generate_docs(envroot, build_dir, docs_dir)
+
+
+def test_manifest_lists_the_choices_made_in_the_spec(
+    envroot: Path, build_dir: Path, docs_dir: Path, solver_channel: str
+) -> None:
+    """The comments on spec entries (why a package is there or not) reach the docs."""
+    _lock(envroot, "ml", solver_channel)
+    generate_docs(envroot, build_dir, docs_dir)
+    choices = (docs_dir / "packages" / "ml.md").read_text().split("## Choices in the spec")[1]
+    assert "root_numpy dropped" in choices and "(`ml/env.yaml`)" in choices
+    assert "keras 3 needs a backend" in choices
+    assert "`lsetup` from CVMFS" in choices and "(`base/env.yaml`)" in choices  # inherited

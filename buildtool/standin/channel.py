@@ -71,17 +71,19 @@ ROOTS = (
     # base, notebook image
     "jupyterlab", "jupyterhub", "ipykernel", "ipywidgets", "dask-labextension",
     # pyhep and physlite
-    "coffea", "dask-awkward", "dask-histogram", "uproot", "awkward", "numba", "pyarrow",
+    # (dask-awkward: only its releases that cap dask <2025.4 work with current awkward)
+    "coffea", "dask-awkward>=2026.2", "dask-histogram", "uproot", "awkward", "numba", "pyarrow",
     "h5py", "aiohttp", "graphviz", "mimesis",
     # ml (ROOT's PyPI wheel is `ROOT`, canonically `root`; jax is keras's backend)
     "ROOT", "keras", "jax", "jaxlib", "flatbuffers", "joblib", "pillow", "pytz",
     "scikit-learn", "scipy", "energyflow",
 )  # fmt: skip
-# Previous releases, as conda-forge keeps them: toolz and pytz so that a relock can move a
-# small package; numpy 1.x and what its solve then needs, since ml's energyflow requires
+# More releases, as conda-forge keeps them: toolz and pytz so that a relock can move a
+# small package; the newest dask, which the coffea environments cannot take (dask-awkward
+# caps it); numpy 1.x and what its solve needs, since ml's energyflow requires
 # wasserstein, which caps numpy below 2.
 OLDER = (
-    "toolz==1.1.0", "pytz==2026.5",
+    "toolz==1.1.0", "pytz==2026.5", "dask==2026.8.0", "distributed==2026.8.0",
     "numpy==1.26.4", "jax==0.7.1", "jaxlib==0.7.1", "ml-dtypes==0.5.4", "pandas==3.0.6",
 )  # fmt: skip
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -272,7 +274,7 @@ def relock() -> list[Pin]:
         pins = _hashed(resolved.read_text().split())
         older = _hashed(list(OLDER))
     _write_pins(REQUIREMENTS, pins, f"Roots: {' '.join(ROOTS)}")
-    _write_pins(OLDER_REQUIREMENTS, older, "Previous releases, so that a relock can move them")
+    _write_pins(OLDER_REQUIREMENTS, older, "More releases of some packages (OLDER in channel.py)")
     return pins + older
 
 
