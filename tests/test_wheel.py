@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_docs import write_published
+
 REPO = Path(__file__).resolve().parents[1]
 _SKIP = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
 
@@ -54,6 +56,15 @@ def _installed(venv: Path) -> set[str]:
     return {entry["name"].lower() for entry in json.loads(listed)} - {"pip", "setuptools"}
 
 
+def _site(tmp_path: Path) -> Path:
+    """A site's own repository: environment folders at its top, no `environments/`."""
+    site = tmp_path / "site"
+    for name in ("base", "e2e"):
+        (site / name).mkdir(parents=True)
+        shutil.copy2(REPO / "environments" / name / "env.yaml", site / name / "env.yaml")
+    return site
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """daskhub-images and daskhub-compat, built from a copy of the working tree."""
@@ -78,11 +89,7 @@ def venv(wheels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> P
 def test_the_installed_tool_locks_and_renders_a_site_repository(
     venv: Path, solver_channel: str, tmp_path: Path
 ) -> None:
-    # A site's own repository: environment folders at its top, no `environments/`.
-    site = tmp_path / "site"
-    for name in ("base", "e2e"):
-        (site / name).mkdir(parents=True)
-        shutil.copy2(REPO / "environments" / name / "env.yaml", site / name / "env.yaml")
+    site = _site(tmp_path)
     env = _clean_env(venv, tmp_path)
     where = _run("python", "-c", "import buildtool; print(buildtool.__file__)", cwd=site, env=env)
     assert Path(where.strip()).is_relative_to(venv)
@@ -118,6 +125,15 @@ def test_the_installed_tool_locks_and_renders_a_site_repository(
     for role in ("worker", "notebook"):
         dockerfile = (checkout / "build" / "e2e" / role / "Dockerfile").read_text()
         assert (out / role / "Dockerfile").read_text() == dockerfile
+
+    # The site's settings sit at its top too, and reach the generated Helm values.
+    (site / "site.yaml").write_text(
+        "cluster_options:\n  worker_cores: {min: 1, default: 2, max: 3}\n"
+    )
+    write_published(site / "build", "e2e")
+    _run("buildtool", "helm-values", cwd=site, env=env)
+    values = (site / "deploy" / "daskhub-values.yaml").read_text()
+    assert 'Float("worker_cores", default=2.0, min=1.0, max=3.0' in values
 
     # `--root` from anywhere; `buildtool test` has its runner and its tests.
     elsewhere = tmp_path / "elsewhere"
