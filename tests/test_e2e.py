@@ -118,6 +118,12 @@ def test_publish_pull_back_and_noop(
     assert _tags(offline, credentials) == {r: images[r]["digest"] for r in ("worker", "notebook")}
     assert published["bytes_pushed"] > 0
     assert "compat-report.md" in {p.name for p in build.iterdir()}
+    # The production path: every package fetched over HTTP, nothing from the host's disk.
+    lock = (offline["root"] / "e2e" / "conda-lock.yml").read_text()
+    assert "url: http://127.0.0.1:" in lock and "/conda-forge/" in lock
+    for path in build.rglob("*"):
+        if path.is_file():
+            assert "file://" not in path.read_text(errors="replace"), path
 
     # Pull back by digest through a separate docker login, and run real Dask from it.
     config = tmp_path / "docker-config"
@@ -138,3 +144,22 @@ def test_publish_pull_back_and_noop(
     assert "bytes pushed: 0" in second.stdout
     assert "building" not in second.stdout
     assert json.loads((build / "published.json").read_text()) == published
+
+
+def test_an_archive_that_does_not_match_the_lock_fails_the_build(offline: dict) -> None:
+    """rattler checks every fetched archive against the lock's sha256."""
+    lock = offline["root"] / "e2e" / "conda-lock.yml"
+    original = lock.read_text()
+    start = original.index("sha256: ", original.index("name: toolz"))
+    real = original[start + 8 : start + 72]
+    lock.write_text(original[: start + 8] + "a" * 64 + original[start + 72 :])
+    try:
+        result = buildtool(
+            "--root", offline["root"], "build", "e2e", "--quiet",
+            "--registry", offline["registry"], *offline["images"], cwd=offline["work"],
+        )  # fmt: skip
+    finally:
+        lock.write_text(original)
+    assert result.returncode == 1
+    assert "hash mismatch" in result.stderr and "toolz" in result.stderr
+    assert f"got {real}" in result.stderr
