@@ -1,7 +1,8 @@
 """`make nightly` against the local registry, twice, from a copy of this checkout.
 
-The first run publishes the end-to-end pair and regenerates docs/images.md and the Helm
-values; the second changes nothing and pushes nothing.
+The first run publishes the end-to-end pair (ENVS=e2e: the seed pairs are built by
+tests/analyses) and regenerates docs/images.md and the Helm values; the second changes
+nothing and pushes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _checkout(dest: Path) -> Path:
 
 def _nightly(checkout: Path, registry: str) -> str:
     result = subprocess.run(
-        ["make", "nightly", f"REGISTRY={registry}"],
+        ["make", "nightly", f"REGISTRY={registry}", "ENVS=e2e"],
         cwd=checkout, capture_output=True, text=True, env={**os.environ, "LOCAL": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
