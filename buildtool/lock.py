@@ -30,6 +30,8 @@ from buildtool.lockfile import (
 )
 from buildtool.spec import DEFAULT_VIRTUAL_PACKAGES, Environment, Requirement
 
+# Seconds for one repodata request: an unreachable channel fails the lock, never hangs it.
+FETCH_TIMEOUT = 120
 _ARCHSPEC = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
 # rattler's explanation when a package needs a virtual package the solve does not have:
 #   └─ tensorflow 2.19.1 would require           (or: pytorch 2.3.1 | 2.10.0 would require)
@@ -111,6 +113,7 @@ def solve_with_rattler(
                 specs=list(specs),
                 platforms=[platform, "noarch"],
                 virtual_packages=packages,
+                gateway=rattler.Gateway(client=rattler.Client(timeout=FETCH_TIMEOUT)),
             )
         )
     except SolverError as exc:
