@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -132,3 +133,15 @@ def test_console_scripts_run(installed_env: InstalledEnv) -> None:
 def test_pip_sees_a_consistent_environment(installed_env: InstalledEnv) -> None:
     out = run(installed_env.python, "-m", "pip", "check")
     assert "No broken requirements" in out.stdout
+
+
+def test_a_stand_in_that_cannot_be_made_fails_loudly(tmp_path: Path) -> None:
+    """`make` stops at `buildtool standin up` instead of locking against nothing."""
+    env = {**os.environ, "DASKHUB_CPYTHON": str(tmp_path / "no-python")}
+    result = subprocess.run(
+        [sys.executable, "-m", "buildtool.cli", "standin", "up"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"no CPython at {tmp_path / 'no-python'}" in result.stderr
+    assert "STANDIN_CHANNEL" not in result.stdout
