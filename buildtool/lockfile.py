@@ -133,10 +133,17 @@ def read_lock(path: Path) -> LockFile:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never half."""
+    """Write `text` to `path` so readers see the old file or the new one, never half.
+
+    The file gets the mode a plain write would (0666 less the umask), not mkstemp's 0600:
+    build contexts are read by the images' non-root user too.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()

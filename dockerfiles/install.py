@@ -1,29 +1,24 @@
 """Install one image's locked packages into a conda prefix with py-rattler, without solving.
 
-Runs in the image's builder stage:
+    install.py conda-lock.yml PLATFORM IMAGE.explicit PREFIX [--cache DIR]
 
-    install.py conda-lock.yml PLATFORM IMAGE.explicit PREFIX [--delta DIR]
-
+Runs in the worker image's builder stage (into an empty prefix), and in the notebook
+image's final stage (into the worker's prefix, whose packages it keeps as they are).
 The records come from the lock, read by rattler itself; IMAGE.explicit (`URL#sha256:HEX`
 lines) selects the image's set. rattler's installer fetches the archives from their
 channel URLs in parallel, with a timeout, into its package cache (a BuildKit cache mount
 shared by every build), and checks each against the lock's sha256.
-
-With `--delta DIR`, packages already in the prefix are kept as they are and only the
-files the install adds or changes are copied to DIR: the notebook image's layer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 from pathlib import Path
 
 import rattler
 
-CACHE = Path("/root/.cache/rattler")
 # Seconds for one request: a slow mirror fails the build instead of hanging it.
 TIMEOUT = 600
 
@@ -60,57 +55,29 @@ def locked_records(lock: Path, platform: str, wanted: dict[str, str]) -> list:
     return chosen
 
 
-def snapshot(prefix: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(p.relative_to(prefix)): (p.lstat().st_size, p.lstat().st_mtime_ns)
-        for p in prefix.rglob("*")
-        if not p.is_dir() or p.is_symlink()
-    }
-
-
-def copy_delta(prefix: Path, before: dict[str, tuple[int, int]], delta: Path) -> int:
-    """Copy what is new or changed since `before` from prefix to delta; returns a count."""
-    copied = 0
-    for relative, state in snapshot(prefix).items():
-        if before.get(relative) == state:
-            continue
-        source, target = prefix / relative, delta / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(source.readlink())
-        else:
-            shutil.copy2(source, target)
-        copied += 1
-    return copied
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lock", type=Path)
     parser.add_argument("platform")
     parser.add_argument("explicit", type=Path)
     parser.add_argument("prefix", type=Path)
-    parser.add_argument("--delta", type=Path)
+    parser.add_argument("--cache", type=Path, default=Path("/root/.cache/rattler"))
     args = parser.parse_args()
 
     records = locked_records(args.lock, args.platform, read_explicit(args.explicit))
     meta = args.prefix / "conda-meta"
     installed = [rattler.PrefixRecord.from_path(p) for p in sorted(meta.glob("*.json"))]
-    before = snapshot(args.prefix) if args.prefix.exists() else {}
     asyncio.run(
         rattler.install(
             records,
             target_prefix=args.prefix,
-            cache_dir=CACHE / "pkgs",
+            cache_dir=args.cache / "pkgs",
             installed_packages=installed,
             client=rattler.Client(timeout=TIMEOUT),
             show_progress=False,
         )
     )
     print(f"installed {len(records) - len(installed)} packages into {args.prefix}")
-    if args.delta:
-        args.delta.mkdir(parents=True, exist_ok=True)
-        print(f"{copy_delta(args.prefix, before, args.delta)} files in the delta layer")
 
 
 if __name__ == "__main__":

@@ -57,12 +57,14 @@ def test_render_writes_a_matched_pair(locked: Path) -> None:
     assert "ATLAS_LOCAL_ROOT_BASE" in dockerfiles["notebook"]
     assert "ATLAS_LOCAL_ROOT_BASE" not in dockerfiles["worker"]
     assert "install.py /build/conda-lock.yml linux-64" in dockerfiles["worker"]
-    assert (
-        "/build/notebook.explicit /srv/conda/envs/notebook --delta /delta"
-        in dockerfiles["notebook"]
+    assert "/build/notebook.explicit /srv/conda/envs/notebook --cache" in dockerfiles["notebook"]
+    # rattler's package caches, shared by every build
+    assert "--mount=type=cache,id=daskhub-rattler-pkgs,target=/root/.cache/rattler" in (
+        dockerfiles["worker"]
     )
-    for text in dockerfiles.values():  # rattler's package cache, shared by every build
-        assert "--mount=type=cache,id=daskhub-rattler-pkgs,target=/root/.cache/rattler" in text
+    assert "id=daskhub-rattler-pkgs-jovyan" in dockerfiles["notebook"]
+    # the notebook layer never copies the worker's environment
+    assert "COPY --from=worker" not in dockerfiles["notebook"]
     assert meta["worker"] == {"repository": "reg.example:5000/ns/dask-gateway-physlite",
                               "tag": meta["content_tag"]}  # fmt: skip
 
