@@ -59,8 +59,9 @@ def test_render_writes_a_matched_pair(locked: Path) -> None:
     assert "install.py /build/conda-lock.yml linux-64" in dockerfiles["worker"]
     assert "/build/notebook.explicit /srv/conda/envs/notebook --cache" in dockerfiles["notebook"]
     # rattler's package caches, shared by every build
-    assert "--mount=type=cache,id=daskhub-rattler-pkgs,target=/root/.cache/rattler" in (
-        dockerfiles["worker"]
+    assert (
+        "--mount=type=cache,id=daskhub-rattler-pkgs,target=/root/.cache/rattler"
+        in (dockerfiles["worker"])
     )
     assert "id=daskhub-rattler-pkgs-jovyan" in dockerfiles["notebook"]
     # the notebook layer never copies the worker's environment
