@@ -24,8 +24,10 @@ ENVS ?= e2e physlite pyhep ml
 WITH_STANDIN := set -a; . $(STANDIN_ENV); set +a;
 LOCK_FLAGS ?= --channel "$$STANDIN_CHANNEL"
 IMAGE_FLAGS ?= --base-image "$$STANDIN_BASE_IMAGE" --builder-image "$$STANDIN_BUILDER_IMAGE"
-# Relock only a missing or stale lock: against the stand-in a relock gives the same lock.
-ENSURE_LOCK = $(BUILDTOOL) lock --check $(1) >/dev/null 2>&1 || $(BUILDTOOL) lock $(1) $(LOCK_FLAGS);
+# Lock before building: against the stand-in a relock is quick and gives the same lock
+# unless the spec or the stand-in changed (a rebuilt stand-in may no longer hold an old
+# lock's archives).
+ENSURE_LOCK = $(BUILDTOOL) lock $(1) $(LOCK_FLAGS) >/dev/null;
 else
 ENVS ?= --all
 WITH_STANDIN :=
