@@ -2,7 +2,7 @@
 
 Two kinds:
   runtime  minbase + ca-certificates + tini + the shared libraries that the relocated
-           CPython of the real channel links against (see realchannel.py)
+           CPython of the stand-in channel links against (see channel.py)
   builder  runtime + Debian's python3 and python3-venv, for builder stages
 
 Each image is tagged by a hash of everything that goes into it (suite, package list,

@@ -1,1 +1,1 @@
-"""Tests of the test infrastructure in tests/support and scripts/."""
+"""Tests of the stand-in (buildtool/standin), the registry helpers and scripts/."""

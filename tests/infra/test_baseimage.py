@@ -1,4 +1,4 @@
-"""Base images from debootstrap, and the real channel's prefix running inside them."""
+"""Base images from debootstrap, and the stand-in channel's prefix running inside them."""
 
 from __future__ import annotations
 

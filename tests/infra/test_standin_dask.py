@@ -1,4 +1,4 @@
-"""A real Dask cluster from the real channel's `dask scheduler` and `dask worker` CLIs."""
+"""A real Dask cluster from the stand-in channel's `dask scheduler` and `dask worker` CLIs."""
 
 from __future__ import annotations
 
