@@ -44,6 +44,11 @@ install_apt_packages() {
 }
 
 install_repo() {
+    # A copy of the checkout run by the test suite keeps the install it is tested with.
+    if [[ -n "${DASKHUB_KEEP_INSTALL:-}" ]]; then
+        say "pip install: skipped (DASKHUB_KEEP_INSTALL is set)"
+        return
+    fi
     # daskhub-compat is the checker's own distribution (compat/), which daskhub-images needs.
     say "pip install -e ./compat -e '.[test]' (${REPO_ROOT})"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check \

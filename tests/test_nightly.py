@@ -23,18 +23,22 @@ GENERATED = ("docs/images.md", "deploy/daskhub-values.yaml", "environments/e2e/c
 
 
 def _checkout(dest: Path) -> Path:
+    """The tracked files, symlinks as symlinks (buildtool/dockerfiles is one)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
     for name in files.stdout.decode().split("\0"):
-        if name and (REPO / name).is_file():
+        source = REPO / name
+        if name and (source.is_file() or source.is_symlink()):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
+            shutil.copy2(source, dest / name, follow_symlinks=False)
     return dest
 
 
 def _nightly(checkout: Path, registry: str) -> str:
     result = subprocess.run(
         ["make", "nightly", f"REGISTRY={registry}", "ENVS=e2e"],
-        cwd=checkout, capture_output=True, text=True, env={**os.environ, "LOCAL": "1"},
+        cwd=checkout, capture_output=True, text=True,
+        # The copy must not re-point the editable install that the rest of the suite uses.
+        env={**os.environ, "LOCAL": "1", "DASKHUB_KEEP_INSTALL": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout
