@@ -71,11 +71,19 @@ COMMANDS = {
 NAIVE_DOCKERFILE = """\
 # Baseline for bench/build.py: the {{ role }} image on its own, whole set from scratch.
 {% include "_rattler_builder.j2" %}
-{# Built apart: each image has its own package cache, as two separate builds do. #}
-COPY install.py conda-lock.yml {{ explicit }} /build/
-RUN --mount=type=cache,id=bench-naive-{{ role }},target=/root/.cache/rattler \\
-    /opt/rattler/bin/python /build/install.py /build/conda-lock.yml {{ platform }} \\
-      /build/{{ explicit }} {{ prefix }}
+{# Built apart: each image has its own package cache, as two separate builds do; the same
+   installer as ours, bootstrap first, then the rest in place. #}
+{% set install %}
+RUN --mount=type=bind,from=rattler,source=/opt/rattler,target=/opt/rattler \\
+    --mount=type=bind,source=.,target=/build \\
+    --mount=type=cache,id=bench-naive-{{ role }},uid=1000,gid=100,\\
+target=/home/jovyan/.cache/rattler \\
+    PYTHONPATH=/opt/rattler {python} /build/install.py /build/conda-lock.yml {{ platform }} \\
+      /build/{{ explicit }} {{ prefix }} --cache /home/jovyan/.cache/rattler{extra}
+{% endset %}
+FROM rattler AS bootstrap
+USER 1000:100
+{{ install.replace("{python}", "python3").replace("{extra}", " --python-only") }}
 
 FROM {{ base_image }}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -90,7 +98,9 @@ ENV LANG=C.UTF-8 \\
 {% set apt = base_apt + image.apt %}{% include "_apt.j2" %}
 RUN useradd --create-home --uid 1000 --gid 100 --shell /bin/bash jovyan \\
  && mkdir -p /srv/conda/envs && chown -R 1000:100 /srv/conda
-COPY --from=rattler --chown=1000:100 {{ prefix }} {{ prefix }}
+COPY --from=bootstrap --chown=1000:100 {{ prefix }} {{ prefix }}
+USER 1000:100
+{{ install.replace("{python}", "python").replace("{extra}", "") }}
 {% if image.pip %}
 USER 1000:100
 RUN --mount=type=cache,target=/home/jovyan/.cache/pip,uid=1000,gid=100 \\

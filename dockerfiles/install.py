@@ -1,9 +1,11 @@
 """Install one image's locked packages into a conda prefix with py-rattler, without solving.
 
-    install.py conda-lock.yml PLATFORM IMAGE.explicit PREFIX [--cache DIR]
+    install.py conda-lock.yml PLATFORM IMAGE.explicit PREFIX [--cache DIR] [--python-only]
 
-Runs in the worker image's builder stage (into an empty prefix), and in the notebook
-image's final stage (into the worker's prefix, whose packages it keeps as they are).
+py-rattler is put on the path of whatever Python runs this. With `--python-only`, the
+builder's Python installs just the environment's `python` and what it needs (the
+bootstrap); after that the environment's own Python installs the rest of the image's set
+in the image's final stage, straight into its prefix, keeping what is there as it is.
 The records come from the lock, read by rattler itself; IMAGE.explicit (`URL#sha256:HEX`
 lines) selects the image's set. rattler's installer fetches the archives from their
 channel URLs in parallel, with a timeout, into its package cache (a BuildKit cache mount
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +58,19 @@ def locked_records(lock: Path, platform: str, wanted: dict[str, str]) -> list:
     return chosen
 
 
+def python_closure(records: list) -> list:
+    """`python` and what it needs, following the records' depends."""
+    by_name = {r.name.normalized: r for r in records}
+    wanted, todo = set(), ["python"]
+    while todo:
+        name = todo.pop()
+        if name in wanted or name not in by_name:
+            continue  # virtual packages (__glibc) are not records
+        wanted.add(name)
+        todo += [dep.split()[0] for dep in by_name[name].depends]
+    return [r for r in records if r.name.normalized in wanted]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lock", type=Path)
@@ -62,9 +78,12 @@ def main() -> None:
     parser.add_argument("explicit", type=Path)
     parser.add_argument("prefix", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/root/.cache/rattler"))
+    parser.add_argument("--python-only", action="store_true")
     args = parser.parse_args()
 
     records = locked_records(args.lock, args.platform, read_explicit(args.explicit))
+    if args.python_only:
+        records = python_closure(records)
     meta = args.prefix / "conda-meta"
     installed = [rattler.PrefixRecord.from_path(p) for p in sorted(meta.glob("*.json"))]
     asyncio.run(
@@ -82,3 +101,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # Leave without finalizing the interpreter: a py-rattler (tokio) thread that hands its
+    # last result back while Python finalizes aborts it (PyGILState_Release). Everything
+    # is installed and written by now; only the output needs flushing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
