@@ -6,8 +6,7 @@
     conda-lock.yml                           the lock, which the installer reads
     worker.explicit                          the worker set, `URL#sha256:HEX`
     notebook.explicit                        the notebook set (worker set + notebook-only)
-    notebook-only.explicit                   what the notebook layer adds
-    install.py                               the rattler installer (builder stage)
+    install.py                               the installer (py-rattler, no solve)
     render.json                              tags and references for build, test, publish
 
 The builds fetch every package from its locked channel URL, as they do from conda-forge
@@ -113,12 +112,10 @@ def render(
     directory = build_dir / env.name
     worker_set = lock.packages("worker", platform)
     notebook_set = lock.packages("notebook", platform)
-    notebook_only = [p for p in notebook_set if not p.in_worker]
 
     files: dict[str, str] = {
         "worker.explicit": explicit_lines(worker_set),
         "notebook.explicit": explicit_lines(notebook_set),
-        "notebook-only.explicit": explicit_lines(notebook_only),
         "install.py": (templates / "install.py").read_text(),
         "conda-lock.yml": env.lock_path.read_text(),
     }

@@ -38,7 +38,6 @@ def test_render_writes_a_matched_pair(locked: Path) -> None:
     assert len(worker) == len(lock.packages("worker", "linux-64"))
     assert len(notebook) == len(lock.packages("notebook", "linux-64"))
     assert set(worker) < set(notebook)
-    assert set(_explicit(out / "notebook-only.explicit")) == set(notebook) - set(worker)
     # every archive is fetched from its locked channel URL, as from conda-forge
     urls = {f"{p.url}#sha256:{p.hash.sha256}" for p in lock.packages("notebook", "linux-64")}
     assert set(notebook) == urls and all(line.startswith("http://") for line in notebook)
