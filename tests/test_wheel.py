@@ -12,10 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from buildtool.standin import StandIn
+from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
 from tests.test_docs import write_published
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,3 +170,29 @@ def test_the_checker_installs_alone_and_light(wheels: dict[str, Path], tmp_path:
     )  # fmt: skip
     assert result.returncode in (0, 1), result.stderr
     assert json.loads(result.stdout)
+
+
+@pytest.mark.docker
+def test_the_installed_tool_builds_and_tests_the_e2e_pair(
+    venv: Path, standin: StandIn, tmp_path: Path
+) -> None:
+    """lock, build (which renders) and the image tests, against the conda-forge stand-in."""
+    require_docker()
+    site = _site(tmp_path)
+    env = _clean_env(venv, tmp_path)
+    registry = f"localhost/wheel{uuid.uuid4().hex[:8]}"
+    images = ["--base-image", standin.base_image, "--builder-image", standin.builder_image]
+    try:
+        _run("buildtool", "lock", "e2e", "--channel", standin.channel, cwd=site, env=env)
+        _run("buildtool", "build", "e2e", "--quiet", "--registry", registry, *images,
+             cwd=site, env=env)  # fmt: skip
+        rendered = json.loads((site / "build" / "e2e" / "render.json").read_text())
+        for role in ("worker", "notebook"):
+            ref = f"{rendered[role]['repository']}:{rendered[role]['tag']}"
+            assert ref.startswith(registry + "/")
+            docker("image", "inspect", ref)
+        # The installed tool's own image tests, with its pytest and testinfra.
+        out = _run("buildtool", "test", "e2e", cwd=site, env=env)
+        assert "e2e: image tests passed" in out
+    finally:
+        remove_local_tags(registry + "/")
