@@ -76,6 +76,9 @@ TRIMMED = (
     "usr/share/locale/*/LC_MESSAGES/*.mo",
     "var/lib/apt/lists/*",
     "var/cache/apt/*",
+    "var/cache/ldconfig/aux-cache",
+    "var/log/*.log",
+    "var/log/apt/*",
 )
 HOST_LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 
