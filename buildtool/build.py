@@ -1,108 +1,153 @@
-"""Build the rendered pair on the local Docker engine with BuildKit: worker, then notebook.
+"""Build the rendered pair, for each of its platforms, and load it into the Docker engine.
 
-Each image gets the content tag and the date tag (YYYYMMDD) locally. The build log goes
-to the terminal and to `build/<env>/<role>-build.log`; a failure shows the log's tail.
+For each platform: the system stages with BuildKit (`system.py`), then the conda layers
+(`assemble.py`), into the layer store under `build/.store`. `build/<env>/images.json`
+records every image (config and layers), which `test`, `publish` and `verify` read.
+
+The engine gets the images under the content tag and the date tag (YYYYMMDD); images of
+another platform than the engine's are loaded under tags ending in the platform's name
+(`c-0123abcd4567-linux-aarch64`), so the image tests can run them under emulation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import os
-import shutil
-import subprocess
-import sys
-from collections import deque
-from dataclasses import dataclass
+import json
+import platform as host
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from buildtool.assemble import AssembledPair, assemble
+from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
+from buildtool.lockfile import read_lock, write_atomic
+from buildtool.oci import BlobStore, Image, Layer, docker_load
 from buildtool.render import ROLES, RenderedPair
+from buildtool.standin.cache import cache_root
+from buildtool.system import build_system
 
-LOG_TAIL = 40
-# Debian's docker.io client (20.10) carries BuildKit itself; newer clients need buildx.
-FALLBACK_CLI = "/usr/bin/docker"
+IMAGES_FILE = "images.json"
+HOST_PLATFORMS = {"x86_64": "linux-64", "aarch64": "linux-aarch64", "arm64": "linux-aarch64"}
 
 
-@functools.cache
-def docker_cli() -> str:
-    """The docker client to use: $DOCKER_CLI, else `docker` if it can build with BuildKit."""
-    if os.environ.get("DOCKER_CLI"):
-        return os.environ["DOCKER_CLI"]
-    docker = shutil.which("docker")
-    if docker is None:
-        raise BuildToolError("no docker CLI on PATH; install docker.io and start dockerd")
-    probe = subprocess.run([docker, "buildx", "version"], capture_output=True)
-    if probe.returncode != 0 and Path(FALLBACK_CLI).exists():
-        legacy = subprocess.run([FALLBACK_CLI, "version", "--format", "{{.Client.Version}}"],
-                                capture_output=True, text=True)  # fmt: skip
-        if legacy.stdout.startswith("20."):
-            return FALLBACK_CLI
-    return docker
+def host_platform() -> str:
+    return HOST_PLATFORMS.get(host.machine(), "linux-64")
+
+
+def date_tag() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+
+
+def package_cache() -> Path:
+    """py-rattler's package cache, shared by every build and environment."""
+    return cache_root() / "rattler" / "pkgs"
+
+
+def store_for(pair: RenderedPair) -> BlobStore:
+    return BlobStore(Path(pair.directory).parent / ".store")
 
 
 @dataclass(frozen=True)
-class BuildStamp:
-    """What varies per build but not per content: it only goes into labels."""
+class BuiltPair:
+    """`build/<env>/images.json`: every image of the pair, per platform."""
 
-    created: str
-    revision: str
-    date_tag: str
+    content_tag: str
+    images: dict[str, dict[str, Image]]  # platform -> role -> image
+    # platform -> role -> Debian package -> {"version", "arch"}: what the system stage has
+    apt: dict[str, dict[str, dict[str, dict[str, str]]]]
+
+    def local_tag(self, pair: RenderedPair, role: str, platform: str) -> str:
+        """The engine's tag for one platform's image."""
+        ref = pair.image(role).ref
+        return ref if platform == host_platform() else f"{ref}-{platform}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def now(cls, source: Path) -> BuildStamp:
-        moment = dt.datetime.now(dt.timezone.utc)
-        return cls(
-            created=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            revision=git_revision(source),
-            date_tag=moment.strftime("%Y%m%d"),
+    def load(cls, pair: RenderedPair, path: Path | None = None) -> BuiltPair:
+        path = path or Path(pair.directory) / IMAGES_FILE
+        if not path.exists():
+            raise BuildToolError(f"{path}: not built yet; run `buildtool build {pair.environment}`")
+        data = json.loads(path.read_text())
+        if data["content_tag"] != pair.content_tag:
+            raise BuildToolError(
+                f"{path}: built as {data['content_tag']}, rendered since as "
+                f"{pair.content_tag}; run `buildtool build {pair.environment}`"
+            )
+
+        def image(value: dict[str, Any]) -> Image:
+            return Image(
+                value["platform"], value["config"], tuple(Layer(**x) for x in value["layers"])
+            )
+
+        images = {
+            platform: {role: image(value) for role, value in roles.items()}
+            for platform, roles in data["images"].items()
+        }
+        return cls(data["content_tag"], images, data["apt"])
+
+
+def build_pair(
+    pair: RenderedPair, *, echo: bool = True, cache: Path | None = None,
+    store: BlobStore | None = None, no_cache: bool = False, load: bool = True,
+) -> BuiltPair:  # fmt: skip
+    """Build every platform's images, record them, and load them into the engine.
+
+    `cache` and `store` default to the shared package cache and layer store; `no_cache`
+    builds the system stages without BuildKit's cache; without `load` nothing is
+    recorded or loaded (what `verify` wants)."""
+    lock = read_lock(pair.lock_path)
+    store = store or store_for(pair)
+    images: dict[str, dict[str, Image]] = {}
+    apt: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for platform in pair.platforms:
+        system = build_system(
+            pair.system_dockerfile(platform),
+            pair.base_images[platform],
+            platform,
+            f"buildtool-system/{pair.environment}:{platform}",
+            store,
+            echo,
+            no_cache=no_cache,
         )
+        print(f"assembling the conda layers ({platform})", flush=True)
+        # The staging prefix goes once its layers are in the store.
+        with tempfile.TemporaryDirectory(prefix=f"stage-{platform}-", dir=store.root) as stage:
+            assembled: AssembledPair = assemble(
+                pair.lock_path,
+                platform,
+                lock.packages("worker", platform),
+                lock.packages("notebook", platform),
+                {"worker": pair.pip["worker"], "notebook": pair.pip["notebook"]},
+                system,
+                Path(stage) / "prefix",
+                cache or package_cache(),
+                store,
+            )
+        images[platform] = {role: assembled.image(role) for role in ROLES}
+        apt[platform] = {"worker": system.worker.apt, "notebook": system.notebook.apt}
+    built = BuiltPair(pair.content_tag, images, apt)
+    if load:
+        write_atomic(Path(pair.directory) / IMAGES_FILE, built.to_json())
+        load_pair(pair, built, store)
+    return built
 
 
-def git_revision(source: Path) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def _run_logged(command: list[str], log: Path, echo: bool) -> None:
-    tail: deque[str] = deque(maxlen=LOG_TAIL)
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            out.write(line)
-            tail.append(line)
-            if echo:
-                sys.stdout.write(line)
-        code = process.wait()
-    if code != 0:
-        raise BuildToolError(
-            f"docker build failed (exit {code}); last lines of {log}:\n" + "".join(tail)
-        )
-
-
-def build_pair(pair: RenderedPair, stamp: BuildStamp, *, echo: bool = True) -> None:
-    """Build worker then notebook (which is FROM the worker) from the rendered context."""
-    context = Path(pair.directory)
-    for role in ROLES:
-        image = pair.image(role)
-        command = [
-            # Host networking: a channel or mirror on the build host's 127.0.0.1 (an
-            # offline site's, or the local stand-in) is reachable as it is from the host.
-            docker_cli(), "build", "--progress=plain", "--network=host",
-            "-f", str(context / role / "Dockerfile"),
-            "-t", image.ref, "-t", f"{image.repository}:{stamp.date_tag}",
-            "--build-arg", f"CREATED={stamp.created}",
-            "--build-arg", f"REVISION={stamp.revision}",
-            "--build-arg", f"WORKER_IMAGE={pair.worker.ref}",
-            str(context),
-        ]  # fmt: skip
-        print(f"building {role} image {image.ref}", flush=True)
-        _run_logged(command, context / f"{role}-build.log", echo)
+def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> None:
+    """Load every image into the engine, under its content tag and today's date tag."""
+    tagged: dict[str, Image] = {}
+    for platform, roles in built.images.items():
+        for role, image in roles.items():
+            tag = built.local_tag(pair, role, platform)
+            tagged[tag] = image
+            if platform == host_platform():
+                tagged[f"{pair.image(role).repository}:{date_tag()}"] = image
+    try:
+        docker_load(docker_cli(), tagged, store)
+    except RuntimeError as exc:
+        raise BuildToolError(str(exc)) from None
+    for tag, image in tagged.items():
+        print(f"loaded {tag} ({image.image_id[:19]}, {len(image.layers)} layers)", flush=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from buildtool import lock as locking
-from buildtool.build import BuildStamp, build_pair
+from buildtool.build import build_pair
 from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
 from buildtool.helm import VALUES_PATH, generate_helm_values, write_helm_values
@@ -17,9 +17,12 @@ from buildtool.imagetest import test_pair
 from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import dump_lock, read_lock, write_atomic
+from buildtool.plan import plan, plan_json
 from buildtool.publish import publish
+from buildtool.published import read_published
 from buildtool.render import ROLES, RenderedPair, render
-from buildtool.spec import environment_names, load_environment
+from buildtool.spec import PLATFORMS, environment_names, load_environment
+from buildtool.verify import verify
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -58,6 +61,18 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _base_images(values: list[str] | None) -> dict[str, str]:
+    """`--base-image REF` (every platform) and `--base-image PLATFORM=REF`."""
+    chosen: dict[str, str] = {}
+    for value in values or []:
+        platform, _, ref = value.partition("=")
+        if ref and platform in PLATFORMS:
+            chosen[platform] = ref
+        else:
+            chosen.update({p: value for p in PLATFORMS if p not in chosen})
+    return chosen
+
+
 def _render(args: argparse.Namespace, name: str) -> RenderedPair:
     env = load_environment(args.root, name)
     return render(
@@ -65,8 +80,7 @@ def _render(args: argparse.Namespace, name: str) -> RenderedPair:
         read_lock(env.lock_path),
         args.build_dir,
         registry=args.registry,
-        base_image=args.base_image,
-        builder_image=args.builder_image,
+        base_images=_base_images(args.base_image),
     )
 
 
@@ -80,7 +94,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     for name in _names(args):
         pair = _render(args, name)
-        build_pair(pair, BuildStamp.now(args.root), echo=not args.quiet)
+        build_pair(pair, echo=not args.quiet)
         print(f"built {pair.worker.ref} and {pair.notebook.ref}")
     return 0
 
@@ -102,18 +116,43 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def _publish_one(args: argparse.Namespace, name: str) -> None:
     pair = _render(args, name)
-    stamp = BuildStamp.now(args.root)
     publication = publish(
         pair,
-        load_environment(args.root, name).lock_path,
         args.registry,
-        stamp,
-        build=lambda: build_pair(pair, stamp, echo=not args.quiet),
+        build=lambda: build_pair(pair, echo=not args.quiet),
         test=lambda: test_pair(args.root, args.build_dir, name),
     )
     for role in ROLES:
         print(f"{role}: {publication.images.image(role).ref}")
     print(f"bytes pushed: {publication.bytes_pushed}")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    if not args.registry:
+        raise BuildToolError("plan needs --registry HOST[:PORT]/NAMESPACE")
+    pairs = [_render(args, name) for name in _names(args)]
+    if args.names:
+        for entry in plan(pairs)["include"]:
+            print(entry["environment"])
+    else:
+        print(plan_json(pairs))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    different = 0
+    for name in _names(args):
+        if not args.registry:  # render as it was published
+            published = read_published(args.build_dir, name)
+            args.registry = published.registry if published else None
+        for verdict in verify(_render(args, name), echo=not args.quiet):
+            state = "identical" if verdict.same else "DIFFERENT"
+            print(f"{name} {verdict.role}: {state}: rebuilt {verdict.rebuilt}, "
+                  f"published {verdict.published}")  # fmt: skip
+            for line in verdict.differences:
+                print(f"  {line}")
+            different += not verdict.same
+    return 1 if different else 0
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -157,8 +196,12 @@ def _env_options(p: argparse.ArgumentParser) -> None:
 def _image_options(p: argparse.ArgumentParser) -> None:
     _env_options(p)
     p.add_argument("--registry", help="registry and namespace, e.g. 127.0.0.1:5000/daskhub")
-    p.add_argument("--base-image", help="override the spec's base image")
-    p.add_argument("--builder-image", help="override the spec's builder image")
+    p.add_argument(
+        "--base-image",
+        action="append",
+        metavar="[PLATFORM=]REF",
+        help="override the spec's base image (for one platform with PLATFORM=)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--platform",
         action="append",
-        choices=["linux-64", "linux-aarch64"],
+        choices=PLATFORMS,
         help="lock for this platform instead",
     )
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
@@ -194,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(p)
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("build", help="render, then build both images with BuildKit")
+    p = sub.add_parser("build", help="render, then build both images, layered by package")
     _image_options(p)
     p.add_argument("--quiet", action="store_true", help="log to files only")
     p.set_defaults(func=cmd_build)
@@ -207,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(p)
     p.add_argument("--quiet", action="store_true", help="log builds to files only")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "plan", help="print, as JSON for a CI matrix, the pairs not yet in the registry"
+    )
+    _image_options(p)
+    p.add_argument("--names", action="store_true", help="only their names, one per line")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "verify", help="rebuild a published pair from its lock on clean caches; compare digests"
+    )
+    _image_options(p)
+    p.add_argument("--quiet", action="store_true", help="log builds to files only")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("docs", help="write the image table, package manifests and lock diffs")
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the pages")

@@ -14,18 +14,21 @@ TESTS = Path(__file__).resolve().parent / "imagetests"
 
 
 def test_pair(root: Path, build_dir: Path, env: str, extra_args: list[str] | None = None) -> None:
-    """Raise BuildToolError unless every image test passes; a JUnit report stays behind."""
+    """Raise BuildToolError unless every image test passes on every platform; a JUnit
+    report per platform stays behind."""
     pair = RenderedPair.load(build_dir, env)
-    report = Path(pair.directory) / "image-tests.xml"
-    command = [
-        sys.executable, "-m", "pytest", str(TESTS), "-p", "no:cacheprovider",
-        "--rootdir", str(TESTS), f"--junitxml={report}", "-q", *(extra_args or []),
-    ]  # fmt: skip
-    variables = {
-        "BUILDTOOL_ROOT": str(root.resolve()),
-        "BUILDTOOL_BUILD_DIR": str(build_dir.resolve()),
-        "BUILDTOOL_ENV": env,
-    }
-    result = subprocess.run(command, env={**os.environ, **variables})
-    if result.returncode != 0:
-        raise BuildToolError(f"image tests failed for {env} (report: {report})")
+    for platform in pair.platforms:
+        report = Path(pair.directory) / platform / "image-tests.xml"
+        command = [
+            sys.executable, "-m", "pytest", str(TESTS), "-p", "no:cacheprovider",
+            "--rootdir", str(TESTS), f"--junitxml={report}", "-q", *(extra_args or []),
+        ]  # fmt: skip
+        variables = {
+            "BUILDTOOL_ROOT": str(root.resolve()),
+            "BUILDTOOL_BUILD_DIR": str(build_dir.resolve()),
+            "BUILDTOOL_ENV": env,
+            "BUILDTOOL_PLATFORM": platform,
+        }
+        result = subprocess.run(command, env={**os.environ, **variables})
+        if result.returncode != 0:
+            raise BuildToolError(f"image tests failed for {env} on {platform} (report: {report})")

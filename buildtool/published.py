@@ -11,17 +11,27 @@ from buildtool.errors import BuildToolError
 
 PUBLISHED_FILE = "published.json"
 PUBLISHED_LOCK_FILE = "published-lock.yml"
+# What was pushed, layer by layer (a copy of the build's images.json), for `verify`.
+PUBLISHED_IMAGES_FILE = "published-images.json"
+# The SBOM of each published image and platform: sbom/<role>-<platform>.cdx.json.
+SBOM_DIR = "sbom"
 
 
 class PublishedImage(BaseModel):
     repository: str
-    digest: str
+    digest: str  # the manifest's, or with several platforms the index's
     tags: list[str]
     ref: str
+    platforms: dict[str, str] = {}  # platform -> that platform's manifest digest
 
     @classmethod
-    def at(cls, repository: str, digest: str, tags: list[str]) -> PublishedImage:
-        return cls(repository=repository, digest=digest, tags=tags, ref=f"{repository}@{digest}")
+    def at(
+        cls, repository: str, digest: str, tags: list[str], platforms: dict[str, str] | None = None
+    ) -> PublishedImage:
+        return cls(
+            repository=repository, digest=digest, tags=tags, ref=f"{repository}@{digest}",
+            platforms=platforms or {},
+        )  # fmt: skip
 
 
 class PublishedImages(BaseModel):

@@ -2,12 +2,16 @@
 
 It speaks Basic auth and the Bearer token flow. Credentials come from REGISTRY_USER and
 REGISTRY_PASSWORD, or from the docker config's `auths`; they only ever go into request
-headers, never into messages or logs.
+headers, never into messages or logs, and never to another host: registries that keep
+blobs elsewhere (Artifact Registry, S3-backed ones) redirect blob requests there, and
+such a redirect is followed without the `Authorization` header.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.client
 import json
 import os
 import re
@@ -18,9 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildtool.errors import BuildToolError
+from buildtool.oci import OCI_INDEX, OCI_MANIFEST, Blob
 
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_TYPES = (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
 CHUNK = 8 * 1024 * 1024
 
 
@@ -52,6 +61,22 @@ def credentials_for(host: str) -> Credentials | None:
             name, _, secret = base64.b64decode(auth).decode().partition(":")
             return Credentials(name, secret)
     return None
+
+
+class _SameHostAuthorization(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but keep `Authorization` only for the host that was asked."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != req.host:
+            for store in (new.headers, new.unredirected_hdrs):
+                store.pop("Authorization", None)
+        return new
+
+
+_OPENER = urllib.request.build_opener(_SameHostAuthorization)
+# Basic credentials are the same for every scope: learnt once per registry.
+_ANY_SCOPE = "*"
 
 
 class Registry:
@@ -101,16 +126,18 @@ class Registry:
         url = path if path.startswith("http") else self.base + path
         for attempt in range(2):
             merged = dict(headers or {})
-            if scope in self._auth:
-                merged["Authorization"] = self._auth[scope]
+            known = self._auth.get(scope) or self._auth.get(_ANY_SCOPE)
+            if known:
+                merged["Authorization"] = known
             request = urllib.request.Request(url, data=data, method=method, headers=merged)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with _OPENER.open(request, timeout=self.timeout) as response:
                     return response.status, dict(response.headers), response.read()
             except urllib.error.HTTPError as exc:
                 if exc.code == 401 and attempt == 0:
                     challenge = exc.headers.get("WWW-Authenticate", "Basic")
-                    self._auth[scope] = self._authorize(challenge, scope)
+                    value = self._authorize(challenge, scope)
+                    self._auth[_ANY_SCOPE if value.startswith("Basic") else scope] = value
                     continue
                 if exc.code in ok:
                     return exc.code, dict(exc.headers), exc.read()
@@ -119,10 +146,9 @@ class Registry:
                 if exc.code == 404 and 404 not in ok:
                     raise BuildToolError(f"{method} {url}: not found") from None
                 return exc.code, dict(exc.headers), exc.read()
-            except urllib.error.URLError as exc:
-                raise BuildToolError(
-                    f"{self.host}: cannot reach the registry ({exc.reason})"
-                ) from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise BuildToolError(f"{self.host}: cannot reach the registry ({reason})") from None
         raise AssertionError("unreachable")
 
     # -- API ------------------------------------------------------------------------
@@ -131,10 +157,27 @@ class Registry:
             "HEAD",
             f"/v2/{name}/manifests/{reference}",
             scope=f"repository:{name}:pull",
-            headers={"Accept": f"{MANIFEST_V2}, {OCI_MANIFEST}"},
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
             ok=(200, 404),
         )
         return headers.get("Docker-Content-Digest") if status == 200 else None
+
+    def get_manifest(self, name: str, reference: str) -> str | None:
+        """The manifest or index under `reference`, or None if there is none."""
+        status, _, body = self.request(
+            "GET", f"/v2/{name}/manifests/{reference}", scope=f"repository:{name}:pull",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404),
+        )  # fmt: skip
+        return body.decode() if status == 200 else None
+
+    def get_blob(self, name: str, digest: str) -> bytes:
+        """A blob's bytes, checked against its digest."""
+        _, _, body = self.request(
+            "GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull"
+        )
+        if f"sha256:{hashlib.sha256(body).hexdigest()}" != digest:
+            raise BuildToolError(f"{name}: blob {digest} came back with other content")
+        return body
 
     def blob_exists(self, name: str, digest: str) -> bool:
         status, _, _ = self.request(
@@ -142,8 +185,9 @@ class Registry:
         )
         return status == 200
 
-    def push_blob(self, name: str, digest: str, path: Path, mount_from: str | None = None) -> None:
+    def push_blob(self, name: str, blob: Blob, mount_from: str | None = None) -> None:
         """Upload a blob unless the repository has it or can mount it from `mount_from`."""
+        digest = blob.digest
         if self.blob_exists(name, digest):
             return
         scope = f"repository:{name}:pull,push"
@@ -152,7 +196,7 @@ class Registry:
         if status == 201:  # mounted across repositories: no bytes sent
             return
         location = urllib.parse.urljoin(self.base, headers["Location"])
-        with path.open("rb") as handle:
+        with blob.open() as handle:
             while chunk := handle.read(CHUNK):
                 status, headers, _ = self.request(
                     "PATCH", location, scope=scope, data=chunk,
@@ -167,15 +211,18 @@ class Registry:
         if status != 201:
             raise BuildToolError(f"{name}: upload of {digest} failed ({status}): {body[:200]!r}")
 
-    def put_manifest(self, name: str, reference: str, manifest: bytes) -> str:
+    def put_manifest(self, name: str, reference: str, manifest: Blob) -> str:
+        assert manifest.data is not None
         status, headers, body = self.request(
             "PUT",
             f"/v2/{name}/manifests/{reference}",
             scope=f"repository:{name}:pull,push",
-            headers={"Content-Type": MANIFEST_V2},
-            data=manifest,
+            headers={"Content-Type": manifest.media_type},
+            data=manifest.data,
         )
         if status != 201:
             raise BuildToolError(f"{name}:{reference}: manifest refused ({status}): {body[:200]!r}")
-        self.bytes_uploaded += len(manifest)
-        return headers["Docker-Content-Digest"]
+        self.bytes_uploaded += manifest.size
+        if headers.get("Docker-Content-Digest", manifest.digest) != manifest.digest:
+            raise BuildToolError(f"{name}:{reference}: the registry stored another digest")
+        return manifest.digest

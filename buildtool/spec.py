@@ -25,6 +25,7 @@ LOCK_FILE = "conda-lock.yml"
 DEFAULT_CHANNELS = ["conda-forge"]
 DEFAULT_PLATFORMS = ["linux-64"]
 Platform = Literal["linux-64", "linux-aarch64"]
+PLATFORMS = ["linux-64", "linux-aarch64"]
 IMAGES = ("notebook", "worker")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -138,10 +139,9 @@ class ImageSpec(_Packages):
 
 
 class BuildSpec(_Strict):
-    """`build:` how the images are made."""
+    """`build:` how the images are made: the base image, by digest for reproducible images."""
 
     base_image: str | None = None
-    builder_image: str | None = None
 
 
 def _check_virtual_map(value: Any, where: str) -> dict[str, str]:
@@ -265,7 +265,6 @@ class Environment:
     notebook: ImageSet
     worker: ImageSet
     base_image: str | None
-    builder_image: str | None
     # Declared through `extends` (children override): for every platform, and per platform.
     virtual_packages: dict[str, str] = field(default_factory=dict)
     platform_virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -495,7 +494,6 @@ def load_environment(root: Path, name: str) -> Environment:
         notebook=_merge_image(chain, "notebook", f"jupyter-{name}"),
         worker=_merge_image(chain, "worker", f"dask-gateway-{name}"),
         base_image=_last(chain, lambda s: s.build.base_image, None),
-        builder_image=_last(chain, lambda s: s.build.builder_image, None),
         virtual_packages=virtual,
         platform_virtual_packages=platform_virtual,
     )

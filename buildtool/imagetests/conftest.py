@@ -1,6 +1,8 @@
 """Fixtures for the image tests: the rendered pair, its spec and lock, and containers.
 
-`buildtool test` sets BUILDTOOL_ROOT and BUILDTOOL_BUILD_DIR and BUILDTOOL_ENV.
+`buildtool test` sets BUILDTOOL_ROOT, BUILDTOOL_BUILD_DIR, BUILDTOOL_ENV and
+BUILDTOOL_PLATFORM (the tests run once per platform: another platform than the engine's
+runs under emulation).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from buildtool.build import BuiltPair
 from buildtool.lockfile import LockFile, read_lock
 from buildtool.render import RenderedPair
 from buildtool.spec import Environment, load_environment
@@ -37,15 +40,27 @@ def pair(env: Environment) -> RenderedPair:
     return RenderedPair.load(Path(os.environ["BUILDTOOL_BUILD_DIR"]), env.name)
 
 
+@pytest.fixture(scope="session")
+def platform() -> str:
+    return os.environ["BUILDTOOL_PLATFORM"]
+
+
+@pytest.fixture(scope="session")
+def refs(pair: RenderedPair, platform: str) -> dict[str, str]:
+    """role -> the engine's tag for this platform's image."""
+    built = BuiltPair.load(pair)
+    return {role: built.local_tag(pair, role, platform) for role in ROLES}
+
+
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="session")
-def containers(pair: RenderedPair) -> Iterator[dict[str, testinfra.host.Host]]:
+def containers(refs: dict[str, str]) -> Iterator[dict[str, testinfra.host.Host]]:
     """One idle container per image, started through the image's own entrypoint."""
     ids = {
-        role: docker("run", "-d", "--rm", pair.image(role).ref, "sleep", "infinity").stdout.strip()
+        role: docker("run", "-d", "--rm", refs[role], "sleep", "infinity").stdout.strip()
         for role in ROLES
     }
     try:

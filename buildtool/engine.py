@@ -1,0 +1,80 @@
+"""The Docker engine the build talks to, through its own CLI.
+
+Which engine is the client's business: `DOCKER_HOST` or the current docker context
+(`docker context use ...`) point it at a remote one, as sites do on Kubernetes; nothing
+here picks an engine itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+from buildtool.errors import BuildToolError
+
+LOG_TAIL = 40
+# Debian's docker.io client (20.10) carries BuildKit itself; newer clients need buildx.
+FALLBACK_CLI = "/usr/bin/docker"
+
+
+@functools.cache
+def docker_cli() -> str:
+    """The docker client to use: $DOCKER_CLI, else `docker` if it can build with BuildKit."""
+    if os.environ.get("DOCKER_CLI"):
+        return os.environ["DOCKER_CLI"]
+    docker = shutil.which("docker")
+    if docker is None:
+        raise BuildToolError("no docker CLI on PATH; install docker.io and start dockerd")
+    probe = subprocess.run([docker, "buildx", "version"], capture_output=True)
+    if probe.returncode != 0 and Path(FALLBACK_CLI).exists():
+        legacy = subprocess.run([FALLBACK_CLI, "version", "--format", "{{.Client.Version}}"],
+                                capture_output=True, text=True)  # fmt: skip
+        if legacy.stdout.startswith("20."):
+            return FALLBACK_CLI
+    return docker
+
+
+def docker(*args: str, input: bytes | None = None) -> bytes:
+    """Run the docker CLI; a failure names the command and what the engine said."""
+    result = subprocess.run([docker_cli(), *args], input=input, capture_output=True, env=_env())
+    if result.returncode != 0:
+        said = result.stderr.decode(errors="replace").strip().splitlines()
+        raise BuildToolError(
+            f"docker {args[0]} failed (exit {result.returncode}): "
+            + (said[-1] if said else "no message")
+        )
+    return result.stdout
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def run_logged(command: list[str], log: Path, echo: bool) -> None:
+    """Run a docker command, its output to `log` (and the terminal when `echo`); on failure
+    the error carries the log's last lines."""
+    tail: deque[str] = deque(maxlen=LOG_TAIL)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        try:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+            )
+        except FileNotFoundError:
+            raise BuildToolError(f"{command[0]}: not found") from None
+        assert process.stdout is not None
+        for line in process.stdout:
+            out.write(line)
+            tail.append(line)
+            if echo:
+                sys.stdout.write(line)
+        code = process.wait()
+    if code != 0:
+        raise BuildToolError(
+            f"{' '.join(command[1:3])} failed (exit {code}); last lines of {log}:\n" + "".join(tail)
+        )

@@ -1,0 +1,412 @@
+"""OCI image pieces, written reproducibly: layer tars, compressed blobs, configs, manifests,
+indexes, and the archive that `docker load` reads.
+
+Every byte follows from the inputs: tar members are sorted, times are clamped, owners are
+numbers without names, and only extended attributes survive from the PAX headers; JSON is
+written with sorted keys and no spaces; gzip gets no name and no time. So the same files
+give the same layer digest on any machine, on any day.
+
+Own code rather than a library: the Python OCI clients (oras-py, docker-py) push and pull
+what others built; none writes layers byte for byte from a file list, or rewrites a layer
+that BuildKit made into a normalized one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+# Fast compression: every layer is compressed once per content and cached.
+GZIP_LEVEL = 1
+COPY_BUFFER = 1 << 20
+
+# platform (conda subdir) -> (OCI architecture, variant)
+ARCHITECTURES = {"linux-64": ("amd64", None), "linux-aarch64": ("arm64", "v8")}
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to `target`."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.target.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a layer to write: a file, directory or symlink under `path`."""
+
+    path: str  # in the image, without the leading slash
+    kind: str  # "file", "dir" or "symlink"
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    source: Path | None = None  # for "file": where the bytes are
+    size: int = 0
+    linkname: str = ""
+
+    def tarinfo(self) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(self.path + ("/" if self.kind == "dir" else ""))
+        info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}[
+            self.kind
+        ]
+        info.mode, info.uid, info.gid, info.mtime = self.mode, self.uid, self.gid, self.mtime
+        info.uname = info.gname = ""
+        info.size = self.size if self.kind == "file" else 0
+        info.linkname = self.linkname
+        return info
+
+
+@dataclass(frozen=True)
+class Layer:
+    """An uncompressed layer in the store, with what `docker history` says of it."""
+
+    diff_id: str
+    size: int
+    created: int  # seconds since the epoch: the newest time of what it holds
+    created_by: str
+
+
+class BlobStore:
+    """Layers by diff_id (`<root>/layers/<hex>.tar`) and their gzip blobs, shared by every
+    environment and platform built into the same build folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "layers").mkdir(parents=True, exist_ok=True)
+        (root / "gzip").mkdir(parents=True, exist_ok=True)
+
+    def layer_path(self, diff_id: str) -> Path:
+        return self.root / "layers" / f"{diff_id.removeprefix('sha256:')}.tar"
+
+    def _store(self, write: Callable[[BinaryIO], None]) -> tuple[str, int]:
+        """Write a layer through `write`, then keep it under its digest."""
+        fd, tmp = tempfile.mkstemp(dir=self.root / "layers", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                hashing = _HashingWriter(raw)
+                write(hashing)  # type: ignore[arg-type]
+            diff_id = f"sha256:{hashing.sha.hexdigest()}"
+            os.replace(tmp, self.layer_path(diff_id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return diff_id, hashing.size
+
+    def write_layer(self, entries: Iterable[Entry], created: int, created_by: str) -> Layer:
+        ordered = sorted(entries, key=lambda e: e.path)
+
+        def write(out: BinaryIO) -> None:
+            with tarfile.open(
+                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
+            ) as tar:
+                for entry in ordered:
+                    if entry.kind == "file":
+                        assert entry.source is not None
+                        with entry.source.open("rb") as data:
+                            tar.addfile(entry.tarinfo(), data)
+                    else:
+                        tar.addfile(entry.tarinfo())
+
+        diff_id, size = self._store(write)
+        return Layer(diff_id, size, created, created_by)
+
+    def normalize_layer(
+        self,
+        source: Path,
+        *,
+        clamp: int,
+        drop: Callable[[str], bool],
+        created_by: str,
+    ) -> Layer | None:
+        """Rewrite a layer that another tool made: members sorted, times clamped, names
+        cleared, PAX headers cut to extended attributes, `drop`ped paths left out. None if
+        only folders are left: what a step with nothing to do leaves (its cache mount
+        points, folders whose times it touched)."""
+        with tarfile.open(source) as tar:
+            members = [m for m in tar.getmembers() if not drop(m.name.rstrip("/"))]
+            if all(m.isdir() for m in members):
+                return None
+            by_name = {m.name: m for m in members}
+            # Hard links point at the first of their group in the new order.
+            groups: dict[str, list[str]] = {}
+            for member in members:
+                if member.islnk():
+                    groups.setdefault(member.linkname, [member.linkname]).append(member.name)
+            data_of: dict[str, tarfile.TarInfo] = {}
+            link_to: dict[str, str] = {}
+            for target, names in groups.items():
+                if target not in by_name:
+                    raise ValueError(f"{source}: {names[1]} links to {target}, left out")
+                first, *rest = sorted(names)
+                data_of[first] = by_name[target]
+                for name in rest:
+                    link_to[name] = first
+
+            def write(out: BinaryIO) -> None:
+                with tarfile.open(
+                    fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
+                ) as new:
+                    for name in sorted(by_name):
+                        member = by_name[name]
+                        content = data_of.get(name, member)
+                        info = tarfile.TarInfo(name)
+                        info.mode, info.uid, info.gid = member.mode, member.uid, member.gid
+                        info.mtime = min(int(member.mtime), clamp)
+                        info.uname = info.gname = ""
+                        info.devmajor, info.devminor = member.devmajor, member.devminor
+                        info.pax_headers = {
+                            k: v
+                            for k, v in member.pax_headers.items()
+                            if k.startswith("SCHILY.xattr.")
+                        }
+                        if name in link_to:
+                            info.type, info.linkname = tarfile.LNKTYPE, link_to[name]
+                            new.addfile(info)
+                        elif content.isreg() or content.islnk():
+                            info.type, info.size = tarfile.REGTYPE, content.size
+                            new.addfile(info, tar.extractfile(content))
+                        else:
+                            info.type, info.linkname = member.type, member.linkname
+                            new.addfile(info)
+
+            diff_id, size = self._store(write)
+        return Layer(diff_id, size, clamp, created_by)
+
+    def adopt_layer(self, source: Path, diff_id: str, created: int, created_by: str) -> Layer:
+        """Keep a layer as it is (a base image's): its bytes must match its diff_id."""
+        target = self.layer_path(diff_id)
+        if not target.exists():
+
+            def write(out: BinaryIO) -> None:
+                with source.open("rb") as data:
+                    shutil.copyfileobj(data, out, COPY_BUFFER)
+
+            written, _ = self._store(write)
+            if written != diff_id:
+                self.layer_path(written).unlink()
+                raise ValueError(f"{source}: content is {written}, not {diff_id}")
+        return Layer(diff_id, target.stat().st_size, created, created_by)
+
+    def gzip_blob(self, diff_id: str) -> Blob:
+        """The layer gzipped without name or time, cached by diff_id."""
+        hexid = diff_id.removeprefix("sha256:")
+        target = self.root / "gzip" / f"{hexid}.tar.gz"
+        record = target.with_suffix(".digest")
+        if not (target.exists() and record.exists()):
+            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+            try:
+                with (
+                    self.layer_path(diff_id).open("rb") as source,
+                    os.fdopen(fd, "wb") as raw,
+                ):
+                    hashing = _HashingWriter(raw)
+                    with gzip.GzipFile(
+                        filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=GZIP_LEVEL
+                    ) as out:
+                        shutil.copyfileobj(source, out, COPY_BUFFER)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            record.write_text(f"sha256:{hashing.sha.hexdigest()}\n")
+        return Blob(record.read_text().strip(), target.stat().st_size, OCI_LAYER_GZIP, target)
+
+    def gzip_blobs(self, diff_ids: list[str]) -> dict[str, Blob]:
+        """Compress many layers at once (zlib works outside the GIL)."""
+        unique = list(dict.fromkeys(diff_ids))
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            return dict(zip(unique, pool.map(self.gzip_blob, unique), strict=True))
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Something a manifest points at: a compressed layer (a file) or JSON (bytes)."""
+
+    digest: str
+    size: int
+    media_type: str
+    path: Path | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, data: bytes, media_type: str) -> Blob:
+        return cls(sha256_digest(data), len(data), media_type, data=data)
+
+    def descriptor(self, **extra: Any) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, **extra}
+
+    def open(self) -> BinaryIO:
+        if self.path is not None:
+            return self.path.open("rb")
+        assert self.data is not None
+        return io.BytesIO(self.data)
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image of one platform: its config and its layers, bottom first."""
+
+    platform: str
+    config: dict[str, Any]  # the OCI image config, without rootfs and history
+    layers: tuple[Layer, ...]
+
+    def config_blob(self) -> Blob:
+        arch, variant = ARCHITECTURES[self.platform]
+        created = max(layer.created for layer in self.layers)
+        document = {
+            **self.config,
+            "architecture": arch,
+            "os": "linux",
+            "created": _rfc3339(created),
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in self.layers]},
+            "history": [
+                {"created": _rfc3339(layer.created), "created_by": layer.created_by}
+                for layer in self.layers
+            ],
+        }
+        if variant:
+            document["variant"] = variant
+        return Blob.of(canonical_json(document), OCI_CONFIG)
+
+    @property
+    def image_id(self) -> str:
+        """What `docker images` shows: the config's digest."""
+        return self.config_blob().digest
+
+    def manifest(self, blobs: dict[str, Blob]) -> Blob:
+        """The OCI manifest, given the compressed blob of each layer."""
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": self.config_blob().descriptor(),
+            "layers": [blobs[layer.diff_id].descriptor() for layer in self.layers],
+        }
+        return Blob.of(canonical_json(document), OCI_MANIFEST)
+
+
+def index(manifests: dict[str, Blob]) -> Blob:
+    """An OCI image index over one manifest per platform."""
+    entries = []
+    for platform in sorted(manifests):
+        arch, variant = ARCHITECTURES[platform]
+        described = {
+            "architecture": arch,
+            "os": "linux",
+            **({"variant": variant} if variant else {}),
+        }
+        entries.append(manifests[platform].descriptor(platform=described))
+    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    return Blob.of(canonical_json(document), OCI_INDEX)
+
+
+def _rfc3339(seconds: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def docker_archive(
+    images: dict[str, Image], store: BlobStore
+) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
+    """The members of a `docker save` archive holding `images` (tag -> image): each layer
+    once, each config, and manifest.json."""
+    manifest = []
+    seen: set[str] = set()
+    for tag, image in images.items():
+        config = image.config_blob()
+        config_name = f"{config.digest.removeprefix('sha256:')}.json"
+        layer_names = []
+        for layer in image.layers:
+            name = f"{layer.diff_id.removeprefix('sha256:')}/layer.tar"
+            layer_names.append(name)
+            if layer.diff_id not in seen:
+                seen.add(layer.diff_id)
+                path = store.layer_path(layer.diff_id)
+                info = tarfile.TarInfo(name)
+                info.size = path.stat().st_size
+                yield info, path.open("rb")
+        if config_name not in seen:
+            seen.add(config_name)
+            info = tarfile.TarInfo(config_name)
+            info.size = config.size
+            yield info, config.open()
+        manifest.append({"Config": config_name, "RepoTags": [tag], "Layers": layer_names})
+    data = json.dumps(manifest).encode()
+    info = tarfile.TarInfo("manifest.json")
+    info.size = len(data)
+    yield info, io.BytesIO(data)
+
+
+def docker_load(docker: str, images: dict[str, Image], store: BlobStore) -> None:
+    """Stream `images` into the engine's `docker load`: nothing is written twice here."""
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            [docker, "load", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=err,
+        )  # fmt: skip
+        assert process.stdin is not None
+        try:
+            with tarfile.open(fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER) as tar:
+                for info, data in docker_archive(images, store):
+                    with data or io.BytesIO():
+                        tar.addfile(info, data)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # the engine stopped reading: its message says why
+        if process.wait() != 0:
+            err.seek(0)
+            said = err.read().decode(errors="replace").strip()
+            raise RuntimeError(f"docker load failed: {said or 'no message'}")
+
+
+def file_entry(
+    path: Path, name: str, uid: int, gid: int, clamp: int, mode: int | None = None
+) -> Entry:
+    """An Entry for what is at `path` on disk (not following symlinks)."""
+    st = path.lstat()
+    mtime = min(int(st.st_mtime), clamp)
+    permissions = stat.S_IMODE(st.st_mode) & 0o1777 if mode is None else mode
+    if stat.S_ISLNK(st.st_mode):
+        return Entry(name, "symlink", 0o777, uid, gid, mtime, linkname=os.readlink(path))
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(name, "dir", permissions, uid, gid, mtime)
+    if stat.S_ISREG(st.st_mode):
+        return Entry(name, "file", permissions, uid, gid, mtime, source=path, size=st.st_size)
+    raise ValueError(f"{path}: not a file, directory or symlink")

@@ -1,0 +1,195 @@
+"""The system part of a pair: base image, Debian packages, the jovyan user, image config.
+
+BuildKit builds the two stages of the rendered `system.Dockerfile` (`worker`, and
+`notebook` on top of it). `docker save` hands over their layers:
+
+- the base image's layers are kept byte for byte: they are the base's, by digest;
+- each layer the Dockerfile adds is rewritten reproducibly: members sorted, times
+  clamped to the base image's creation time, owner names cleared, and what apt and
+  the logs leave behind dropped (lists, archives, logs, ldconfig's inode cache).
+
+The image config (user, environment, entrypoint, command, labels) is the stage's own, cut
+to the fields the OCI image spec defines. The Debian packages the images end up with are
+read from dpkg's status file in the layers and recorded, so the publish record and the
+SBOM can name them. A normalized stage is kept in the store under the ids of the images
+BuildKit made, so an unchanged stage (BuildKit's cache hit) is not rewritten again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from buildtool.engine import docker, docker_cli, run_logged
+from buildtool.errors import BuildToolError
+from buildtool.oci import ARCHITECTURES, BlobStore, Layer
+
+ROLES = ("worker", "notebook")
+# Paths a layer must not keep: apt's lists and archives, logs, temporary files, and
+# ldconfig's cache of inode numbers and times.
+DROPPED_UNDER = ("var/lib/apt/lists/", "var/cache/apt/", "var/log/", "tmp/", "root/.cache/")
+DROPPED = frozenset({"var/cache/ldconfig/aux-cache"})
+# The fields of an image config that the OCI image spec defines.
+CONFIG_FIELDS = (
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "StopSignal",
+)  # fmt: skip
+DPKG_STATUS = "var/lib/dpkg/status"
+# Part of the key of a normalized stage: bumped when normalizing changes.
+NORMALIZATION = "n3"
+
+
+def dropped(path: str) -> bool:
+    return path in DROPPED or path.startswith(DROPPED_UNDER)
+
+
+@dataclass(frozen=True)
+class SystemImage:
+    config: dict[str, Any]  # {"config": {...}}: the OCI config without rootfs and history
+    layers: tuple[Layer, ...]  # the base's, then the stage's
+    apt: dict[str, dict[str, str]]  # Debian package -> {"version", "arch"} as installed
+
+
+@dataclass(frozen=True)
+class SystemPair:
+    platform: str
+    worker: SystemImage
+    notebook: SystemImage  # its layers begin with the worker's
+
+    @property
+    def notebook_extra(self) -> tuple[Layer, ...]:
+        """The layers the notebook stage adds to the worker's."""
+        return self.notebook.layers[len(self.worker.layers) :]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SystemPair:
+        data = json.loads(text)
+
+        def image(value: dict[str, Any]) -> SystemImage:
+            layers = tuple(Layer(**layer) for layer in value["layers"])
+            return SystemImage(value["config"], layers, value["apt"])
+
+        return cls(data["platform"], image(data["worker"]), image(data["notebook"]))
+
+
+def docker_platform(platform: str) -> str:
+    arch, variant = ARCHITECTURES[platform]
+    return f"linux/{arch}" + (f"/{variant}" if variant else "")
+
+
+def build_system(
+    dockerfile: Path, base_image: str, platform: str, tag: str, store: BlobStore, echo: bool,
+    no_cache: bool = False,
+) -> SystemPair:  # fmt: skip
+    """Build both stages with BuildKit and return their reproducible layers."""
+    context = dockerfile.parent
+    for role in ROLES:
+        command = [
+            # Host networking: an apt mirror or proxy on the build host's 127.0.0.1.
+            docker_cli(), "build", "--progress=plain", "--network=host",
+            "--platform", docker_platform(platform), "--target", role,
+            "-f", str(dockerfile), "-t", f"{tag}-{role}", str(context),
+            *(["--no-cache"] if no_cache else []),
+        ]  # fmt: skip
+        print(f"building the {role} system stage ({platform})", flush=True)
+        run_logged(command, context / f"system-{role}-build.log", echo)
+    ids = [_inspect(f"{tag}-{role}")["Id"] for role in ROLES]
+    key = "-".join([NORMALIZATION, *(i.removeprefix("sha256:")[:24] for i in ids)])
+    record = store.root / "system" / f"{key}.json"
+    if record.exists():
+        return SystemPair.from_json(record.read_text())
+    pair = _normalize(base_image, platform, tag, store)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(pair.to_json())
+    return pair
+
+
+def _inspect(ref: str) -> dict[str, Any]:
+    return json.loads(docker("image", "inspect", ref))[0]
+
+
+def _epoch(created: str) -> int:
+    """Seconds since the epoch of an RFC 3339 time as Docker writes it."""
+    whole = created.split(".")[0].rstrip("Z")
+    return int(dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def _normalize(base_image: str, platform: str, tag: str, store: BlobStore) -> SystemPair:
+    base = _inspect(base_image)
+    base_layers = len(base["RootFS"]["Layers"])
+    clamp = _epoch(base["Created"])
+    with tempfile.TemporaryDirectory(prefix="buildtool-system-", dir=store.root) as tmp:
+        archive = Path(tmp) / "images.tar"
+        with archive.open("wb") as out:
+            out.write(docker("save", *(f"{tag}-{role}" for role in ROLES)))
+        with tarfile.open(archive) as tar:
+            tar.extractall(Path(tmp) / "x", filter="tar")
+        root = Path(tmp) / "x"
+        saved = {e["RepoTags"][0]: e for e in json.loads((root / "manifest.json").read_text())}
+        images: dict[str, SystemImage] = {}
+        below: tuple[Layer, ...] = ()  # the worker's layers, under the notebook's
+        raw_below = 0  # how many of the stage's own layers those came from
+        for role in ROLES:
+            entry = saved[f"{tag}-{role}"]
+            config = json.loads((root / entry["Config"]).read_text())
+            diff_ids = config["rootfs"]["diff_ids"]
+            steps = [h.get("created_by", "") for h in config["history"] if not h.get("empty_layer")]
+            layers = list(below)
+            for position in range(raw_below, len(diff_ids)):
+                source = root / entry["Layers"][position]
+                step = steps[position] if position < len(steps) else ""
+                if position < base_layers:
+                    layers.append(
+                        store.adopt_layer(source, diff_ids[position], clamp, f"base: {step}")
+                    )
+                    continue
+                layer = store.normalize_layer(
+                    source, clamp=clamp, drop=dropped, created_by=f"system: {step}"
+                )
+                if layer is not None:
+                    layers.append(layer)
+            kept = {
+                key: config["config"][key] for key in CONFIG_FIELDS if config["config"].get(key)
+            }
+            images[role] = SystemImage(
+                {"config": kept}, tuple(layers), _installed_debs(layers, store)
+            )
+            below, raw_below = tuple(layers), len(diff_ids)
+    return SystemPair(platform, images["worker"], images["notebook"])
+
+
+def _installed_debs(layers: list[Layer], store: BlobStore) -> dict[str, dict[str, str]]:
+    """Package -> version and architecture, from dpkg's status file in the topmost layer
+    that has it."""
+    for layer in reversed(layers):
+        with tarfile.open(store.layer_path(layer.diff_id)) as tar:
+            member = next(
+                (m for m in tar.getmembers() if m.name.removeprefix("./") == DPKG_STATUS), None
+            )
+            if member is None:
+                continue
+            handle = tar.extractfile(member)
+            if handle is None:
+                continue
+            text = handle.read().decode()
+        installed = {}
+        for stanza in text.split("\n\n"):
+            fields = dict(
+                line.split(": ", 1)
+                for line in stanza.splitlines()
+                if ": " in line and line[0] != " "
+            )
+            if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+                installed[fields["Package"]] = {
+                    "version": fields["Version"], "arch": fields.get("Architecture", "all")
+                }  # fmt: skip
+        return dict(sorted(installed.items()))
+    raise BuildToolError(f"no {DPKG_STATUS} in the system layers: the base is not Debian")
