@@ -54,7 +54,9 @@ def envroot(tmp_path: Path) -> Path:
     return root
 
 
-def buildtool(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def buildtool(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a user would."""
     command = [sys.executable, "-m", "buildtool.cli", *map(str, args)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)

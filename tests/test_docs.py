@@ -140,7 +140,7 @@ def test_manifest_marks_both_and_notebook_only(
     assert "## linux-64" in text
     only = len(notebook) - len(worker)
     assert f"{len(notebook)} packages: {len(worker)} in both images, {only} in the" in text
-    assert "| notebook | – | file, hostname, procps, bzip2, less |" in text
+    assert "| notebook | tomli-w==1.2.0 | file, hostname, procps, bzip2, less |" in text
 
     not_locked = (docs_dir / "packages" / "ml.md").read_text()
     assert "`ml` is not locked yet" in not_locked

@@ -16,7 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
 
+from buildtool import sbom
+from buildtool.lockfile import read_lock
 from buildtool.registry import Credentials, Registry, split_reference
 from buildtool.standin import StandIn
 from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
@@ -51,8 +56,7 @@ def offline(
         "work": work,
         "root": root,
         "registry": registry,
-        "images": ["--base-image", standin.base_image,
-                   "--builder-image", standin.builder_image],
+        "images": ["--base-image", standin.base_image],
         "env": {**os.environ, "REGISTRY_USER": credentials.user,
                 "REGISTRY_PASSWORD": credentials.password},
     }  # fmt: skip
@@ -144,6 +148,57 @@ def test_publish_pull_back_and_noop(
     assert "bytes pushed: 0" in second.stdout
     assert "building" not in second.stdout
     assert json.loads((build / "published.json").read_text()) == published
+
+
+def test_each_published_image_has_its_sbom_in_the_registry(
+    offline: dict, credentials: RegistryCredentials
+) -> None:
+    """Fetched as a client finds it (the referrers tag schema), valid CycloneDX
+    by the library's own validator, listing exactly the lock's packages of that image."""
+    registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
+    published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
+    lock = read_lock(offline["root"] / "e2e" / "conda-lock.yml")
+    for role in ("worker", "notebook"):
+        image = published["images"][role]
+        _, name = split_reference(image["repository"])
+        (subject,) = image["platforms"].values()
+        (document,) = sbom.fetch(registry, name, subject)
+        assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
+        bom = json.loads(document)
+        assert bom["metadata"]["component"]["version"] == image["digest"]
+        purls = [PackageURL.from_string(c["purl"]) for c in bom["components"]]
+        conda = {(p.name, p.version, p.qualifiers["build"]) for p in purls if p.type == "conda"}
+        assert conda == {(p.name, p.version, p.build) for p in lock.packages(role, "linux-64")}
+        hashes = {c["name"]: c["hashes"][0]["content"] for c in bom["components"]
+                  if c["purl"].startswith("pkg:conda/")}  # fmt: skip
+        assert hashes == {p.name: p.hash.sha256 for p in lock.packages(role, "linux-64")}
+        debs = {p.name for p in purls if p.type == "deb"}
+        assert {"tini", "ca-certificates", "libc6"} <= debs
+        assert ("procps" in debs) == (role == "notebook")  # the notebook's own apt
+        pypi = {(p.name, p.version) for p in purls if p.type == "pypi"}
+        assert pypi == ({("tomli-w", "1.2.0")} if role == "notebook" else set())
+    # `buildtool docs` keeps the same documents under docs/sbom/
+    result = buildtool("--root", offline["root"], "docs", cwd=offline["work"])
+    assert result.returncode == 0, result.stderr
+    kept = sorted((offline["work"] / "docs" / "sbom" / "e2e").glob("*.cdx.json"))
+    assert [p.name for p in kept] == ["notebook-linux-64.cdx.json", "worker-linux-64.cdx.json"]
+
+
+def test_verify_rebuilds_the_published_digests(offline: dict) -> None:
+    """`buildtool verify`: from the lock, on clean caches and without BuildKit's cache,
+    the same manifests as the ones published (test_publish_pull_back_and_noop)."""
+    command = ("--root", offline["root"], "verify", "e2e", "--quiet", *offline["images"])
+    result = buildtool(*command, cwd=offline["work"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
+    for role in ("worker", "notebook"):
+        digest = published["images"][role]["digest"]
+        assert f"e2e {role}: identical: rebuilt {digest}, published {digest}" in result.stdout
+    # Another base image is another image: verify says so instead of comparing.
+    other = buildtool("--root", offline["root"], "verify", "e2e", "--base-image", "debian:12",
+                      cwd=offline["work"])  # fmt: skip
+    assert other.returncode == 1
+    assert "verify the lock that was published" in other.stderr
 
 
 def test_an_archive_that_does_not_match_the_lock_fails_the_build(offline: dict) -> None:

@@ -133,7 +133,6 @@ def published(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Ite
         sys.executable, "-m", "buildtool.cli", "publish", "e2e", "--quiet",
         "--registry", registry,
         "--base-image", standin.base_image,
-        "--builder-image", standin.builder_image,
     ]  # fmt: skip
     try:
         result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)

@@ -26,46 +26,40 @@ def _render(root: Path, *extra: str) -> dict:
     return json.loads((root.parent / "build" / "physlite" / "render.json").read_text())
 
 
-def _explicit(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if "://" in line]
-
-
-def test_render_writes_a_matched_pair(locked: Path) -> None:
+def test_render_writes_the_system_stages_of_a_matched_pair(locked: Path) -> None:
     meta = _render(locked)
     out = locked.parent / "build" / "physlite"
-    lock = read_lock(locked / "physlite" / "conda-lock.yml")
-    worker, notebook = _explicit(out / "worker.explicit"), _explicit(out / "notebook.explicit")
-    assert len(worker) == len(lock.packages("worker", "linux-64"))
-    assert len(notebook) == len(lock.packages("notebook", "linux-64"))
-    assert set(worker) < set(notebook)
-    # every archive is fetched from its locked channel URL, as from conda-forge
-    urls = {f"{p.url}#sha256:{p.hash.sha256}" for p in lock.packages("notebook", "linux-64")}
-    assert set(notebook) == urls and all(line.startswith("http://") for line in notebook)
     assert (out / "conda-lock.yml").read_text() == (
         locked / "physlite" / "conda-lock.yml"
     ).read_text()
-    assert not (out / "pkgs").exists()
-
-    dockerfiles = {role: (out / role / "Dockerfile").read_text() for role in ("worker", "notebook")}
-    for text in dockerfiles.values():
-        assert text.startswith("# AUTO GENERATED")
-        assert 'ENTRYPOINT ["tini"' in text or "FROM worker" in text
-    assert "FROM ${WORKER_IMAGE} AS worker" in dockerfiles["notebook"]
-    assert "useradd --create-home --uid 1000 --gid 100" in dockerfiles["worker"]
-    assert "apt-get install" in dockerfiles["notebook"] and " file " in dockerfiles["notebook"]
-    assert "ATLAS_LOCAL_ROOT_BASE" in dockerfiles["notebook"]
-    assert "ATLAS_LOCAL_ROOT_BASE" not in dockerfiles["worker"]
-    # py-rattler bootstraps the environment's Python, which installs the rest in place
-    assert "python3 /build/install.py /build/conda-lock.yml linux-64" in dockerfiles["worker"]
-    assert "/build/worker.explicit /srv/conda/envs/notebook --cache" in dockerfiles["worker"]
-    assert "--python-only" in dockerfiles["worker"]
-    assert "/build/notebook.explicit /srv/conda/envs/notebook --cache" in dockerfiles["notebook"]
-    for text in dockerfiles.values():  # one package cache, shared by every build
-        assert "--mount=type=cache,id=daskhub-rattler-pkgs," in text
-    # the notebook layer never copies the worker's environment
-    assert "COPY --from=worker" not in dockerfiles["notebook"]
+    assert meta["platforms"] == ["linux-64"]
+    assert meta["base_images"] == {"linux-64": "debian:bookworm-slim"}
+    text = (out / "linux-64" / "system.Dockerfile").read_text()
+    assert text.startswith("# AUTO GENERATED")
+    worker, notebook = text.split("FROM worker AS notebook")
+    assert "FROM debian:bookworm-slim AS worker" in worker
+    assert "useradd --create-home --uid 1000 --gid 100" in worker
+    assert 'ENTRYPOINT ["tini"' in worker
+    assert "apt-get install" in notebook and " file " in notebook
+    assert "ATLAS_LOCAL_ROOT_BASE" in notebook and "ATLAS_LOCAL_ROOT_BASE" not in worker
+    # apt's lists and archives are cache mounts, per platform, never in a layer
+    assert "--mount=type=cache,id=daskhub-apt-lists-linux-64,target=/var/lib/apt/lists" in text
+    # no conda package is installed by the Dockerfile: the assembly adds them as layers
+    assert "rattler" not in text and "conda-lock.yml" not in text
+    # the notebook names its matched worker by content tag; no label moves between builds
+    worker_ref = f"reg.example:5000/ns/dask-gateway-physlite:{meta['content_tag']}"
+    assert f'DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE="{worker_ref}"' in notebook
+    assert f'io.daskhub.worker-image="{worker_ref}"' in notebook
+    assert "created" not in text and "revision" not in text
     assert meta["worker"] == {"repository": "reg.example:5000/ns/dask-gateway-physlite",
                               "tag": meta["content_tag"]}  # fmt: skip
+
+
+def test_base_image_per_platform(locked: Path) -> None:
+    meta = _render(locked, "--base-image", "a:1", "--base-image", "linux-aarch64=b:2")
+    assert meta["base_images"] == {"linux-64": "a:1"}
+    meta = _render(locked, "--base-image", "linux-64=c:3")
+    assert meta["base_images"] == {"linux-64": "c:3"}
 
 
 def test_content_tag_is_a_function_of_the_inputs(locked: Path, solver_channel: str) -> None:

@@ -181,7 +181,7 @@ def test_the_installed_tool_builds_and_tests_the_e2e_pair(
     site = _site(tmp_path)
     env = _clean_env(venv, tmp_path)
     registry = f"localhost/wheel{uuid.uuid4().hex[:8]}"
-    images = ["--base-image", standin.base_image, "--builder-image", standin.builder_image]
+    images = ["--base-image", standin.base_image]
     try:
         _run("buildtool", "lock", "e2e", "--channel", standin.channel, cwd=site, env=env)
         _run("buildtool", "build", "e2e", "--quiet", "--registry", registry, *images,

@@ -45,7 +45,7 @@ def build_and_test_pair(name: str, standin: StandIn, work: Path) -> RenderedPair
     steps = (
         ("lock", name, "--channel", standin.channel),
         ("build", name, "--quiet", "--registry", "localhost/analyses",
-         "--base-image", standin.base_image, "--builder-image", standin.builder_image),
+         "--base-image", standin.base_image),
         ("test", name),
     )  # fmt: skip
     for step in steps:
