@@ -1,0 +1,173 @@
+"""What the build benchmarks share: a scratch workspace, timing, the registry, the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+from buildtool.engine import docker_cli
+from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
+from buildtool.spec import Environment, load_environment
+from buildtool.standin import StandIn
+from tests.support.registry import RegistryCredentials
+
+REPO = Path(__file__).resolve().parents[1]
+LOG_TAIL = 30
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    ours: str
+    baseline: str
+    ratio: str
+    target: str
+    result: str
+
+
+@dataclass
+class Bench:
+    """The scratch workspace, the registry and the stand-in every step shares."""
+
+    name: str  # the benchmark, for progress lines
+    work: Path
+    credentials: RegistryCredentials
+    standin: StandIn
+    repeat: int
+
+    @property
+    def root(self) -> Path:
+        return self.work / "environments"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.work / "build"
+
+    @property
+    def image_flags(self) -> list[str]:
+        return ["--base-image", self.standin.base_image]
+
+    def registry(self) -> Registry:
+        c = self.credentials
+        return Registry(c.registry, Credentials(c.user, c.password))
+
+    def namespace(self, kind: str) -> str:
+        return f"{self.credentials.registry}/bench{kind}{uuid.uuid4().hex[:8]}"
+
+    def progress(self, message: str) -> None:
+        print(f"[{self.name} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def buildtool(self, *args: str, log: str, env: dict[str, str] | None = None) -> str:
+        command = [sys.executable, "-m", "buildtool.cli", "--root", str(self.root), *args]
+        return run(command, self.work / log, cwd=self.work, env=env)
+
+    def registry_env(self) -> dict[str, str]:
+        c = self.credentials
+        return {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}
+
+    def lock(self, env_name: str, specs: tuple[str, ...], edit: Callable[[str], str] | None = None
+             ) -> Environment:  # fmt: skip
+        """Copy the specs (the last one changed by `edit`) and lock against the stand-in."""
+        for name in specs:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+            text = (REPO / "environments" / name / "env.yaml").read_text()
+            if edit is not None and name == specs[-1]:
+                text = edit(text)
+            (self.root / name / "env.yaml").write_text(text)
+        self.buildtool("lock", env_name, "--channel", self.standin.channel, log="lock.log")
+        return load_environment(self.root, env_name)
+
+
+def run(
+    command: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
+    """Run a command with its output in `log`; raise with the log's tail if it fails."""
+    result = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
+    )
+    log.write_text(result.stdout)
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-LOG_TAIL:])
+        raise RuntimeError(f"{' '.join(command[:6])} ... exited {result.returncode}:\n{tail}")
+    return result.stdout
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def remove_local_tags(prefixes: list[str]) -> None:
+    listing = subprocess.run(
+        [docker_cli(), "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    tags = [t for t in listing.stdout.split() if t.startswith(tuple(prefixes))]
+    if tags:
+        subprocess.run([docker_cli(), "image", "rm", *tags], capture_output=True, text=True)
+
+
+def empty_caches(prefixes: list[str], *folders: Path) -> None:
+    """What a fresh runner has: no build cache, no image of ours, no package cache (the
+    base images stay)."""
+    remove_local_tags(prefixes)
+    subprocess.run([docker_cli(), "builder", "prune", "-af"], capture_output=True, check=True)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def manifest_blobs(registry: Registry, ref: str) -> dict[str, int]:
+    """digest -> size of the config and layers that the manifest under `ref` references."""
+    repository, _, tag = ref.rpartition(":")
+    _, name = split_reference(repository)
+    _, _, body = registry.request(
+        "GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
+        headers={"Accept": ", ".join(MANIFEST_TYPES)},
+    )  # fmt: skip
+    manifest = json.loads(body)
+    return {b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]}
+
+
+def uncompressed_size(ref: str) -> int:
+    result = subprocess.run(
+        [docker_cli(), "image", "inspect", "--format", "{{.Size}}", ref],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(result.stdout)
+
+
+def bytes_pushed(output: str) -> int:
+    match = re.search(r"^bytes pushed: (\d+)$", output, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"`buildtool publish` printed no byte count:\n{output[-2000:]}")
+    return int(match.group(1))
+
+
+def mb(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def table(rows: list[Row]) -> str:
+    header = Row("metric", "ours", "baseline", "ours / baseline", "target", "result")
+    cells = [astuple(row) for row in [header, *rows]]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    lines = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |"
+        for line in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
