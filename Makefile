@@ -6,6 +6,8 @@ SHELL := /bin/bash
 
 ENV ?= e2e
 REGISTRY ?= 127.0.0.1:5000/daskhub
+# How many pairs `make nightly` builds at once.
+JOBS ?= 2
 PYTHON ?= python3
 BUILDTOOL := $(PYTHON) -m buildtool.cli
 # The local registry's credentials, written by scripts/machine-setup.sh.
@@ -68,12 +70,12 @@ lock-check: ## fail if any lock is older than its spec
 	$(BUILDTOOL) lock --check --all
 
 .PHONY: render
-render: standin ## write build/ENV: both Dockerfiles and the build context
+render: standin ## write build/ENV: the lock and the system Dockerfile of each platform
 	$(WITH_STANDIN) $(call ENSURE_LOCK,$(ENV)) \
 	  $(BUILDTOOL) render $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: build
-build: standin ## build the ENV pair (worker, then notebook on top of it)
+build: standin ## build the ENV pair (system stages, then conda layers by package) and load it
 	$(WITH_STANDIN) $(call ENSURE_LOCK,$(ENV)) \
 	  $(BUILDTOOL) build $(ENV) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
@@ -113,6 +115,19 @@ publish: standin ## publish every pair (ENVS) whose content changed; an unchange
 	$(WITH_STANDIN) $(WITH_CREDENTIALS) \
 	  $(BUILDTOOL) publish $(ENVS) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
+publish-%: standin
+	$(WITH_STANDIN) $(WITH_CREDENTIALS) $(call ENSURE_LOCK,$*) \
+	  $(BUILDTOOL) publish $* --quiet --registry $(REGISTRY) $(IMAGE_FLAGS)
+
+.PHONY: plan
+plan: standin ## print, as CI matrix JSON, the pairs (ENVS) whose content tags are not in REGISTRY
+	$(WITH_STANDIN) $(WITH_CREDENTIALS) \
+	  $(BUILDTOOL) plan $(ENVS) --registry $(REGISTRY) $(IMAGE_FLAGS)
+
+.PHONY: verify
+verify: standin ## rebuild the published ENV pair from its lock on clean caches; compare digests
+	$(WITH_STANDIN) $(BUILDTOOL) verify $(ENV) $(IMAGE_FLAGS)
+
 .PHONY: docs
 docs: ## write docs/: image table, package manifests, lock diffs since publish
 	$(BUILDTOOL) docs
@@ -121,20 +136,30 @@ docs: ## write docs/: image table, package manifests, lock diffs since publish
 helm-values: ## write deploy/daskhub-values.yaml for the published pairs
 	$(BUILDTOOL) helm-values
 
+# The nightly's stages, as the CI workflow runs them: relock; plan; publish each planned
+# pair, JOBS at a time, each going on when another fails; docs and Helm values from every
+# record (a pair that failed keeps its last good one). Fails if any pair failed.
 .PHONY: nightly
-nightly: ## relock, compat-check, publish changed pairs (build + test), docs, Helm values
+nightly: ## relock, compat-check, plan, publish each planned pair (JOBS at once), docs, Helm values
 	$(MAKE) lock-all
 	$(MAKE) compat-all
-	$(MAKE) publish
-	$(MAKE) docs helm-values
+	planned="$$($(WITH_STANDIN) $(WITH_CREDENTIALS) $(BUILDTOOL) plan $(ENVS) --names \
+	  --registry $(REGISTRY) $(IMAGE_FLAGS))"; \
+	echo "planned: $${planned:-nothing}"; status=0; \
+	if [ -n "$$planned" ]; then \
+	  $(MAKE) -k -j $(JOBS) --output-sync=target $$(printf 'publish-%s ' $$planned) || status=$$?; \
+	fi; \
+	$(MAKE) docs helm-values; \
+	exit $$status
 
 .PHONY: demo
 demo: setup nightly ## the main job, on a fresh machine: `make nightly` after the set-up
 
 .PHONY: bench
-bench: ## run the benchmarks (lock, build, compat); each prints a table against a baseline
+bench: ## run the benchmarks (lock, build, layers, compat); each prints a table against a baseline
 	$(PYTHON) bench/lock.py
 	$(PYTHON) -m bench.build
+	$(PYTHON) -m bench.layers
 	$(PYTHON) -m bench.compat
 
 .PHONY: lint

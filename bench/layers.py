@@ -44,13 +44,14 @@ from bench.common import (
     timed,
     verdict,
 )
-from bench.node import ContainerdNode, CountingProxy, DockerNode
+from bench.node import ContainerdNode
 from buildtool import standin
 from buildtool.engine import docker_cli
 from buildtool.lockdiff import diff_locks
 from buildtool.lockfile import read_lock
 from buildtool.render import ROLES
 from tests.support.registry import docker_login, registry_credentials
+from tests.support.servers import DockerEngine, FrontProxy
 
 ENV_NAME = "physlite"
 SPECS = ("base", "physlite")
@@ -106,15 +107,22 @@ def push_single(bench: Bench, refs: dict[str, str], config: Path) -> None:
             env={**os.environ, "DOCKER_CONFIG": str(config)})  # fmt: skip
 
 
-def pulled(node: DockerNode | ContainerdNode, proxy: CountingProxy, registry: str,
+def pull(node: DockerEngine | ContainerdNode, ref: str) -> None:
+    if isinstance(node, DockerEngine):
+        node.docker("pull", "--quiet", ref)
+    else:
+        node.pull(ref)
+
+
+def pulled(node: DockerEngine | ContainerdNode, proxy: FrontProxy, registry: str,
            yesterday: list[str], today: list[str]) -> int:  # fmt: skip
     """Bytes of blobs the node fetches for today's pair, holding yesterday's."""
     through = [ref.replace(registry, proxy.address, 1) for ref in [*yesterday, *today]]
     for ref in through[: len(yesterday)]:
-        node.pull(ref)
+        pull(node, ref)
     proxy.reset()
     for ref in through[len(yesterday) :]:
-        node.pull(ref)
+        pull(node, ref)
     return proxy.blob_bytes
 
 
@@ -165,7 +173,7 @@ def report(bench: Bench) -> str:
                                    list(single_today.values()))  # fmt: skip
 
     # -- (b) pulls --------------------------------------------------------------------------
-    proxy = CountingProxy(registry)
+    proxy = FrontProxy(registry)
     pulls: dict[str, dict[str, int]] = {}
     try:
         for kind in ("containerd", "docker"):
@@ -175,8 +183,9 @@ def report(bench: Bench) -> str:
                 ("single", list(single_yesterday.values()), list(single_today.values())),
             ):
                 bench.progress(f"(b) a {kind} node pulls {side}: yesterday, then today")
+                node: DockerEngine | ContainerdNode
                 if kind == "docker":
-                    node = DockerNode(bench.work / f"node-{side}")
+                    node = DockerEngine(bench.work / f"node-{side}")
                     node.login(proxy.address, bench.credentials)
                 else:
                     node = ContainerdNode(f"bench-{uuid.uuid4().hex[:8]}", bench.credentials)

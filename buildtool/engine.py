@@ -76,5 +76,5 @@ def run_logged(command: list[str], log: Path, echo: bool) -> None:
         code = process.wait()
     if code != 0:
         raise BuildToolError(
-            f"{' '.join(command[1:3])} failed (exit {code}); last lines of {log}:\n" + "".join(tail)
+            f"docker {command[1]} failed (exit {code}); last lines of {log}:\n" + "".join(tail)
         )

@@ -1,12 +1,15 @@
-"""`make nightly` against the local registry, twice, from a copy of this checkout.
+"""`make nightly` over the seed environments, three nights, from a copy of this checkout.
 
-The first run publishes the end-to-end pair (ENVS=e2e: the seed pairs are built by
-tests/analyses) and regenerates docs/images.md and the Helm values; the second changes
-nothing and pushes nothing.
+1. The first night publishes every seed (in parallel, JOBS=2) and regenerates the docs and
+   the Helm values; `buildtool plan` then lists nothing.
+2. e2e's spec changes: the second night rebuilds e2e, and only e2e.
+3. e2e's image tests fail while physlite's spec changes: physlite is published, e2e is not,
+   and the Helm values keep e2e's digests from the second night.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +22,7 @@ from buildtool.standin.dockercli import remove_local_tags, require_docker
 from tests.conftest import REPO
 from tests.support.registry import registry_credentials
 
-GENERATED = ("docs/images.md", "deploy/daskhub-values.yaml", "environments/e2e/conda-lock.yml")
+SEEDS = ("e2e", "ml", "physlite", "pyhep")
 
 
 def _checkout(dest: Path) -> Path:
@@ -33,42 +36,79 @@ def _checkout(dest: Path) -> Path:
     return dest
 
 
-def _nightly(checkout: Path, registry: str) -> str:
-    result = subprocess.run(
-        ["make", "nightly", f"REGISTRY={registry}", "ENVS=e2e"],
-        cwd=checkout, capture_output=True, text=True,
+def _make(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", *args], cwd=checkout, capture_output=True, text=True,
         # The copy must not re-point the editable install that the rest of the suite uses.
         env={**os.environ, "LOCAL": "1", "DASKHUB_KEEP_INSTALL": "1"},
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout
 
 
-def test_nightly_publishes_then_is_a_noop(tmp_path: Path) -> None:
+def _published(checkout: Path) -> dict[str, dict]:
+    return {
+        name: json.loads((checkout / "build" / name / "published.json").read_text())
+        for name in SEEDS
+    }
+
+
+def _helm_images(checkout: Path) -> dict[str, str]:
+    values = yaml.safe_load((checkout / "deploy" / "daskhub-values.yaml").read_text())
+    profiles = values["jupyterhub"]["singleuser"]["profileList"]
+    return {p["slug"]: p["kubespawner_override"]["image"] for p in profiles}
+
+
+def _edit(spec: Path, old: str, new: str) -> None:
+    text = spec.read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new, 1))
+
+
+def test_three_nights(tmp_path: Path) -> None:
     require_docker()
     credentials = registry_credentials()
     checkout = _checkout(tmp_path / "checkout")
     registry = f"{credentials.registry}/n{uuid.uuid4().hex[:10]}"
-
+    night = ["nightly", f"REGISTRY={registry}", f"ENVS={' '.join(SEEDS)}", "JOBS=2"]
     try:
-        _publish_twice(checkout, registry)
+        first = _make(checkout, *night)
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        published = _published(checkout)
+        for name in SEEDS:
+            assert f"tagged {registry}/jupyter-{name}:" in first.stdout, name
+        images = (checkout / "docs" / "images.md").read_text()
+        assert all(f"{registry}/jupyter-{name}@sha256:" in images for name in SEEDS)
+        helm = _helm_images(checkout)
+        assert {helm[name] for name in SEEDS} == {
+            published[name]["images"]["notebook"]["ref"] for name in SEEDS
+        }
+        plan = _make(
+            checkout, "--silent", "plan", f"REGISTRY={registry}", f"ENVS={' '.join(SEEDS)}"
+        )
+        assert plan.returncode == 0, plan.stderr
+        assert json.loads(plan.stdout.strip().splitlines()[-1]) == {"include": []}
+
+        e2e = checkout / "environments" / "e2e" / "env.yaml"
+        _edit(e2e, "extends: base\n", "extends: base\nenv: {NIGHT: two}\n")
+        second = _make(checkout, *night)
+        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+        assert f"tagged {registry}/jupyter-e2e:" in second.stdout
+        assert second.stdout.count("tagged ") == 2  # e2e's two images, nothing else
+        after_second = _published(checkout)
+        assert after_second["e2e"]["content_tag"] != published["e2e"]["content_tag"]
+        for name in ("ml", "physlite", "pyhep"):
+            assert after_second[name] == published[name], name
+
+        _edit(e2e, "env: {NIGHT: two}\n", "env: {NIGHT: three}\nimports: [no_such_module]\n")
+        physlite = checkout / "environments" / "physlite" / "env.yaml"
+        _edit(physlite, "extends: base\n", "extends: base\nenv: {NIGHT: three}\n")
+        third = _make(checkout, *night)
+        assert third.returncode != 0
+        assert "image tests failed for e2e" in third.stdout + third.stderr
+        after_third = _published(checkout)
+        assert after_third["e2e"] == after_second["e2e"]  # its last good publish
+        assert after_third["physlite"]["content_tag"] != after_second["physlite"]["content_tag"]
+        helm = _helm_images(checkout)
+        assert helm["e2e"] == after_second["e2e"]["images"]["notebook"]["ref"]
+        assert helm["physlite"] == after_third["physlite"]["images"]["notebook"]["ref"]
     finally:
         remove_local_tags(registry + "/")
-
-
-def _publish_twice(checkout: Path, registry: str) -> None:
-    first = _nightly(checkout, registry)
-    assert "tagged" in first and "bytes pushed: 0" not in first
-    images = (checkout / "docs" / "images.md").read_text()
-    assert "| Jupyter image | Name | Worker image | Description |" in images
-    assert f"{registry}/jupyter-e2e@sha256:" in images
-    values = yaml.safe_load((checkout / "deploy" / "daskhub-values.yaml").read_text())
-    (profile,) = values["jupyterhub"]["singleuser"]["profileList"]
-    assert profile["kubespawner_override"]["image"].startswith(f"{registry}/jupyter-e2e@sha256:")
-    before = {name: (checkout / name).read_bytes() for name in GENERATED}
-
-    second = _nightly(checkout, registry)
-    assert "already published: nothing built, nothing pushed" in second
-    assert "bytes pushed: 0" in second
-    assert "building" not in second
-    assert {name: (checkout / name).read_bytes() for name in GENERATED} == before

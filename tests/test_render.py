@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.lockfile import read_lock
 from tests.conftest import buildtool
 
 

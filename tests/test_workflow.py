@@ -104,61 +104,68 @@ def test_nightly_workflow_matches_githubs_schema(tmp_path: Path) -> None:
     assert _schema_check(no_runner).returncode == 1
 
 
-def _steps() -> list[dict]:
-    (job,) = yaml.safe_load(WORKFLOW.read_text())["jobs"].values()
-    return job["steps"]
+def _workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
 
 
-def _runs() -> str:
-    return "\n".join(step.get("run", "") for step in _steps())
+def _runs(job: str) -> str:
+    return "\n".join(step.get("run", "") for step in _workflow()["jobs"][job]["steps"])
 
 
-def test_nightly_runs_every_night_and_by_hand() -> None:
-    workflow = yaml.safe_load(WORKFLOW.read_text())
+def test_nightly_runs_every_night_and_by_hand_with_the_switch() -> None:
+    workflow = _workflow()
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert set(triggers) == {"schedule", "workflow_dispatch"}
     (schedule,) = triggers["schedule"]
     minute, hour, *every = schedule["cron"].split()
     assert every == ["*", "*", "*"] and 0 <= int(hour) < 24 and 0 <= int(minute) < 60
-    (job,) = workflow["jobs"].values()
-    assert job["runs-on"] == "ubuntu-latest"
+    mode = triggers["workflow_dispatch"]["inputs"]["mode"]
+    assert mode["options"] == ["pull-request", "commit"] and mode["default"] == "pull-request"
+    assert workflow["env"]["LOCAL"] == "0"  # every environment, against the real channels
 
 
-def test_nightly_sets_up_python_then_runs_the_stages_in_order() -> None:
-    job = yaml.safe_load(WORKFLOW.read_text())["jobs"]["nightly"]
-    assert job["env"]["LOCAL"] == "0"  # every environment, against the real channels
-    uses = {step["uses"].split("@")[0]: step for step in _steps() if "uses" in step}
-    assert uses["actions/setup-python"]["with"]["python-version"] == "3.11"
-    assert "mamba-org/setup-micromamba" not in uses  # one solver and installer: py-rattler
-    runs = _runs()
-    stages = [
-        "cp -R deploy/published/. build/",
-        "make lock-all",
-        "make compat-all",
-        'make publish REGISTRY="$REGISTRY"',
-        "make docs helm-values",
-        "git diff --cached --quiet",
-    ]
+def test_five_stages_relock_plan_matrix_fan_in_and_the_switch() -> None:
+    jobs = _workflow()["jobs"]
+    assert list(jobs) == ["relock", "plan", "build", "records"]
+    assert "make lock-all" in _runs("relock") and "make compat-all" in _runs("relock")
+    assert 'buildtool plan --all --registry "$REGISTRY"' in _runs("plan")
+    assert jobs["plan"]["outputs"]["matrix"] == "${{ steps.plan.outputs.matrix }}"
+    build = jobs["build"]
+    assert build["needs"] == "plan"
+    assert build["strategy"]["fail-fast"] is False
+    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert 'make push ENV="$ENVIRONMENT" REGISTRY="$REGISTRY"' in _runs("build")
+    (upload,) = [s for s in build["steps"] if s.get("uses", "").startswith("actions/upload")]
+    assert upload["with"]["name"] == "published-${{ matrix.environment }}"
+    records = jobs["records"]
+    assert records["needs"] == ["relock", "plan", "build"]
+    assert records["if"].startswith("always()")  # a failed environment stops nobody
+    runs = _runs("records")
+    stages = ["cp -R deploy/published/. build/", 'cp -R "$folder"/. "build/$environment/"',
+              "make docs helm-values", "install -D --mode=644"]  # fmt: skip
     positions = [runs.index(stage) for stage in stages]
     assert positions == sorted(positions)
+    by_if = {s.get("name"): s for s in records["steps"]}
+    pull = by_if["Open or update the pull request"]
+    assert pull["uses"].startswith("peter-evans/create-pull-request@")
+    assert pull["with"]["body-path"].endswith("nightly-body.md")
+    assert pull["if"] == "env.NIGHTLY_MODE == 'pull-request'"
+    assert by_if["Commit to the branch"]["if"] == "env.NIGHTLY_MODE == 'commit'"
 
 
-def test_nightly_uploads_the_reports() -> None:
-    (upload,) = [s for s in _steps() if s.get("uses", "").startswith("actions/upload-artifact")]
-    assert upload["if"] == "always()"
-    paths = upload["with"]["path"].split()
-    assert paths == ["build/*/lock-diff.md", "build/*/compat-report.md", "docs/"]
+def test_every_job_sets_up_python_and_the_tool_alone() -> None:
+    for name, job in _workflow()["jobs"].items():
+        uses = {s["uses"].split("@")[0]: s for s in job["steps"] if "uses" in s}
+        assert uses["actions/setup-python"]["with"]["python-version"] == "3.11", name
+        assert "mamba-org/setup-micromamba" not in uses  # one solver and installer
+        assert "python -m pip install ./compat ." in _runs(name), name
 
 
 def test_registry_credentials_stay_in_the_environment() -> None:
-    steps = _steps()
-    for step in steps:
-        # Secrets reach a step only as environment variables, never in its script text.
-        assert "secrets." not in step.get("run", "")
-    (publish,) = [s for s in steps if "REGISTRY_PASSWORD" in s.get("env", {})]
-    assert publish["env"] == {
-        "REGISTRY_USER": "${{ secrets.REGISTRY_USER }}",
-        "REGISTRY_PASSWORD": "${{ secrets.REGISTRY_PASSWORD }}",
-    }
-    assert publish["run"] == 'make publish REGISTRY="$REGISTRY"'
-    assert "REGISTRY_PASSWORD" not in _runs()  # the password is never echoed or passed on
+    for name, job in _workflow()["jobs"].items():
+        for step in job["steps"]:
+            # Secrets reach a step only as environment variables, never in its script text.
+            assert "secrets." not in step.get("run", ""), name
+            assert "REGISTRY_PASSWORD" not in step.get("run", ""), name  # never echoed
+            if "REGISTRY_PASSWORD" in step.get("env", {}):
+                assert step["env"]["REGISTRY_PASSWORD"] == "${{ secrets.REGISTRY_PASSWORD }}"

@@ -1,0 +1,248 @@
+"""Real servers the tests (and benchmarks) start on 127.0.0.1 beside the suite's own.
+
+- `RegistryProcess`: a distribution registry of its own (Debian's docker-registry, the
+  suite's htpasswd), so that one can be killed without touching the shared one;
+- `DockerEngine`: a second dockerd with its own data root and socket, reached through
+  `DOCKER_HOST` as a remote builder is;
+- `FrontProxy`: a reverse proxy in front of a registry that counts the requests and the
+  blob bytes it hands out, and can send blob requests elsewhere with a redirect, as
+  registries that keep blobs in object storage do;
+- `BlobStorage`: that elsewhere: it serves blobs it fetches from the registry with its
+  own credentials, and records the Authorization headers that reached it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from tests.support.registry import DEFAULT_STATE_DIR, RegistryCredentials
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _quiet_handler(base: type[BaseHTTPRequestHandler]) -> type[BaseHTTPRequestHandler]:
+    class Quiet(base):  # type: ignore[valid-type, misc]
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Quiet
+
+
+class RegistryProcess:
+    """docker-registry on a port of its own, with the suite's htpasswd."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.data = root / "data"
+        state = Path(os.environ.get("DASKHUB_STATE_DIR", DEFAULT_STATE_DIR)) / "registry"
+        (root / "config.yml").parent.mkdir(parents=True, exist_ok=True)
+        (root / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.data}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\nauth:\n  htpasswd:\n"
+            f"    realm: faults\n    path: {state / 'htpasswd'}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = (self.root / "registry.log").open("ab")
+        self.process = subprocess.Popen(
+            ["/usr/bin/docker-registry", "serve", str(self.root / "config.yml")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2)
+            except urllib.error.HTTPError:
+                return  # 401: it answers
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the registry did not start: {self.root}") from None
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or an OOM kill does."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def blobs(self) -> int:
+        """How many blobs the registry has completely stored."""
+        return len(list(self.data.glob("docker/registry/v2/blobs/sha256/*/*/data")))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+class DockerEngine:
+    """A second dockerd with its own data root and socket."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.host = f"unix://{root / 'docker.sock'}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.root / "cfg")}
+
+    def start(self) -> None:
+        log = (self.root / "dockerd.log").open("ab")
+        self.process = subprocess.Popen(
+            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root",
+             str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"),
+             "--host", self.host, "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while self.docker("info", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"the second dockerd did not start: {self.root / 'dockerd.log'}")
+            time.sleep(0.5)
+
+    def docker(self, *args: str, check: bool = True,
+               input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+        return subprocess.run(["docker", *args], capture_output=True, env=self.env(),
+                              check=check, input=input)  # fmt: skip
+
+    def adopt(self, image: str) -> None:
+        """Copy an image of the suite's engine into this one."""
+        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True)
+        self.docker("load", "--quiet", input=saved.stdout)
+
+    def login(self, registry: str, credentials: RegistryCredentials) -> None:
+        self.docker("login", "--username", credentials.user, "--password-stdin", registry,
+                    input=credentials.password.encode())  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL the engine and its containerd: a crashed builder."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        for folder in ("exec", "data"):
+            subprocess.run(["umount", "-R", str(self.root / folder)], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class FrontProxy:
+    """Forwards to `upstream` (host:port), counting; blob GET/HEAD go to `redirect_to`
+    (a base URL) with a 307 when it is set."""
+
+    def __init__(self, upstream: str, redirect_to: str | None = None) -> None:
+        self.requests = 0
+        self.blob_bytes = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                with proxy._lock:
+                    proxy.requests += 1
+                blob = self.command in ("GET", "HEAD") and "/blobs/sha256:" in self.path
+                if blob and redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                connection = http.client.HTTPConnection(upstream, timeout=300)
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.end_headers()
+                while chunk := response.read(1 << 20):
+                    self.wfile.write(chunk)
+                    if blob and self.command == "GET":
+                        with proxy._lock:
+                            proxy.blob_bytes += len(chunk)
+                connection.close()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(Handler))
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = self.blob_bytes = 0
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class BlobStorage:
+    """Serves `/v2/<name>/blobs/<digest>` from `registry` with its own credentials, as
+    object storage behind a redirect does; records each request's Authorization."""
+
+    def __init__(self, registry: str, credentials: RegistryCredentials) -> None:
+        self.authorizations: list[str | None] = []
+        storage = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                storage.authorizations.append(self.headers.get("Authorization"))
+                request = urllib.request.Request(
+                    f"http://{registry}{self.path}", method=self.command,
+                    headers={"Authorization": credentials.authorization()},
+                )  # fmt: skip
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        data = response.read()
+                        status = response.status
+                except urllib.error.HTTPError as error:
+                    data, status = b"", error.code
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(Handler))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
