@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import itertools
 import os
 import shutil
 import signal
@@ -97,13 +99,23 @@ class RegistryProcess:
             self.kill()
 
 
+_ENGINES = itertools.count()
+
+
 class DockerEngine:
-    """A second dockerd with its own data root and socket."""
+    """A second dockerd with its own data root, socket and bridge.
+
+    Its own bridge, made here: a dockerd started with `--bridge none` deletes the host's
+    docker0, which the suite's engine needs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.host = f"unix://{root / 'docker.sock'}"
+        self.bridge = f"dk{os.getpid()}-{next(_ENGINES)}"[:15]  # an interface name's limit
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "10.211.0.1/24", "dev", self.bridge], check=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -115,7 +127,8 @@ class DockerEngine:
         self.process = subprocess.Popen(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root",
              str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"),
-             "--host", self.host, "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+             "--host", self.host, "--bridge", self.bridge, "--iptables=false",
+             "--ip-masq=false"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -141,8 +154,16 @@ class DockerEngine:
     def kill(self) -> None:
         """SIGKILL the engine and its containerd: a crashed builder."""
         assert self.process is not None
+        pid_file = self.root / "exec" / "containerd" / "containerd.pid"
+        containerd = int(pid_file.read_text()) if pid_file.exists() else None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        if containerd is not None:  # its own session: killed when dockerd dies, or now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(containerd, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while Path(f"/proc/{containerd}").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
         subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
 
     def stop(self) -> None:
@@ -156,6 +177,7 @@ class DockerEngine:
         for folder in ("exec", "data"):
             subprocess.run(["umount", "-R", str(self.root / folder)], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
 
 class FrontProxy:
