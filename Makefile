@@ -25,7 +25,8 @@ ifeq ($(LOCAL),1)
 ENVS ?= e2e physlite pyhep ml
 WITH_STANDIN := set -a; . $(STANDIN_ENV); set +a;
 LOCK_FLAGS ?= --channel "$$STANDIN_CHANNEL"
-IMAGE_FLAGS ?= --base-image "$$STANDIN_BASE_IMAGE"
+IMAGE_FLAGS ?= --base-image "$$STANDIN_BASE_IMAGE" \
+  --base-image "linux-aarch64=$$STANDIN_BASE_IMAGE_AARCH64"
 # Lock before building: against the stand-in a relock is quick and gives the same lock
 # unless the spec or the stand-in changed (a rebuilt stand-in may no longer hold an old
 # lock's archives).

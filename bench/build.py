@@ -14,7 +14,10 @@ caches are emptied.
   Dockerfiles (bench/baseline), each installing its whole set from scratch on the same
   base with the same py-rattler, each with its own package cache, then `docker push`ed;
 * the floor: py-rattler alone fetching and installing the notebook set into an empty
-  prefix on the host, with an empty package cache.
+  prefix on the host, with an empty package cache;
+* arm64 beside x86: the e2e pair with `platforms: [linux-64, linux-aarch64]`, one cold
+  build, with the time of each platform's system stages (BuildKit; for linux-aarch64
+  under qemu) and of its conda layers (laid out on this host), as the build reports them.
 
 Cold times are medians of --repeat runs. Image sizes are the compressed sizes of the
 manifests' blobs in the registry and `docker image inspect` Size. The no-op nightly is a
@@ -28,8 +31,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +43,7 @@ import rattler
 
 from bench.baseline import build_naive, render_context
 from bench.common import (
+    REPO,
     Bench,
     Row,
     bytes_pushed,
@@ -63,6 +69,7 @@ SPECS = ("base", "physlite")  # the spec and the one it extends
 PAIR_PUSH_TARGET = 1.1  # pair push <= this x the notebook image's own compressed size
 COLD_SPEEDUP_TARGET = 1.8  # cold pair build >= this x faster than the naive baseline
 FLOOR_TARGET = 1.5  # cold pair build <= this x the floor
+MULTIARCH = "platforms: [linux-64, linux-aarch64]\n"
 
 
 def install_floor(env: Environment, scratch: Path) -> None:
@@ -82,6 +89,57 @@ def sizes(bench: Bench, refs: dict[str, str]) -> dict[str, tuple[int, int, dict[
         blobs = manifest_blobs(bench.registry(), refs[role])
         out[role] = (sum(blobs.values()), uncompressed_size(refs[role]), blobs)
     return out
+
+
+TIMING = re.compile(
+    r"^timing (?P<platform>\S+): system stages (?P<system>[\d.]+) s \(BuildKit(?P<emulated>, "
+    r"emulated)?\), conda layers (?P<conda>[\d.]+) s \(host\)$",
+    re.MULTILINE,
+)
+
+
+def arm64_rows(bench: Bench, namespace: str) -> list[Row]:
+    """One cold build of the e2e pair for both platforms; each platform's time by stage."""
+    root = bench.work / "multiarch" / "environments"
+    for name in ("base", "e2e"):
+        (root / name).mkdir(parents=True)
+        text = (REPO / "environments" / name / "env.yaml").read_text()
+        if name == "e2e":
+            text = text.replace("extends: base\n", "extends: base\n" + MULTIARCH)
+        (root / name / "env.yaml").write_text(text)
+    packages = bench.work / "multiarch" / "cache"
+    env = {**os.environ, "DASKHUB_CACHE": str(packages)}
+
+    def buildtool(*args: str, log: str) -> str:
+        command = [sys.executable, "-m", "buildtool.cli", "--root", str(root), *args]
+        return run(command, bench.work / log, cwd=root.parent, env=env)
+
+    buildtool("lock", "e2e", "--channel", bench.standin.channel, log="lock-multiarch.log")
+    empty_caches([f"{namespace}/", "buildtool-system/"], packages, root.parent / "build")
+    bench.progress("cold build of the e2e pair for linux-64 and linux-aarch64")
+    started = time.perf_counter()
+    output = buildtool("build", "e2e", "--quiet", "--registry", namespace,
+                       *bench.standin.image_flags, log="build-multiarch.log")  # fmt: skip
+    total = time.perf_counter() - started
+    timings = {m["platform"]: m for m in TIMING.finditer(output)}
+    x86, arm = timings["linux-64"], timings["linux-aarch64"]
+
+    def seconds(m: re.Match[str]) -> float:
+        return float(m["system"]) + float(m["conda"])
+
+    return [
+        Row("e2e pair, linux-64 (system + conda layers)", f"{seconds(x86):.1f} s",
+            "-", "-", "-", "-"),
+        Row("e2e pair, linux-aarch64, beside linux-64", f"{seconds(arm):.1f} s",
+            f"{seconds(x86):.1f} s", f"{seconds(arm) / seconds(x86):.2f}x", "-", "-"),
+        Row("    of which emulated: system stages (qemu)", f"{float(arm['system']):.1f} s",
+            f"{float(x86['system']):.1f} s (native)",
+            f"{float(arm['system']) / float(x86['system']):.1f}x", "-", "-"),
+        Row("    not emulated: conda layers (host)", f"{float(arm['conda']):.1f} s",
+            f"{float(x86['conda']):.1f} s", f"{float(arm['conda']) / float(x86['conda']):.2f}x",
+            "-", "-"),
+        Row("e2e pair, both platforms, whole build", f"{total:.1f} s", "-", "-", "-", "-"),
+    ]  # fmt: skip
 
 
 def report(bench: Bench, ours_ns: str, naive_ns: str) -> str:
@@ -172,6 +230,7 @@ def report(bench: Bench, ours_ns: str, naive_ns: str) -> str:
             verdict(noop_bytes == 0),
         )  # fmt: skip
     )
+    rows += arm64_rows(bench, ours_ns + "-multiarch")
     worker_blobs = ours["worker"][2]
     layers = sorted(ours["notebook"][2].items(), key=lambda item: -item[1])
     notes = [

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import platform as host
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def build_pair(
     images: dict[str, dict[str, Image]] = {}
     apt: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
     for platform in pair.platforms:
+        started = time.monotonic()
         system = build_system(
             pair.system_dockerfile(platform),
             pair.base_images[platform],
@@ -113,6 +115,7 @@ def build_pair(
             echo,
             no_cache=no_cache,
         )
+        system_s = time.monotonic() - started
         print(f"assembling the conda layers ({platform})", flush=True)
         # The staging prefix goes once its layers are in the store.
         with tempfile.TemporaryDirectory(prefix=f"stage-{platform}-", dir=store.root) as stage:
@@ -129,6 +132,14 @@ def build_pair(
             )
         images[platform] = {role: assembled.image(role) for role in ROLES}
         apt[platform] = {"worker": system.worker.apt, "notebook": system.notebook.apt}
+        # What ran where: another platform's system steps run under emulation (qemu);
+        # its conda layers are laid out on this host like this platform's.
+        emulated = ", emulated" if platform != host_platform() else ""
+        print(
+            f"timing {platform}: system stages {system_s:.1f} s (BuildKit{emulated}), "
+            f"conda layers {time.monotonic() - started - system_s:.1f} s (host)",
+            flush=True,
+        )
     built = BuiltPair(pair.content_tag, images, apt)
     if load:
         write_atomic(Path(pair.directory) / IMAGES_FILE, built.to_json())

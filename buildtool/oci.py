@@ -209,6 +209,15 @@ class BlobStore:
             diff_id, size = self._store(write)
         return Layer(diff_id, size, clamp, created_by)
 
+    def write_stream(self, source: BinaryIO, created: int, created_by: str) -> Layer:
+        """Keep a layer tar read from `source` (another tool's output) as it is."""
+
+        def write(out: BinaryIO) -> None:
+            shutil.copyfileobj(source, out, COPY_BUFFER)
+
+        diff_id, size = self._store(write)
+        return Layer(diff_id, size, created, created_by)
+
     def adopt_layer(self, source: Path, diff_id: str, created: int, created_by: str) -> Layer:
         """Keep a layer as it is (a base image's): its bytes must match its diff_id."""
         target = self.layer_path(diff_id)

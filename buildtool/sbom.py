@@ -98,26 +98,23 @@ def sbom_json(image: ImageContents) -> str:
     components = [_conda(p) for p in sorted(image.conda, key=lambda p: p.name)]
     components += [_pip(pin) for pin in sorted(image.pip)]
     components += [_deb(n, v["version"], v["arch"]) for n, v in sorted(image.apt.items())]
+    root = Component(
+        name=image.repository, version=image.digest, type=ComponentType.CONTAINER,
+        purl=subject, bom_ref=subject.to_string(),
+        properties=[Property(name="daskhub:environment", value=image.environment),
+                    Property(name="daskhub:role", value=image.role),
+                    Property(name="daskhub:platform", value=image.platform),
+                    Property(name="oci:manifest", value=image.manifest)],
+    )  # fmt: skip
     bom = Bom(
         components=components,
         serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"{image.repository}@{image.manifest}"),
         metadata=BomMetaData(
-            component=Component(
-                name=image.repository,
-                version=image.digest,
-                type=ComponentType.CONTAINER,
-                purl=subject,
-                bom_ref=subject.to_string(),
-                properties=[
-                    Property(name="daskhub:environment", value=image.environment),
-                    Property(name="daskhub:role", value=image.role),
-                    Property(name="daskhub:platform", value=image.platform),
-                    Property(name="oci:manifest", value=image.manifest),
-                ],
-            ),  # fmt: skip
+            component=root,
             timestamp=dt.datetime.fromtimestamp(image.created, dt.timezone.utc),
         ),
     )
+    bom.register_dependency(root, components)  # the image holds every package
     text = JsonV1Dot6(bom).output_as_string(indent=1)
     problem = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if problem is not None:

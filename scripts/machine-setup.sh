@@ -3,9 +3,12 @@
 #
 # Idempotent: every step checks before it acts, so re-running is cheap.
 #   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl nodejs
+#      qemu-user-static binfmt-support
 #   2. pip install -e ./compat -e '.[test]' of the repository (the parent of this folder)
-#   3. dockerd in the background, unless `docker info` already answers
-#   4. a distribution registry on 127.0.0.1:${REGISTRY_PORT:-5000} with htpasswd
+#   3. arm64 binaries run under qemu (binfmt_misc mounted, qemu-aarch64 enabled), so that
+#      linux-aarch64 images can be tested here and their Dockerfile steps run
+#   4. dockerd in the background, unless `docker info` already answers
+#   5. a distribution registry on 127.0.0.1:${REGISTRY_PORT:-5000} with htpasswd
 #      auth; the user `ci` and its password are made once and kept in
 #      ${STATE_DIR}/registry/credentials.env (the password is never printed)
 #
@@ -18,7 +21,8 @@ REGISTRY_PORT="${REGISTRY_PORT:-5000}"
 REGISTRY_DIR="${STATE_DIR}/registry"
 CREDENTIALS="${REGISTRY_DIR}/credentials.env"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(docker.io docker-registry debootstrap patchelf apache2-utils curl ca-certificates nodejs)
+APT_PACKAGES=(docker.io docker-registry debootstrap patchelf apache2-utils curl ca-certificates nodejs
+              qemu-user-static binfmt-support)
 
 say() { printf '[machine-setup] %s\n' "$*"; }
 die() { printf '[machine-setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -55,6 +59,20 @@ install_repo() {
         -e "${REPO_ROOT}/compat" -e "${REPO_ROOT}[test]" \
         >"${STATE_DIR}/pip-install.log" 2>&1 \
         || { tail -n 30 "${STATE_DIR}/pip-install.log" >&2; die "pip install failed"; }
+}
+
+enable_arm64_emulation() {
+    if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+            || die "cannot mount binfmt_misc: arm64 images cannot run here"
+    fi
+    if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+        update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 \
+            || die "update-binfmts --enable qemu-aarch64 failed"
+    fi
+    grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+        || die "qemu-aarch64 is registered without the F flag: containers cannot use it"
+    say "arm64 emulation: enabled (qemu-aarch64)"
 }
 
 start_dockerd() {
@@ -159,6 +177,7 @@ start_registry() {
 mkdir -p "${STATE_DIR}"
 install_apt_packages
 install_repo
+enable_arm64_emulation
 start_dockerd
 start_registry
 say "done"

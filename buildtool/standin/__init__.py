@@ -6,7 +6,8 @@ job (`make demo`), the tests and the benchmarks all use:
 
   channel.py    a conda channel of real, runnable packages with conda-forge's layout
   server.py     that channel served over HTTP on 127.0.0.1, as conda-forge is served
-  baseimage.py  Debian bookworm runtime and builder images, made with debootstrap
+  baseimage.py  Debian bookworm runtime images (amd64 and arm64) and a builder image,
+                made with debootstrap
 
 The rest (cache, condapkg, condaenv, pythonpkg, wheelconv, dockercli) is what they are
 built with.
@@ -20,14 +21,22 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StandIn:
     channel: str  # http://127.0.0.1:PORT/conda-forge
-    base_image: str
-    builder_image: str
+    base_image: str  # linux-64
+    base_image_aarch64: str
+    builder_image: str  # for the benchmarks' baselines
+
+    @property
+    def image_flags(self) -> list[str]:
+        """`--base-image` for every platform, as `buildtool build` takes them."""
+        return ["--base-image", self.base_image,
+                "--base-image", f"linux-aarch64={self.base_image_aarch64}"]  # fmt: skip
 
     def env_lines(self) -> str:
         """Shell assignments, for `make` to source."""
         return (
             f"STANDIN_CHANNEL={self.channel}\n"
             f"STANDIN_BASE_IMAGE={self.base_image}\n"
+            f"STANDIN_BASE_IMAGE_AARCH64={self.base_image_aarch64}\n"
             f"STANDIN_BUILDER_IMAGE={self.builder_image}\n"
         )
 
@@ -42,5 +51,6 @@ def up() -> StandIn:
     return StandIn(
         channel=ensure_server(channel.parent),
         base_image=ensure_base_image("runtime"),
+        base_image_aarch64=ensure_base_image("runtime-arm64"),
         builder_image=ensure_base_image("builder"),
     )

@@ -1,31 +1,39 @@
 """Debian bookworm base images made locally with debootstrap, since nothing can be pulled.
 
-Two kinds:
-  runtime  minbase + ca-certificates + tini + the shared libraries that the relocated
-           CPython of the stand-in channel links against (see channel.py)
-  builder  runtime + Debian's python3 and python3-venv, for builder stages
+Three kinds:
+  runtime        minbase + ca-certificates + tini + the shared libraries that the
+                 relocated CPython of the stand-in channel links against (see channel.py)
+  runtime-arm64  the same for arm64, with the libraries that the channel's linux-aarch64
+                 CPython (Debian's) links against; its second stage runs under qemu
+  builder        runtime + Debian's python3 and python3-venv, for the benchmarks'
+                 baseline builder stages
 
 Each image is tagged by a hash of everything that goes into it (suite, package list,
 the host's extra CA certificates, image config), e.g. local/debian-runtime:bookworm-0123abcd4567,
 so a changed recipe gives a new tag and an unchanged one is reused. The debootstrap
 target is kept under <cache>/rootfs so the image can be re-imported without downloading.
 
-CLI: python -m buildtool.standin.baseimage {runtime,builder}   prints the tag
+CLI: python -m buildtool.standin.baseimage {runtime,runtime-arm64,builder}   prints the tag
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
+from buildtool.oci import BlobStore, Image, docker_load
 from buildtool.standin.cache import cache_root, digest, locked
+from buildtool.standin.debianpython import DEBIAN_LIBRARIES
 from buildtool.standin.dockercli import image_exists, require_docker
 
 SUITE = "bookworm"
@@ -53,6 +61,7 @@ RUNTIME_PACKAGES = (
     "libgcc-s1",
 )
 BUILDER_PACKAGES = (*RUNTIME_PACKAGES, "python3", "python3-venv")
+ARM64_PACKAGES = tuple(dict.fromkeys((*RUNTIME_PACKAGES, *DEBIAN_LIBRARIES)))
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 IMAGE_CHANGES = (
@@ -87,6 +96,7 @@ HOST_LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 class BaseImageSpec:
     kind: str
     packages: tuple[str, ...]
+    arch: str = "amd64"  # Debian's name
 
     @property
     def repository(self) -> str:
@@ -95,6 +105,7 @@ class BaseImageSpec:
     def key(self) -> str:
         cas = [(p.name, p.read_bytes()) for p in host_local_cas()]
         parts = [SUITE, "minbase", *self.packages, *IMAGE_CHANGES, DPKG_EXCLUDES, *TRIMMED]
+        parts += [self.arch] if self.arch != "amd64" else []
         parts += [item for name, data in cas for item in (name, data)]
         return digest(parts, length=12)
 
@@ -104,6 +115,7 @@ class BaseImageSpec:
 
 SPECS = {
     "runtime": BaseImageSpec("runtime", RUNTIME_PACKAGES),
+    "runtime-arm64": BaseImageSpec("runtime-arm64", ARM64_PACKAGES, "arm64"),
     "builder": BaseImageSpec("builder", BUILDER_PACKAGES),
 }
 
@@ -157,7 +169,7 @@ def ensure_base_image(kind: str) -> str:
     with locked(rootfs_dir / "build.lock"):
         if not image_exists(tag):
             rootfs = _ensure_rootfs(spec, rootfs_dir / f"{kind}-{SUITE}-{spec.key()}")
-            _import(rootfs, tag)
+            _import(rootfs, tag, spec.arch)
     return tag
 
 
@@ -175,6 +187,7 @@ def _ensure_rootfs(spec: BaseImageSpec, target: Path) -> Path:
         result = subprocess.run(
             [
                 "debootstrap",
+                f"--arch={spec.arch}",
                 "--variant=minbase",
                 f"--include={','.join(spec.packages)}",
                 f"--cache-dir={debs}",
@@ -224,22 +237,31 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _import(rootfs: Path, tag: str) -> None:
-    _progress(f"docker import {tag}")
-    tar = subprocess.Popen(
-        ["tar", "-C", str(rootfs), "--numeric-owner", "--exclude=./.complete", "-c", "."],
-        stdout=subprocess.PIPE,
-    )
-    changes = [arg for change in IMAGE_CHANGES for arg in ("--change", change)]
-    try:
-        result = subprocess.run(
-            ["docker", "import", *changes, "-", tag], stdin=tar.stdout, capture_output=True
+def _import(rootfs: Path, tag: str, arch: str) -> None:
+    """Load the rootfs as a one-layer image of its architecture (`docker import` cannot
+    say which: the engine leaves its own architecture in the config)."""
+    _progress(f"loading {tag} ({arch})")
+    env = [change.removeprefix("ENV ") for change in IMAGE_CHANGES if change.startswith("ENV ")]
+    (command,) = [json.loads(c.removeprefix("CMD ")) for c in IMAGE_CHANGES if c.startswith("CMD ")]
+    with tempfile.TemporaryDirectory(dir=rootfs.parent, prefix=".import-") as tmp:
+        store = BlobStore(Path(tmp))
+        tar = subprocess.Popen(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "--exclude=./.complete", "-c", "."],
+            stdout=subprocess.PIPE,
         )
-    finally:
-        tar.stdout.close()
-        tar.wait()
-    if result.returncode != 0 or tar.returncode != 0:
-        raise BuildToolError(f"importing {rootfs} as {tag} failed: {result.stderr.decode()}")
+        assert tar.stdout is not None
+        try:
+            layer = store.write_stream(tar.stdout, int(time.time()), f"debootstrap {SUITE}")
+        finally:
+            tar.stdout.close()
+        if tar.wait() != 0:
+            raise BuildToolError(f"tar of {rootfs} failed")
+        platform = {"amd64": "linux-64", "arm64": "linux-aarch64"}[arch]
+        image = Image(platform, {"config": {"Env": env, "Cmd": command}}, (layer,))
+        try:
+            docker_load(docker_cli(), {tag: image}, store)
+        except RuntimeError as exc:
+            raise BuildToolError(f"importing {rootfs} as {tag}: {exc}") from None
 
 
 def _progress(message: str) -> None:

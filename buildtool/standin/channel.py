@@ -12,6 +12,12 @@ so the stand-in takes its place for `make demo`, the tests and the benchmarks. I
                          packages, so that a relock can move them
   jupyterhub-singleuser  a noarch metapackage on jupyterhub and jupyter-server
 
+and for linux-aarch64, what the e2e pair needs (the roots of environments/base):
+
+  python                 Debian's arm64 CPython 3.11, build h0_debian (debianpython.py)
+  <wheels>               requirements-aarch64.txt: the same releases as on linux-64, as
+                         their aarch64 (or pure Python) wheels
+
 It is built under <cache>/standin/<key>/conda-forge/{linux-64,noarch}, the key hashing
 the pins, the converter's sources and the CPython; <cache>/standin/current links to the
 latest build and is what `buildtool standin serve` serves over HTTP, so the channel URL
@@ -47,29 +53,35 @@ from buildtool.errors import BuildToolError
 from buildtool.standin.cache import cache_root, digest, file_sha256, locked
 from buildtool.standin.condaenv import index_channel
 from buildtool.standin.condapkg import PackageMeta, write_package
+from buildtool.standin.debianpython import download_debs, stage_debian_python
 from buildtool.standin.pythonpkg import compile_pyc, python_version, stage_python
 from buildtool.standin.wheelconv import Target, conda_depends, read_wheel, stage_wheel
 
 HERE = Path(__file__).parent
 REQUIREMENTS = HERE / "requirements.txt"
 OLDER_REQUIREMENTS = HERE / "requirements-older.txt"
+AARCH64_REQUIREMENTS = HERE / "requirements-aarch64.txt"
 CHANNEL_NAME = "conda-forge"
 CONVERTER_SOURCES = (
     "cache.py",
     "condaenv.py",
     "condapkg.py",
+    "debianpython.py",
     "pythonpkg.py",
     "wheelconv.py",
     "channel.py",
 )
 DEFAULT_CPYTHON = Path("/root/.pyenv/versions/3.11.7")
 # The PyPI names of what the seed environments install; the pins are their closure.
-ROOTS = (
+BASE_ROOTS = (
     # base: Python, Dask, Dask Gateway and what distributed compares
     "dask", "distributed", "dask-gateway", "msgpack", "cloudpickle", "tornado", "toolz",
     "lz4", "numpy", "pandas", "pip",
     # base, notebook image
     "jupyterlab", "jupyterhub", "ipykernel", "ipywidgets", "dask-labextension",
+)  # fmt: skip
+ROOTS = (
+    *BASE_ROOTS,
     # pyhep and physlite
     # (dask-awkward: only its releases that cap dask <2025.4 work with current awkward)
     "coffea", "dask-awkward>=2026.2", "dask-histogram", "uproot", "awkward", "numba", "pyarrow",
@@ -78,6 +90,10 @@ ROOTS = (
     "ROOT", "keras", "jax", "jaxlib", "flatbuffers", "joblib", "pillow", "pytz",
     "scikit-learn", "scipy", "energyflow",
 )  # fmt: skip
+# linux-aarch64: the roots of environments/base, notebook side included (the e2e pair).
+AARCH64_ROOTS = BASE_ROOTS
+AARCH64_WHEEL_TAGS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_26_aarch64",
+                      "manylinux_2_17_aarch64", "manylinux2014_aarch64")  # fmt: skip
 # More releases, as conda-forge keeps them: toolz and pytz so that a relock can move a
 # small package; the newest dask, which the coffea environments cannot take (dask-awkward
 # caps it); numpy 1.x and what its solve needs, since ml's energyflow requires
@@ -111,8 +127,9 @@ def channel_key() -> str:
     """Hash of every input: the pins, the converter's code and the CPython it packages."""
     cpython = cpython_source()
     sources = [(HERE / name).read_bytes() for name in CONVERTER_SOURCES]
-    pins = [REQUIREMENTS.read_bytes(), OLDER_REQUIREMENTS.read_bytes()]
-    return digest([*pins, *sources, str(cpython), python_version(cpython)])
+    pins = [p.read_bytes() for p in (REQUIREMENTS, OLDER_REQUIREMENTS, AARCH64_REQUIREMENTS)]
+    debs = [deb.name for deb in download_debs("linux-aarch64")]
+    return digest([*pins, *sources, str(cpython), python_version(cpython), *debs])
 
 
 def standin_root() -> Path:
@@ -151,11 +168,14 @@ def _build_fresh(root: Path, key: str) -> None:
     wheels = download_wheels(read_pins(REQUIREMENTS)) + download_wheels(
         read_pins(OLDER_REQUIREMENTS), OLDER_REQUIREMENTS
     )
+    aarch64 = download_wheels(read_pins(AARCH64_REQUIREMENTS), AARCH64_REQUIREMENTS,
+                              AARCH64_WHEEL_TAGS)  # fmt: skip
     building = root / f".building-{key}"
     shutil.rmtree(building, ignore_errors=True)
     channel = building / CHANNEL_NAME
     with tempfile.TemporaryDirectory(dir=root, prefix=".staging-") as staging:
         _build(channel, Path(staging), wheels)
+        _build_aarch64(channel, Path(staging) / "aarch64", aarch64)
     _progress("indexing")
     index_channel(channel)
     (building / KEY_FILE).write_text(key + "\n")
@@ -211,6 +231,29 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
     write_package(singleuser, None, channel)
 
 
+def _build_aarch64(channel: Path, staging: Path, wheels: list[Path]) -> None:
+    """linux-aarch64 packages, laid out and compiled on this host: nothing is emulated."""
+    _progress("staging Debian's arm64 CPython")
+    python = stage_debian_python("linux-aarch64", staging / "python")
+    target = Target(python.version, subdir="linux-aarch64")
+    meta = PackageMeta("python", python.version, "h0_debian", license="PSF-2.0",
+                       subdir="linux-aarch64")  # fmt: skip
+    jobs = [(meta, python.root, python.text_placeholders)]
+    infos = [read_wheel(wheel) for wheel in wheels]
+    newest = {info.name: info for info in infos}
+    _progress(f"converting {len(infos)} aarch64 wheels")
+    for info in infos:
+        tree = staging / "wheels" / f"{info.name}-{info.version}"
+        meta, placeholders = stage_wheel(info, tree, target, conda_depends(info, newest, target))
+        jobs.append((meta, tree, tuple(placeholders)))
+    compile_pyc(python, [(t / target.site_packages, t) for _, t, _ in jobs[1:]],
+                interpreter=Path(sys.executable))  # fmt: skip
+    _progress(f"packing {len(jobs)} aarch64 packages")
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for future in [pool.submit(write_package, m, t, channel, p) for m, t, p in jobs]:
+            future.result()
+
+
 def read_pins(path: Path) -> list[Pin]:
     pins = []
     for line in path.read_text().splitlines():
@@ -223,20 +266,34 @@ def read_pins(path: Path) -> list[Pin]:
     return pins
 
 
-def download_wheels(pins: list[Pin], requirements: Path = REQUIREMENTS) -> list[Path]:
-    """The pinned wheels, from <cache>/wheels when there with the right hash, else from PyPI."""
+def download_wheels(
+    pins: list[Pin], requirements: Path = REQUIREMENTS, platforms: tuple[str, ...] = ()
+) -> list[Path]:
+    """The pinned wheels, from <cache>/wheels when there with the right hash, else from PyPI
+    (for another machine than this one when `platforms` names its wheel tags)."""
     folder = cache_root() / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
     found = _wheels_in(folder, pins)
     if len(found) < len(pins):
         _progress(f"pip download {len(pins) - len(found)} pinned wheels -> {folder}")
         _pip("download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-             "-r", str(requirements), "-d", str(folder))  # fmt: skip
+             *_for_platforms(platforms), "-r", str(requirements), "-d", str(folder))  # fmt: skip
         found = _wheels_in(folder, pins)
     missing = sorted(f"{pin.name}=={pin.version}" for pin in pins if pin not in found)
     if missing:
         raise BuildToolError(f"pip download did not provide {missing}")
     return sorted(found.values())
+
+
+def _for_platforms(platforms: tuple[str, ...]) -> list[str]:
+    """pip's options for wheels of another machine, for the packaged CPython's version."""
+    if not platforms:
+        return []
+    short = python_version(cpython_source()).rsplit(".", 1)[0]
+    abi = f"cp{short.replace('.', '')}"
+    options = ["--python-version", short, "--implementation", "cp",
+               "--abi", abi, "--abi", "abi3", "--abi", "none"]  # fmt: skip
+    return options + [arg for tag in platforms for arg in ("--platform", tag)]
 
 
 def _wheels_in(folder: Path, pins: list[Pin]) -> dict[Pin, Path]:
@@ -273,16 +330,31 @@ def relock() -> list[Pin]:
             raise BuildToolError(f"uv pip compile failed:\n{result.stderr[-3000:]}")
         pins = _hashed(resolved.read_text().split())
         older = _hashed(list(OLDER))
-    _write_pins(REQUIREMENTS, pins, f"Roots: {' '.join(ROOTS)}")
+        _write_pins(REQUIREMENTS, pins, f"Roots: {' '.join(ROOTS)}")
+        # The same releases for linux-aarch64, where base's closure needs them.
+        roots.write_text("\n".join(AARCH64_ROOTS) + "\n")
+        result = subprocess.run(
+            [uv, "pip", "compile", str(roots), "--python-version", short,
+             "--python-platform", "aarch64-manylinux_2_28", "--only-binary", ":all:",
+             "-c", str(REQUIREMENTS), "--no-header", "--no-annotate", "-o", str(resolved)],
+            env=_pypi_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise BuildToolError(f"uv pip compile (aarch64) failed:\n{result.stderr[-3000:]}")
+        aarch64 = _hashed(resolved.read_text().split(), AARCH64_WHEEL_TAGS)
     _write_pins(OLDER_REQUIREMENTS, older, "More releases of some packages (OLDER in channel.py)")
-    return pins + older
+    _write_pins(AARCH64_REQUIREMENTS, aarch64,
+                f"linux-aarch64, roots: {' '.join(AARCH64_ROOTS)}")  # fmt: skip
+    return pins + older + aarch64
 
 
-def _hashed(requirements: list[str]) -> list[Pin]:
+def _hashed(requirements: list[str], platforms: tuple[str, ...] = ()) -> list[Pin]:
     with tempfile.TemporaryDirectory() as scratch:
         listed, report = Path(scratch) / "pins.txt", Path(scratch) / "report.json"
         listed.write_text("\n".join(requirements) + "\n")
+        target = ["--target", str(Path(scratch) / "target")] if platforms else []
         _pip("install", "--dry-run", "--ignore-installed", "--no-deps", "--only-binary=:all:",
+             *_for_platforms(platforms), *target,
              "--quiet", "--report", str(report), "-r", str(listed))  # fmt: skip
         installs = json.loads(report.read_text())["install"]
     return sorted(

@@ -61,7 +61,7 @@ class PackageMeta:
         if self.subdir == "noarch":
             index["noarch"] = "generic"
         else:
-            index["arch"] = "x86_64"
+            index["arch"] = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}[self.subdir]
             index["platform"] = "linux"
         if self.license:
             index["license"] = self.license

@@ -83,8 +83,11 @@ def stage_python(source: Path, root: Path) -> StagedPython:
     return staged
 
 
-def compile_pyc(python: StagedPython, trees: list[tuple[Path, Path]]) -> None:
-    """Byte-compile folders with the staged interpreter, as checked-hash pycs.
+def compile_pyc(
+    python: StagedPython, trees: list[tuple[Path, Path]], interpreter: Path | None = None
+) -> None:
+    """Byte-compile folders with the staged interpreter (or `interpreter`, a CPython of the
+    same minor version that this machine can run), as checked-hash pycs.
 
     trees: (folder to compile, root of its package tree). Recorded source paths are made
     relative to the tree root and put under the placeholder, so the byte code does not
@@ -107,7 +110,7 @@ def compile_pyc(python: StagedPython, trees: list[tuple[Path, Path]]) -> None:
     )
     pairs = [[str(folder), str(tree)] for folder, tree in trees]
     subprocess.run(
-        [str(python.executable), "-I", "-B", "-c", script, PLACEHOLDER],
+        [str(interpreter or python.executable), "-I", "-B", "-c", script, PLACEHOLDER],
         input=json.dumps(pairs).encode(),
         stdout=subprocess.DEVNULL,
         check=True,

@@ -1,4 +1,5 @@
-"""Turn wheels into staged conda package trees for one target CPython (3.11 on linux-64).
+"""Turn wheels into staged conda package trees for one target CPython (3.11, linux-64 or
+linux-aarch64).
 
 A wheel's files go to lib/pythonX.Y/site-packages, its .data/ folders to their install
 schemes (scripts -> bin, data -> the prefix root, headers -> include), and its console
@@ -41,6 +42,11 @@ class Target:
     """The interpreter the packages are for; markers are evaluated against it."""
 
     python_version: str  # full, e.g. "3.11.7"
+    subdir: str = "linux-64"  # or linux-aarch64
+
+    @property
+    def machine(self) -> str:
+        return {"linux-64": "x86_64", "linux-aarch64": "aarch64"}[self.subdir]
 
     @property
     def short(self) -> str:
@@ -69,7 +75,7 @@ class Target:
             "os_name": "posix",
             "sys_platform": "linux",
             "platform_system": "Linux",
-            "platform_machine": "x86_64",
+            "platform_machine": self.machine,
             "extra": extra,
         }
 
@@ -202,6 +208,7 @@ def stage_wheel(
         version=wheel.version,
         build=target.build,
         depends=depends,
+        subdir=target.subdir,
         license=wheel.license,
     )
     return meta, placeholders

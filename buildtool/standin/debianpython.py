@@ -1,0 +1,115 @@
+"""The stand-in's CPython for another architecture, made from Debian's own build of it.
+
+Why Debian's build: the stand-in's linux-64 CPython is this machine's pyenv build, which
+exists for x86_64 only, and building CPython under emulation takes most of an hour on two
+cores. Debian's bookworm archive has CPython 3.11 for arm64, built and tested by Debian,
+and its .debs need nothing executed to unpack: `apt-get download` with an arm64 view of
+the host's own sources fetches them, and `dpkg-deb -x` unpacks them on the x86 host.
+
+Laid out as a conda package (bin/python3.11, lib/python3.11 with lib-dynload), with
+changes that make it behave like the upstream CPython conda-forge ships, whose packages
+live in lib/python3.11/site-packages under the prefix. Debian's `site` module, frozen into
+its interpreter, looks in dist-packages folders instead: lib/python3.11/dist-packages gets
+one .pth file, which adds site-packages as a site folder (its .pth files processed).
+Debian's `sysconfig.py`, which prefers /usr/local, is replaced by the upstream 3.11 one of
+the host's CPython. Debian's sitecustomize hook and its EXTERNALLY-MANAGED marker are
+left out. The interpreter is Debian's binary, linked against
+the Debian libraries the arm64 base image carries (`DEBIAN_LIBRARIES`). Byte code is
+compiled on the host by its own CPython 3.11 (the same byte code), as checked-hash pycs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from buildtool.errors import BuildToolError
+from buildtool.standin.cache import cache_root, locked
+from buildtool.standin.pythonpkg import DROPPED, StagedPython, compile_pyc
+
+DEBIAN_ARCH = {"linux-aarch64": "arm64"}
+PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11")
+# What those packages depend on (their Depends: fields): the base image needs them.
+DEBIAN_LIBRARIES = (
+    "libexpat1", "libdb5.3", "libsqlite3-0", "libssl3", "libffi8", "libbz2-1.0", "liblzma5",
+    "zlib1g", "libncursesw6", "libtinfo6", "libreadline8", "libuuid1", "libnsl2", "libtirpc3",
+    "libcrypt1", "media-types",
+)  # fmt: skip
+UPSTREAM = ("sysconfig.py",)
+SITE_PTH = (
+    "import os, site, sys; "
+    "site.addsitedir(os.path.join(sys.prefix, 'lib', 'python%d.%d' % sys.version_info[:2], "
+    "'site-packages'))\n"
+)
+
+
+def download_debs(platform: str) -> list[Path]:
+    """Debian's CPython 3.11 packages for `platform`, kept in <cache>/debs-<arch>/."""
+    arch = DEBIAN_ARCH[platform]
+    root = cache_root() / f"debs-{arch}"
+    apt = root / "apt"
+    with locked(root.with_suffix(".lock")):
+        found = sorted((root / "debs").glob("*.deb"))
+        if len(found) == len(PACKAGES):
+            return found
+        for folder in ("state/lists/partial", "cache/archives/partial", "debs"):
+            (apt / folder if folder != "debs" else root / folder).mkdir(parents=True, exist_ok=True)
+        (apt / "status").touch()
+        options = [
+            "-o", f"Dir::State={apt / 'state'}", "-o", f"Dir::State::status={apt / 'status'}",
+            "-o", f"Dir::Cache={apt / 'cache'}", "-o", f"APT::Architecture={arch}",
+            "-o", f"APT::Architectures={arch}", "-o", "APT::Sandbox::User=root",
+        ]  # fmt: skip
+        for command in (["update", "-qq"], ["download", *PACKAGES]):
+            result = subprocess.run(["apt-get", *options, *command], cwd=root / "debs",
+                                    capture_output=True, text=True)  # fmt: skip
+            if result.returncode != 0:
+                raise BuildToolError(f"apt-get {command[0]} ({arch}): {result.stderr[-2000:]}")
+        found = sorted((root / "debs").glob("*.deb"))
+    if len(found) != len(PACKAGES):
+        raise BuildToolError(f"{root / 'debs'}: expected {len(PACKAGES)} .debs, found {found}")
+    return found
+
+
+def debian_version(debs: list[Path]) -> str:
+    """The upstream version of the packaged CPython: 3.11.2 of 3.11.2-6+deb12u9."""
+    minimal = next(d for d in debs if d.name.startswith("python3.11-minimal_"))
+    return minimal.name.split("_")[1].split("-")[0]
+
+
+def stage_debian_python(platform: str, root: Path) -> StagedPython:
+    debs = download_debs(platform)
+    version = debian_version(debs)
+    short = ".".join(version.split(".")[:2])
+    unpacked = root.parent / f"{root.name}-debs"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    unpacked.mkdir(parents=True)
+    for deb in debs:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    lib = f"python{short}"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(unpacked / "usr" / "bin" / lib, root / "bin" / lib)
+    for alias in ("python3", "python"):
+        (root / "bin" / alias).symlink_to(lib)
+    shutil.copytree(
+        unpacked / "usr" / "lib" / lib, root / "lib" / lib, symlinks=True,
+        ignore=shutil.ignore_patterns(*DROPPED, "sitecustomize.py", "EXTERNALLY-MANAGED",
+                                      "dist-packages"),
+    )  # fmt: skip
+    host = Path(sys.base_prefix) / "lib" / lib
+    if not (host / "sysconfig.py").exists():
+        raise BuildToolError(f"the host's CPython is not {short}: no {host / 'sysconfig.py'}")
+    for name in UPSTREAM:
+        shutil.copy2(host / name, root / "lib" / lib / name)
+    (root / "lib" / lib / "site-packages").mkdir(exist_ok=True)
+    (root / "lib" / lib / "site-packages" / "README.txt").write_text(
+        "This directory exists so that 3rd party packages can be installed here.\n"
+    )
+    (root / "lib" / lib / "dist-packages").mkdir()
+    (root / "lib" / lib / "dist-packages" / "conda-site-packages.pth").write_text(SITE_PTH)
+    shutil.rmtree(unpacked)
+    staged = StagedPython(root, version, ())
+    compile_pyc(staged, [(root / "lib" / lib, root)], interpreter=Path(sys.executable))
+    return staged
