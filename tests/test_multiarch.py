@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.engine import docker_cli
 from buildtool.oci import OCI_INDEX
 from buildtool.registry import Credentials, Registry, split_reference
 from buildtool.standin import StandIn
@@ -102,18 +103,26 @@ def test_one_command_publishes_a_pair_of_indexes(site: dict, tmp_path: Path) -> 
     assert machine.stdout.decode().strip() == "aarch64"
 
 
-def test_a_failing_arm64_image_test_tags_nothing(site: dict) -> None:
-    """The aarch64 images on an amd64 base: their interpreter has no loader to run with,
-    so their image tests fail, and publish stops before any tag moves."""
+def test_a_failing_arm64_image_test_tags_nothing(site: dict, tmp_path: Path) -> None:
+    """An arm64 base image without `tini` (dpkg still lists it, so apt leaves it be): the
+    aarch64 images cannot start, their image tests fail, and no tag moves."""
     before = json.loads((site["work"] / "build" / "e2e" / "published.json").read_text())
+    broken = f"local/broken-arm64:{uuid.uuid4().hex[:8]}"
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {site['standin'].base_image_aarch64}\nRUN rm /usr/bin/tini\n"
+    )
+    command = [docker_cli(), "build", "--platform", "linux/arm64", "-t", broken, str(tmp_path)]
+    subprocess.run(command, env={**os.environ, "DOCKER_BUILDKIT": "1"}, check=True,
+                   capture_output=True)  # fmt: skip
     spec = site["work"] / "environments" / "e2e" / "env.yaml"
     original = spec.read_text()
-    spec.write_text(original + "env: {CHANGED: \"1\"}\n")  # a new content tag
+    spec.write_text(original + 'env: {CHANGED: "1"}\n')  # a new content tag
     try:
-        wrong = site["standin"].base_image  # amd64
-        result = _publish(site, "--base-image", wrong, "--base-image", f"linux-64={wrong}")
+        result = _publish(site, "--base-image", site["standin"].base_image,
+                          "--base-image", f"linux-aarch64={broken}")  # fmt: skip
     finally:
         spec.write_text(original)
+        docker("image", "rm", broken, check=False)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "image tests failed for e2e on linux-aarch64" in result.stderr
     rendered = json.loads((site["work"] / "build" / "e2e" / "render.json").read_text())
