@@ -170,7 +170,7 @@ lint: ## ruff
 
 .PHONY: check
 check: setup lint ## the test suite, from a fresh machine (what CI runs)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -m "not beyond_ci"
 
 .PHONY: clean
 clean: ## remove generated build contexts

@@ -27,7 +27,6 @@ removed (a fresh CI runner).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -35,7 +34,6 @@ import re
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,21 +46,20 @@ from bench.common import (
     Row,
     bytes_pushed,
     empty_caches,
+    main,
     manifest_blobs,
     mb,
-    remove_local_tags,
     run,
     table,
     timed,
     uncompressed_size,
     verdict,
 )
-from buildtool import standin
 from buildtool.engine import docker_cli
 from buildtool.lockfile import read_lock
 from buildtool.render import ROLES, RenderedPair
 from buildtool.spec import Environment
-from tests.support.registry import docker_login, registry_credentials
+from tests.support.registry import docker_login
 
 ENV_NAME = "physlite"
 SPECS = ("base", "physlite")  # the spec and the one it extends
@@ -142,7 +139,8 @@ def arm64_rows(bench: Bench, namespace: str) -> list[Row]:
     ]  # fmt: skip
 
 
-def report(bench: Bench, ours_ns: str, naive_ns: str) -> str:
+def report(bench: Bench) -> str:
+    ours_ns, naive_ns = bench.namespace("ours"), bench.namespace("naive")
     bench.progress(f"locking {ENV_NAME} against the stand-in ({bench.standin.channel})")
     env = bench.lock(ENV_NAME, SPECS)
     lock = read_lock(env.lock_path)
@@ -248,20 +246,5 @@ def report(bench: Bench, ours_ns: str, naive_ns: str) -> str:
     return table(rows) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per timing")
-    args = parser.parse_args()
-    credentials = registry_credentials()
-    with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
-        bench = Bench("bench.build", Path(scratch), credentials, standin.up(), args.repeat)
-        ours_ns, naive_ns = bench.namespace("ours"), bench.namespace("naive")
-        try:
-            print(report(bench, ours_ns, naive_ns))
-        finally:
-            bench.progress(f"removing the local tags of {ours_ns} and {naive_ns}")
-            remove_local_tags([f"{ours_ns}/", f"{naive_ns}/"])
-
-
 if __name__ == "__main__":
-    main()
+    main("bench.build", __doc__, report)

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
+from buildtool import standin
 from buildtool.engine import docker_cli
 from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
 from buildtool.spec import Environment, load_environment
 from buildtool.standin import StandIn
-from tests.support.registry import RegistryCredentials
+from tests.support.registry import RegistryCredentials, registry_credentials
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_TAIL = 30
@@ -85,6 +88,21 @@ class Bench:
             (self.root / name / "env.yaml").write_text(text)
         self.buildtool("lock", env_name, "--channel", self.standin.channel, log="lock.log")
         return load_environment(self.root, env_name)
+
+
+def main(name: str, doc: str, report: Callable[[Bench], str]) -> None:
+    """A benchmark's command line: --repeat, a scratch workspace, the table on stdout; the
+    local tags of its namespaces (`Bench.namespace`) are removed at the end."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cold-build timing")
+    args = parser.parse_args()
+    credentials = registry_credentials()
+    with tempfile.TemporaryDirectory(prefix=f"{name.replace('.', '-')}-") as scratch:
+        bench = Bench(name, Path(scratch), credentials, standin.up(), args.repeat)
+        try:
+            print(report(bench))
+        finally:
+            remove_local_tags([f"{credentials.registry}/bench"])
 
 
 def run(

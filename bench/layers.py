@@ -22,11 +22,9 @@ relock moves toolz, and nothing else, to 1.2.0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -36,21 +34,20 @@ from bench.common import (
     Bench,
     Row,
     empty_caches,
+    main,
     manifest_blobs,
     mb,
-    remove_local_tags,
     run,
     table,
     timed,
     verdict,
 )
 from bench.node import ContainerdNode
-from buildtool import standin
 from buildtool.engine import docker_cli
 from buildtool.lockdiff import diff_locks
 from buildtool.lockfile import read_lock
 from buildtool.render import ROLES
-from tests.support.registry import docker_login, registry_credentials
+from tests.support.registry import docker_login
 from tests.support.servers import DockerEngine, FrontProxy
 
 ENV_NAME = "physlite"
@@ -259,19 +256,5 @@ def report(bench: Bench) -> str:
     return table(rows) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per cold-build timing")
-    args = parser.parse_args()
-    credentials = registry_credentials()
-    with tempfile.TemporaryDirectory(prefix="bench-layers-") as scratch:
-        bench = Bench("bench.layers", Path(scratch), credentials, standin.up(), args.repeat)
-        try:
-            print(report(bench))
-        finally:
-            remove_local_tags([f"{credentials.registry}/benchlayers",
-                               f"{credentials.registry}/benchsingle"])  # fmt: skip
-
-
 if __name__ == "__main__":
-    main()
+    main("bench.layers", __doc__, report)

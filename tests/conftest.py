@@ -54,6 +54,21 @@ def envroot(tmp_path: Path) -> Path:
     return root
 
 
+def locked_site(work: Path, channel: str, name: str = "e2e", extra: str = "") -> Path:
+    """A site folder with `name`'s spec and its parent (no lock), `extra` added after its
+    `extends:` line, locked against `channel`; returns the environments root."""
+    root = work / "environments"
+    for spec in ("base", name):
+        shutil.copytree(REPO / "environments" / spec, root / spec,
+                        ignore=shutil.ignore_patterns("conda-lock.yml"))  # fmt: skip
+    if extra:
+        path = root / name / "env.yaml"
+        path.write_text(path.read_text().replace("extends: base\n", "extends: base\n" + extra))
+    result = buildtool("--root", root, "lock", name, "--channel", channel, cwd=work)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
 def buildtool(
     *args: str | Path, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from buildtool.oci import BlobStore
 from buildtool.render import ROLES, RenderedPair
 from buildtool.standin import StandIn
 from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
-from tests.conftest import REPO, buildtool
+from tests.conftest import buildtool, locked_site
 
 pytestmark = pytest.mark.docker
 REGISTRY = "localhost/layers-test"
@@ -68,11 +68,7 @@ def _forget_everything(work: Path, cache: Path) -> None:
 def twice(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     require_docker()
     work = tmp_path_factory.mktemp("layers")
-    for name in ("base", "e2e"):
-        shutil.copytree(REPO / "environments" / name, work / "environments" / name,
-                        ignore=shutil.ignore_patterns("conda-lock.yml"))  # fmt: skip
-    locked = buildtool("lock", "e2e", "--channel", standin.channel, cwd=work)
-    assert locked.returncode == 0, locked.stderr
+    locked_site(work, standin.channel)
     cache = tmp_path_factory.mktemp("cache-1")
     first = _build(work, standin, cache)
     first["layer files"] = {

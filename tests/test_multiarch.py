@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ from buildtool.oci import OCI_INDEX
 from buildtool.registry import Credentials, Registry, split_reference
 from buildtool.standin import StandIn
 from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
-from tests.conftest import REPO, buildtool
+from tests.conftest import buildtool, locked_site
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -37,13 +36,7 @@ PLATFORMS = "platforms: [linux-64, linux-aarch64]\n"
 def site(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     require_docker()
     work = tmp_path_factory.mktemp("multiarch")
-    for name in ("base", "e2e"):
-        shutil.copytree(REPO / "environments" / name, work / "environments" / name,
-                        ignore=shutil.ignore_patterns("conda-lock.yml"))  # fmt: skip
-    spec = work / "environments" / "e2e" / "env.yaml"
-    spec.write_text(spec.read_text().replace("extends: base\n", "extends: base\n" + PLATFORMS))
-    locked = buildtool("lock", "e2e", "--channel", standin.channel, cwd=work)
-    assert locked.returncode == 0, locked.stderr
+    locked_site(work, standin.channel, extra=PLATFORMS)
     credentials = registry_credentials()
     registry = f"{credentials.registry}/m{uuid.uuid4().hex[:10]}"
     yield {"work": work, "standin": standin, "credentials": credentials, "registry": registry}

@@ -9,7 +9,6 @@ them; the analysis scripts (scripts/) at /analysis in the client.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import uuid
@@ -20,7 +19,7 @@ import pytest
 from buildtool.render import RenderedPair
 from buildtool.standin import StandIn
 from buildtool.standin.dockercli import docker
-from tests.conftest import REPO, buildtool
+from tests.conftest import REPO, buildtool, locked_site
 
 DATA = REPO.parent / "shared" / "data"
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -38,12 +37,8 @@ def data_dir() -> Path:
 
 def build_and_test_pair(name: str, standin: StandIn, work: Path) -> RenderedPair:
     """What `make build ENV=name` then `make test ENV=name` do, from a fresh spec copy."""
-    root = work / "environments"
-    for spec in ("base", name):
-        shutil.copytree(REPO / "environments" / spec, root / spec,
-                        ignore=shutil.ignore_patterns("conda-lock.yml"))  # fmt: skip
+    root = locked_site(work, standin.channel, name)
     steps = (
-        ("lock", name, "--channel", standin.channel),
         ("build", name, "--quiet", "--registry", "localhost/analyses",
          "--base-image", standin.base_image),
         ("test", name),

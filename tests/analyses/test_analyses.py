@@ -1,5 +1,9 @@
 """A real analysis on each seed pair, computed on the workers and checked against the same
-computation in the client alone (see scripts/ and conftest.py)."""
+computation in the client alone (see scripts/ and conftest.py).
+
+`make check` (CI) runs physlite's; `make analyses` runs all three: pyhep's and ml's pairs
+are built and tested by the nightly test too, and their analyses would add a quarter to
+the suite's time."""
 
 from __future__ import annotations
 
@@ -25,12 +29,14 @@ def test_physlite_coffea_physliteschema(standin: StandIn, data_dir: Path, tmp_pa
     assert result["jets"] > 0 and result["photons"] > 0 and result["taus"] > 0
 
 
+@pytest.mark.beyond_ci
 def test_pyhep_coffea_nanoaod(standin: StandIn, data_dir: Path, tmp_path: Path) -> None:
     result = _analyse("pyhep", standin, data_dir, tmp_path)
     assert result["events"] == 40
     assert result["z_candidates"] > 0
 
 
+@pytest.mark.beyond_ci
 def test_ml_root_sklearn_keras(standin: StandIn, data_dir: Path, tmp_path: Path) -> None:
     result = _analyse("ml", standin, data_dir, tmp_path)
     assert result["jets"] == 188  # every jet of the 40 events, read by ROOT
