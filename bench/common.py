@@ -146,7 +146,10 @@ def empty_caches(prefixes: list[str], *folders: Path) -> None:
 
 def manifest_blobs(registry: Registry, ref: str) -> dict[str, int]:
     """digest -> size of the config and layers that the manifest under `ref` references."""
-    repository, _, tag = ref.rpartition(":")
+    if "@" in ref:
+        repository, _, tag = ref.partition("@")
+    else:
+        repository, _, tag = ref.rpartition(":")
     _, name = split_reference(repository)
     _, _, body = registry.request(
         "GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
