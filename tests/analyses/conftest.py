@@ -2,13 +2,15 @@
 
 The cluster is real and separate: a scheduler and two workers, each its own container of
 the worker image, and the client in a container of the notebook image. The shared HEP
-samples (../shared/data beside the checkout) are mounted read-only at /data in all of
-them; the analysis scripts (scripts/) at /analysis in the client.
+samples (../shared/data beside the checkout, or DASKHUB_SHARED_DATA) are mounted
+read-only at /data in all of them; the analysis scripts (scripts/) at /analysis in the
+client.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import uuid
@@ -21,7 +23,7 @@ from buildtool.standin import StandIn
 from buildtool.standin.dockercli import docker
 from tests.conftest import REPO, buildtool, locked_site
 
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("DASKHUB_SHARED_DATA", REPO.parent / "shared" / "data"))
 SCRIPTS = Path(__file__).parent / "scripts"
 SAMPLES = ("PHYSLITE_example.root", "nano_dy.root")
 
