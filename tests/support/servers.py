@@ -203,7 +203,13 @@ class FrontProxy:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                # A header sent several times (Docker sends one Accept per media type)
+                # is forwarded as one, its values comma-joined as HTTP allows.
+                headers = {
+                    key: ", ".join(self.headers.get_all(key))
+                    for key in dict.fromkeys(self.headers.keys())
+                    if key.lower() != "host"
+                }
                 connection = http.client.HTTPConnection(upstream, timeout=300)
                 connection.request(self.command, self.path, body=body, headers=headers)
                 response = connection.getresponse()
