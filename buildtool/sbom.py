@@ -28,7 +28,6 @@ from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from buildtool.errors import BuildToolError
@@ -116,6 +115,10 @@ def sbom_json(image: ImageContents) -> str:
     )
     bom.register_dependency(root, components)  # the image holds every package
     text = JsonV1Dot6(bom).output_as_string(indent=1)
+    # Imported here: the validator's jsonschema builds rfc3987-syntax's grammar on import
+    # (about 3 s), which every other buildtool command would pay at start-up.
+    from cyclonedx.validation.json import JsonStrictValidator
+
     problem = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if problem is not None:
         raise BuildToolError(f"SBOM of {image.repository}@{image.digest}: {problem}")
