@@ -2,9 +2,32 @@
 
 It speaks Basic auth and the Bearer token flow. Credentials come from REGISTRY_USER and
 REGISTRY_PASSWORD, or from the docker config's `auths`; they only ever go into request
-headers, never into messages or logs, and never to another host: registries that keep
-blobs elsewhere (Artifact Registry, S3-backed ones) redirect blob requests there, and
-such a redirect is followed without the `Authorization` header.
+headers, never into messages, reprs or logs.
+
+Where credentials go (one rule, checked on every request and every redirect hop):
+
+- Registry credentials (Basic, and the Bearer token obtained for this registry) go only
+  to the registry's own origin: scheme, host and port, exactly. Another port on the same
+  host, or http where the registry is https, is another origin.
+- The one exception is the token realm named by `WWW-Authenticate: Bearer realm=...`,
+  which gets the Basic credentials to exchange them for a token, and only when it is
+  https, or http on a loopback address (127.0.0.0/8, ::1, localhost). Any other realm is
+  refused in one line, before anything is sent to it.
+- Redirects are followed here, not by urllib, for every method (307/308 keep the method
+  and body). Once a redirect leaves the origin the credentials were meant for, the rest
+  of the chain goes without `Authorization`, even if it comes back.
+- An upload `Location` on another origin is followed, without credentials. The spec
+  allows an absolute Location on another host, and registries that keep blobs in object
+  storage hand out pre-signed upload and download URLs that carry their own
+  authorization; Docker and containerd follow them and likewise send registry
+  credentials only to the registry. Refusing would break pushes to those registries and
+  protect nothing, since the credentials are withheld anyway. If such a host asks for
+  credentials (401), the push fails in one line naming it.
+
+The redirect loop is written out rather than delegated to urllib's handler (which copies
+`Authorization` to any host and follows redirects only for GET, HEAD and POST) or to
+`requests` (not a dependency, and it re-adds .netrc credentials on redirects): it is a
+few lines, and the rule above is easier to check when it is all in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -63,20 +87,80 @@ def credentials_for(host: str) -> Credentials | None:
     return None
 
 
-class _SameHostAuthorization(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but keep `Authorization` only for the host that was asked."""
+@dataclass(frozen=True)
+class Origin:
+    """Where a URL's requests go: scheme, host (lower case) and port (defaults filled in)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            raise BuildToolError(f"{_display(url)}: not a valid URL (bad port)") from None
+        if scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise BuildToolError(f"{_display(url)}: not an http or https URL")
+        return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _display(url: str) -> str:
+    """A URL for a message: no user info, no query (pre-signed URLs keep secrets there)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, or an address in 127.0.0.0/8 or ::1 (a name that merely starts with
+    127. is not: it resolves wherever its DNS says)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def realm_may_receive_credentials(realm: str, registry: Origin) -> bool:
+    """May the Basic credentials be sent to this token realm? Over https, yes; over plain
+    http only on this machine (loopback), or where the registry itself is."""
+    origin = Origin.of(realm)
+    return origin == registry or origin.scheme == "https" or is_loopback(origin.host)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hand every 3xx back as an HTTPError: `Registry._exchange` follows them itself."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != req.host:
-            for store in (new.headers, new.unredirected_hdrs):
-                store.pop("Authorization", None)
-        return new
+        return None
 
 
-_OPENER = urllib.request.build_opener(_SameHostAuthorization)
+_OPENER = urllib.request.build_opener(_NoRedirects)
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
 # Basic credentials are the same for every scope: learnt once per registry.
 _ANY_SCOPE = "*"
+
+
+@dataclass
+class _Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str  # the URL that answered, after any redirects
 
 
 class Registry:
@@ -84,12 +168,56 @@ class Registry:
         local = host.split(":")[0] in ("127.0.0.1", "localhost")
         self.base = f"{'http' if local else 'https'}://{host}"
         self.host = host
+        self.origin = Origin.of(self.base)
         self.credentials = credentials
         self.timeout = timeout
         self._auth: dict[str, str] = {}  # scope -> Authorization header value
         self.bytes_uploaded = 0
 
+    def __repr__(self) -> str:  # never the credentials nor the tokens
+        return f"Registry({self.base!r})"
+
     # -- transport -------------------------------------------------------------------
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        data: bytes | None,
+        authorization: str | None,
+        trusted: Origin,
+    ) -> _Answer:
+        """One request and its redirects. `authorization` goes only to `trusted`, and
+        only until a redirect leaves it: the rest of the chain goes without it."""
+        headers = dict(headers)
+        for _ in range(_MAX_REDIRECTS + 1):
+            here = Origin.of(url)
+            sent = dict(headers)
+            if authorization is not None and here == trusted:
+                sent["Authorization"] = authorization
+            request = urllib.request.Request(url, data=data, method=method, headers=sent)
+            try:
+                with _OPENER.open(request, timeout=self.timeout) as response:
+                    return _Answer(response.status, dict(response.headers), response.read(), url)
+            except urllib.error.HTTPError as exc:
+                answer = _Answer(exc.code, dict(exc.headers or {}), exc.read(), url)
+                exc.close()
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                where = "the registry" if here == self.origin else str(here)
+                raise BuildToolError(f"{self.host}: cannot reach {where} ({reason})") from None
+            location = _header(answer.headers, "Location")
+            if answer.status not in _REDIRECTS or location is None:
+                return answer
+            target = urllib.parse.urljoin(url, location)
+            if Origin.of(target) != here:
+                authorization = None  # left the origin: never again in this chain
+            if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
+                method, data = "GET", None
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            url = target
+        raise BuildToolError(f"{self.host}: more than {_MAX_REDIRECTS} redirects from {method}")
+
     def _authorize(self, challenge: str, scope: str) -> str:
         if self.credentials is None:
             raise BuildToolError(
@@ -102,16 +230,30 @@ class Registry:
         if challenge.lower().startswith("basic"):
             return f"Basic {basic}"
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise BuildToolError(f"{self.host}: a Bearer challenge without a token realm")
+        realm_origin = Origin.of(realm)
+        if not realm_may_receive_credentials(realm, self.origin):
+            raise BuildToolError(
+                f"{self.host}: refusing to send the registry credentials to the token "
+                f"realm {realm_origin}: plain http to a host that is not this machine"
+            )
         query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope})
-        request = urllib.request.Request(
-            f"{params['realm']}?{query}", headers={"Authorization": f"Basic {basic}"}
+        separator = "&" if "?" in realm else "?"
+        answer = self._exchange(
+            "GET", f"{realm}{separator}{query}", {}, None, f"Basic {basic}", realm_origin
         )
+        if answer.status != 200:
+            raise BuildToolError(f"{self.host}: login refused ({answer.status})")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                token = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise BuildToolError(f"{self.host}: login refused ({exc.code})") from None
-        return f"Bearer {token.get('token') or token['access_token']}"
+            token = json.loads(answer.body)
+            value = token.get("token") or token["access_token"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BuildToolError(
+                f"{self.host}: the token realm {realm_origin} answered without a token"
+            ) from None
+        return f"Bearer {value}"
 
     def request(
         self,
@@ -123,32 +265,34 @@ class Registry:
         data: bytes | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
     ) -> tuple[int, dict[str, str], bytes]:
+        """`path` on the registry, or an absolute URL (an upload Location); a `Location`
+        in the answer comes back absolute, resolved against the URL that answered."""
         url = path if path.startswith("http") else self.base + path
         for attempt in range(2):
-            merged = dict(headers or {})
             known = self._auth.get(scope) or self._auth.get(_ANY_SCOPE)
-            if known:
-                merged["Authorization"] = known
-            request = urllib.request.Request(url, data=data, method=method, headers=merged)
-            try:
-                with _OPENER.open(request, timeout=self.timeout) as response:
-                    return response.status, dict(response.headers), response.read()
-            except urllib.error.HTTPError as exc:
-                if exc.code == 401 and attempt == 0:
-                    challenge = exc.headers.get("WWW-Authenticate", "Basic")
-                    value = self._authorize(challenge, scope)
-                    self._auth[_ANY_SCOPE if value.startswith("Basic") else scope] = value
-                    continue
-                if exc.code in ok:
-                    return exc.code, dict(exc.headers), exc.read()
-                if exc.code == 401:
-                    raise BuildToolError(f"{self.host}: credentials refused") from None
-                if exc.code == 404 and 404 not in ok:
-                    raise BuildToolError(f"{method} {url}: not found") from None
-                return exc.code, dict(exc.headers), exc.read()
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise BuildToolError(f"{self.host}: cannot reach the registry ({reason})") from None
+            answer = self._exchange(method, url, headers or {}, data, known, self.origin)
+            location = _header(answer.headers, "Location")
+            if location is not None:
+                answer.headers["Location"] = urllib.parse.urljoin(answer.url, location)
+            if answer.status < 300:
+                return answer.status, answer.headers, answer.body
+            if answer.status == 401 and Origin.of(answer.url) != self.origin:
+                raise BuildToolError(
+                    f"{self.host}: {Origin.of(answer.url)} wants credentials for "
+                    f"{method} {_display(answer.url)}; the registry's go only to {self.origin}"
+                )
+            if answer.status == 401 and attempt == 0:
+                challenge = _header(answer.headers, "WWW-Authenticate") or "Basic"
+                value = self._authorize(challenge, scope)
+                self._auth[_ANY_SCOPE if value.startswith("Basic") else scope] = value
+                continue
+            if answer.status in ok:
+                return answer.status, answer.headers, answer.body
+            if answer.status == 401:
+                raise BuildToolError(f"{self.host}: credentials refused")
+            if answer.status == 404 and 404 not in ok:
+                raise BuildToolError(f"{method} {_display(answer.url)}: not found")
+            return answer.status, answer.headers, answer.body
         raise AssertionError("unreachable")
 
     # -- API ------------------------------------------------------------------------
@@ -226,3 +370,11 @@ class Registry:
         if headers.get("Docker-Content-Digest", manifest.digest) != manifest.digest:
             raise BuildToolError(f"{name}:{reference}: the registry stored another digest")
         return manifest.digest
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    """A header of `headers` (a plain dict of an answer's headers), whatever its case."""
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None

@@ -8,21 +8,31 @@
   blob bytes it hands out, and can send blob requests elsewhere with a redirect, as
   registries that keep blobs in object storage do;
 - `BlobStorage`: that elsewhere: it serves blobs it fetches from the registry with its
-  own credentials, and records the Authorization headers that reached it.
+  own credentials, and records the Authorization headers that reached it;
+- `RecordingServer` and its kinds `OciServer` (a fake but real registry: enough of the
+  distribution API to push and fetch blobs and manifests), `Redirector` and
+  `TokenService`: small servers on any loopback address (127.0.0.2 is another host to a
+  client), each recording every request's method, path and Authorization.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
+import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -204,11 +214,12 @@ class FrontProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 # A header sent several times (Docker sends one Accept per media type)
-                # is forwarded as one, its values comma-joined as HTTP allows.
+                # is forwarded as one, its values comma-joined as HTTP allows. Host is
+                # kept, as reverse proxies do, so that the registry's upload Locations
+                # name the proxy: the client sends credentials to no other origin.
                 headers = {
                     key: ", ".join(self.headers.get_all(key))
                     for key in dict.fromkeys(self.headers.keys())
-                    if key.lower() != "host"
                 }
                 connection = http.client.HTTPConnection(upstream, timeout=300)
                 connection.request(self.command, self.path, body=body, headers=headers)
@@ -274,3 +285,173 @@ class BlobStorage:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+# -- small HTTP servers on any loopback address, for the credential tests ---------------
+# 127.0.0.2 and 127.0.0.3 are other hosts as far as an HTTP client can tell.
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as a server saw it."""
+
+    method: str
+    path: str
+    authorization: str | None
+
+
+class RecordingServer:
+    """A ThreadingHTTPServer on `host` (port of its own) that records every request and
+    answers through `answer`, which subclasses write."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.received: list[Received] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                auth = self.headers.get("Authorization")
+                recorder.received.append(Received(self.command, self.path, auth))
+                status, headers, payload = recorder.answer(self.command, self.path, auth, body)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        self.server = ThreadingHTTPServer((host, 0), _quiet_handler(Handler))
+        self.address = f"{host}:{self.server.server_address[1]}"
+        self.url = f"http://{self.address}"
+        # A short poll: close() (shutdown) returns within it, so many servers close fast.
+        serve = lambda: self.server.serve_forever(poll_interval=0.05)  # noqa: E731
+        threading.Thread(target=serve, daemon=True).start()
+
+    def answer(
+        self, method: str, path: str, authorization: str | None, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        raise NotImplementedError
+
+    def authorizations(self) -> list[str | None]:
+        return [r.authorization for r in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Redirector(RecordingServer):
+    """Sends every request on to `target` (a base URL), same path, with a 307."""
+
+    def __init__(self, host: str, target: str) -> None:
+        self.target = target
+        super().__init__(host)
+
+    def answer(self, method, path, authorization, body):  # type: ignore[no-untyped-def]
+        return 307, {"Location": self.target + path}, b""
+
+
+class TokenService(RecordingServer):
+    """A Bearer token realm: GET answers `{"token": token}` to `basic` (an Authorization
+    value), or to anyone when `basic` is None."""
+
+    def __init__(self, host: str, token: str, basic: str | None) -> None:
+        self.token, self.basic = token, basic
+        super().__init__(host)
+
+    def answer(self, method, path, authorization, body):  # type: ignore[no-untyped-def]
+        if self.basic is not None and authorization != self.basic:
+            return 401, {"WWW-Authenticate": 'Basic realm="token"'}, b""
+        return 200, {"Content-Type": "application/json"}, json.dumps({"token": self.token}).encode()
+
+
+@dataclass
+class OciStore:
+    """Blobs, manifests and uploads in progress, shared by the servers that serve them."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    manifests: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
+    uploads: dict[str, bytearray] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class OciServer(RecordingServer):
+    """Enough of the OCI distribution API for `Registry.push_blob`, `put_manifest`,
+    `get_blob` and `get_manifest`, over `store`.
+
+    - `authorization`: the Authorization value it wants (anything else gets a 401 with
+      `challenge`), or None to serve anyone, as storage behind pre-signed URLs does;
+    - `upload_base`: where POST .../blobs/uploads/ sends the upload (a base URL; default
+      here, as a relative Location);
+    - `redirect_to`, `redirect_methods`: after authentication, requests with those
+      methods (POST excepted) get a 307 to `redirect_to` + the same path.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        store: OciStore | None = None,
+        authorization: str | None = None,
+        challenge: str = 'Basic realm="fake"',
+        upload_base: str = "",
+        redirect_to: str | None = None,
+        redirect_methods: frozenset[str] = frozenset(),
+    ) -> None:
+        self.store = store if store is not None else OciStore()
+        self.authorization = authorization
+        self.challenge = challenge
+        self.upload_base = upload_base
+        self.redirect_to = redirect_to
+        self.redirect_methods = redirect_methods
+        super().__init__(host)
+
+    def answer(self, method, path, authorization, body):  # type: ignore[no-untyped-def]
+        if self.authorization is not None and authorization != self.authorization:
+            return 401, {"WWW-Authenticate": self.challenge}, b""
+        if self.redirect_to and method in self.redirect_methods and method != "POST":
+            return 307, {"Location": self.redirect_to + path}, b""
+        store = self.store
+        split = urllib.parse.urlsplit(path)
+        query = urllib.parse.parse_qs(split.query)
+        upload = re.fullmatch(r"/upload/(\w+)", split.path)
+        blob = re.fullmatch(r"/v2/(.+)/blobs/(sha256:\w+)", split.path)
+        manifest = re.fullmatch(r"/v2/(.+)/manifests/([\w.:-]+)", split.path)
+        with store.lock:
+            if method == "POST" and re.fullmatch(r"/v2/(.+)/blobs/uploads/", split.path):
+                key = uuid.uuid4().hex
+                store.uploads[key] = bytearray()
+                return 202, {"Location": f"{self.upload_base}/upload/{key}"}, b""
+            if upload and upload.group(1) in store.uploads:
+                key = upload.group(1)
+                store.uploads[key] += body
+                if method == "PATCH":
+                    return 202, {"Location": f"/upload/{key}"}, b""
+                if method == "PUT":
+                    data = bytes(store.uploads.pop(key))
+                    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+                    if query.get("digest") != [digest]:
+                        return 400, {}, b"digest mismatch"
+                    store.blobs[digest] = data
+                    return 201, {"Docker-Content-Digest": digest}, b""
+            if blob and method in ("GET", "HEAD"):
+                data = store.blobs.get(blob.group(2))
+                return (404, {}, b"") if data is None else (200, {}, data)
+            if manifest and method == "PUT":
+                digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+                media_type = "application/vnd.oci.image.manifest.v1+json"
+                store.manifests[manifest.groups()] = (media_type, body)
+                store.manifests[(manifest.group(1), digest)] = (media_type, body)
+                return 201, {"Docker-Content-Digest": digest}, b""
+            if manifest and method in ("GET", "HEAD"):
+                found = store.manifests.get(manifest.groups())
+                if found is None:
+                    return 404, {}, b""
+                digest = f"sha256:{hashlib.sha256(found[1]).hexdigest()}"
+                return 200, {"Content-Type": found[0], "Docker-Content-Digest": digest}, found[1]
+        return 404, {}, b"not part of this fake"
