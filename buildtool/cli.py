@@ -21,7 +21,7 @@ from buildtool.plan import plan, plan_json
 from buildtool.publish import publish
 from buildtool.published import read_published
 from buildtool.render import ROLES, RenderedPair, render
-from buildtool.spec import PLATFORMS, environment_names, load_environment
+from buildtool.spec import PLATFORMS, check_environment_name, environment_names, load_environment
 from buildtool.verify import verify
 
 
@@ -30,6 +30,8 @@ def _names(args: argparse.Namespace) -> list[str]:
         return environment_names(args.root)
     if not args.env:
         raise BuildToolError("name an environment, or pass --all")
+    for name in args.env:
+        check_environment_name(args.root, name)
     return args.env
 
 
@@ -164,6 +166,8 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_helm_values(args: argparse.Namespace) -> int:
+    if args.default is not None:
+        check_environment_name(args.root, args.default)
     values = generate_helm_values(args.root, args.build_dir, args.default)
     changed = write_helm_values(values, args.output)
     profiles = len(values["jupyterhub"]["singleuser"]["profileList"])

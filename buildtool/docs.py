@@ -15,6 +15,7 @@ is only rewritten when its text changes, so a second run touches nothing.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _said(text: str) -> str:
+    """A spec's own words (description, display name), shown as text: no HTML of theirs
+    reaches a page that a Markdown renderer turns into HTML."""
+    return html.escape(text, quote=False)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
@@ -97,9 +104,9 @@ def images_page(sources: list[Sources]) -> str:
     rows = [
         [
             _image_cell(s, "notebook"),
-            s.env.display_name,
+            _said(s.env.display_name),
             _image_cell(s, "worker"),
-            s.env.description,
+            _said(s.env.description),
         ]
         for s in sources
     ]
@@ -139,9 +146,9 @@ def manifest_page(s: Sources) -> str:
     env = s.env
     lines = [
         HEADER,
-        f"# Packages: {env.display_name}",
+        f"# Packages: {_said(env.display_name)}",
         "",
-        f"Environment `{env.name}`: {env.description.rstrip('.')}.",
+        f"Environment `{env.name}`: {_said(env.description.rstrip('.'))}.",
         f"Images: notebook `{env.notebook.image}`, worker `{env.worker.image}`; "
         f"{_publish_status(s)}.",
         "",
@@ -194,7 +201,7 @@ def spec_choices(env: Environment) -> list[str]:
 
 def lock_diff_page(s: Sources) -> str:
     name = s.env.name
-    lines = [HEADER, f"# Lock diff since publish: {s.env.display_name}", ""]
+    lines = [HEADER, f"# Lock diff since publish: {_said(s.env.display_name)}", ""]
     if s.lock is None:
         lines.append(f"`{name}` is {NOT_LOCKED}: nothing to compare.")
     elif s.published_lock is None:

@@ -35,3 +35,9 @@ class SolveError(BuildToolError):
 
 class LockStaleError(BuildToolError):
     """`lock --check` found a lock that no longer matches its spec."""
+
+
+class InputError(BuildToolError):
+    """A command-line value is not what it must be (a registry, an image reference)."""
+
+    exit_code = 2

@@ -187,6 +187,7 @@ def options_handler_config(pairs: list[Pair], default: Pair, bounds: ClusterOpti
 
 def generate_helm_values(root: Path, build_dir: Path, default: str | None = None) -> dict:
     """The chart values; `default` names the preselected environment (else the first)."""
+    bounds = load_site_settings(root).cluster_options  # the site's input, checked first
     pairs = published_pairs(root, build_dir)
     if not pairs:
         raise BuildToolError(f"no environment is published yet (no {build_dir}/*/published.json)")
@@ -194,7 +195,7 @@ def generate_helm_values(root: Path, build_dir: Path, default: str | None = None
     if default is not None and default not in names:
         raise BuildToolError(f"default environment {default!r} is not published: {names}")
     chosen = next(p for p in pairs if p.name == (default or names[0]))
-    handler = options_handler_config(pairs, chosen, load_site_settings(root).cluster_options)
+    handler = options_handler_config(pairs, chosen, bounds)
     return {
         "jupyterhub": {
             "singleuser": {"profileList": [_profile(p, p is chosen) for p in pairs]},

@@ -33,20 +33,18 @@ from typing import Any, get_args
 import yaml
 from rattler import MatchSpec
 
+from buildtool import grammar, yamlfile
 from buildtool.errors import BuildToolError, SpecError
 from buildtool.spec import (
-    _PIP_PIN_RE,
     DEFAULT_CHANNELS,
     DEFAULT_VIRTUAL_PACKAGES,
     SPEC_FILE,
     Platform,
-    _DuplicateKey,
-    _key_text,
-    _line_map,
-    _nearest_line,
+    check_environment_name,
     load_environment,
     normalize_matchspec,
 )
+from buildtool.yamlfile import key_text, nearest_line
 
 KNOWN_KEYS = ("name", "channels", "dependencies", "variables", "prefix")
 # conda's marker for "do not add the defaults channel": a spec's channels are all it uses.
@@ -67,32 +65,18 @@ class ImportErrors(BuildToolError):
         return "\nerror: ".join(str(e) for e in self.errors)
 
 
-def _read(source: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int], str]:
-    try:
-        text = source.read_text()
-    except FileNotFoundError:
-        raise SpecError(source, "", "environment file not found") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark else None
-        raise SpecError(source, "", f"not valid YAML: {problem}", line) from None
-    if not isinstance(data, dict) or node is None:
-        raise SpecError(source, "", "an environment file is a YAML mapping", 1)
-    try:
-        return data, _line_map(node), text
-    except _DuplicateKey as dup:
-        raise SpecError(
-            source, dup.key, "key appears twice in the same mapping", dup.line
-        ) from None
+def _read(source: Path) -> tuple[dict[str, Any], yamlfile.Lines, str]:
+    text = yamlfile.read_text(source, what="environment file")
+    data, lines = yamlfile.load(source, text, "an environment file")
+    return data, lines, text
 
 
-def _scalar(value: str) -> str:
-    """`value` as a YAML scalar: plain when YAML reads it back as itself, else quoted."""
+def _scalar(value: str, flow: bool = False) -> str:
+    """`value` as a YAML scalar: plain when YAML reads it back as itself, else quoted.
+    In a flow sequence (`[a, b]`) a comma or bracket would split or end it: quoted."""
     plain = yaml.safe_load(value) == value and ": " not in value and " #" not in value
+    if flow and any(c in value for c in ",[]{}"):
+        plain = False
     return value if plain and value.strip() == value else json.dumps(value)
 
 
@@ -103,10 +87,23 @@ def _virtual_packages(source: Path) -> dict[str, Any]:
     path = source.parent / "virtual-packages.yml"
     if not path.is_file():
         return {}
-    subdirs = (yaml.safe_load(path.read_text()) or {}).get("subdirs") or {}
+    data, lines = yamlfile.load(path, yamlfile.read_text(path), "virtual-packages.yml")
+    subdirs = data.get("subdirs") or {}
+    if not isinstance(subdirs, dict):
+        raise SpecError(path, "subdirs", "must map platforms to packages", lines.get(("subdirs",)))
     declared: dict[str, dict[str, str]] = {}
     for platform in get_args(Platform):
-        packages = (subdirs.get(platform) or {}).get("packages") or {}
+        entry = subdirs.get(platform) or {}
+        packages = entry.get("packages") or {} if isinstance(entry, dict) else None
+        if not isinstance(packages, dict):
+            loc = ("subdirs", platform)
+            line = nearest_line(lines, loc)
+            raise SpecError(path, key_text(loc), "must map `packages` to versions", line)
+        for name in packages:
+            if not grammar.VIRTUAL_PACKAGE.fullmatch(str(name)):
+                loc = ("subdirs", platform, "packages", name)
+                line = nearest_line(lines, loc)
+                raise SpecError(path, key_text(loc), f"{name!r} is not a virtual package", line)
         own = {
             str(name): str(version)
             for name, version in packages.items()
@@ -134,10 +131,10 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
     origins: dict[str, tuple[str, int | None]] = {}
 
     def origin(key: str, loc: tuple[Any, ...]) -> None:
-        origins[key] = (_key_text(loc), _nearest_line(lines, loc))
+        origins[key] = (key_text(loc), nearest_line(lines, loc))
 
     def error(loc: tuple[Any, ...], message: str) -> None:
-        errors.append(SpecError(source, _key_text(loc), message, _nearest_line(lines, loc)))
+        errors.append(SpecError(source, key_text(loc), message, nearest_line(lines, loc)))
 
     for key in data:
         if key not in KNOWN_KEYS:
@@ -152,6 +149,10 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
         error(("channels",), "must be a list of channel names")
         channels = []
     channels = [c for c in channels if c not in _NOT_CHANNELS]
+    for index, channel in enumerate(channels):
+        problem = grammar.channel_problem(channel)
+        if problem:
+            error(("channels", index), problem)
 
     dependencies: list[str] = []
     pip: list[str] = []
@@ -166,7 +167,7 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
                 error((*loc, "pip"), "must be a list of pip requirements")
                 continue
             for pip_index, requirement in enumerate(entry["pip"] or []):
-                if isinstance(requirement, str) and _PIP_PIN_RE.match(requirement.strip()):
+                if isinstance(requirement, str) and grammar.PIP_PIN.fullmatch(requirement.strip()):
                     origin(f"pip[{len(pip)}]", (*loc, "pip", pip_index))
                     pip.append(requirement.strip())
                 else:
@@ -194,6 +195,11 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
     if not isinstance(variables, dict):
         error(("variables",), "must map names to values")
         variables = {}
+    for key, value in variables.items():
+        if not isinstance(key, str) or not grammar.ENV_VAR.fullmatch(key):
+            error(("variables", key), f"{key!r} is not an environment variable name")
+        elif isinstance(value, (dict, list)) or value is None:
+            error(("variables", key), "must be a string, a number or a boolean")
     if errors:
         raise ImportErrors(errors)
 
@@ -201,13 +207,16 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
     out = [
         f"# Imported by `buildtool import` from {source.as_posix()}",
         f"# (sha256 {digest[:16]}). Import again to update it, or edit it from now on.",
-        f"description: Imported from {source.name}"
-        + (f" (conda environment {data['name']!r})" if data.get("name") else ""),
+        "description: "
+        + _scalar(
+            f"Imported from {source.name}"
+            + (f" (conda environment {str(data['name'])!r})" if data.get("name") else "")
+        ),
     ]
     if extends:
         out.append(f"extends: {extends}")
     if channels and channels != list(inherited_channels):
-        out.append(f"channels: [{', '.join(_scalar(c) for c in channels)}]")
+        out.append(f"channels: [{', '.join(_scalar(c, flow=True) for c in channels)}]")
     out.append("dependencies:" if dependencies else "dependencies: []")
     out += [f"  - {_scalar(spec)}" for spec in dependencies]
     if pip:
@@ -232,6 +241,12 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
 
 def import_environment(source: Path, name: str, root: Path, extends: str | None = None) -> Path:
     """Write `root/name/env.yaml` from `source`, validated; on any error write nothing."""
+    check_environment_name(root, name)
+    if extends is not None:
+        check_environment_name(root, extends)
+    if yamlfile.unsafe_character(str(source)):
+        shown = str(source).encode("unicode_escape").decode("ascii")
+        raise SpecError(Path(shown), "", "a file name holds a control character")
     imported = convert(source, extends, root)
     directory = root / name
     path = directory / SPEC_FILE

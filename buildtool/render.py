@@ -27,11 +27,12 @@ from pathlib import Path
 from jinja2 import Environment as Jinja
 from jinja2 import FileSystemLoader, StrictUndefined
 
-from buildtool import layers
+from buildtool import grammar, layers
 from buildtool.assemble import PREFIX
-from buildtool.errors import BuildToolError
+from buildtool.errors import BuildToolError, InputError
 from buildtool.lockfile import LockedPackage, LockFile, write_atomic
 from buildtool.spec import Environment, ImageSet
+from buildtool.yamlfile import unsafe_character
 
 TEMPLATES = Path(str(resources.files("buildtool") / "dockerfiles"))
 ROLES = ("worker", "notebook")
@@ -99,6 +100,33 @@ def _check_fetchable(env: Environment, packages: list[LockedPackage]) -> None:
         )
 
 
+def dockerfile_string(value: str) -> str:
+    """`value` as a double-quoted Dockerfile word that the parser reads back as `value`.
+
+    Inside double quotes Docker's shell-word lexer treats a backslash before `"`, `$` or
+    a backslash as an escape, expands `$NAME`, and nothing else: so those three are
+    escaped, and no quote, variable or line continuation can end the word early. A line
+    break cannot be quoted at all, so a value holding one never gets here (the spec
+    reader refuses it); this refuses it again rather than write a second instruction.
+    """
+    if unsafe_character(value):
+        raise BuildToolError(f"refusing to write a Dockerfile value with a control character: "
+                             f"{value.encode('unicode_escape').decode('ascii')!r}")  # fmt: skip
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def _check_references(registry: str | None, base_images: dict[str, str]) -> None:
+    """The command line's registry and base images, parsed by the reference grammar."""
+    problem = registry and grammar.registry_problem(registry.rstrip("/"))
+    if problem:
+        raise InputError(f"--registry: {problem}")
+    for platform, image in base_images.items():
+        problem = grammar.image_reference_problem(image)
+        if problem:
+            raise InputError(f"--base-image {platform}: {problem}")
+
+
 def render(
     env: Environment,
     lock: LockFile,
@@ -113,6 +141,7 @@ def render(
     missing = sorted(set(env.platforms) - set(platforms))
     if missing:
         raise BuildToolError(f"{env.lock_path}: not locked for {missing[0]}; run `buildtool lock`")
+    _check_references(registry, base_images or {})
     directory = build_dir / env.name
     prefix = f"{registry.rstrip('/')}/" if registry else ""
     chosen = {p: (base_images or {}).get(p) or env.base_image or DEFAULT_BASE_IMAGE
@@ -147,6 +176,7 @@ def render(
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    jinja.filters["dockerfile_string"] = dockerfile_string
     template = jinja.get_template("system.Dockerfile.j2")
     files = {"conda-lock.yml": lock_text}
     for platform in platforms:

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from buildtool.spec import validate_yaml
+from buildtool import yamlfile
+from buildtool.yamlfile import StrictModel
 
 SITE_FILE = "site.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Bounds(_Strict):
+class Bounds(StrictModel):
     """What a user may ask for one option, and what they get when they do not ask."""
 
-    min: float = Field(gt=0)
-    default: float
-    max: float
+    # Finite numbers only: each is written into the gateway's Python.
+    min: float = Field(gt=0, allow_inf_nan=False)
+    default: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> Bounds:
@@ -38,7 +36,7 @@ class Bounds(_Strict):
         return self
 
 
-class ClusterOptions(_Strict):
+class ClusterOptions(StrictModel):
     """`cluster_options:` the bounds of each option the gateway offers."""
 
     worker_cores: Bounds = Bounds(min=1, default=1, max=4)
@@ -47,7 +45,7 @@ class ClusterOptions(_Strict):
     scheduler_memory: Bounds = Bounds(min=1, default=2, max=8)  # GiB
 
 
-class SiteSettings(_Strict):
+class SiteSettings(StrictModel):
     """The schema of `site.yaml`."""
 
     cluster_options: ClusterOptions = ClusterOptions()
@@ -58,5 +56,5 @@ def load_site_settings(root: Path) -> SiteSettings:
     path = root / SITE_FILE
     if not path.exists():
         return SiteSettings()
-    settings, _ = validate_yaml(path, path.read_text(), SiteSettings, "the site settings")
+    settings, _ = yamlfile.load_file(path, SiteSettings, "the site settings")
     return settings

@@ -11,14 +11,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from rattler import MatchSpec, Version, VersionSpec
 from rattler.exceptions import InvalidMatchSpecError, InvalidVersionError
 
+from buildtool import grammar, yamlfile
 from buildtool.errors import SpecError
+from buildtool.yamlfile import StrictModel, key_text
 
 SPEC_FILE = "env.yaml"
 LOCK_FILE = "conda-lock.yml"
@@ -28,20 +29,12 @@ Platform = Literal["linux-64", "linux-aarch64"]
 PLATFORMS = ["linux-64", "linux-aarch64"]
 IMAGES = ("notebook", "worker")
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PIP_PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!_-]+$")
-_APT_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")
-_IMAGE_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
-_VIRTUAL_RE = re.compile(r"^__[a-z0-9_]+$")
+# One line of text shown to users (profile lists, labels, docs).
+TEXT_MAX = 300
 # What every solve assumes the nodes have: the images run on Debian bookworm (glibc 2.36).
 # `__archspec` (the CPU) is added per platform by the solver. A spec declares the rest
 # (`__cuda` on GPU nodes) in `virtual_packages`.
 DEFAULT_VIRTUAL_PACKAGES = {"__unix": "0", "__linux": "5.10", "__glibc": "2.36"}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def normalize_matchspec(value: str) -> str:
@@ -63,7 +56,7 @@ def normalize_matchspec(value: str) -> str:
         )  # fmt: skip
     except InvalidMatchSpecError as exc:
         raise ValueError(f"invalid MatchSpec {value!r}: {exc}") from None
-    if spec.name is None or not _NAME_RE.match(spec.name.normalized):
+    if spec.name is None or not grammar.PACKAGE_NAME.fullmatch(spec.name.normalized):
         raise ValueError(f"invalid MatchSpec {value!r}: bad package name")
     if spec.build is not None and re.search(r"\s", str(spec.build)):
         # conda reads `name version build` and nothing after it.
@@ -83,12 +76,12 @@ def _check_matchspecs(values: list[str]) -> list[str]:
 
 def _check_pattern(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
     for index, value in enumerate(values):
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ValueError(f"[{index}] {value!r} is not {what}")
     return values
 
 
-class _Packages(_Strict):
+class _Packages(StrictModel):
     """Fields shared by the top level and the per-image sections."""
 
     dependencies: list[str] = Field(default_factory=list)
@@ -106,23 +99,25 @@ class _Packages(_Strict):
     @classmethod
     def _pip_pins(cls, v: list[str]) -> list[str]:
         # pip packages are not solved, so only exact pins keep the pair reproducible.
-        return _check_pattern(v, _PIP_PIN_RE, "an exact pip pin (name==version)")
+        return _check_pattern(v, grammar.PIP_PIN, "an exact pip pin (name==version)")
 
     @field_validator("apt")
     @classmethod
     def _apt_names(cls, v: list[str]) -> list[str]:
-        return _check_pattern(v, _APT_RE, "a Debian package name (optionally =version)")
+        return _check_pattern(v, grammar.APT_PACKAGE, "a Debian package name (optionally =version)")
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        _check_pattern(list(v), _ENV_VAR_RE, "a valid environment variable name")
+        for key in v:
+            if not grammar.ENV_VAR.fullmatch(key):
+                raise ValueError(f"{{{key}}} {key!r} is not a valid environment variable name")
         return v
 
     @field_validator("imports")
     @classmethod
     def _module_names(cls, v: list[str]) -> list[str]:
-        return _check_pattern(v, re.compile(r"^[A-Za-z_][\w.]*$"), "a Python module name")
+        return _check_pattern(v, grammar.MODULE, "a Python module name")
 
 
 class ImageSpec(_Packages):
@@ -133,22 +128,30 @@ class ImageSpec(_Packages):
     @field_validator("image")
     @classmethod
     def _image_name(cls, v: str | None) -> str | None:
-        if v is not None and not _IMAGE_RE.match(v):
+        if v is not None and (len(v) > 128 or not grammar.REPOSITORY.fullmatch(v)):
             raise ValueError(f"{v!r} is not a valid image repository name")
         return v
 
 
-class BuildSpec(_Strict):
+class BuildSpec(StrictModel):
     """`build:` how the images are made: the base image, by digest for reproducible images."""
 
     base_image: str | None = None
+
+    @field_validator("base_image")
+    @classmethod
+    def _reference(cls, v: str | None) -> str | None:
+        problem = v and grammar.image_reference_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 def _check_virtual_map(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValueError(f"{where}must map virtual package names to versions")
     for name, version in value.items():
-        if not isinstance(name, str) or not _VIRTUAL_RE.match(name):
+        if not isinstance(name, str) or not grammar.VIRTUAL_PACKAGE.fullmatch(name):
             raise ValueError(f"{where}{name!r} is not a virtual package name (like __cuda)")
         if name in (*DEFAULT_VIRTUAL_PACKAGES, "__archspec"):
             raise ValueError(
@@ -199,18 +202,36 @@ class SpecFile(_Packages):
         common = {k: v for k, v in self.virtual_packages.items() if isinstance(v, str)}
         return common, per_platform
 
-    @field_validator("description")
+    @field_validator("description", "display_name")
     @classmethod
-    def _one_line(cls, v: str) -> str:
-        if not v.strip() or "\n" in v.strip():
+    def _one_line(cls, v: str | None) -> str | None:
+        # Control characters (newlines among them) are refused for every value on reading.
+        if v is None:
+            return v
+        if not v.strip():
             raise ValueError("must be one non-empty line")
+        if len(v.strip()) > TEXT_MAX:
+            raise ValueError(f"must be one line of at most {TEXT_MAX} characters")
         return v.strip()
+
+    @field_validator("extends")
+    @classmethod
+    def _parent_name(cls, v: str | None) -> str | None:
+        # Only an environment beside this one: never a path out of the root.
+        problem = v is not None and grammar.environment_name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("channels")
     @classmethod
     def _channels(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and not v:
             raise ValueError("must list at least one channel")
+        for index, channel in enumerate(v or []):
+            problem = grammar.channel_problem(channel)
+            if problem:
+                raise ValueError(f"[{index}] {problem}")
         return v
 
     @field_validator("platforms")
@@ -309,97 +330,17 @@ class Environment:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
-        self.key, self.line = key, line
-
-
-def _line_map(node: yaml.Node, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """Map each key path in a YAML document to its 1-based line."""
-    lines: dict[tuple[Any, ...], int] = {prefix: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = (*prefix, key_node.value)
-            if path in lines:
-                raise _DuplicateKey(_key_text(path), key_node.start_mark.line + 1)
-            lines.update(_line_map(value_node, path))
-            lines[path] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines.update(_line_map(item, (*prefix, index)))
-    return lines
-
-
-def _key_text(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _nearest_line(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
-
-
 @dataclass
 class _Loaded:
     path: Path
     spec: SpecFile
-    lines: dict[tuple[Any, ...], int]
+    lines: yamlfile.Lines
 
 
 def load_spec_file(path: Path) -> _Loaded:
     """Parse and validate one `env.yaml`, without following `extends`."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(path, "", "spec file not found") from None
-    spec, lines = validate_yaml(path, text, SpecFile, "the spec")
+    spec, lines = yamlfile.load_file(path, SpecFile, "the spec")
     return _Loaded(path, spec, lines)
-
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-def validate_yaml(
-    path: Path, text: str, model: type[_Model], what: str = "the file"
-) -> tuple[_Model, dict[tuple[Any, ...], int]]:
-    """Parse YAML `text` (read from `path`) into `model`, and the line of each key path.
-
-    Every problem is one :class:`SpecError` naming the file, the key path and the line."""
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(path, "", f"not valid YAML: {problem}", line) from None
-    if not isinstance(data, dict) or node is None:
-        raise SpecError(path, "", f"{what} must be a YAML mapping of keys to values", 1)
-    try:
-        lines = _line_map(node)
-    except _DuplicateKey as dup:
-        raise SpecError(path, dup.key, "key appears twice in the same mapping", dup.line) from None
-    try:
-        validated = model.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        index = re.match(r"^\[(\d+)\] ", message)
-        if index:  # list validators name the offending item
-            loc = (*loc, int(index.group(1)))
-            message = message[index.end() :]
-        raise SpecError(path, _key_text(loc), message, _nearest_line(lines, loc)) from None
-    return validated, lines
 
 
 def _requirements(loaded: _Loaded, section: tuple[str, ...]) -> list[Requirement]:
@@ -409,7 +350,7 @@ def _requirements(loaded: _Loaded, section: tuple[str, ...]) -> list[Requirement
     out = []
     for index, spec in enumerate(owner.dependencies):
         loc = (*section, "dependencies", index)
-        out.append(Requirement(spec, loaded.path, _key_text(loc), loaded.lines.get(loc)))
+        out.append(Requirement(spec, loaded.path, key_text(loc), loaded.lines.get(loc)))
     return out
 
 
@@ -421,6 +362,8 @@ def _chain(root: Path, name: str) -> list[_Loaded]:
     child: _Loaded | None = None
     while current is not None:
         path = root / current / SPEC_FILE
+        if child is None:  # a name from the command line or a folder (a parent's: validated)
+            check_environment_name(root, current)
         if current in seen:
             cycle = " -> ".join([*seen, current])
             assert child is not None
@@ -556,7 +499,17 @@ def check_pins(requirements: list[Requirement]) -> None:
         )
 
 
+def check_environment_name(root: Path, name: str) -> None:
+    """Refuse a name that could not be a folder beside the others (or an image name)."""
+    problem = grammar.environment_name_problem(name)
+    if problem:
+        shown = name.encode("unicode_escape").decode("ascii")  # one line, whatever it holds
+        raise SpecError(root, "", f"environment {shown!r}: {problem.replace(repr(name), 'name')}")
+
+
 def environment_names(root: Path) -> list[str]:
     """Every buildable (not abstract) environment under `root`."""
     names = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}"))
+    for name in names:
+        check_environment_name(root, name)
     return [name for name in names if not load_spec_file(root / name / SPEC_FILE).spec.abstract]

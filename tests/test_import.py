@@ -144,7 +144,7 @@ def test_unpinned_pip_entries_are_refused_one_line_each_and_nothing_written(
          ":3: dependencies[1]: contradictory pins: 'python 3.10.*' conflicts with "
          "'python 3.11.*'"),
         ("dependencies: [numpy]\nvariables: {1BAD: x}\n",
-         ":2: variables: '1BAD' is not a valid environment variable name"),
+         ":2: variables.1BAD: '1BAD' is not an environment variable name"),
     ],
 )  # fmt: skip
 def test_import_refuses_what_a_spec_refuses_and_keeps_the_old_spec(

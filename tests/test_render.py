@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,35 @@ def test_render_refuses_a_lock_that_a_build_cannot_fetch(
     result = buildtool("--root", locked, "render", "physlite", cwd=locked.parent)
     assert result.returncode == 1
     assert "which a build cannot fetch" in result.stderr and "file://" in result.stderr
+
+
+# Values a spec may hold (one line each) that a naive `KEY="{{ value }}"` would mangle or
+# end early: quotes, backslashes (a trailing one too), variables, comments.
+AWKWARD = ['a"b', "a\\b", "end\\", '\\"', "$HOME", "${X:-y}", "\\$", "it's", "#x", "a  b"]
+
+
+@pytest.mark.docker
+def test_buildkit_reads_every_quoted_value_back_as_it_was(tmp_path: Path) -> None:
+    """The real parser is BuildKit's: each ENV and LABEL value that `dockerfile_string`
+    writes comes back in the image config exactly as the spec held it."""
+    from buildtool.engine import docker, docker_cli
+    from buildtool.render import dockerfile_string
+    from buildtool.standin.dockercli import require_docker
+
+    require_docker()
+    lines = ["FROM scratch"]
+    lines += [f"ENV K{i}={dockerfile_string(v)}" for i, v in enumerate(AWKWARD)]
+    lines += [f"LABEL l{i}={dockerfile_string(v)}" for i, v in enumerate(AWKWARD)]
+    (tmp_path / "Dockerfile").write_text("\n".join(lines) + "\n")
+    tag = "daskhub-test/quoting:latest"
+    build = [docker_cli(), "build", "-q", "-t", tag, str(tmp_path)]
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    subprocess.run(build, check=True, env=env, capture_output=True, timeout=300)
+    try:
+        config = json.loads(docker("image", "inspect", tag))[0]["Config"]
+    finally:
+        docker("image", "rm", tag)
+    read = dict(item.split("=", 1) for item in config["Env"] or [])
+    for i, value in enumerate(AWKWARD):
+        assert read[f"K{i}"] == value
+        assert config["Labels"][f"l{i}"] == value

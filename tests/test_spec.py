@@ -120,7 +120,7 @@ BAD_SPECS: dict[str, tuple[dict[str, str], list[str], int | None]] = {
         ["channels", "at least one channel"], 2),
     "multi-line description": (
         {"bad/env.yaml": "description: |\n  one\n  two\n"},
-        ["description", "one non-empty line"], 1),
+        ["description", "must be one line of text, but holds a newline"], 1),
     "spec is not a mapping": (
         {"bad/env.yaml": "- numpy\n"},
         ["YAML mapping"], 1),

@@ -1,0 +1,1 @@
+"""Pure unit tests: no Docker, no network, no stand-in."""
