@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from buildtool.errors import BuildToolError
+from buildtool.proc import run
 from buildtool.render import RenderedPair
 
 TESTS = Path(__file__).resolve().parent / "imagetests"
+# Time limit, in seconds, of one platform's image tests: containers of both images, arm64
+# ones under qemu, a Dask cluster among them. Past it they hang; pytest and every process
+# it started (docker clients) are killed; containers they started may stay behind.
+IMAGE_TESTS_TIMEOUT = 60 * 60
 
 
 def test_pair(root: Path, build_dir: Path, env: str, extra_args: list[str] | None = None) -> None:
@@ -29,6 +33,7 @@ def test_pair(root: Path, build_dir: Path, env: str, extra_args: list[str] | Non
             "BUILDTOOL_ENV": env,
             "BUILDTOOL_PLATFORM": platform,
         }
-        result = subprocess.run(command, env={**os.environ, **variables})
+        result = run(command, env={**os.environ, **variables}, timeout=IMAGE_TESTS_TIMEOUT,
+                     what=f"the image tests of {env} on {platform}")  # fmt: skip
         if result.returncode != 0:
             raise BuildToolError(f"image tests failed for {env} on {platform} (report: {report})")

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from buildtool.proc import Watchdog
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -36,6 +38,10 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 # Fast compression: every layer is compressed once per content and cached.
 GZIP_LEVEL = 1
 COPY_BUFFER = 1 << 20
+
+# Time limit, in seconds, of one `docker load` (every image of a build, gigabytes, into
+# the engine): past it the engine has stopped reading.
+LOAD_TIMEOUT = 60 * 60
 
 # platform (conda subdir) -> (OCI architecture, variant)
 ARCHITECTURES = {"linux-64": ("amd64", None), "linux-aarch64": ("arm64", "v8")}
@@ -383,23 +389,29 @@ def docker_archive(
     yield info, io.BytesIO(data)
 
 
-def docker_load(docker: str, images: dict[str, Image], store: BlobStore) -> None:
-    """Stream `images` into the engine's `docker load`: nothing is written twice here."""
+def docker_load(
+    docker: str, images: dict[str, Image], store: BlobStore, timeout: float = LOAD_TIMEOUT
+) -> None:
+    """Stream `images` into the engine's `docker load`: nothing is written twice here. After
+    `timeout` seconds the load is killed and CommandTimeout raised."""
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             [docker, "load", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=err,
+            stderr=err, start_new_session=True,
         )  # fmt: skip
         assert process.stdin is not None
-        try:
-            with tarfile.open(fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER) as tar:
-                for info, data in docker_archive(images, store):
-                    with data or io.BytesIO():
-                        tar.addfile(info, data)
-            process.stdin.close()
-        except BrokenPipeError:
-            pass  # the engine stopped reading: its message says why
-        if process.wait() != 0:
+        with Watchdog(process, timeout, "docker load") as watchdog:
+            try:
+                with tarfile.open(fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER) as tar:
+                    for info, data in docker_archive(images, store):
+                        with data or io.BytesIO():
+                            tar.addfile(info, data)
+                process.stdin.close()
+            except BrokenPipeError:
+                pass  # the engine stopped reading: its message says why
+            code = process.wait()
+        watchdog.check()
+        if code != 0:
             err.seek(0)
             said = err.read().decode(errors="replace").strip()
             raise RuntimeError(f"docker load failed: {said or 'no message'}")

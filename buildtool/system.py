@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from buildtool.confine import extract_tar
 from buildtool.engine import docker, docker_cli, run_logged
 from buildtool.errors import BuildToolError
 from buildtool.oci import ARCHITECTURES, BlobStore, Layer
@@ -42,6 +43,9 @@ CONFIG_FIELDS = (
 DPKG_STATUS = "var/lib/dpkg/status"
 # Part of the key of a normalized stage: bumped when normalizing changes.
 NORMALIZATION = "n3"
+# Time limit, in seconds, of `docker save` of both stages (their layers, gigabytes for
+# large images, over the engine's socket).
+SAVE_TIMEOUT = 30 * 60
 
 
 def dropped(path: str) -> bool:
@@ -129,9 +133,9 @@ def _normalize(base_image: str, platform: str, tag: str, store: BlobStore) -> Sy
     with tempfile.TemporaryDirectory(prefix="buildtool-system-", dir=store.root) as tmp:
         archive = Path(tmp) / "images.tar"
         with archive.open("wb") as out:
-            out.write(docker("save", *(f"{tag}-{role}" for role in ROLES)))
+            out.write(docker("save", *(f"{tag}-{role}" for role in ROLES), timeout=SAVE_TIMEOUT))
         with tarfile.open(archive) as tar:
-            tar.extractall(Path(tmp) / "x", filter="tar")
+            extract_tar(tar, Path(tmp) / "x", archive=f"docker save of {tag}")
         root = Path(tmp) / "x"
         saved = {e["RepoTags"][0]: e for e in json.loads((root / "manifest.json").read_text())}
         images: dict[str, SystemImage] = {}

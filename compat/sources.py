@@ -36,6 +36,9 @@ IMAGE_CATEGORIES: dict[str, frozenset[str]] = {
     "worker": frozenset({"main"}),
     "notebook": frozenset({"main", "notebook"}),
 }
+#: Time limit, in seconds, of the `docker run` that lists an image's packages: a
+#: container that cats a few hundred small files; past five minutes the engine hangs.
+#: `subprocess.run` kills the docker client then (it starts no children of its own).
 DOCKER_TIMEOUT_S = 300.0
 
 
@@ -201,8 +204,11 @@ def from_image(reference: str, prefix: str = IMAGE_PREFIX) -> PackageSet:
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=DOCKER_TIMEOUT_S, check=False
         )
-    except subprocess.TimeoutExpired as error:
-        raise CheckError(f"reading image {reference} took over {DOCKER_TIMEOUT_S:.0f} s") from error
+    except subprocess.TimeoutExpired:
+        raise CheckError(
+            f"cannot read image {reference}: docker run did not finish within "
+            f"{DOCKER_TIMEOUT_S:g} s; it was stopped"
+        ) from None
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         raise CheckError(f"cannot read image {reference}: {detail[0]}")

@@ -32,11 +32,17 @@ from pathlib import Path
 from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
 from buildtool.oci import BlobStore, Image, docker_load
+from buildtool.proc import run
 from buildtool.standin.cache import cache_root, digest, locked
 from buildtool.standin.debianpython import DEBIAN_LIBRARIES
 from buildtool.standin.dockercli import image_exists, require_docker
 
 SUITE = "bookworm"
+# Time limits, in seconds. debootstrap downloads and unpacks a base (arm64: its second
+# stage under qemu, 4 min here); an hour means the mirror or the emulation hangs.
+DEBOOTSTRAP_TIMEOUT = 60 * 60
+# update-ca-certificates in the new root (under qemu for arm64): seconds.
+CA_UPDATE_TIMEOUT = 10 * 60
 
 # Libraries that lib-dynload of the relocated CPython 3.11 needs (_ssl, _hashlib, _sqlite3,
 # _ctypes, _bz2, _lzma, zlib, readline, _curses, _uuid, nis, _crypt) plus the C++ runtime
@@ -184,7 +190,7 @@ def _ensure_rootfs(spec: BaseImageSpec, target: Path) -> Path:
     _progress(f"debootstrap {spec.kind} ({len(spec.packages)} packages) -> {target}")
     started = time.monotonic()
     with log.open("w") as out:
-        result = subprocess.run(
+        result = run(
             [
                 "debootstrap",
                 f"--arch={spec.arch}",
@@ -197,6 +203,7 @@ def _ensure_rootfs(spec: BaseImageSpec, target: Path) -> Path:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            timeout=DEBOOTSTRAP_TIMEOUT,
         )
     if result.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-20:])
@@ -225,9 +232,8 @@ def _trim_and_trust(rootfs: Path) -> None:
         local.mkdir(parents=True, exist_ok=True)
         for ca in cas:
             shutil.copyfile(ca, local / ca.name)
-        subprocess.run(
-            ["chroot", str(rootfs), "update-ca-certificates"], check=True, capture_output=True
-        )
+        run(["chroot", str(rootfs), "update-ca-certificates"], check=True, capture_output=True,
+            timeout=CA_UPDATE_TIMEOUT)  # fmt: skip
 
 
 def _remove(path: Path) -> None:

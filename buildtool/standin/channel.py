@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from buildtool.errors import BuildToolError
+from buildtool.proc import run
 from buildtool.standin.cache import cache_root, digest, file_sha256, locked
 from buildtool.standin.condaenv import index_channel
 from buildtool.standin.condapkg import PackageMeta, write_package
@@ -103,6 +103,10 @@ OLDER = (
     "numpy==1.26.4", "jax==0.7.1", "jaxlib==0.7.1", "ml-dtypes==0.5.4", "pandas==3.0.6",
 )  # fmt: skip
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Time limits, in seconds, of the commands that talk to PyPI: one `uv pip compile` of the
+# closure, and one pip run (downloading every pinned wheel, gigabytes, on a cold cache).
+RESOLVE_TIMEOUT = 30 * 60
+PIP_TIMEOUT = 60 * 60
 KEY_FILE = ".channel-key"
 
 
@@ -320,11 +324,11 @@ def relock() -> list[Pin]:
     with tempfile.TemporaryDirectory() as scratch:
         roots, resolved = Path(scratch) / "roots.in", Path(scratch) / "resolved.txt"
         roots.write_text("\n".join(ROOTS) + "\n")
-        result = subprocess.run(
+        result = run(
             [uv, "pip", "compile", str(roots), "--python-version", short,
              "--python-platform", "x86_64-manylinux_2_28", "--only-binary", ":all:",
              "--no-header", "--no-annotate", "-o", str(resolved)],
-            env=_pypi_env(), capture_output=True, text=True,
+            env=_pypi_env(), capture_output=True, text=True, timeout=RESOLVE_TIMEOUT,
         )  # fmt: skip
         if result.returncode != 0:
             raise BuildToolError(f"uv pip compile failed:\n{result.stderr[-3000:]}")
@@ -333,11 +337,11 @@ def relock() -> list[Pin]:
         _write_pins(REQUIREMENTS, pins, f"Roots: {' '.join(ROOTS)}")
         # The same releases for linux-aarch64, where base's closure needs them.
         roots.write_text("\n".join(AARCH64_ROOTS) + "\n")
-        result = subprocess.run(
+        result = run(
             [uv, "pip", "compile", str(roots), "--python-version", short,
              "--python-platform", "aarch64-manylinux_2_28", "--only-binary", ":all:",
              "-c", str(REQUIREMENTS), "--no-header", "--no-annotate", "-o", str(resolved)],
-            env=_pypi_env(), capture_output=True, text=True,
+            env=_pypi_env(), capture_output=True, text=True, timeout=RESOLVE_TIMEOUT,
         )  # fmt: skip
         if result.returncode != 0:
             raise BuildToolError(f"uv pip compile (aarch64) failed:\n{result.stderr[-3000:]}")
@@ -388,9 +392,8 @@ def _pypi_env() -> dict[str, str]:
 def _pip(*args: str) -> None:
     """Run the packaged CPython's pip against PyPI."""
     python = cpython_source() / "bin" / "python3"
-    result = subprocess.run(
-        [str(python), "-m", "pip", *args], env=_pypi_env(), capture_output=True, text=True
-    )
+    result = run([str(python), "-m", "pip", *args], env=_pypi_env(), capture_output=True,
+                 text=True, timeout=PIP_TIMEOUT, what=f"pip {args[0]}")  # fmt: skip
     if result.returncode != 0:
         raise BuildToolError(
             f"pip {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"

@@ -4,7 +4,10 @@ Why Debian's build: the stand-in's linux-64 CPython is this machine's pyenv buil
 exists for x86_64 only, and building CPython under emulation takes most of an hour on two
 cores. Debian's bookworm archive has CPython 3.11 for arm64, built and tested by Debian,
 and its .debs need nothing executed to unpack: `apt-get download` with an arm64 view of
-the host's own sources fetches them, and `dpkg-deb -x` unpacks them on the x86 host.
+the host's own sources fetches them, and they are unpacked on the x86 host (`dpkg-deb
+--fsys-tarfile`, extracted by `buildtool.confine.extract_tar`: nothing lands outside the
+folder, and Debian's links to the system's own files, such as sitecustomize.py's to /etc,
+are left out).
 
 Laid out as a conda package (bin/python3.11, lib/python3.11 with lib-dynload), with
 changes that make it behave like the upstream CPython conda-forge ships, whose packages
@@ -20,12 +23,15 @@ compiled on the host by its own CPython 3.11 (the same byte code), as checked-ha
 
 from __future__ import annotations
 
+import io
 import shutil
-import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+from buildtool.confine import extract_tar
 from buildtool.errors import BuildToolError
+from buildtool.proc import run
 from buildtool.standin.cache import cache_root, locked
 from buildtool.standin.pythonpkg import DROPPED, StagedPython, compile_pyc
 
@@ -38,6 +44,10 @@ DEBIAN_LIBRARIES = (
     "libcrypt1", "media-types",
 )  # fmt: skip
 UPSTREAM = ("sysconfig.py",)
+# Time limits, in seconds: `apt-get update` and `apt-get download` of four packages from
+# the host's mirror; `dpkg-deb --fsys-tarfile` of one of them (local, a second).
+APT_TIMEOUT = 15 * 60
+DPKG_DEB_TIMEOUT = 5 * 60
 SITE_PTH = (
     "import os, site, sys; "
     "site.addsitedir(os.path.join(sys.prefix, 'lib', 'python%d.%d' % sys.version_info[:2], "
@@ -63,8 +73,9 @@ def download_debs(platform: str) -> list[Path]:
             "-o", f"APT::Architectures={arch}", "-o", "APT::Sandbox::User=root",
         ]  # fmt: skip
         for command in (["update", "-qq"], ["download", *PACKAGES]):
-            result = subprocess.run(["apt-get", *options, *command], cwd=root / "debs",
-                                    capture_output=True, text=True)  # fmt: skip
+            result = run(["apt-get", *options, *command], cwd=root / "debs",
+                         capture_output=True, text=True, timeout=APT_TIMEOUT,
+                         what=f"apt-get {command[0]} ({arch})")  # fmt: skip
             if result.returncode != 0:
                 raise BuildToolError(f"apt-get {command[0]} ({arch}): {result.stderr[-2000:]}")
         found = sorted((root / "debs").glob("*.deb"))
@@ -87,7 +98,7 @@ def stage_debian_python(platform: str, root: Path) -> StagedPython:
     shutil.rmtree(unpacked, ignore_errors=True)
     unpacked.mkdir(parents=True)
     for deb in debs:
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+        _unpack_deb(deb, unpacked)
     lib = f"python{short}"
     (root / "bin").mkdir(parents=True)
     shutil.copy2(unpacked / "usr" / "bin" / lib, root / "bin" / lib)
@@ -113,3 +124,14 @@ def stage_debian_python(platform: str, root: Path) -> StagedPython:
     staged = StagedPython(root, version, ())
     compile_pyc(staged, [(root / "lib" / lib, root)], interpreter=Path(sys.executable))
     return staged
+
+
+def _unpack_deb(deb: Path, dest: Path) -> None:
+    """The files of a .deb (its data archive) into dest, each checked to stay inside it."""
+    data = run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+               timeout=DPKG_DEB_TIMEOUT)  # fmt: skip
+    if data.returncode != 0:
+        said = data.stderr.decode(errors="replace").strip()
+        raise BuildToolError(f"{deb}: dpkg-deb cannot read it: {said or 'no message'}")
+    with tarfile.open(fileobj=io.BytesIO(data.stdout)) as tar:
+        extract_tar(tar, dest, archive=deb, skip_absolute_links=True)

@@ -8,6 +8,10 @@ Requires-Dist becomes conda depends: markers are evaluated for the target, PyPI 
 are mapped to conda names, specifiers are translated to MatchSpec syntax, and a
 requirement with extras (`jsonschema[format-nongpl]`) depends on the extra's own
 requirements too, since conda has no extras.
+
+Wheels are input: every member name and entry point name goes through
+`buildtool.confine`, so a member named `../x` or `/x`, a symlink member, or an entry point
+named `../evil` is refused before anything is written outside the package's folder.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from buildtool.confine import UnsafeArchiveMember, check_name, confine
 from buildtool.standin.condapkg import PLACEHOLDER, PackageMeta
 
 # PyPI names whose conda(-forge) package is named differently.
@@ -186,8 +191,11 @@ def stage_wheel(
         for member in archive.infolist():
             if member.is_dir():
                 continue
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise UnsafeArchiveMember(wheel.path, member.filename, "it is a symlink")
+            check_name(member.filename, archive=wheel.path)
             relative = _install_path(member.filename, data_dir, target)
-            destination = root / relative
+            destination = confine(root, relative, archive=wheel.path, member=member.filename)
             destination.parent.mkdir(parents=True, exist_ok=True)
             content = archive.read(member)
             if relative.startswith("bin/") and content.startswith(b"#!python"):
@@ -198,7 +206,11 @@ def stage_wheel(
                 destination.chmod(0o755)
         entry_points = _entry_points(archive, dist_info)
     for script, reference in entry_points:
-        path = root / "bin" / script
+        where = f"{dist_info}/entry_points.txt: {script}"
+        if "/" in script or script in (".", ".."):
+            reason = "an entry point's name must be a plain file name"
+            raise UnsafeArchiveMember(wheel.path, where, reason)
+        path = confine(root, f"bin/{script}", archive=wheel.path, member=where)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(_entry_point_script(reference, target))
         path.chmod(0o755)
