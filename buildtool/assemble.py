@@ -31,10 +31,11 @@ import rattler
 
 from buildtool.errors import BuildToolError
 from buildtool.layers import MAX_LAYERS, Budget, Package, plan_layers
-from buildtool.lockfile import LockedPackage
+from buildtool.lock import channel_client
+from buildtool.lockfile import LockedPackage, PipLockedPackage
 from buildtool.oci import BlobStore, Entry, Image, Layer, file_entry
 from buildtool.system import SystemPair
-from buildtool.wheels import download, install_wheels
+from buildtool.wheels import fetch_wheels, install_wheels
 
 PREFIX = "/srv/conda/envs/notebook"
 PKGS_IN_IMAGE = "/srv/conda/pkgs"
@@ -102,7 +103,7 @@ def install(lock_path: Path, platform: str, packages: list[LockedPackage], stage
                 cache_dir=cache,
                 alternative_target_prefix=PREFIX,
                 platform=rattler.Platform(platform),
-                client=rattler.Client(timeout=TIMEOUT),
+                client=channel_client(TIMEOUT),
                 show_progress=False,
                 execute_link_scripts=False,
             )
@@ -173,14 +174,16 @@ def _describe(packages: list[Installed]) -> str:
     return "conda: " + ", ".join(f"{p.name} {p.version} {p.build}" for p in packages)
 
 
-def _pip_layer(stage: Path, pins: list[str], platform: str, installed: dict[str, Installed],
-               clamp: int, wheel_cache: Path, store: BlobStore) -> Layer:  # fmt: skip
-    """The image's pip pins as one layer on top of its conda layers."""
-    python = ".".join(installed["python"].version.split(".")[:2])
-    wheels = download(pins, platform, python, wheel_cache)
-    files = install_wheels(wheels, stage, PREFIX, python)
+def _pip_layer(stage: Path, locked: list[PipLockedPackage], platform: str,
+               installed: dict[str, Installed], clamp: int, wheel_cache: Path,
+               store: BlobStore) -> Layer:  # fmt: skip
+    """The image's locked wheels as one layer on top of its conda layers."""
+    python = installed["python"].version
+    wheels = fetch_wheels(locked, platform, python, wheel_cache)
+    files = install_wheels(wheels, stage, PREFIX, ".".join(python.split(".")[:2]))
     wheel = Installed("pip", "", "", None, tuple(files), 0, clamp)
-    return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(sorted(pins)))
+    pins = sorted(f"{w.name}=={w.version}" for w in locked)
+    return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins))
 
 
 def _layers(stage: Path, installed: dict[str, Installed], names: list[str], slots: int,
@@ -212,14 +215,14 @@ def assemble(
     platform: str,
     worker_set: list[LockedPackage],
     notebook_set: list[LockedPackage],
-    pip: dict[str, list[str]],
+    pip: dict[str, list[PipLockedPackage]],
     system: SystemPair,
     stage: Path,
     cache: Path,
     store: BlobStore,
 ) -> AssembledPair:
     """Both images of one platform, from one install of the notebook set; `pip`: each
-    role's own pip pins (the notebook's beyond the worker's)."""
+    role's own locked wheels (the notebook's beyond the worker's)."""
     install(lock_path, platform, notebook_set, stage, cache)
     installed = read_installed(stage)
     worker_names = sorted(p.name for p in worker_set)

@@ -28,6 +28,7 @@ from buildtool.oci import BlobStore, Image, Layer, docker_load
 from buildtool.render import ROLES, RenderedPair
 from buildtool.standin.cache import cache_root
 from buildtool.system import build_system
+from buildtool.wheels import locked_wheels
 
 IMAGES_FILE = "images.json"
 HOST_PLATFORMS = {"x86_64": "linux-64", "aarch64": "linux-aarch64", "arm64": "linux-aarch64"}
@@ -124,7 +125,12 @@ def build_pair(
                 platform,
                 lock.packages("worker", platform),
                 lock.packages("notebook", platform),
-                {"worker": pair.pip["worker"], "notebook": pair.pip["notebook"]},
+                {
+                    role: locked_wheels(
+                        pair.lock_path, lock.pip_packages(role, platform), pair.pip[role], platform
+                    )
+                    for role in ROLES
+                },
                 system,
                 Path(stage) / "prefix",
                 cache or package_cache(),

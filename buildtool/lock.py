@@ -12,12 +12,18 @@ format, which conda-lock and micromamba read too.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.errors import BuildToolError, LockStaleError, SolveError
+import rattler
+from packaging.version import Version
+
+from buildtool import grammar
+from buildtool.errors import InputError, LockStaleError, SolveError
 from buildtool.lockfile import (
     NOTEBOOK_CATEGORY,
     WORKER_CATEGORY,
@@ -26,9 +32,12 @@ from buildtool.lockfile import (
     LockFile,
     LockMetadata,
     PackageHash,
+    PipHash,
+    PipLockedPackage,
     read_lock,
 )
 from buildtool.spec import DEFAULT_VIRTUAL_PACKAGES, Environment, Requirement
+from buildtool.wheels import find_wheel, parse_pin
 
 # Seconds for one repodata request: an unreachable channel fails the lock, never hangs it.
 FETCH_TIMEOUT = 120
@@ -68,12 +77,28 @@ class SolvedPackage:
     depends: tuple[str, ...]
 
 
+def channel_client(timeout: int) -> rattler.Client:
+    """rattler's HTTP client for channels, for the solve and the install alike: with
+    rattler's authentication middleware, which takes a channel's credentials from
+    `RATTLER_AUTH_FILE` or the keyring, so that no URL ever needs to carry them, and its
+    retry middleware for the transient errors of a busy server (rattler's own stack)."""
+    from rattler.networking import AuthenticationMiddleware, Client, RetryMiddleware
+
+    return Client([RetryMiddleware(3), AuthenticationMiddleware()], timeout=timeout)
+
+
 def channel_url(channel: str) -> str:
-    """Accept a local folder as a channel too, as a file:// URL."""
-    if not channel.strip():
-        raise BuildToolError("an empty channel was given (did a `$(...)` for --channel fail?)")
-    if "://" not in channel and (channel.startswith(("/", ".")) or Path(channel).is_dir()):
-        return Path(channel).resolve().as_uri()
+    """A channel given on the command line: a name, a URL without credentials, or a local
+    folder (as a file:// URL)."""
+    if (
+        channel.strip()
+        and "://" not in channel
+        and (channel.startswith(("/", ".")) or Path(channel).is_dir())
+    ):
+        channel = Path(channel).resolve().as_uri()
+    problem = grammar.channel_problem(channel)
+    if problem:
+        raise InputError(f"--channel: {problem}")
     return channel
 
 
@@ -93,7 +118,6 @@ def solve_with_rattler(
 
     `declared_virtual` (`{"__cuda": "12.6"}`) adds to the default virtual packages.
     """
-    import rattler
     from rattler import BuildString, Channel, GenericVirtualPackage, PackageName, Version
     from rattler.exceptions import GatewayError, SolverError
 
@@ -113,7 +137,7 @@ def solve_with_rattler(
                 specs=list(specs),
                 platforms=[platform, "noarch"],
                 virtual_packages=packages,
-                gateway=rattler.Gateway(client=rattler.Client(timeout=FETCH_TIMEOUT)),
+                gateway=rattler.Gateway(client=channel_client(FETCH_TIMEOUT)),
             )
         )
     except SolverError as exc:
@@ -217,6 +241,63 @@ def _custom_metadata(env: Environment, platforms: Sequence[str]) -> dict[str, st
     }
 
 
+def pip_pins(env: Environment) -> dict[str, list[str]]:
+    """The exact pip pins by lock category: the worker's (in both images) are `main`, the
+    notebook's own are `notebook`."""
+    worker = list(dict.fromkeys(env.worker.pip))
+    notebook = [pin for pin in dict.fromkeys(env.notebook.pip) if pin not in worker]
+    return {WORKER_CATEGORY: worker, NOTEBOOK_CATEGORY: notebook}
+
+
+def lock_content_hash(env: Environment, platform: str) -> str:
+    """The spec's content hash, with its pip pins when it has any (only then: the locks of
+    environments without pins keep their hashes)."""
+    spec_hash = env.content_hash(platform)
+    pins = pip_pins(env)
+    if not any(pins.values()):
+        return spec_hash
+    payload = {"spec": spec_hash, "pip": {category: sorted(p) for category, p in pins.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _locked_pip(
+    env: Environment, platform: str, solved: Sequence[SolvedPackage]
+) -> list[PipLockedPackage]:
+    """One wheel per pip pin on `platform`, for the solve's Python, from PyPI."""
+    pins = pip_pins(env)
+    if not any(pins.values()):
+        return []
+    python = next((p.version for p in solved if p.name == "python"), None)
+    if python is None:
+        every = ", ".join(pin for category in pins.values() for pin in category)
+        raise SolveError(
+            f"environment {env.name!r}: pip pins ({every}) need python, which the "
+            f"{platform} solve does not have"
+        )
+    records: dict[str, PipLockedPackage] = {}
+    for category, category_pins in pins.items():
+        for pin in category_pins:
+            name, version = parse_pin(pin)
+            if name in records:
+                if version != Version(records[name].version):
+                    raise SolveError(
+                        f"environment {env.name!r}: pip pins {pin} and "
+                        f"{records[name].name}=={records[name].version} contradict"
+                    )
+                continue  # the worker's pin, written another way: in both images already
+            wheel = find_wheel(pin, platform, python)
+            records[name] = PipLockedPackage(
+                name=wheel.name,
+                version=wheel.version,
+                platform=platform,
+                url=wheel.url,
+                hash=PipHash(sha256=wheel.sha256),
+                category=category,
+                optional=category != WORKER_CATEGORY,
+            )
+    return list(records.values())
+
+
 def lock_environment(
     env: Environment,
     channels: Sequence[str] | None = None,
@@ -229,6 +310,7 @@ def lock_environment(
     if channels != list(env.channels):  # the given channels replace the specs' channels too
         specs = [_without_channel(s) for s in specs]
     package: list[LockedPackage] = []
+    pip: list[PipLockedPackage] = []
     for platform in platforms:
         declared = env.declared_virtual_packages(platform)
         try:
@@ -239,18 +321,21 @@ def lock_environment(
             raise SolveError(f"environment {env.name!r}: {exc}") from None
         worker = closure(solved, env.roots("worker"))
         package += [_locked(p, platform, p.name in worker) for p in solved]
+        pip += _locked_pip(env, platform, solved)
     package.sort(key=lambda p: (p.platform, p.name))
+    pip.sort(key=lambda p: (p.platform, p.name))
     sources = [Path("..", f.parent.name, f.name).as_posix() for f in env.files]
     sources = [s.removeprefix(f"../{env.name}/") for s in reversed(sources)]
     return LockFile(
         metadata=LockMetadata(
-            content_hash={p: env.content_hash(p) for p in platforms},
+            content_hash={p: lock_content_hash(env, p) for p in platforms},
             channels=[LockChannel(url=c) for c in channels],
             platforms=platforms,
             sources=sources,
             custom_metadata=_custom_metadata(env, platforms),
         ),
         package=package,
+        pip=pip,
     )
 
 
@@ -260,7 +345,7 @@ def check_lock(env: Environment) -> None:
     stale = [
         platform
         for platform in env.platforms
-        if lock.metadata.content_hash.get(platform) != env.content_hash(platform)
+        if lock.metadata.content_hash.get(platform) != lock_content_hash(env, platform)
     ]
     if stale:
         raise LockStaleError(

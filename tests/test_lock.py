@@ -278,6 +278,6 @@ def test_channel_pinned_spec_locks_against_the_channel_given_instead(
 def test_an_empty_channel_is_refused_not_read_as_the_current_folder(envroot: Path) -> None:
     """A failed `$(...)` in a Makefile gives `--channel ""`; that must not lock anything."""
     result = buildtool("--root", envroot, "lock", "e2e", "--channel", "", cwd=envroot.parent)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "an empty channel was given" in result.stderr
     assert not (envroot / "e2e" / "conda-lock.yml").exists()

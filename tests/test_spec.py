@@ -114,7 +114,7 @@ BAD_SPECS: dict[str, tuple[dict[str, str], list[str], int | None]] = {
         ["worker.pip[0]", "exact pip pin"], 3),
     "bad environment variable name": (
         {"bad/env.yaml": "description: x\nenv:\n  1BAD: y\n"},
-        ["env", "environment variable"], 2),
+        ["env", "environment variable"], 3),
     "empty channel list": (
         {"bad/env.yaml": "description: x\nchannels: []\n"},
         ["channels", "at least one channel"], 2),
