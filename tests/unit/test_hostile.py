@@ -61,171 +61,335 @@ def envfile(text: str | bytes, where: str, says: str, name: str = "imported") ->
                 f"environment.yml:{where}", says)  # fmt: skip
 
 
+E2E_LOCK = (REPO / "environments" / "e2e" / "conda-lock.yml").read_text()
+
+
+def lock(old: str, new: str, field: str, says: str, argv: str = "render") -> Case:
+    """e2e's committed lock with the first `old` made `new`; the error names the package
+    record and the `field` (`hash.sha256`, `url`) on the line where `new` stands."""
+    at = E2E_LOCK.index(old)
+    record = E2E_LOCK[:at].count("\n- name:") - 1
+    line = E2E_LOCK[:at].count("\n") + 1
+    command = ["lock", "--check", "e2e"] if argv == "check" else ["render", "e2e"]
+    where = f"environments/e2e/conda-lock.yml:{line}: package[{record}].{field}:"
+    return Case({"environments/e2e/conda-lock.yml": E2E_LOCK.replace(old, new, 1)}, command,
+                where, says)  # fmt: skip
+
+
+FIRST_SHA = "    sha256: 0fe164f3b96791ae62a83b086bfc452f83819e431a3a3edddd2cddada0304e03"
+FIRST_URL = "  url: http://127.0.0.1:8321/conda-forge/linux-64/aiodns-4.0.4-py311_0.conda"
+PIP_SHA = "    sha256: 188306098d013b691fcadc011abd66727d3c414c571bb01b1a174ba8c983cf90"
 HEAD = "description: bad\nextends: base\n"
 CASES: dict[str, Case] = {
     # -- specs: Dockerfile injection -------------------------------------------------
     "env value ends its quote and adds RUN": spec(
         HEAD + 'env: {FOO: "1\\"\\nRUN echo pwned > /pwned\\n#"}\n',
-        "3: env.FOO:", "holds a newline"),
+        "3: env.FOO:",
+        "holds a newline",
+    ),
     "base image with a newline": spec(
         HEAD + 'build: {base_image: "debian\\nRUN echo pwned"}\n',
-        "3: build.base_image:", "holds a newline"),
+        "3: build.base_image:",
+        "holds a newline",
+    ),
     "base image that is not a reference": spec(
         HEAD + 'build: {base_image: "debian AS x"}\n',
-        "3: build.base_image:", "is not an image reference"),
+        "3: build.base_image:",
+        "is not an image reference",
+    ),
     "base image with a quote": spec(
         HEAD + "build: {base_image: 'debian\"x'}\n",
-        "3: build.base_image:", "is not an image reference"),
+        "3: build.base_image:",
+        "is not an image reference",
+    ),
     "description with a carriage return": spec(
         'description: "one\\rLABEL x=y"\nextends: base\n',
-        "1: description:", "holds a carriage return"),
+        "1: description:",
+        "holds a carriage return",
+    ),
     "description with a Unicode line separator": spec(
-        'description: "one\\u2028two"\nextends: base\n',
-        "1: description:", "U+2028"),
+        'description: "one\\u2028two"\nextends: base\n', "1: description:", "U+2028"
+    ),
     "description with a bidi override": spec(
-        'description: "abc\\u202edef"\nextends: base\n',
-        "1: description:", "U+202E"),
+        'description: "abc\\u202edef"\nextends: base\n', "1: description:", "U+202E"
+    ),
     "description too long": spec(
-        f"description: {'x' * 400}\nextends: base\n",
-        "1: description:", "at most 300 characters"),
+        f"description: {'x' * 400}\nextends: base\n", "1: description:", "at most 300 characters"
+    ),
     "display name over two lines": spec(
-        HEAD + "display_name: |\n  one\n  two\n",
-        "3: display_name:", "holds a newline"),
+        HEAD + "display_name: |\n  one\n  two\n", "3: display_name:", "holds a newline"
+    ),
     "apt name with a trailing newline": spec(
-        HEAD + 'apt: ["curl\\n"]\n', "3: apt[0]:", "holds a newline"),
+        HEAD + 'apt: ["curl\\n"]\n', "3: apt[0]:", "holds a newline"
+    ),
     "apt name with a shell command": spec(
-        HEAD + 'apt: ["curl;rm"]\n', "3: apt[0]:", "is not a Debian package name"),
+        HEAD + 'apt: ["curl;rm"]\n', "3: apt[0]:", "is not a Debian package name"
+    ),
     "apt name with a command substitution": spec(
-        HEAD + 'apt: ["$(id)"]\n', "3: apt[0]:", "is not a Debian package name"),
+        HEAD + 'apt: ["$(id)"]\n', "3: apt[0]:", "is not a Debian package name"
+    ),
     "image name with a trailing newline": spec(
-        HEAD + 'notebook: {image: "jupyter-x\\n"}\n', "3: notebook.image:", "holds a newline"),
+        HEAD + 'notebook: {image: "jupyter-x\\n"}\n', "3: notebook.image:", "holds a newline"
+    ),
     "image name with a tag": spec(
         HEAD + "worker: {image: 'evil:latest'}\n",
-        "3: worker.image:", "is not a valid image repository name"),
+        "3: worker.image:",
+        "is not a valid image repository name",
+    ),
     "pip pin with a trailing newline": spec(
-        HEAD + 'pip: ["foo==1.0\\n"]\n', "3: pip[0]:", "holds a newline"),
+        HEAD + 'pip: ["foo==1.0\\n"]\n', "3: pip[0]:", "holds a newline"
+    ),
     "pip range": spec(HEAD + 'pip: ["foo>=1"]\n', "3: pip[0]:", "is not an exact pip pin"),
     "pip URL": spec(
-        HEAD + 'pip: ["foo @ https://127.0.0.2/x.whl"]\n', "3: pip[0]:", "exact pip pin"),
+        HEAD + 'pip: ["foo @ https://127.0.0.2/x.whl"]\n', "3: pip[0]:", "exact pip pin"
+    ),
     "pip option": spec(
-        HEAD + 'pip: ["--index-url=http://127.0.0.2/"]\n', "3: pip[0]:", "exact pip pin"),
+        HEAD + 'pip: ["--index-url=http://127.0.0.2/"]\n', "3: pip[0]:", "exact pip pin"
+    ),
     "import that runs code": spec(
-        HEAD + 'imports: ["os;print(1)"]\n', "3: imports[0]:", "is not a Python module name"),
+        HEAD + 'imports: ["os;print(1)"]\n', "3: imports[0]:", "is not a Python module name"
+    ),
     "environment variable name with a space": spec(
-        HEAD + 'env: {"A B": x}\n', "3: env.A B:", "is not a valid environment variable name"),
+        HEAD + 'env: {"A B": x}\n', "3: env.A B:", "is not a valid environment variable name"
+    ),
     "environment variable name with a newline": spec(
-        HEAD + 'env: {"A\\nRUN x": y}\n', "3: env:", "a key holds a newline"),
+        HEAD + 'env: {"A\\nRUN x": y}\n', "3: env:", "a key holds a newline"
+    ),
     "NUL in a dependency": spec(
-        HEAD + 'dependencies: ["numpy\\0"]\n', "3: dependencies[0]:", "holds a NUL"),
+        HEAD + 'dependencies: ["numpy\\0"]\n', "3: dependencies[0]:", "holds a NUL"
+    ),
     "tab in a dependency": spec(
-        HEAD + 'dependencies: ["numpy\\t>=1"]\n', "3: dependencies[0]:", "holds a tab"),
+        HEAD + 'dependencies: ["numpy\\t>=1"]\n', "3: dependencies[0]:", "holds a tab"
+    ),
     "virtual package name": spec(
         HEAD + 'virtual_packages: {"cuda; x": "12"}\n',
-        "3: virtual_packages:", "is not a virtual package name"),
+        "3: virtual_packages:",
+        "is not a virtual package name",
+    ),
     # -- specs: paths and channels ---------------------------------------------------
     "extends out of the root": spec(
-        "description: bad\nextends: ../../outside/x\n", "2: extends:", "not an environment name"),
+        "description: bad\nextends: ../../outside/x\n", "2: extends:", "not an environment name"
+    ),
     "extends an absolute path": spec(
-        "description: bad\nextends: /etc\n", "2: extends:", "not an environment name"),
+        "description: bad\nextends: /etc\n", "2: extends:", "not an environment name"
+    ),
     "channel URL with credentials": Case(
         {"environments/bad/env.yaml": HEAD + f"channels: ['http://ci:{CANARY}@127.0.0.2/c']\n"},
-        ["lock", "--check", "bad"], "environments/bad/env.yaml:3: channels[0]:",
+        ["lock", "--check", "bad"],
+        "environments/bad/env.yaml:3: channels[0]:",
         "carries credentials; put credentials in rattler's authentication file",
-        not_said=[CANARY]),
+        not_said=[CANARY],
+    ),
     "channel of another scheme": spec(
-        HEAD + "channels: ['ftp://127.0.0.2/c']\n", "3: channels[0]:", "not ftp://"),
+        HEAD + "channels: ['ftp://127.0.0.2/c']\n", "3: channels[0]:", "not ftp://"
+    ),
     "channel name that climbs": spec(
-        HEAD + "channels: ['../c']\n", "3: channels[0]:", "is not a channel name"),
+        HEAD + "channels: ['../c']\n", "3: channels[0]:", "is not a channel name"
+    ),
     "folder name with a quote": Case(
-        {'environments/bad"x/env.yaml': "description: x\n"}, ["list", "--all"],
-        "environments:", "is not an environment name"),
+        {'environments/bad"x/env.yaml': "description: x\n"},
+        ["list", "--all"],
+        "environments:",
+        "is not an environment name",
+    ),
     "folder name in capitals": Case(
-        {"environments/Bad/env.yaml": "description: x\n"}, ["list", "--all"],
-        "environments:", "is not an environment name"),
+        {"environments/Bad/env.yaml": "description: x\n"},
+        ["list", "--all"],
+        "environments:",
+        "is not an environment name",
+    ),
     # -- specs: bounded parsing ------------------------------------------------------
     "alias bomb": spec(ALIAS_BOMB, "3:", "YAML aliases (*name) are not allowed"),
     "one alias": spec("description: &d x\ndisplay_name: *d\n", "2:", "aliases"),
     "spec over the size cap": spec(
-        "description: big\n" + "# padding\n" * 200_000, "", "more than the 1048576 allowed"),
-    "spec not UTF-8": spec(b"description: ok\nenv: {A: \"\xff\xfe\"}\n", "2:", "not UTF-8"),
+        "description: big\n" + "# padding\n" * 200_000, "", "more than the 1048576 allowed"
+    ),
+    "spec not UTF-8": spec(b'description: ok\nenv: {A: "\xff\xfe"}\n', "2:", "not UTF-8"),
     "nesting past the recursion limit": spec(
-        "description: " + "[" * 50_000 + "]" * 50_000 + "\n", "", "nested too deeply"),
+        "description: " + "[" * 50_000 + "]" * 50_000 + "\n", "", "nested too deeply"
+    ),
     "infinity": spec("description: .inf\n", "1: description:", "inf is not a number"),
     "not a number": spec(HEAD + "abstract: .nan\n", "3: abstract:", "nan is not a number"),
     "a Python object tag": spec(
-        "description: !!python/object/apply:os.system ['id']\n", "1:", "not valid YAML"),
+        "description: !!python/object/apply:os.system ['id']\n", "1:", "not valid YAML"
+    ),
     # -- site.yaml -------------------------------------------------------------------
     "site bound of infinity": site(
         "cluster_options:\n  worker_cores: {min: 1, default: 1, max: .inf}\n",
-        "2: cluster_options.worker_cores.max:", "inf is not a number"),
+        "2: cluster_options.worker_cores.max:",
+        "inf is not a number",
+    ),
     "site bound of NaN": site(
         "cluster_options:\n  worker_memory: {min: .nan, default: 2, max: 4}\n",
-        "2: cluster_options.worker_memory.min:", "nan is not a number"),
+        "2: cluster_options.worker_memory.min:",
+        "nan is not a number",
+    ),
     "site file not UTF-8": site(b"cluster_options: {}\n# \xc3\x28\n", "2:", "not UTF-8"),
     "site alias bomb": site(ALIAS_BOMB, "3:", "aliases"),
     "site file is a list": site("- worker_cores\n", "1:", "must be a YAML mapping"),
     "site bound as a string": site(
         "cluster_options:\n  worker_cores: {min: 1, default: 1, max: '4'}\n",
-        "2: cluster_options.worker_cores.max:", "valid number"),
+        "2: cluster_options.worker_cores.max:",
+        "valid number",
+    ),
     # -- environment.yml imports -----------------------------------------------------
     "import variable key that writes keys": envfile(
         'dependencies: [numpy]\nvariables: {"X\\nbuild:\\n  base_image: attacker/evil": 1}\n',
-        "2: variables:", "a key holds a newline"),
+        "2: variables:",
+        "a key holds a newline",
+    ),
     "import variable key with a space": envfile(
-        "dependencies: [numpy]\nvariables: {A B: 1}\n", "2: variables.A B:",
-        "is not an environment variable name"),
+        "dependencies: [numpy]\nvariables: {A B: 1}\n",
+        "2: variables.A B:",
+        "is not an environment variable name",
+    ),
     "import variable value that is a map": envfile(
-        "dependencies: [numpy]\nvariables: {A: {b: c}}\n", "2: variables.A:", "must be a string"),
+        "dependencies: [numpy]\nvariables: {A: {b: c}}\n", "2: variables.A:", "must be a string"
+    ),
     "import file not UTF-8": envfile(b"dependencies:\n  - numpy\n  - \xff\n", "3:", "not UTF-8"),
     "import alias bomb": envfile(
-        ALIAS_BOMB.replace("description: bomb\n", "name: x\n"), "3:", "aliases"),
+        ALIAS_BOMB.replace("description: bomb\n", "name: x\n"), "3:", "aliases"
+    ),
     "import pip range": envfile(
         "dependencies:\n  - numpy\n  - pip:\n    - requests>=2\n",
-        "4: dependencies[1].pip[0]:", "is not an exact pip pin"),
+        "4: dependencies[1].pip[0]:",
+        "is not an exact pip pin",
+    ),
     "import channel with credentials": envfile(
         f"channels: ['https://u:{CANARY}@127.0.0.2/c']\ndependencies: [numpy]\n",
-        "1: channels[0]:", "carries credentials"),
+        "1: channels[0]:",
+        "carries credentials",
+    ),
     "import list-shaped virtual-packages.yml": Case(
         {"environment.yml": "dependencies: [numpy]\n", "virtual-packages.yml": "- __cuda\n"},
         ["import", "environment.yml", "--name", "imported"],
-        "virtual-packages.yml:1:", "must be a YAML mapping"),
+        "virtual-packages.yml:1:",
+        "must be a YAML mapping",
+    ),
     "import virtual-packages.yml with a bad name": Case(
-        {"environment.yml": "dependencies: [numpy]\n",
-         "virtual-packages.yml": "subdirs:\n  linux-64:\n    packages: {'cuda x': '12'}\n"},
+        {
+            "environment.yml": "dependencies: [numpy]\n",
+            "virtual-packages.yml": "subdirs:\n  linux-64:\n    packages: {'cuda x': '12'}\n",
+        },
         ["import", "environment.yml", "--name", "imported"],
-        "virtual-packages.yml:3: subdirs.linux-64.packages.cuda x:", "not a virtual package"),
+        "virtual-packages.yml:3: subdirs.linux-64.packages.cuda x:",
+        "not a virtual package",
+    ),
     "import name that climbs out": Case(
         {"environment.yml": "dependencies: [numpy]\n"},
         ["import", "environment.yml", "--name", "../../escaped"],
-        "environments:", "is not an environment name"),
+        "environments:",
+        "is not an environment name",
+    ),
+    # -- locks, read by render and lock --check ---------------------------------------
+    "lock sha256 not hex": lock(FIRST_SHA, "    sha256: " + "zz" * 32, "hash.sha256", "64"),
+    "lock sha256 too short": lock(
+        FIRST_SHA, FIRST_SHA[:-2], "hash.sha256", "64 lowercase hex", argv="check"
+    ),
+    "lock md5 not hex": lock(
+        "    md5: 1daa394bd1a7c5aebea3cfa7cd2ba802",
+        "    md5: '../../etc/passwd'",
+        "hash.md5",
+        "32 lowercase hex",
+    ),
+    "lock URL on another host": lock(
+        FIRST_URL, FIRST_URL.replace("127.0.0.1:8321", "127.0.0.2"), "url", "channel"
+    ),
+    "lock URL with credentials": Case(
+        {
+            "environments/e2e/conda-lock.yml": E2E_LOCK.replace(
+                FIRST_URL, FIRST_URL.replace("http://", f"http://ci:{CANARY}@"), 1
+            )
+        },
+        ["render", "e2e"],
+        "environments/e2e/conda-lock.yml:27: package[0].url:",
+        "holds a user name or password",
+        not_said=[CANARY],
+    ),
+    "lock URL that climbs out of its subdir": lock(
+        FIRST_URL, FIRST_URL.replace("linux-64/", "linux-64/../../x/"), "url", "channel"
+    ),
+    "lock file name of another package": lock(
+        FIRST_URL, FIRST_URL.replace("aiodns-4.0.4", "evil-4.0.4"), "url", "aiodns"
+    ),
+    "lock URL of another scheme": lock(
+        FIRST_URL, FIRST_URL.replace("http://127.0.0.1:8321", "ftp://127.0.0.1:8321"), "url", "http"
+    ),
+    "lock record of an unlocked platform": lock(
+        "  platform: linux-64\n  dependencies:\n    pycares",
+        "  platform: linux-aarch64\n  dependencies:\n    pycares",
+        "platform",
+        "linux-aarch64",
+    ),
+    "lock category of its own": lock(
+        "  category: notebook\n  optional: true\n- name: aiohappyeyeballs",
+        "  category: evil\n  optional: true\n- name: aiohappyeyeballs",
+        "category",
+        "main",
+    ),
+    "lock pip wheel sha256 not hex": lock(PIP_SHA, "    sha256: nothex", "hash.sha256", "64"),
+    "lock alias bomb": Case(
+        {"environments/e2e/conda-lock.yml": ALIAS_BOMB},
+        ["render", "e2e"],
+        "environments/e2e/conda-lock.yml:3:",
+        "alias",
+    ),
+    "lock not UTF-8": Case(
+        {"environments/e2e/conda-lock.yml": E2E_LOCK.encode().replace(b"aiodns", b"\xff", 1)},
+        ["lock", "--check", "e2e"],
+        "environments/e2e/conda-lock.yml:20:",
+        "UTF-8",
+    ),
     # -- command-line values ---------------------------------------------------------
     "environment argument that climbs": Case(
-        {}, ["lock", "--check", "../e2e"], "environments:", "is not an environment name"),
+        {}, ["lock", "--check", "../e2e"], "environments:", "is not an environment name"
+    ),
     "environment argument with a newline": Case(
-        {}, ["lock", "--check", "e2e\n"], "environments:", "is not an environment name"),
+        {}, ["lock", "--check", "e2e\n"], "environments:", "is not an environment name"
+    ),
     "import parent that climbs": Case(
         {"environment.yml": "dependencies: [numpy]\n"},
         ["import", "environment.yml", "--name", "x", "--extends", "../base"],
-        "environments:", "is not an environment name"),
+        "environments:",
+        "is not an environment name",
+    ),
     "registry with a newline": Case(
-        {}, ["render", "e2e", "--registry", "127.0.0.1:5000/ns\nRUN id"], "--registry:",
-        "is not a registry and namespace"),
+        {},
+        ["render", "e2e", "--registry", "127.0.0.1:5000/ns\nRUN id"],
+        "--registry:",
+        "is not a registry and namespace",
+    ),
     "registry as a URL": Case(
-        {}, ["render", "e2e", "--registry", "http://127.0.0.1:5000/ns"], "--registry:",
-        "is not a registry and namespace"),
+        {},
+        ["render", "e2e", "--registry", "http://127.0.0.1:5000/ns"],
+        "--registry:",
+        "is not a registry and namespace",
+    ),
     "base image argument with a newline": Case(
-        {}, ["render", "e2e", "--base-image", "debian\nRUN id"], "--base-image linux-64:",
-        "is not an image reference"),
+        {},
+        ["render", "e2e", "--base-image", "debian\nRUN id"],
+        "--base-image linux-64:",
+        "is not an image reference",
+    ),
     "base image argument for one platform": Case(
-        {}, ["render", "e2e", "--base-image", "linux-64=debian;id"], "--base-image linux-64:",
-        "is not an image reference"),
+        {},
+        ["render", "e2e", "--base-image", "linux-64=debian;id"],
+        "--base-image linux-64:",
+        "is not an image reference",
+    ),
     "channel argument with credentials": Case(
-        {}, ["lock", "e2e", "--channel", f"http://ci:{CANARY}@127.0.0.1:9/c"], "--channel:",
-        "carries credentials", not_said=[CANARY]),
+        {},
+        ["lock", "e2e", "--channel", f"http://ci:{CANARY}@127.0.0.1:9/c"],
+        "--channel:",
+        "carries credentials",
+        not_said=[CANARY],
+    ),
     "empty channel argument": Case(
-        {}, ["lock", "e2e", "--channel", ""], "--channel:", "an empty channel"),
+        {}, ["lock", "e2e", "--channel", ""], "--channel:", "an empty channel"
+    ),
     "default profile that climbs": Case(
-        {}, ["helm-values", "--default", "../x"], "environments:", "not an environment name"),
+        {}, ["helm-values", "--default", "../x"], "environments:", "not an environment name"
+    ),
 }
 
 
