@@ -45,8 +45,8 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-
 
 # Where channel credentials go instead of the URL (rattler reads both).
 CREDENTIALS_HINT = (
-    "put credentials in rattler's authentication file (RATTLER_AUTH_FILE) or its "
-    "keyring entry, never in the URL"
+    "put credentials in rattler's authentication file (RATTLER_AUTH_FILE, keyed by host "
+    "without the port) or its keyring entry, never in the URL"
 )
 
 

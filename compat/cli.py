@@ -4,6 +4,7 @@
     daskhub-compat live --gateway-cluster NAME
     daskhub-compat diff lock:conda-lock.yml#notebook lock:conda-lock.yml#worker
     daskhub-compat diff image:REGISTRY/notebook:TAG env
+    daskhub-compat preflight REGISTRY/worker:TAG    (or an environment name)
 
 Exit codes: 0 no error-level mismatch, 1 error-level mismatch, 2 the check
 could not run (unreachable scheduler, unreadable source, bad arguments) or,
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 import compat
-from compat import compare, live, report, sources
+from compat import compare, live, preflight, registry, report, sources
 from compat.model import CheckError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -66,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("first", help="lock:PATH#IMAGE[@PLATFORM], image:REF, prefix:PATH or env")
     diff.add_argument("second", help="same forms as the first source")
+
+    pre = commands.add_parser(
+        "preflight", help="check this Python against a pair's workers: no cluster needed"
+    )
+    pre.add_argument(
+        "ref", metavar="REF", help="published image (host/name:tag or @sha256:...) or environment"
+    )
+    pre.add_argument(
+        "--root",
+        type=Path,
+        help="site folder of <env>/conda-lock.yml (default: ./environments if any, else .)",
+    )
+    pre.add_argument("--platform", default=registry.DEFAULT_PLATFORM, help="default: %(default)s")
+    pre.add_argument(
+        "--timeout",
+        type=float,
+        default=registry.DEFAULT_TIMEOUT_S,
+        help="seconds per registry request (default: %(default)s)",
+    )
     return parser
 
 
@@ -83,8 +103,21 @@ def _diff_report(args: argparse.Namespace) -> compare.Report:
     return compare.compare_sets(first, second)
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    try:
+        result = preflight.run(args.ref, args.root, args.platform, args.timeout)
+    except CheckError as error:
+        message = " ".join(str(error).split())  # one line, whatever the source said
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    sys.stdout.write(preflight.render(result))
+    return EXIT_MISMATCH if result.errors else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "preflight":
+        return _preflight(args)
     try:
         result = _live_report(args) if args.command == "live" else _diff_report(args)
     except CheckError as error:

@@ -1,0 +1,531 @@
+"""A read-only client for a registry's HTTP API (the OCI distribution spec), enough to
+read the SBOM that ``buildtool publish`` attaches to each image.
+
+Why hand-written: compat installs with PyYAML alone (``pip install ./compat`` in a
+notebook), so it can use neither an OCI library nor buildtool's own client. It only GETs:
+
+* a manifest by tag or digest (OCI and Docker v2 types), following an index to one
+  platform's manifest;
+* the referrers tag ``sha256-<hex>`` of that manifest: an index of the artifacts whose
+  subject it is, among them the CycloneDX SBOM (``artifactType``
+  ``application/vnd.cyclonedx+json``), the one way ``buildtool.sbom`` lists it;
+* blobs, each checked against its digest and size.
+
+Everything read is checked before it is used: a manifest fetched by digest must have
+that digest, and every answer has a size limit. A registry on 127.0.0.1 or localhost is
+spoken to over http, any other over https; every request has a timeout.
+
+Where credentials go, as in ``buildtool/registry.py`` (which explains the rules at length):
+
+* Registry credentials (Basic, and a Bearer token obtained for this registry) go only to
+  the registry's own origin: scheme, host and port, exactly.
+* A token realm (``WWW-Authenticate: Bearer realm=...``) gets the Basic credentials only
+  over https, or over http on a loopback address; any other realm is refused before
+  anything is sent to it. Without credentials, the realm is asked for an anonymous token.
+* Redirects are followed here, not by urllib (which copies ``Authorization`` to any
+  host): once a redirect leaves the origin the credentials were meant for, the rest of
+  the chain goes without them, even if it comes back.
+* Credentials come from REGISTRY_USER and REGISTRY_PASSWORD, or from the docker config's
+  ``auths``. When REGISTRY (``host[/namespace]``, as ``make push`` takes it) is set, the
+  variables are for that host only. They go into request headers, never into messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compat.model import CheckError
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+CONFIG_TYPES = frozenset(
+    {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
+)
+#: What ``buildtool.sbom`` attaches: the artifact type and its one layer's media type.
+SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_PLATFORM = "linux/amd64"
+#: Registries must accept manifests of 4 MiB; none here is larger.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: An SBOM of a large image is a few MiB.
+MAX_BLOB_BYTES = 64 * 1024 * 1024
+#: ``docker.io`` names Docker Hub, whose API lives elsewhere; its docker config key too.
+API_HOSTS = {"docker.io": "registry-1.docker.io"}
+CONFIG_KEYS = {"docker.io": "https://index.docker.io/v1/"}
+
+# distribution/reference's grammar (as buildtool/grammar.py, which compat cannot import).
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_REFERENCE = re.compile(
+    rf"(?:(?P<host>{_DOMAIN})/)?(?P<name>{_PATH})"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?",
+    re.ASCII,
+)
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class RegistryError(CheckError):
+    """The registry could not be read, or answered with something unusable (exit code 2)."""
+
+
+# -- names ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reference:
+    """``host[:port]/name[:tag][@sha256:...]``; the digest wins over the tag."""
+
+    host: str
+    name: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What goes after ``/manifests/``."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        text = f"{self.host}/{self.name}"
+        if self.tag:
+            text += f":{self.tag}"
+        return text + (f"@{self.digest}" if self.digest else "")
+
+
+def parse_reference(text: str) -> Reference:
+    """An image reference as ``docker pull`` reads it; without a host, Docker Hub."""
+    match = _REFERENCE.fullmatch(text) if len(text) <= 255 else None
+    if match is None:
+        raise RegistryError(
+            f"{text[:100]!r} is not an image reference (host/name[:tag][@sha256:<64 hex>])"
+        )
+    host, name = match["host"], match["name"]
+    if host is None or not ("." in host or ":" in host or host == "localhost"):
+        # `team/app` is Docker Hub's; so is `library/app` for a bare `app`.
+        name = f"{host}/{name}" if host else name
+        host = "docker.io"
+        name = name if "/" in name else f"library/{name}"
+    return Reference(host, name, match["tag"], match["digest"])
+
+
+@dataclass(frozen=True)
+class Platform:
+    """``os/architecture[/variant]``, as ``docker pull --platform`` takes it."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(re.fullmatch(r"[a-z0-9_]+", p) for p in parts):
+            raise RegistryError(f"{text!r} is not a platform (os/architecture[/variant])")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    def matches(self, described: dict[str, Any]) -> bool:
+        """Whether an index entry's or an image config's platform is this one."""
+        same = described.get("os") == self.os and described.get("architecture") == self.architecture
+        return same and (self.variant is None or described.get("variant") == self.variant)
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+# -- where credentials may go ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a URL's requests go: scheme, host (lower case) and port (defaults filled in)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            raise RegistryError(f"{_display(url)}: not a valid URL (bad port)") from None
+        if scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise RegistryError(f"{_display(url)}: not an http or https URL")
+        return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _display(url: str) -> str:
+    """A URL for a message: no user info, no query (pre-signed URLs keep secrets there)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:200]
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, or an address in 127.0.0.0/8 or ::1 (not a name that looks like one)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def realm_may_receive_credentials(realm: str, registry: Origin) -> bool:
+    """Over https, yes; over plain http only on this machine, or at the registry itself."""
+    origin = Origin.of(realm)
+    return origin == registry or origin.scheme == "https" or is_loopback(origin.host)
+
+
+def credentials_for(host: str) -> Credentials | None:
+    """From REGISTRY_USER/REGISTRY_PASSWORD (for REGISTRY's host, when it is set), else
+    from the docker config's ``auths``."""
+    user, password = os.environ.get("REGISTRY_USER"), os.environ.get("REGISTRY_PASSWORD")
+    meant_for = os.environ.get("REGISTRY", "").partition("/")[0]
+    if user and password and meant_for in ("", host):
+        return Credentials(user, password)
+    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        auths = json.loads(config.read_text()).get("auths", {})
+        auth = auths.get(CONFIG_KEYS.get(host, host), {}).get("auth")
+        if not auth:
+            return None
+        name, _, secret = base64.b64decode(auth).decode().partition(":")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        raise RegistryError(f"{config}: unreadable docker config (auths)") from None
+    return Credentials(name, secret)
+
+
+# -- transport -------------------------------------------------------------------------------
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hand every 3xx back as an HTTPError: :meth:`Client._exchange` follows them itself."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str  # the URL that answered, after any redirects
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+def _read(response: Any, limit: int, url: str) -> bytes:
+    body = response.read(limit + 1)
+    if len(body) > limit:
+        raise RegistryError(f"{_display(url)}: the answer is larger than {limit} bytes")
+    return body
+
+
+class Client:
+    """GETs from one registry, ``host[:port]`` as an image reference names it."""
+
+    def __init__(
+        self, host: str, credentials: Credentials | None, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        api = API_HOSTS.get(host, host)
+        local = api.split(":")[0] in ("127.0.0.1", "localhost")
+        self.base = f"{'http' if local else 'https'}://{api}"
+        self.host = host
+        self.origin = Origin.of(self.base)
+        self.credentials = credentials
+        self.timeout = timeout
+        self._auth: dict[str, str] = {}  # scope -> Authorization value ("*": Basic)
+
+    def __repr__(self) -> str:  # never the credentials nor the tokens
+        return f"Client({self.base!r})"
+
+    def _exchange(
+        self, url: str, headers: dict[str, str], authorization: str | None, trusted: Origin,
+        limit: int,
+    ) -> Answer:  # fmt: skip
+        """One GET and its redirects. ``authorization`` goes only to ``trusted``, and only
+        until a redirect leaves it: the rest of the chain goes without it."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            here = Origin.of(url)
+            sent = dict(headers)
+            if authorization is not None and here == trusted:
+                sent["Authorization"] = authorization
+            request = urllib.request.Request(url, method="GET", headers=sent)
+            try:
+                with _OPENER.open(request, timeout=self.timeout) as response:
+                    return Answer(response.status, dict(response.headers),
+                                  _read(response, limit, url), url)  # fmt: skip
+            except urllib.error.HTTPError as exc:
+                answer = Answer(exc.code, dict(exc.headers or {}), b"", url)
+                exc.close()
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                where = "the registry" if here == self.origin else str(here)
+                raise RegistryError(f"{self.host}: cannot reach {where} ({reason})") from None
+            location = answer.header("Location")
+            if answer.status not in _REDIRECTS or location is None:
+                return answer
+            target = urllib.parse.urljoin(url, location)
+            if Origin.of(target) != here:
+                authorization = None  # left the origin: never again in this chain
+            url = target
+        raise RegistryError(f"{self.host}: more than {_MAX_REDIRECTS} redirects")
+
+    def _authorize(self, challenge: str, scope: str) -> str:
+        """The Authorization value a 401's challenge asks for."""
+        basic = None
+        if self.credentials is not None:
+            pair = f"{self.credentials.username}:{self.credentials.password}"
+            basic = f"Basic {base64.b64encode(pair.encode()).decode()}"
+        if not challenge.lower().startswith("bearer"):
+            if basic is None:
+                raise RegistryError(
+                    f"{self.host}: the registry wants credentials; set REGISTRY_USER and "
+                    "REGISTRY_PASSWORD, or `docker login`"
+                )
+            return basic
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(f"{self.host}: a Bearer challenge without a token realm")
+        realm_origin = Origin.of(realm)
+        if not realm_may_receive_credentials(realm, self.origin):
+            raise RegistryError(
+                f"{self.host}: refusing the token realm {realm_origin}: plain http to a "
+                "host that is not this machine"
+            )
+        query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope})
+        url = f"{realm}{'&' if '?' in realm else '?'}{query}"
+        answer = self._exchange(url, {}, basic, realm_origin, MAX_MANIFEST_BYTES)
+        if answer.status != 200:
+            refused = "login refused" if basic else "no anonymous access"
+            raise RegistryError(f"{self.host}: {refused} ({answer.status} from {realm_origin})")
+        try:
+            token = json.loads(answer.body)
+            value = token.get("token") or token["access_token"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise RegistryError(
+                f"{self.host}: the token realm {realm_origin} answered without a token"
+            ) from None
+        if not isinstance(value, str) or not value.isprintable():
+            raise RegistryError(f"{self.host}: the token realm {realm_origin} gave no usable token")
+        return f"Bearer {value}"
+
+    def get(self, name: str, path: str, accept: str | None, limit: int) -> Answer | None:
+        """``/v2/<name>/<path>``: the answer, or None for a 404; other failures raise."""
+        url = f"{self.base}/v2/{name}/{path}"
+        scope = f"repository:{name}:pull"
+        headers = {"Accept": accept} if accept else {}
+        for attempt in range(2):
+            known = self._auth.get(scope) or self._auth.get("*")
+            answer = self._exchange(url, headers, known, self.origin, limit)
+            if answer.status == 200:
+                return answer
+            if answer.status == 404:
+                return None
+            if answer.status == 401 and Origin.of(answer.url) != self.origin:
+                raise RegistryError(
+                    f"{self.host}: {Origin.of(answer.url)} wants credentials for "
+                    f"{_display(answer.url)}; the registry's go only to {self.origin}"
+                )
+            if answer.status == 401 and attempt == 0:
+                value = self._authorize(answer.header("WWW-Authenticate") or "Basic", scope)
+                self._auth["*" if value.startswith("Basic") else scope] = value
+                continue
+            if answer.status == 401:
+                raise RegistryError(f"{self.host}: credentials refused for {name}")
+            raise RegistryError(f"GET {_display(answer.url)}: HTTP {answer.status}")
+        raise AssertionError("unreachable")
+
+    def manifest(self, name: str, reference: str) -> Manifest | None:
+        """A manifest or index by tag or digest (checked), or None if there is none."""
+        answer = self.get(name, f"manifests/{reference}", ", ".join(MANIFEST_TYPES),
+                          MAX_MANIFEST_BYTES)  # fmt: skip
+        if answer is None:
+            return None
+        digest = f"sha256:{hashlib.sha256(answer.body).hexdigest()}"
+        claimed = answer.header("Docker-Content-Digest")
+        expected = reference if _SHA256.fullmatch(reference) else claimed
+        if expected is not None and _SHA256.fullmatch(expected) and expected != digest:
+            raise RegistryError(f"{self.host}/{name}: manifest {reference} has another digest")
+        try:
+            document = json.loads(answer.body)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise RegistryError(f"{self.host}/{name}: manifest {reference} is not a JSON object")
+        media_type = document.get("mediaType") or answer.header("Content-Type") or ""
+        return Manifest(digest, str(media_type).split(";")[0].strip(), document)
+
+    def blob(self, name: str, descriptor: dict[str, Any]) -> bytes:
+        """The blob a descriptor names, checked against its digest and size."""
+        digest, size = descriptor.get("digest"), descriptor.get("size")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise RegistryError(f"{self.host}/{name}: a descriptor without a sha256 digest")
+        if not isinstance(size, int) or not 0 <= size <= MAX_BLOB_BYTES:
+            raise RegistryError(f"{self.host}/{name}: blob {digest} has no usable size")
+        answer = self.get(name, f"blobs/{digest}", None, size)
+        if answer is None:
+            raise RegistryError(f"{self.host}/{name}: blob {digest} not found")
+        if (
+            len(answer.body) != size
+            or f"sha256:{hashlib.sha256(answer.body).hexdigest()}" != digest
+        ):
+            raise RegistryError(f"{self.host}/{name}: blob {digest} came back with other content")
+        return answer.body
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    document: dict[str, Any]
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or (
+            "manifests" in self.document and "layers" not in self.document
+        )
+
+
+# -- what preflight reads ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sbom:
+    """An image's SBOM as found in the registry."""
+
+    reference: Reference
+    platform: Platform
+    #: the platform's image manifest, the SBOM's subject
+    manifest: str
+    document: dict[str, Any]
+
+
+def _json_list(value: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise RegistryError(f"{where}: not a list of descriptors")
+    return value
+
+
+def platform_manifest(client: Client, reference: Reference, platform: Platform) -> Manifest:
+    """The image manifest of ``platform`` that ``reference`` names, directly or by index."""
+    where = str(reference)
+    top = client.manifest(reference.name, reference.reference)
+    if top is None:
+        raise RegistryError(f"{where}: not found")
+    if top.is_index:
+        entries = _json_list(top.document.get("manifests"), where)
+        chosen = [e for e in entries if platform.matches(e.get("platform") or {})]
+        if not chosen:
+            have = sorted({
+                "/".join(str(p.get(k)) for k in ("os", "architecture") if p.get(k))
+                for e in entries if isinstance(p := e.get("platform"), dict)
+            })  # fmt: skip
+            raise RegistryError(f"{where}: no {platform} image (it has: {', '.join(have)})")
+        digest = chosen[0].get("digest")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise RegistryError(f"{where}: the {platform} entry has no sha256 digest")
+        manifest = client.manifest(reference.name, digest)
+        if manifest is None:
+            raise RegistryError(f"{where}: its {platform} manifest {digest} is missing")
+        if manifest.is_index:
+            raise RegistryError(f"{where}: the {platform} entry is an index, not an image")
+        return manifest
+    # One manifest: its config says which platform it is.
+    config = top.document.get("config")
+    if not isinstance(config, dict) or config.get("mediaType") not in CONFIG_TYPES:
+        raise RegistryError(f"{where}: not an image manifest (no image config)")
+    try:
+        described = json.loads(client.blob(reference.name, config))
+    except ValueError:
+        described = None
+    if not isinstance(described, dict):
+        raise RegistryError(f"{where}: its image config is not a JSON object")
+    if not platform.matches(described):
+        found = Platform(str(described.get("os")), str(described.get("architecture")))
+        raise RegistryError(
+            f"{where}: the image is {found}, not {platform}; pass --platform {found}"
+        )
+    return top
+
+
+def sbom_of(client: Client, name: str, manifest: str, where: str) -> dict[str, Any]:
+    """The CycloneDX document attached to ``manifest``, through the referrers tag."""
+    tag = manifest.replace(":", "-")
+    listing = client.manifest(name, tag)
+    entries = _json_list(listing.document.get("manifests"), f"{where} referrers") if listing else []
+    artifacts = [e for e in entries if e.get("artifactType") == SBOM_MEDIA_TYPE]
+    if not artifacts:
+        raise RegistryError(f"{where}: no SBOM attached (nothing under the referrers tag {tag})")
+    # `buildtool.sbom.attach` lists the newest last.
+    artifact_digest = artifacts[-1].get("digest")
+    if not isinstance(artifact_digest, str) or not _SHA256.fullmatch(artifact_digest):
+        raise RegistryError(f"{where}: the SBOM entry has no sha256 digest")
+    artifact = client.manifest(name, artifact_digest)
+    if artifact is None:
+        raise RegistryError(f"{where}: the SBOM manifest {artifact_digest} is missing")
+    subject = artifact.document.get("subject")
+    if not isinstance(subject, dict) or subject.get("digest") != manifest:
+        raise RegistryError(f"{where}: the SBOM {artifact_digest} is about another image")
+    layers = _json_list(artifact.document.get("layers"), f"{where} SBOM")
+    documents = [layer for layer in layers if layer.get("mediaType") == SBOM_MEDIA_TYPE]
+    if len(documents) != 1:
+        raise RegistryError(f"{where}: the SBOM {artifact_digest} has no one CycloneDX layer")
+    try:
+        document = json.loads(client.blob(name, documents[0]))
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
+        raise RegistryError(f"{where}: the SBOM {artifact_digest} is not a CycloneDX document")
+    return document
+
+
+def read_sbom(
+    text: str, platform: str = DEFAULT_PLATFORM, timeout: float = DEFAULT_TIMEOUT_S
+) -> Sbom:
+    """The SBOM of the image ``text`` names, for ``platform`` (``os/arch[/variant]``)."""
+    reference = parse_reference(text)
+    wanted = Platform.parse(platform)
+    client = Client(reference.host, credentials_for(reference.host), timeout)
+    manifest = platform_manifest(client, reference, wanted)
+    document = sbom_of(client, reference.name, manifest.digest, str(reference))
+    return Sbom(reference, wanted, manifest.digest, document)
