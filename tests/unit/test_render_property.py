@@ -33,8 +33,31 @@ REPO = Path(__file__).resolve().parents[2]
 # Pieces of injections (a quote that ends the value and starts a key, a trailing
 # backslash, variables, comments, line breaks of every kind) and plain characters.
 FRAGMENTS = [
-    '"', "'", "\\", "$", "${HOME}", "=", " ", ' X=1 ', '" Y="2', "#", "a", "b", "\n", "\r",
-    "\t", "\0", "\x0b", "\x85", "\u2028", "\u202e", "\ufeff", "\\\n", "é", ";", "`id`",
+    '"',
+    "'",
+    "\\",
+    "$",
+    "${HOME}",
+    "=",
+    " ",
+    " X=1 ",
+    '" Y="2',
+    "#",
+    "a",
+    "b",
+    "\n",
+    "\r",
+    "\t",
+    "\0",
+    "\x0b",
+    "\x85",
+    "\u2028",
+    "\u202e",
+    "\ufeff",
+    "\\\n",
+    "é",
+    ";",
+    "`id`",
 ]
 HOSTILE = st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join)
 # Each field and where it sits in the spec; the env keys are fixed so that the number of
