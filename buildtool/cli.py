@@ -12,7 +12,14 @@ from buildtool import lock as locking
 from buildtool.build import build_pair
 from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
-from buildtool.helm import VALUES_PATH, generate_helm_values, write_helm_values
+from buildtool.helm import (
+    CHARTS_FILE,
+    VALUES_PATH,
+    gateway_chart,
+    generate_helm_values,
+    write_charts,
+    write_helm_values,
+)
 from buildtool.imagetest import test_pair
 from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
@@ -157,6 +164,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if different else 0
 
 
+def cmd_client(args: argparse.Namespace) -> int:
+    from buildtool.client import CLIENT_DIR, client_files, write_client_files
+
+    for name in _names(args):
+        env = load_environment(args.root, name)
+        files = client_files(name, read_lock(env.lock_path), env.lock_path)
+        for path in write_client_files(files, args.build_dir / name / CLIENT_DIR):
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     changed = generate_docs(args.root, args.build_dir, args.out)
     for path in changed:
@@ -169,9 +187,13 @@ def cmd_helm_values(args: argparse.Namespace) -> int:
     if args.default is not None:
         check_environment_name(args.root, args.default)
     values = generate_helm_values(args.root, args.build_dir, args.default)
+    chart = gateway_chart(args.root, args.build_dir)  # checked before anything is written
     changed = write_helm_values(values, args.output)
     profiles = len(values["jupyterhub"]["singleuser"]["profileList"])
     print(f"{'wrote' if changed else 'unchanged:'} {args.output} ({profiles} profile(s))")
+    charts = args.output.parent / CHARTS_FILE
+    changed = write_charts(chart, charts)
+    print(f"{'wrote' if changed else 'unchanged:'} {charts} (dask-gateway chart {chart.version})")
     return 0
 
 
@@ -268,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(p)
     p.add_argument("--quiet", action="store_true", help="log builds to files only")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "client", help="write build/ENV/client/: pip and conda pins of a client matching the pair"
+    )
+    _env_options(p)
+    p.set_defaults(func=cmd_client)
 
     p = sub.add_parser("docs", help="write the image table, package manifests and lock diffs")
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the pages")

@@ -7,7 +7,10 @@ For every environment that is not abstract:
 - `docs/lock-diffs/<env>.md`: what the current lock changes against the lock last published
   (`build/<env>/published-lock.yml`, the copy that `publish` keeps);
 - `docs/sbom/<env>/<role>-<platform>.cdx.json`: the CycloneDX SBOM of each published image,
-  as `publish` attached it in the registry.
+  as `publish` attached it in the registry;
+- `docs/clients/<env>/client-requirements.txt` and `client-environment.yml`: the pins of a
+  client matching the published pair (`buildtool/client.py`), made from the published lock,
+  so the same files `publish` attached; the images page links them.
 
 The pages hold nothing that changes between runs (no clock, no absolute path), and a page
 is only rewritten when its text changes, so a second run touches nothing.
@@ -19,6 +22,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildtool.client import ENVIRONMENT_FILE, REQUIREMENTS_FILE, client_files
+from buildtool.client import GENERATED_MARK as CLIENT_MARK
 from buildtool.lockdiff import diff_locks, diff_markdown
 from buildtool.lockfile import LockFile, read_lock, write_atomic
 from buildtool.published import (
@@ -47,16 +52,22 @@ class Sources:
     lock: LockFile | None
     published: Published | None
     published_lock: LockFile | None
+    client: dict[str, str]  # the published pair's client files, by name; {} if unpublished
 
 
 def load_sources(root: Path, build_dir: Path, name: str) -> Sources:
     env = load_environment(root, name)
     published_lock_path = build_dir / name / PUBLISHED_LOCK_FILE
+    published_lock = read_lock(published_lock_path) if published_lock_path.exists() else None
+    published = read_published(build_dir, name)
     return Sources(
         env=env,
         lock=read_lock(env.lock_path) if env.lock_path.exists() else None,
-        published=read_published(build_dir, name),
-        published_lock=read_lock(published_lock_path) if published_lock_path.exists() else None,
+        published=published,
+        published_lock=published_lock,
+        client=client_files(name, published_lock, published_lock_path)
+        if published is not None and published_lock is not None
+        else {},
     )
 
 
@@ -117,7 +128,9 @@ def images_page(sources: list[Sources]) -> str:
         "Each environment is one locked conda solve, built into a matched pair: a Jupyter",
         "image and a Dask worker image that share the very same builds of the worker's",
         "packages. Pin images by digest (`@sha256:`); the `c-` content tag names the lock",
-        "they were built from.",
+        "they were built from. To start clusters from outside Jupyter (a laptop), install",
+        "the pair's client pins, which match the workers' versions:",
+        "`pip install -r clients/ENV/client-requirements.txt` (in the Python they name).",
         "",
         *_table(["Jupyter image", "Name", "Worker image", "Description"], rows),
         "",
@@ -126,10 +139,16 @@ def images_page(sources: list[Sources]) -> str:
     ]
     for s in sources:
         name = s.env.name
+        client = (
+            f", [client pins](clients/{name}/{REQUIREMENTS_FILE}) "
+            f"([conda](clients/{name}/{ENVIRONMENT_FILE}))"
+            if s.client
+            else ""
+        )
         lines.append(
             f"- `{name}`: {_lock_status(s)}; {_publish_status(s)}. "
             f"[Packages](packages/{name}.md), "
-            f"[lock diff since publish](lock-diffs/{name}.md)"
+            f"[lock diff since publish](lock-diffs/{name}.md){client}"
         )
     return "\n".join(lines) + "\n"
 
@@ -235,6 +254,12 @@ def _stale_pages(out_dir: Path, keep: set[Path]) -> list[Path]:
             if path not in keep and path.read_text().startswith(GENERATED_MARK):
                 stale.append(path)
     stale += [p for p in sorted((out_dir / "sbom").glob("*/*.cdx.json")) if p not in keep]
+    stale += [
+        p
+        for name in (REQUIREMENTS_FILE, ENVIRONMENT_FILE)
+        for p in sorted((out_dir / "clients").glob(f"*/{name}"))
+        if p not in keep and p.read_text().startswith(CLIENT_MARK)
+    ]
     return stale
 
 
@@ -248,6 +273,8 @@ def generate_docs(root: Path, build_dir: Path, out_dir: Path) -> list[Path]:
         if s.published is not None:
             for sbom in sorted((build_dir / s.env.name / SBOM_DIR).glob("*.cdx.json")):
                 pages[out_dir / "sbom" / s.env.name / sbom.name] = sbom.read_text()
+        for filename, text in s.client.items():
+            pages[out_dir / "clients" / s.env.name / filename] = text
     changed = [path for path, text in pages.items() if _write_if_changed(path, text)]
     for path in _stale_pages(out_dir, set(pages)):
         path.unlink()

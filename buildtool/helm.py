@@ -24,6 +24,23 @@ then gets `{JUPYTER_IMAGE_SPEC}` for the dask-gateway client to fill in.
 
 The `optionHandler` key is the one the daskhub chart's documentation uses, so these values
 replace such a handler rather than run next to it.
+
+One gateway, one version. A single dask-gateway server serves every environment, and its
+version must match the dask-gateway client in every notebook image (dask-gateway#161):
+the server and the client are released together and the project pins them equal, so
+"compatible" here means the same version. `gateway_chart` reads the `dask-gateway`
+record of each published pair's notebook set (every platform; a pip pin of it wins over
+the conda package, as pip installs over it) and fails in one line, naming each
+environment and its version, when no single version serves them all, or when a notebook
+image has no dask-gateway at all (it could not start gateway clusters). The lock read
+is the one the pair was published from (`build/<env>/published-lock.yml`, which `publish`
+keeps beside the record), not the environment's current lock: after a relock whose
+publish failed, the deployed notebook image still holds the old client. A record without
+that copy (made by hand) falls back to `environments/<env>/conda-lock.yml`.
+
+The dask-gateway chart is released with the package, under the same version number, so
+the matching chart version is that version; `helm-values` writes it to `charts.yaml`
+beside the values file, for the `helm upgrade --version` of the gateway's chart.
 """
 
 from __future__ import annotations
@@ -34,14 +51,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.utils import canonicalize_name
 
 from buildtool.errors import BuildToolError
-from buildtool.lockfile import write_atomic
-from buildtool.published import read_published
+from buildtool.lockfile import LockFile, read_lock, write_atomic
+from buildtool.published import PUBLISHED_LOCK_FILE, read_published
 from buildtool.sitesettings import ClusterOptions, load_site_settings
 from buildtool.spec import environment_names, load_environment
 
 VALUES_PATH = Path("deploy/daskhub-values.yaml")
+# Written beside the values file: the dask-gateway chart version that matches them.
+CHARTS_FILE = "charts.yaml"
+GATEWAY = "dask-gateway"
 IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 # Doubled braces survive KubeSpawner's expansion as `{JUPYTER_IMAGE_SPEC}`.
 NOTEBOOK_IMAGE_PLACEHOLDER = "{{JUPYTER_IMAGE_SPEC}}"
@@ -222,10 +243,106 @@ def dump_helm_values(values: dict) -> str:
     return HEADER + yaml.dump(values, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-def write_helm_values(values: dict, path: Path) -> bool:
-    """Write the values file if its text changed; returns whether it did."""
-    text = dump_helm_values(values)
+def _write_if_changed(path: Path, text: str) -> bool:
     if path.exists() and path.read_text() == text:
         return False
     write_atomic(path, text)
     return True
+
+
+def write_helm_values(values: dict, path: Path) -> bool:
+    """Write the values file if its text changed; returns whether it did."""
+    return _write_if_changed(path, dump_helm_values(values))
+
+
+@dataclass(frozen=True)
+class GatewayChart:
+    """The dask-gateway version that serves every published pair, and those pairs."""
+
+    version: str
+    environments: list[str]
+
+
+def published_lock_path(root: Path, build_dir: Path, name: str) -> Path:
+    """The lock environment `name` was published from: the copy `publish` keeps, else (a
+    record made by hand) the environment's own lock."""
+    kept = build_dir / name / PUBLISHED_LOCK_FILE
+    return kept if kept.exists() else load_environment(root, name).lock_path
+
+
+def notebook_gateway_versions(lock: LockFile) -> dict[str, str | None]:
+    """platform -> the dask-gateway version in the notebook set there (None: it has none).
+    A pip pin of it wins over the conda package, as pip installs over it."""
+    versions: dict[str, str | None] = {}
+    for platform in lock.metadata.platforms:
+        conda = [p.version for p in lock.packages("notebook", platform) if p.name == GATEWAY]
+        pip = [
+            p.version
+            for p in lock.pip_packages("notebook", platform)
+            if canonicalize_name(p.name) == GATEWAY
+        ]
+        found = pip or conda
+        versions[platform] = found[0] if found else None
+    return versions
+
+
+def _describe(name: str, versions: dict[str, str | None]) -> str:
+    """`e2e has 2026.3.0`, or with the platform where the platforms differ or lack it."""
+    if None not in versions.values() and len(set(versions.values())) == 1:
+        return f"{name} has {next(iter(versions.values()))}"
+    missing = [platform for platform, version in versions.items() if version is None]
+    found = [f"{version} ({platform})" for platform, version in versions.items() if version]
+    parts = [f"{name} has {', '.join(found)}"] if found else []
+    if missing:
+        where = "" if not found else f"{', '.join(missing)} "
+        parts.append(f"{name}: no dask-gateway in its {where}notebook image")
+    return "; ".join(parts)
+
+
+def gateway_chart(root: Path, build_dir: Path) -> GatewayChart:
+    """The one dask-gateway version of every published pair's notebook image.
+
+    One gateway server serves them all, and the server must be the same version as the
+    client in each notebook image: dask-gateway releases the two together and pins them
+    equal, so compatible means equal. Every published pair (and every platform of it)
+    must therefore hold the same dask-gateway version; a notebook image without it could
+    not start gateway clusters at all. Either is one BuildToolError line that names each
+    environment and its version.
+    """
+    pairs = published_pairs(root, build_dir)
+    if not pairs:
+        raise BuildToolError(f"no environment is published yet (no {build_dir}/*/published.json)")
+    found = {
+        p.name: notebook_gateway_versions(read_lock(published_lock_path(root, build_dir, p.name)))
+        for p in pairs
+    }
+    versions = {v for per_platform in found.values() for v in per_platform.values()}
+    if len(versions) != 1 or None in versions:
+        raise BuildToolError(
+            "no one dask-gateway version serves every published pair (the gateway server "
+            "must be the version of the client in each notebook image): "
+            + "; ".join(_describe(name, per_platform) for name, per_platform in found.items())
+        )
+    (version,) = versions
+    return GatewayChart(version=str(version), environments=[p.name for p in pairs])
+
+
+def dump_charts(chart: GatewayChart) -> str:
+    """`charts.yaml`: the dask-gateway chart version that matches the values."""
+    header = (
+        "# AUTO GENERATED by `buildtool helm-values` from build/*/published.json and the\n"
+        "# locks they were published from. DO NOT EDIT.\n"
+        "# The dask-gateway chart version whose gateway server matches the dask-gateway\n"
+        "# client in every published notebook image (chart, server and client are released\n"
+        "# together, under one version number). Deploy the gateway at it:\n"
+        f"#   helm upgrade --install ... dask/dask-gateway --version {chart.version}\n"
+        "# or, with the daskhub chart, a release whose dask-gateway dependency is this\n"
+        "# version (`helm show chart dask/daskhub --version V` lists its dependencies).\n"
+    )
+    body = {GATEWAY: {"version": chart.version, "environments": chart.environments}}
+    return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)
+
+
+def write_charts(chart: GatewayChart, path: Path) -> bool:
+    """Write `charts.yaml` if its text changed; returns whether it did."""
+    return _write_if_changed(path, dump_charts(chart))

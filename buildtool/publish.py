@@ -6,7 +6,8 @@
 3. Layers, configs and manifests go up by digest from the layer store: a blob the
    registry holds is not sent again, and the notebook's shared layers are mounted from
    the worker repository. With several platforms, each image is an OCI index over one
-   manifest per platform. Tags are written last.
+   manifest per platform. Each image gets its SBOMs and the matching client's pins
+   (`buildtool/client.py`) attached. Tags are written last.
 
 `build/<env>/published.json` records the references and digests, and
 `build/<env>/published-lock.yml` the lock that was published.
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.build import BuiltPair, date_tag, store_for
+from buildtool.client import attach as attach_client
+from buildtool.client import client_files
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import read_lock, write_atomic
 from buildtool.oci import Blob, Image, index
@@ -141,6 +144,17 @@ def attach_sboms(
         print(f"attached SBOMs to {pair.image(role).repository}@{pushed[role].top.digest}")
 
 
+def attach_client_files(
+    registry: Registry, pair: RenderedPair, pushed: dict[str, PushedImage], files: dict[str, str]
+) -> None:
+    """The matching client's pins (`buildtool/client.py`), attached to both images by the
+    digest users pull: the same files for every platform."""
+    for role in ROLES:
+        _, name = split_reference(pair.image(role).repository)
+        attach_client(registry, name, pushed[role].top, files)
+        print(f"attached client pins to {pair.image(role).repository}@{pushed[role].top.digest}")
+
+
 def publish(
     pair: RenderedPair,
     registry_prefix: str,
@@ -170,11 +184,13 @@ def publish(
         return publication
 
     compat_gate(pair)
+    client = client_files(pair.environment, read_lock(pair.lock_path), pair.lock_path)
     built = build()
     test()  # raises before anything is pushed
 
     pushed = push_images(registry, pair, built)
     attach_sboms(registry, pair, built, pushed)
+    attach_client_files(registry, pair, pushed, client)
     # Both images are complete in the registry: now, and only now, the tags.
     tags = [pair.content_tag, today]
     images: dict[str, PublishedImage] = {}

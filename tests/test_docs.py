@@ -186,7 +186,8 @@ def test_a_second_run_changes_nothing(
     _lock(envroot, "physlite", solver_channel)
     _publish(envroot, build_dir, "e2e")
     first = generate_docs(envroot, build_dir, docs_dir)
-    assert len(first) == 1 + 2 * 5  # images.md, then a manifest and a lock diff per env
+    # images.md, a manifest and a lock diff per env, and the published e2e's two client files
+    assert len(first) == 1 + 2 * 5 + 2
     unpublished = (docs_dir / "lock-diffs" / "physlite.md").read_text()
     assert "`physlite` is not published: no published lock to compare with." in unpublished
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in docs_dir.rglob("*.md")}

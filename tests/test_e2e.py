@@ -4,13 +4,20 @@ debootstrap base images, the Docker engine, the local registry with htpasswd aut
 One environment pair from `environments/e2e` is locked, built, tested (including the pair
 test: scheduler, worker and client, no mismatch), published, pulled back by digest, and
 published again as a no-op. Nothing here skips: a missing engine or registry fails.
+
+The channel credentials (in rattler's authentication file, as users are told to keep
+them) and the registry's are canaries: the last test looks for them, raw and in base64,
+in every file the run wrote, every command's output and every blob it published.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
+import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +31,10 @@ from buildtool import sbom
 from buildtool.lockfile import read_lock
 from buildtool.registry import Credentials, Registry, split_reference
 from buildtool.standin import StandIn
+from buildtool.standin.cache import cache_root
 from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
 from tests.conftest import buildtool
+from tests.support.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 
@@ -39,8 +48,18 @@ def credentials() -> RegistryCredentials:
 def offline(
     credentials: RegistryCredentials, standin: StandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
-    """The locked e2e spec and the flags that point the pipeline at local parts."""
+    """The locked e2e spec and the flags that point the pipeline at local parts.
+
+    Every buildtool command of this module runs with `env` (the registry credentials, and
+    RATTLER_AUTH_FILE naming channel credentials kept outside `work`) and is recorded in
+    `runs` with its output."""
+    started = time.time()
     channel = standin.channel
+    channel_canary = Canary("channel password", "ci", f"channel-{secrets.token_hex(16)}")
+    auth_file = tmp_path_factory.mktemp("channel-auth") / "rattler-auth.json"
+    host = urllib.parse.urlsplit(channel).hostname
+    assert host is not None
+    write_rattler_auth_file(auth_file, host, channel_canary)
     work = tmp_path_factory.mktemp("e2e")
     root = work / "environments"
     root.mkdir()
@@ -49,7 +68,13 @@ def offline(
         (root / name / "env.yaml").write_text(
             (Path(__file__).parents[1] / "environments" / name / "env.yaml").read_text()
         )
-    locked = buildtool("--root", root, "lock", "e2e", "--channel", channel, cwd=work)
+    env = {
+        **os.environ,
+        "RATTLER_AUTH_FILE": str(auth_file),
+        "REGISTRY_USER": credentials.user,
+        "REGISTRY_PASSWORD": credentials.password,
+    }
+    locked = buildtool("--root", root, "lock", "e2e", "--channel", channel, cwd=work, env=env)
     assert locked.returncode == 0, locked.stderr
     registry = f"{credentials.registry}/t{uuid.uuid4().hex[:10]}"
     yield {
@@ -57,8 +82,13 @@ def offline(
         "root": root,
         "registry": registry,
         "images": ["--base-image", standin.base_image],
-        "env": {**os.environ, "REGISTRY_USER": credentials.user,
-                "REGISTRY_PASSWORD": credentials.password},
+        "env": env,
+        "runs": [("lock", locked)],
+        "started": started,
+        "canaries": [
+            channel_canary,
+            Canary("registry password", credentials.user, credentials.password),
+        ],
     }  # fmt: skip
     remove_local_tags(registry + "/")
 
@@ -68,9 +98,18 @@ def _publish(offline: dict, env: dict | None = None) -> subprocess.CompletedProc
         "python", "-m", "buildtool.cli", "--root", str(offline["root"]),
         "publish", "e2e", "--quiet", "--registry", offline["registry"], *offline["images"],
     ]  # fmt: skip
-    return subprocess.run(
+    result = subprocess.run(
         command, cwd=offline["work"], env=env or offline["env"], capture_output=True, text=True
     )
+    offline["runs"].append(("publish", result))
+    return result
+
+
+def _buildtool(offline: dict, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """A buildtool command in the work folder, with the module's environment, recorded."""
+    result = buildtool(*args, cwd=offline["work"], env=offline["env"])
+    offline["runs"].append((str(args[2]), result))
+    return result
 
 
 def _tags(offline: dict, credentials: RegistryCredentials) -> dict[str, str | None]:
@@ -178,7 +217,7 @@ def test_each_published_image_has_its_sbom_in_the_registry(
         pypi = {(p.name, p.version) for p in purls if p.type == "pypi"}
         assert pypi == ({("tomli-w", "1.2.0")} if role == "notebook" else set())
     # `buildtool docs` keeps the same documents under docs/sbom/
-    result = buildtool("--root", offline["root"], "docs", cwd=offline["work"])
+    result = _buildtool(offline, "--root", offline["root"], "docs")
     assert result.returncode == 0, result.stderr
     kept = sorted((offline["work"] / "docs" / "sbom" / "e2e").glob("*.cdx.json"))
     assert [p.name for p in kept] == ["notebook-linux-64.cdx.json", "worker-linux-64.cdx.json"]
@@ -188,15 +227,15 @@ def test_verify_rebuilds_the_published_digests(offline: dict) -> None:
     """`buildtool verify`: from the lock, on clean caches and without BuildKit's cache,
     the same manifests as the ones published (test_publish_pull_back_and_noop)."""
     command = ("--root", offline["root"], "verify", "e2e", "--quiet", *offline["images"])
-    result = buildtool(*command, cwd=offline["work"])
+    result = _buildtool(offline, *command)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
     for role in ("worker", "notebook"):
         digest = published["images"][role]["digest"]
         assert f"e2e {role}: identical: rebuilt {digest}, published {digest}" in result.stdout
     # Another base image is another image: verify says so instead of comparing.
-    other = buildtool("--root", offline["root"], "verify", "e2e", "--base-image", "debian:12",
-                      cwd=offline["work"])  # fmt: skip
+    other = _buildtool(offline, "--root", offline["root"], "verify", "e2e",
+                       "--base-image", "debian:12")  # fmt: skip
     assert other.returncode == 1
     assert "verify the lock that was published" in other.stderr
 
@@ -209,12 +248,77 @@ def test_an_archive_that_does_not_match_the_lock_fails_the_build(offline: dict) 
     real = original[start + 8 : start + 72]
     lock.write_text(original[: start + 8] + "a" * 64 + original[start + 72 :])
     try:
-        result = buildtool(
-            "--root", offline["root"], "build", "e2e", "--quiet",
-            "--registry", offline["registry"], *offline["images"], cwd=offline["work"],
+        result = _buildtool(
+            offline, "--root", offline["root"], "build", "e2e", "--quiet",
+            "--registry", offline["registry"], *offline["images"],
         )  # fmt: skip
     finally:
         lock.write_text(original)
     assert result.returncode == 1
     assert "hash mismatch" in result.stderr and "toolz" in result.stderr
     assert f"got {real}" in result.stderr
+
+
+def test_no_credential_reaches_a_file_a_log_or_a_blob(
+    offline: dict, credentials: RegistryCredentials
+) -> None:
+    """After everything above (lock, publish, no-op re-publish, docs, verify, a failed
+    build), neither canary is anywhere, raw or in base64: not in a file of the work folder
+    (specs, locks, build/, docs/, deploy/), not in any command's output, not in a blob of
+    the published repositories (manifests, configs, decompressed layers, SBOMs), not in a
+    file the caches (ours and rattler's) got since the run started."""
+    started = time.monotonic()
+    scanner = Scanner(offline["canaries"])
+    published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
+    publishes = [result for label, result in offline["runs"] if label == "publish"]
+    assert any(p.returncode == 0 for p in publishes), "needs test_publish_pull_back_and_noop"
+
+    work_files = scanner.scan_tree(offline["work"])
+    times = {"work": time.monotonic() - started}
+    for number, (label, result) in enumerate(offline["runs"]):
+        scanner.scan_text(f"output of command {number} ({label}), stdout", result.stdout)
+        scanner.scan_text(f"output of command {number} ({label}), stderr", result.stderr)
+
+    registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
+    _, namespace = split_reference(offline["registry"])
+    repositories = repositories_under(registry, namespace)
+    assert {
+        split_reference(image["repository"])[1] for image in published["images"].values()
+    } <= set(repositories)
+    blobs = sum(scanner.scan_repository(registry, name) for name in repositories)
+    times["registry"] = time.monotonic() - started - sum(times.values())
+
+    since = offline["started"] - 2  # file times have a coarser clock than time.time()
+    caches = [f for f in (cache_root(), Path.home() / ".cache" / "rattler") if f.is_dir()]
+    cached = sum(scanner.scan_tree(folder, changed_since=since, max_size=50 * 1024 * 1024)
+                 for folder in caches)  # fmt: skip
+
+    times["caches"] = time.monotonic() - started - sum(times.values())
+    print(f"canary scan: {work_files} work files, {len(offline['runs'])} commands' output, "
+          f"{blobs} blobs in {len(repositories)} repositories, {cached} cache files; "
+          f"{scanner.bytes / 1e6:.0f} MB in {sum(times.values()):.1f} s "
+          f"({', '.join(f'{k} {v:.1f} s' for k, v in times.items())})")  # fmt: skip
+    assert blobs > 0 and work_files > 0
+    assert not scanner.findings, "a credential was found:\n" + "\n".join(scanner.findings)
+
+
+def test_both_published_images_carry_the_client_pins(
+    offline: dict, credentials: RegistryCredentials
+) -> None:
+    """After test_publish_pull_back_and_noop: the client artifact is attached to both images
+    by the digest users pull, and holds what `buildtool client e2e` writes."""
+    from buildtool.client import ENVIRONMENT_FILE, REQUIREMENTS_FILE, fetch_client_files
+
+    published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
+    result = _buildtool(offline, "--root", offline["root"], "client", "e2e")
+    assert result.returncode == 0, result.stderr
+    written = offline["work"] / "build" / "e2e" / "client"
+    requirements = (written / REQUIREMENTS_FILE).read_text()
+    assert "distributed==" in requirements and "dask-gateway==" in requirements
+    registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
+    for role in ("worker", "notebook"):
+        image = published["images"][role]
+        _, name = split_reference(image["repository"])
+        files = fetch_client_files(registry, name, image["digest"])
+        assert files[REQUIREMENTS_FILE] == requirements, role
+        assert files[ENVIRONMENT_FILE] == (written / ENVIRONMENT_FILE).read_text(), role
