@@ -24,10 +24,13 @@ Where credentials go (one rule, checked on every request and every redirect hop)
   protect nothing, since the credentials are withheld anyway. If such a host asks for
   credentials (401), the push fails in one line naming it.
 
-The redirect loop is written out rather than delegated to urllib's handler (which copies
-`Authorization` to any host and follows redirects only for GET, HEAD and POST) or to
-`requests` (not a dependency, and it re-adds .netrc credentials on redirects): it is a
-few lines, and the rule above is easier to check when it is all in one place.
+The rule's parts (`Origin`, `is_loopback`, `realm_may_receive_credentials`, the opener
+that follows no redirect) live in `compat.registry`, which reads published images with
+the same rule; this module adds what a push needs: every method, uploads, the Bearer
+flow per scope. The redirect loop is written out rather than delegated to urllib's
+handler (which copies `Authorization` to any host and follows redirects only for GET,
+HEAD and POST) or to `requests` (not a dependency, and it re-adds .netrc credentials on
+redirects): it is a few lines, and the rule is easier to check when it is in one place.
 """
 
 from __future__ import annotations
@@ -35,18 +38,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.errors import BuildToolError
 from buildtool.oci import OCI_INDEX, OCI_MANIFEST, Blob
+from compat.registry import (
+    MAX_REDIRECTS,
+    OPENER,
+    REDIRECTS,
+    Credentials,
+    Origin,
+    RegistryError,
+    display_url,
+    realm_may_receive_credentials,
+)
 
 MANIFEST_TYPES = (
     OCI_INDEX,
@@ -55,12 +67,6 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 CHUNK = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
 
 
 def split_reference(repository: str) -> tuple[str, str]:
@@ -87,70 +93,14 @@ def credentials_for(host: str) -> Credentials | None:
     return None
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a URL's requests go: scheme, host (lower case) and port (defaults filled in)."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, url: str) -> Origin:
-        parts = urllib.parse.urlsplit(url)
-        scheme = parts.scheme.lower()
-        try:
-            port = parts.port
-        except ValueError:
-            raise BuildToolError(f"{_display(url)}: not a valid URL (bad port)") from None
-        if scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise BuildToolError(f"{_display(url)}: not an http or https URL")
-        return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _display(url: str) -> str:
-    """A URL for a message: no user info, no query (pre-signed URLs keep secrets there)."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def is_loopback(host: str) -> bool:
-    """`localhost`, or an address in 127.0.0.0/8 or ::1 (a name that merely starts with
-    127. is not: it resolves wherever its DNS says)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
+def _origin(url: str) -> Origin:
+    """`Origin.of`, failing as this tool fails (one line, no traceback)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return Origin.of(url)
+    except RegistryError as exc:
+        raise BuildToolError(str(exc)) from None
 
 
-def realm_may_receive_credentials(realm: str, registry: Origin) -> bool:
-    """May the Basic credentials be sent to this token realm? Over https, yes; over plain
-    http only on this machine (loopback), or where the registry itself is."""
-    origin = Origin.of(realm)
-    return origin == registry or origin.scheme == "https" or is_loopback(origin.host)
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Hand every 3xx back as an HTTPError: `Registry._exchange` follows them itself."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_REDIRECTS = 10
 # Basic credentials are the same for every scope: learnt once per registry.
 _ANY_SCOPE = "*"
 
@@ -168,7 +118,7 @@ class Registry:
         local = host.split(":")[0] in ("127.0.0.1", "localhost")
         self.base = f"{'http' if local else 'https'}://{host}"
         self.host = host
-        self.origin = Origin.of(self.base)
+        self.origin = _origin(self.base)
         self.credentials = credentials
         self.timeout = timeout
         self._auth: dict[str, str] = {}  # scope -> Authorization header value
@@ -190,14 +140,14 @@ class Registry:
         """One request and its redirects. `authorization` goes only to `trusted`, and
         only until a redirect leaves it: the rest of the chain goes without it."""
         headers = dict(headers)
-        for _ in range(_MAX_REDIRECTS + 1):
-            here = Origin.of(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            here = _origin(url)
             sent = dict(headers)
             if authorization is not None and here == trusted:
                 sent["Authorization"] = authorization
             request = urllib.request.Request(url, data=data, method=method, headers=sent)
             try:
-                with _OPENER.open(request, timeout=self.timeout) as response:
+                with OPENER.open(request, timeout=self.timeout) as response:
                     return _Answer(response.status, dict(response.headers), response.read(), url)
             except urllib.error.HTTPError as exc:
                 answer = _Answer(exc.code, dict(exc.headers or {}), exc.read(), url)
@@ -207,16 +157,16 @@ class Registry:
                 where = "the registry" if here == self.origin else str(here)
                 raise BuildToolError(f"{self.host}: cannot reach {where} ({reason})") from None
             location = _header(answer.headers, "Location")
-            if answer.status not in _REDIRECTS or location is None:
+            if answer.status not in REDIRECTS or location is None:
                 return answer
             target = urllib.parse.urljoin(url, location)
-            if Origin.of(target) != here:
+            if _origin(target) != here:
                 authorization = None  # left the origin: never again in this chain
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
                 method, data = "GET", None
                 headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             url = target
-        raise BuildToolError(f"{self.host}: more than {_MAX_REDIRECTS} redirects from {method}")
+        raise BuildToolError(f"{self.host}: more than {MAX_REDIRECTS} redirects from {method}")
 
     def _authorize(self, challenge: str, scope: str) -> str:
         if self.credentials is None:
@@ -233,7 +183,7 @@ class Registry:
         realm = params.get("realm")
         if not realm:
             raise BuildToolError(f"{self.host}: a Bearer challenge without a token realm")
-        realm_origin = Origin.of(realm)
+        realm_origin = _origin(realm)
         if not realm_may_receive_credentials(realm, self.origin):
             raise BuildToolError(
                 f"{self.host}: refusing to send the registry credentials to the token "
@@ -276,10 +226,10 @@ class Registry:
                 answer.headers["Location"] = urllib.parse.urljoin(answer.url, location)
             if answer.status < 300:
                 return answer.status, answer.headers, answer.body
-            if answer.status == 401 and Origin.of(answer.url) != self.origin:
+            if answer.status == 401 and _origin(answer.url) != self.origin:
                 raise BuildToolError(
-                    f"{self.host}: {Origin.of(answer.url)} wants credentials for "
-                    f"{method} {_display(answer.url)}; the registry's go only to {self.origin}"
+                    f"{self.host}: {_origin(answer.url)} wants credentials for "
+                    f"{method} {display_url(answer.url)}; the registry's go only to {self.origin}"
                 )
             if answer.status == 401 and attempt == 0:
                 challenge = _header(answer.headers, "WWW-Authenticate") or "Basic"
@@ -291,7 +241,7 @@ class Registry:
             if answer.status == 401:
                 raise BuildToolError(f"{self.host}: credentials refused")
             if answer.status == 404 and 404 not in ok:
-                raise BuildToolError(f"{method} {_display(answer.url)}: not found")
+                raise BuildToolError(f"{method} {display_url(answer.url)}: not found")
             return answer.status, answer.headers, answer.body
         raise AssertionError("unreachable")
 

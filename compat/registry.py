@@ -81,8 +81,8 @@ _REFERENCE = re.compile(
     re.ASCII,
 )
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_REDIRECTS = 10
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -174,9 +174,9 @@ class Origin:
         try:
             port = parts.port
         except ValueError:
-            raise RegistryError(f"{_display(url)}: not a valid URL (bad port)") from None
+            raise RegistryError(f"{display_url(url)}: not a valid URL (bad port)") from None
         if scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise RegistryError(f"{_display(url)}: not an http or https URL")
+            raise RegistryError(f"{display_url(url)}: not an http or https URL")
         return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
 
     def __str__(self) -> str:
@@ -184,7 +184,7 @@ class Origin:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-def _display(url: str) -> str:
+def display_url(url: str) -> str:
     """A URL for a message: no user info, no query (pre-signed URLs keep secrets there)."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
@@ -230,14 +230,14 @@ def credentials_for(host: str) -> Credentials | None:
 
 
 # -- transport -------------------------------------------------------------------------------
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Hand every 3xx back as an HTTPError: :meth:`Client._exchange` follows them itself."""
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hand every 3xx back as an HTTPError: the clients follow redirects themselves."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+OPENER = urllib.request.build_opener(NoRedirects)
 
 
 @dataclass
@@ -257,7 +257,7 @@ class Answer:
 def _read(response: Any, limit: int, url: str) -> bytes:
     body = response.read(limit + 1)
     if len(body) > limit:
-        raise RegistryError(f"{_display(url)}: the answer is larger than {limit} bytes")
+        raise RegistryError(f"{display_url(url)}: the answer is larger than {limit} bytes")
     return body
 
 
@@ -285,14 +285,14 @@ class Client:
     ) -> Answer:  # fmt: skip
         """One GET and its redirects. ``authorization`` goes only to ``trusted``, and only
         until a redirect leaves it: the rest of the chain goes without it."""
-        for _ in range(_MAX_REDIRECTS + 1):
+        for _ in range(MAX_REDIRECTS + 1):
             here = Origin.of(url)
             sent = dict(headers)
             if authorization is not None and here == trusted:
                 sent["Authorization"] = authorization
             request = urllib.request.Request(url, method="GET", headers=sent)
             try:
-                with _OPENER.open(request, timeout=self.timeout) as response:
+                with OPENER.open(request, timeout=self.timeout) as response:
                     return Answer(response.status, dict(response.headers),
                                   _read(response, limit, url), url)  # fmt: skip
             except urllib.error.HTTPError as exc:
@@ -303,13 +303,13 @@ class Client:
                 where = "the registry" if here == self.origin else str(here)
                 raise RegistryError(f"{self.host}: cannot reach {where} ({reason})") from None
             location = answer.header("Location")
-            if answer.status not in _REDIRECTS or location is None:
+            if answer.status not in REDIRECTS or location is None:
                 return answer
             target = urllib.parse.urljoin(url, location)
             if Origin.of(target) != here:
                 authorization = None  # left the origin: never again in this chain
             url = target
-        raise RegistryError(f"{self.host}: more than {_MAX_REDIRECTS} redirects")
+        raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects")
 
     def _authorize(self, challenge: str, scope: str) -> str:
         """The Authorization value a 401's challenge asks for."""
@@ -366,7 +366,7 @@ class Client:
             if answer.status == 401 and Origin.of(answer.url) != self.origin:
                 raise RegistryError(
                     f"{self.host}: {Origin.of(answer.url)} wants credentials for "
-                    f"{_display(answer.url)}; the registry's go only to {self.origin}"
+                    f"{display_url(answer.url)}; the registry's go only to {self.origin}"
                 )
             if answer.status == 401 and attempt == 0:
                 value = self._authorize(answer.header("WWW-Authenticate") or "Basic", scope)
@@ -374,7 +374,7 @@ class Client:
                 continue
             if answer.status == 401:
                 raise RegistryError(f"{self.host}: credentials refused for {name}")
-            raise RegistryError(f"GET {_display(answer.url)}: HTTP {answer.status}")
+            raise RegistryError(f"GET {display_url(answer.url)}: HTTP {answer.status}")
         raise AssertionError("unreachable")
 
     def manifest(self, name: str, reference: str) -> Manifest | None:
