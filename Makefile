@@ -168,9 +168,13 @@ lint: ## ruff
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
+.PHONY: unit
+unit: ## the fast layer: tests/unit (no Docker, no registry, no network), in under a minute
+	$(PYTHON) -m pytest tests/unit -q -p no:cacheprovider
+
 .PHONY: check
-check: setup lint ## the test suite, from a fresh machine (what CI runs)
-	$(PYTHON) -m pytest -m "not beyond_ci"
+check: setup lint unit ## the test suite, from a fresh machine (what CI runs): unit first
+	$(PYTHON) -m pytest -m "not beyond_ci" --ignore=tests/unit
 
 .PHONY: clean
 clean: ## remove generated build contexts
