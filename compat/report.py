@@ -31,10 +31,25 @@ def _headers(report: Report) -> list[str]:
     return [*HEADERS, *report.columns, "Differs", "Why"]
 
 
+def _one_sided(report: Report) -> dict[str, int]:
+    """column -> how many packages only it has, of those distributed does not compare:
+    a notebook's own packages (jupyterlab, ...) differ from its workers by design."""
+    counts: dict[str, int] = {}
+    for mismatch in report.warnings:
+        column = only_in(mismatch)
+        if column is not None and mismatch.package not in rules.ERROR_LEVEL:
+            counts[column] = counts.get(column, 0) + 1
+    return counts
+
+
 def summary(report: Report) -> str:
-    """One line: the counts of errors and warnings and what was checked."""
-    errors, warnings = len(report.errors), len(report.warnings)
+    """One line: the counts of errors and warnings, the packages only one side has (not
+    warnings: nothing compares them), and what was checked."""
+    one_sided = _one_sided(report)
+    errors, warnings = len(report.errors), len(report.warnings) - sum(one_sided.values())
     line = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    for column, count in one_sided.items():
+        line += f", {count} package{'s' * (count != 1)} only in {column} (not compared)"
     if report.workers_checked is not None:
         line += f"; {report.workers_checked} workers checked"
     return line

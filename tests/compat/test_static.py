@@ -173,12 +173,14 @@ def test_diff_cli_exit_codes_and_table() -> None:
     assert matched.stdout.splitlines() == [
         "Package versions: notebook vs worker",
         "only in notebook (3): dask-labextension 7.0.0, ipykernel 6.29.5, jupyterlab 4.4.0",
-        "0 errors, 3 warnings",
+        "0 errors, 0 warnings, 3 packages only in notebook (not compared)",
     ]
     assert drifted.returncode == 1, drifted.stderr
     header = drifted.stdout.splitlines()[1].split()
     assert header == ["Level", "Package", "notebook", "worker", "Differs", "Why"]
-    assert drifted.stdout.splitlines()[-1] == "4 errors, 6 warnings"
+    assert drifted.stdout.splitlines()[-1] == (
+        "4 errors, 3 warnings, 3 packages only in notebook (not compared)"
+    )
 
 
 def test_markdown_shape() -> None:
@@ -187,7 +189,11 @@ def test_markdown_shape() -> None:
     )
 
     lines = result.stdout.splitlines()
-    assert lines[:3] == ["### Package versions: notebook vs worker", "", "**4 errors, 6 warnings**"]
+    assert lines[:3] == [
+        "### Package versions: notebook vs worker",
+        "",
+        "**4 errors, 3 warnings, 3 packages only in notebook (not compared)**",
+    ]
     assert lines[4] == "| Level | Package | notebook | worker | Differs | Why |"
     assert lines[5] == "|---|---|---|---|---|---|"
     assert "| error | `toolz` | 1.2.0 | 0.12.1 | worker | required by distributed |" in lines
@@ -206,7 +212,7 @@ def test_json_shape_and_output_file(tmp_path: Path) -> None:
     )  # fmt: skip
 
     assert result.returncode == 1
-    assert result.stdout == "4 errors, 6 warnings\n"
+    assert result.stdout == "4 errors, 3 warnings, 3 packages only in notebook (not compared)\n"
     report = json.loads(output.read_text())
     assert set(report) == {
         "subject", "ok", "errors", "warnings", "columns", "workers_checked",
