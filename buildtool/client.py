@@ -20,7 +20,9 @@ compared by distributed). dask-gateway comes from the worker set, else from the 
 set; when the lock has none, the files say so in a comment. A worker pip pin of a compared
 package wins over the conda package of the same distribution (pip installs over it) and
 goes to the yml's `pip:` list. With several platforms, the pinned versions must agree:
-one client cannot match workers that differ, so the command fails in one line.
+one client cannot match workers that differ. `buildtool lock` makes them agree (it pins
+each such package to its newest release on every platform, `lock.py`); a lock that does
+not agree (older, or edited by hand) fails here in one line.
 
 Both texts are pure functions of the environment's name and its lock (no path, clock or
 registry in them), so what `publish` attaches, what `buildtool client` writes and what
@@ -97,14 +99,14 @@ def _conda_preference(package: LockedPackage) -> tuple[bool, str]:
 
 def _platform_pins(
     lock: LockFile, lock_path: Path, platform: str
-) -> tuple[str, dict[str, Pin], str | None]:
-    """The workers' Python version, the pins and where dask-gateway came from, on one
-    platform."""
+) -> tuple[dict[str, Pin], str | None]:
+    """The pins of one platform's worker set, the workers' Python among them (under
+    `PYTHON`), and where dask-gateway came from."""
     worker = lock.packages("worker", platform)
-    pythons = [p.version for p in worker if p.name == PYTHON]
+    pythons = [p for p in worker if p.name == PYTHON]
     if not pythons:
         raise SpecError(lock_path, "package", f"the worker set has no python on {platform}")
-    pins: dict[str, Pin] = {}
+    pins: dict[str, Pin] = {PYTHON: Pin(PYTHON, PYTHON, pythons[0].version, "conda")}
 
     def add(package: LockedPackage | PipLockedPackage, pypi: str) -> None:
         try:
@@ -129,32 +131,45 @@ def _platform_pins(
             add(wheel, normalize(wheel.name))
     gateway_from = "worker" if GATEWAY in pins else None
     if gateway_from is None:
-        notebook = [p for p in lock.pip_packages("notebook", platform)
-                    if normalize(p.name) == GATEWAY]  # fmt: skip
+        notebook: list[LockedPackage | PipLockedPackage] = [
+            p for p in lock.pip_packages("notebook", platform) if normalize(p.name) == GATEWAY
+        ]
         notebook += [p for p in lock.packages("notebook", platform)
                      if from_conda(p.name) == GATEWAY]  # fmt: skip
         if notebook:
             add(notebook[0], GATEWAY)
             gateway_from = "notebook"
-    return pythons[0], pins, gateway_from
+    return pins, gateway_from
+
+
+def disagreements(lock: LockFile, lock_path: Path) -> dict[str, dict[str, Pin | None]]:
+    """What a client pins that the lock's platforms differ on: by PyPI name (`python` for
+    the interpreter), each platform's pin (None where its worker set has none). Empty for
+    a lock that one client matches on every platform. `buildtool lock` resolves these
+    before it writes a lock (`buildtool/lock.py`)."""
+    per_platform = {p: _platform_pins(lock, lock_path, p)[0] for p in lock.metadata.platforms}
+    names = sorted({name for pins in per_platform.values() for name in pins})
+    differ: dict[str, dict[str, Pin | None]] = {}
+    for name in names:
+        pins = {platform: found.get(name) for platform, found in per_platform.items()}
+        if len({pin.version if pin else None for pin in pins.values()}) > 1:
+            differ[name] = pins
+    return differ
 
 
 def client_pins(name: str, lock: LockFile, lock_path: Path) -> ClientPins:
     """The client of environment `name`, from its lock (`lock_path` names it in errors)."""
     platforms = list(lock.metadata.platforms)
-    per_platform = {platform: _platform_pins(lock, lock_path, platform) for platform in platforms}
-    python, pins, gateway_from = per_platform[platforms[0]]
-    for platform, (other_python, other, _) in per_platform.items():
-        mine = {"python": python, **{k: p.version for k, p in pins.items()}}
-        theirs = {"python": other_python, **{k: p.version for k, p in other.items()}}
-        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        if differ:
-            first = differ[0]
-            message = (
-                f"the worker set's {first} is {mine.get(first)} on {platforms[0]} but "
-                f"{theirs.get(first)} on {platform}; one client cannot match both"
-            )
-            raise SpecError(lock_path, "package", message)
+    differ = disagreements(lock, lock_path)
+    if differ:
+        first, found = next(iter(differ.items()))
+        said = " but ".join(
+            f"{pin.version if pin else 'absent'} on {platform}" for platform, pin in found.items()
+        )
+        message = f"the worker set's {first} is {said}; one client cannot match both"
+        raise SpecError(lock_path, "package", message)
+    pins, gateway_from = _platform_pins(lock, lock_path, platforms[0])
+    python = pins.pop(PYTHON).version
     channels = list(
         dict.fromkeys(c.url.rstrip("/").rsplit("/", 1)[-1] for c in lock.metadata.channels)
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import rattler
 from packaging.version import Version
 
 from buildtool import grammar
+from buildtool.client import Pin, disagreements
 from buildtool.errors import InputError, LockStaleError, SolveError
 from buildtool.lockfile import (
     NOTEBOOK_CATEGORY,
@@ -39,6 +41,10 @@ from buildtool.lockfile import (
 from buildtool.spec import DEFAULT_VIRTUAL_PACKAGES, Environment, Requirement
 from buildtool.wheels import find_wheel, parse_pin
 
+logger = logging.getLogger(__name__)
+
+# Rounds of pinning the platforms' worker sets to agree (a pin can move other packages).
+AGREE_ROUNDS = 3
 # Seconds for one repodata request: an unreachable channel fails the lock, never hangs it.
 FETCH_TIMEOUT = 120
 _ARCHSPEC = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
@@ -135,7 +141,7 @@ def solve_with_rattler(
             rattler.solve(
                 sources=[Channel(channel_url(c)) for c in channels],
                 specs=list(specs),
-                platforms=[platform, "noarch"],
+                platforms=[rattler.Subdir(platform), rattler.Subdir("noarch")],
                 virtual_packages=packages,
                 gateway=rattler.Gateway(client=channel_client(FETCH_TIMEOUT)),
             )
@@ -159,14 +165,17 @@ def solve_with_rattler(
         raise SolveError(
             f"cannot read channel for {platform}: {str(exc).splitlines()[0]}"
         ) from None
+    unhashed = [str(r.url) for r in records if r.md5 is None or r.sha256 is None]
+    if unhashed:
+        raise SolveError(f"{unhashed[0]}: the channel's repodata gives no md5 or sha256 for it")
     return [
         SolvedPackage(
             name=r.name.normalized,
             version=str(r.version),
             build=str(r.build),
             url=str(r.url),
-            md5=r.md5.hex(),
-            sha256=r.sha256.hex(),
+            md5=(r.md5 or b"").hex(),
+            sha256=(r.sha256 or b"").hex(),
             depends=tuple(r.depends),
         )
         for r in records
@@ -298,17 +307,9 @@ def _locked_pip(
     return list(records.values())
 
 
-def lock_environment(
-    env: Environment,
-    channels: Sequence[str] | None = None,
-    platforms: Sequence[str] | None = None,
-) -> LockFile:
-    """Solve the environment once per platform and return the lock (nothing is written)."""
-    channels = [channel_url(c) for c in channels] if channels else list(env.channels)
-    platforms = list(platforms or env.platforms)
-    specs = [r.spec for r in env.all_requirements()]
-    if channels != list(env.channels):  # the given channels replace the specs' channels too
-        specs = [_without_channel(s) for s in specs]
+def _solve_platforms(
+    env: Environment, specs: Sequence[str], channels: Sequence[str], platforms: Sequence[str]
+) -> tuple[list[LockedPackage], list[PipLockedPackage]]:
     package: list[LockedPackage] = []
     pip: list[PipLockedPackage] = []
     for platform in platforms:
@@ -324,18 +325,99 @@ def lock_environment(
         pip += _locked_pip(env, platform, solved)
     package.sort(key=lambda p: (p.platform, p.name))
     pip.sort(key=lambda p: (p.platform, p.name))
+    return package, pip
+
+
+def newest_common_version(
+    name: str, channels: Sequence[str], platforms: Sequence[str]
+) -> str | None:
+    """The newest release of conda package `name` that the channels have for every one of
+    `platforms` (noarch counts for each), or None."""
+    gateway = rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
+    sources = [rattler.Channel(channel_url(c)) for c in channels]
+    common: set[str] | None = None
+    for platform in platforms:
+        subdirs = [rattler.Subdir(platform), rattler.Subdir("noarch")]
+        found = asyncio.run(gateway.query(sources, subdirs, [name], recursive=False))
+        versions = {str(r.version) for records in found for r in records}
+        common = versions if common is None else common & versions
+    if not common:
+        return None
+    return str(max(rattler.Version(v) for v in common))
+
+
+def _disagreement(name: str, pins: dict[str, Pin | None]) -> str:
+    return f"{name} " + ", ".join(
+        f"{pin.version if pin else 'absent'} on {platform}" for platform, pin in pins.items()
+    )
+
+
+def lock_environment(
+    env: Environment,
+    channels: Sequence[str] | None = None,
+    platforms: Sequence[str] | None = None,
+) -> LockFile:
+    """Solve the environment once per platform and return the lock (nothing is written).
+
+    With several platforms, one client must match the workers of every platform, so the
+    worker sets must agree on what distributed compares (and dask-gateway): where the
+    per-platform solves differ, each such package is pinned to its newest release that
+    every platform has, and all platforms are solved again (AGREE_ROUNDS times at most).
+    """
+    channels = [channel_url(c) for c in channels] if channels else list(env.channels)
+    platforms = list(platforms or env.platforms)
+    specs = [r.spec for r in env.all_requirements()]
+    if channels != list(env.channels):  # the given channels replace the specs' channels too
+        specs = [_without_channel(s) for s in specs]
     sources = [Path("..", f.parent.name, f.name).as_posix() for f in env.files]
     sources = [s.removeprefix(f"../{env.name}/") for s in reversed(sources)]
-    return LockFile(
-        metadata=LockMetadata(
-            content_hash={p: lock_content_hash(env, p) for p in platforms},
-            channels=[LockChannel(url=c) for c in channels],
-            platforms=platforms,
-            sources=sources,
-            custom_metadata=_custom_metadata(env, platforms),
-        ),
-        package=package,
-        pip=pip,
+    agreed: dict[str, str] = {}
+    for _ in range(AGREE_ROUNDS + 1):
+        pinned = [*specs, *(f"{name} =={version}" for name, version in agreed.items())]
+        try:
+            package, pip = _solve_platforms(env, pinned, channels, platforms)
+        except SolveError as exc:
+            if not agreed:
+                raise
+            said = ", ".join(f"{n} {v}" for n, v in agreed.items())
+            raise SolveError(
+                f"{exc}\n(the platforms' worker sets were pinned to agree on {said})"
+            ) from None
+        lock = LockFile(
+            metadata=LockMetadata(
+                content_hash={p: lock_content_hash(env, p) for p in platforms},
+                channels=[LockChannel(url=c) for c in channels],
+                platforms=platforms,
+                sources=sources,
+                custom_metadata=_custom_metadata(env, platforms),
+            ),
+            package=package,
+            pip=pip,
+        )
+        differ = disagreements(lock, env.lock_path) if len(platforms) > 1 else {}
+        if not differ:
+            if agreed:
+                logger.info(
+                    "%s: the worker sets of %s agree on %s (the newest release on every "
+                    "platform)", env.name, ", ".join(platforms),
+                    ", ".join(f"{n} {v}" for n, v in sorted(agreed.items())),
+                )  # fmt: skip
+            return lock
+        for name, pins in differ.items():
+            names = {pin.lock_name for pin in pins.values() if pin and pin.manager == "conda"}
+            conda = all(pin and pin.manager == "conda" for pin in pins.values())
+            lock_name = names.pop() if conda and len(names) == 1 else None
+            common = newest_common_version(lock_name, channels, platforms) if lock_name else None
+            if lock_name is None or common is None or agreed.get(lock_name) == common:
+                raise SolveError(
+                    f"environment {env.name!r}: the worker sets differ "
+                    f"({_disagreement(name, pins)}) and no release is on every platform; "
+                    "one client cannot match them all"
+                )
+            agreed[lock_name] = common
+    raise SolveError(
+        f"environment {env.name!r}: the worker sets of {', '.join(platforms)} did not agree "
+        f"after {AGREE_ROUNDS} rounds of pins ({', '.join(f'{n} {v}' for n, v in agreed.items())})"
     )
 
 

@@ -133,6 +133,15 @@ def _index(name: str, version: str, build: str, subdir: str, depends: list[str])
     return index
 
 
+def write_package(
+    dest: Path, subdir: str, name: str, version: str, build: str, depends: list[str]
+) -> None:
+    """One package archive under `dest/subdir` (index the channel afterwards)."""
+    (dest / subdir).mkdir(parents=True, exist_ok=True)
+    index = _index(name, version, build, subdir, depends)
+    _archive(dest / subdir / f"{name}-{version}-{build}.tar.bz2", index)
+
+
 def _dep_name(spec: str) -> str:
     return spec.split(" ", 1)[0]
 

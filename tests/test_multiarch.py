@@ -55,6 +55,9 @@ def test_one_lock_two_platforms(site: dict) -> None:
     lock = (site["work"] / "environments" / "e2e" / "conda-lock.yml").read_text()
     assert "  - linux-64\n  - linux-aarch64\n" in lock
     assert "/conda-forge/linux-aarch64/python-3.11.2-h0_debian.conda" in lock
+    # linux-64 has 3.11.7 too, but one client must match both worker sets: the lock takes
+    # the newest Python (and dask, distributed) that both platforms have.
+    assert "/conda-forge/linux-64/python-3.11.2-h0_debian.conda" in lock
 
 
 def test_one_command_publishes_a_pair_of_indexes(site: dict, tmp_path: Path) -> None:

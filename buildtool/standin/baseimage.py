@@ -2,9 +2,9 @@
 
 Three kinds:
   runtime        minbase + ca-certificates + tini + the shared libraries that the
-                 relocated CPython of the stand-in channel links against (see channel.py)
-  runtime-arm64  the same for arm64, with the libraries that the channel's linux-aarch64
-                 CPython (Debian's) links against; its second stage runs under qemu
+                 CPythons of the stand-in channel link against (see channel.py)
+  runtime-arm64  the same for arm64 (the channel's linux-aarch64 CPython is Debian's
+                 only); its second stage runs under qemu
   builder        runtime + Debian's python3 and python3-venv, for the benchmarks'
                  baseline builder stages
 
@@ -46,28 +46,34 @@ CA_UPDATE_TIMEOUT = 10 * 60
 
 # Libraries that lib-dynload of the relocated CPython 3.11 needs (_ssl, _hashlib, _sqlite3,
 # _ctypes, _bz2, _lzma, zlib, readline, _curses, _uuid, nis, _crypt) plus the C++ runtime
-# that compiled wheels expect. Most are in minbase already; naming them keeps them there.
-RUNTIME_PACKAGES = (
-    "ca-certificates",
-    "tini",
-    "libssl3",
-    "libsqlite3-0",
-    "libffi8",
-    "libbz2-1.0",
-    "liblzma5",
-    "zlib1g",
-    "libreadline8",
-    "libncursesw6",
-    "libtinfo6",
-    "libuuid1",
-    "libnsl2",
-    "libtirpc3",
-    "libcrypt1",
-    "libstdc++6",
-    "libgcc-s1",
+# that compiled wheels expect, and what Debian's CPython links against (the stand-in's on
+# linux-aarch64, and beside the relocated one on linux-64). Most are in minbase already;
+# naming them keeps them there. The same list for both architectures.
+RUNTIME_PACKAGES = tuple(
+    dict.fromkeys(
+        (
+            "ca-certificates",
+            "tini",
+            "libssl3",
+            "libsqlite3-0",
+            "libffi8",
+            "libbz2-1.0",
+            "liblzma5",
+            "zlib1g",
+            "libreadline8",
+            "libncursesw6",
+            "libtinfo6",
+            "libuuid1",
+            "libnsl2",
+            "libtirpc3",
+            "libcrypt1",
+            "libstdc++6",
+            "libgcc-s1",
+            *DEBIAN_LIBRARIES,
+        )
+    )
 )
 BUILDER_PACKAGES = (*RUNTIME_PACKAGES, "python3", "python3-venv")
-ARM64_PACKAGES = tuple(dict.fromkeys((*RUNTIME_PACKAGES, *DEBIAN_LIBRARIES)))
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 IMAGE_CHANGES = (
@@ -110,7 +116,14 @@ class BaseImageSpec:
 
     def key(self) -> str:
         cas = [(p.name, p.read_bytes()) for p in host_local_cas()]
-        parts = [SUITE, "minbase", *self.packages, *IMAGE_CHANGES, DPKG_EXCLUDES, *TRIMMED]
+        parts: list[str | bytes] = [
+            SUITE,
+            "minbase",
+            *self.packages,
+            *IMAGE_CHANGES,
+            DPKG_EXCLUDES,
+            *TRIMMED,
+        ]
         parts += [self.arch] if self.arch != "amd64" else []
         parts += [item for name, data in cas for item in (name, data)]
         return digest(parts, length=12)
@@ -121,7 +134,7 @@ class BaseImageSpec:
 
 SPECS = {
     "runtime": BaseImageSpec("runtime", RUNTIME_PACKAGES),
-    "runtime-arm64": BaseImageSpec("runtime-arm64", ARM64_PACKAGES, "arm64"),
+    "runtime-arm64": BaseImageSpec("runtime-arm64", RUNTIME_PACKAGES, "arm64"),
     "builder": BaseImageSpec("builder", BUILDER_PACKAGES),
 }
 

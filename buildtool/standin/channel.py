@@ -4,7 +4,10 @@ conda-forge cannot be reached from the machines this project is developed and te
 so the stand-in takes its place for `make demo`, the tests and the benchmarks. It holds:
 
   python                 the relocated CPython found at $DASKHUB_CPYTHON
-                         (default /root/.pyenv/versions/3.11.7), build h0_local
+                         (default /root/.pyenv/versions/3.11.7), build h0_local, and
+                         Debian's amd64 CPython 3.11, build h0_debian (debianpython.py):
+                         the release linux-aarch64 has too, so that a lock for both
+                         platforms can agree on one Python, as conda-forge's can
   <wheels>               the pinned closure in requirements.txt (every PyPI package the
                          seed environments name), converted by wheelconv.py under
                          conda-forge's names (msgpack-python, python-graphviz, ...)
@@ -53,7 +56,7 @@ from buildtool.proc import run
 from buildtool.standin.cache import cache_root, digest, file_sha256, locked
 from buildtool.standin.condaenv import index_channel
 from buildtool.standin.condapkg import PackageMeta, write_package
-from buildtool.standin.debianpython import download_debs, stage_debian_python
+from buildtool.standin.debianpython import DEBIAN_PLATFORMS, download_debs, stage_debian_python
 from buildtool.standin.pythonpkg import compile_pyc, python_version, stage_python
 from buildtool.standin.wheelconv import Target, conda_depends, read_wheel, stage_wheel
 
@@ -132,7 +135,7 @@ def channel_key() -> str:
     cpython = cpython_source()
     sources = [(HERE / name).read_bytes() for name in CONVERTER_SOURCES]
     pins = [p.read_bytes() for p in (REQUIREMENTS, OLDER_REQUIREMENTS, AARCH64_REQUIREMENTS)]
-    debs = [deb.name for deb in download_debs("linux-aarch64")]
+    debs = [deb.name for platform in DEBIAN_PLATFORMS for deb in download_debs(platform)]
     return digest([*pins, *sources, str(cpython), python_version(cpython), *debs])
 
 
@@ -219,6 +222,9 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
     _progress("byte-compiling")
     wheel_trees = [tree for _, tree, _ in jobs[1:]]
     compile_pyc(python, [(t / target.site_packages, t) for t in wheel_trees])
+    debian = stage_debian_python("linux-64", staging / "python-debian")
+    jobs.append((PackageMeta("python", debian.version, "h0_debian", license="PSF-2.0"),
+                 debian.root, debian.text_placeholders))  # fmt: skip
     _progress(f"packing {len(jobs)} packages")
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = [pool.submit(write_package, m, t, channel, p) for m, t, p in jobs]

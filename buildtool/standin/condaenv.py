@@ -22,7 +22,11 @@ def solve(channel: Path | str, specs: Sequence[str]) -> list[RepoDataRecord]:
     """Solve specs against one channel (a folder or URL) for linux-64."""
     url = channel.absolute().as_uri() if isinstance(channel, Path) else channel
     return asyncio.run(
-        rattler.solve(sources=[Channel(url)], specs=list(specs), platforms=list(PLATFORMS))
+        rattler.solve(
+            sources=[Channel(url)],
+            specs=list(specs),
+            platforms=[rattler.Subdir(p) for p in PLATFORMS],
+        )  # fmt: skip
     )
 
 

@@ -1,10 +1,13 @@
-"""The stand-in's CPython for another architecture, made from Debian's own build of it.
+"""The stand-in's CPython made from Debian's own build of it, for arm64 and amd64.
 
-Why Debian's build: the stand-in's linux-64 CPython is this machine's pyenv build, which
-exists for x86_64 only, and building CPython under emulation takes most of an hour on two
-cores. Debian's bookworm archive has CPython 3.11 for arm64, built and tested by Debian,
-and its .debs need nothing executed to unpack: `apt-get download` with an arm64 view of
-the host's own sources fetches them, and they are unpacked on the x86 host (`dpkg-deb
+Why Debian's build: the stand-in's main linux-64 CPython is this machine's pyenv build,
+which exists for x86_64 only, and building CPython under emulation takes most of an hour
+on two cores. Debian's bookworm archive has CPython 3.11 for arm64, built and tested by
+Debian. Its amd64 build of the same release sits beside the pyenv one on linux-64: a lock
+for both platforms needs one Python release that both have (distributed compares the full
+version between client and workers), as conda-forge builds every release for both. The
+.debs need nothing executed to unpack: `apt-get download` with a view of the host's own
+sources for that architecture fetches them, and they are unpacked on the x86 host (`dpkg-deb
 --fsys-tarfile`, extracted by `buildtool.confine.extract_tar`: nothing lands outside the
 folder, and Debian's links to the system's own files, such as sitecustomize.py's to /etc,
 are left out).
@@ -17,7 +20,7 @@ one .pth file, which adds site-packages as a site folder (its .pth files process
 Debian's `sysconfig.py`, which prefers /usr/local, is replaced by the upstream 3.11 one of
 the host's CPython. Debian's sitecustomize hook and its EXTERNALLY-MANAGED marker are
 left out. The interpreter is Debian's binary, linked against
-the Debian libraries the arm64 base image carries (`DEBIAN_LIBRARIES`). Byte code is
+the Debian libraries the base images carry (`DEBIAN_LIBRARIES`). Byte code is
 compiled on the host by its own CPython 3.11 (the same byte code), as checked-hash pycs.
 """
 
@@ -35,7 +38,8 @@ from buildtool.proc import run
 from buildtool.standin.cache import cache_root, locked
 from buildtool.standin.pythonpkg import DROPPED, StagedPython, compile_pyc
 
-DEBIAN_ARCH = {"linux-aarch64": "arm64"}
+DEBIAN_ARCH = {"linux-64": "amd64", "linux-aarch64": "arm64"}
+DEBIAN_PLATFORMS = tuple(DEBIAN_ARCH)
 PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11")
 # What those packages depend on (their Depends: fields): the base image needs them.
 DEBIAN_LIBRARIES = (
