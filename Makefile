@@ -164,9 +164,10 @@ bench: ## run the benchmarks (lock, build, layers, compat); each prints a table 
 	$(PYTHON) -m bench.compat
 
 .PHONY: lint
-lint: ## ruff
+lint: ## ruff and mypy (buildtool, compat)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
 
 .PHONY: unit
 unit: ## the fast layer: tests/unit (no Docker, no registry, no network), in under a minute

@@ -72,6 +72,8 @@ class AssembledPair:
 
 def _records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> list:
     environment = rattler.LockFile.from_path(lock_path).default_environment()
+    if environment is None:
+        raise BuildToolError(f"{lock_path}: no default environment")
     subdir = next((p for p in environment.platforms() if p.name == platform), None)
     if subdir is None:
         raise BuildToolError(f"{lock_path}: not locked for {platform}")

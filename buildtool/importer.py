@@ -95,6 +95,7 @@ def _virtual_packages(source: Path) -> dict[str, Any]:
     for platform in get_args(Platform):
         entry = subdirs.get(platform) or {}
         packages = entry.get("packages") or {} if isinstance(entry, dict) else None
+        loc: tuple[str, ...]
         if not isinstance(packages, dict):
             loc = ("subdirs", platform)
             line = nearest_line(lines, loc)

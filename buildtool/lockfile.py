@@ -221,6 +221,11 @@ class _Open:
 _NODE_EVENTS = (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)
 
 
+def _line(event: yaml.Event) -> int:
+    """The 1-based line an event starts on (0 if the parser gave no position)."""
+    return event.start_mark.line + 1 if event.start_mark else 0
+
+
 def _scan(path: Path, text: str) -> Lines:
     """Each key path's 1-based line, from libyaml's events; refuses aliases, keys given
     twice or not plain, and nesting deeper than MAX_DEPTH.
@@ -237,7 +242,7 @@ def _scan(path: Path, text: str) -> Lines:
                 continue
             if not isinstance(event, _NODE_EVENTS):
                 continue  # stream and document boundaries
-            line = event.start_mark.line + 1
+            line = _line(event)
             loc: tuple[Any, ...] = ()
             if stack and stack[-1].mapping and stack[-1].key is None:  # a key
                 where = stack[-1]
@@ -258,13 +263,13 @@ def _scan(path: Path, text: str) -> Lines:
                 loc = (*stack[-1].loc, stack[-1].index)
                 stack[-1].index += 1
             if isinstance(event, yaml.AliasEvent):
-                line = event.start_mark.line + 1
+                line = _line(event)
                 raise SpecError(path, key_text(loc), "a YAML alias (*name); a lock has none", line)
             lines[loc] = line
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if len(stack) >= MAX_DEPTH:
                     raise SpecError(path, key_text(loc), f"nested deeper than {MAX_DEPTH} levels",
-                                    event.start_mark.line + 1)  # fmt: skip
+                                    _line(event))  # fmt: skip
                 stack.append(_Open(loc, isinstance(event, yaml.MappingStartEvent)))
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from buildtool.proc import Watchdog
 
@@ -139,7 +139,7 @@ class BlobStore:
         ordered = sorted(entries, key=lambda e: e.path)
 
         def write(out: BinaryIO) -> None:
-            with tarfile.open(
+            with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
                 fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
             ) as tar:
                 for entry in ordered:
@@ -186,7 +186,7 @@ class BlobStore:
                     link_to[name] = first
 
             def write(out: BinaryIO) -> None:
-                with tarfile.open(
+                with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
                     fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
                 ) as new:
                     for name in sorted(by_name):
@@ -215,7 +215,7 @@ class BlobStore:
             diff_id, size = self._store(write)
         return Layer(diff_id, size, clamp, created_by)
 
-    def write_stream(self, source: BinaryIO, created: int, created_by: str) -> Layer:
+    def write_stream(self, source: IO[bytes], created: int, created_by: str) -> Layer:
         """Keep a layer tar read from `source` (another tool's output) as it is."""
 
         def write(out: BinaryIO) -> None:
@@ -402,7 +402,9 @@ def docker_load(
         assert process.stdin is not None
         with Watchdog(process, timeout, "docker load") as watchdog:
             try:
-                with tarfile.open(fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER) as tar:
+                with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
+                    fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER
+                ) as tar:
                     for info, data in docker_archive(images, store):
                         with data or io.BytesIO():
                             tar.addfile(info, data)

@@ -171,7 +171,7 @@ def publish(
         print(f"{pair.environment}: {pair.content_tag} is already published: "
               "nothing built, nothing pushed")  # fmt: skip
         previous = read_published(Path(pair.directory).parent, pair.environment)
-        images = {
+        images: dict[str, PublishedImage] = {
             role: PublishedImage.at(
                 pair.image(role).repository, existing[role], [pair.content_tag],
                 previous.images.image(role).platforms
@@ -193,7 +193,7 @@ def publish(
     attach_client_files(registry, pair, pushed, client)
     # Both images are complete in the registry: now, and only now, the tags.
     tags = [pair.content_tag, today]
-    images: dict[str, PublishedImage] = {}
+    images = {}
     for role in ROLES:
         _, name = split_reference(pair.image(role).repository)
         for tag in tags:

@@ -463,7 +463,7 @@ def _candidate_versions(requirements: list[Requirement]) -> list[Version]:
 
 def _satisfiable(requirements: list[Requirement]) -> bool:
     """Whether one version can satisfy every requirement's version range."""
-    specs = [VersionSpec(MatchSpec(r.spec).version) for r in requirements]
+    specs = [VersionSpec(MatchSpec(r.spec).version or "*") for r in requirements]
     return any(all(s.matches(v) for s in specs) for v in _candidate_versions(requirements))
 
 

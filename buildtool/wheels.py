@@ -277,7 +277,9 @@ def locked_wheels(
     lock_path: Path, locked: list[PipLockedPackage], pins: list[str], platform: str
 ) -> list[PipLockedPackage]:
     """The lock's record of each of `pins` on `platform`, or one error naming the pin."""
-    by_release = {(canonicalize_name(p.name), Version(p.version)): p for p in locked}
+    by_release: dict[tuple[str, Version], PipLockedPackage] = {
+        (canonicalize_name(p.name), Version(p.version)): p for p in locked
+    }
     chosen = []
     for pin in pins:
         record = by_release.get(parse_pin(pin))

@@ -112,7 +112,7 @@ def sbom_records(document: dict[str, Any], where: str) -> list[PackageRecord]:
         if not isinstance(component, dict):
             raise CheckError(f"{where}: an SBOM component is not an object")
         purl, name, version = (component.get(k) for k in ("purl", "name", "version"))
-        if not all(isinstance(v, str) for v in (purl, name, version)):
+        if not (isinstance(purl, str) and isinstance(name, str) and isinstance(version, str)):
             continue  # not a package (buildtool writes all three for every package)
         if purl.startswith("pkg:conda/"):
             conda.append(PackageRecord(name, version, _properties(component).get("conda:build")))
@@ -163,7 +163,10 @@ def _gateway(here: str | None, there: str | None) -> tuple[Mismatch | None, str]
     line = f"{GATEWAY}: {shown} here, {there} on the workers"
     if here == there:
         return None, line
-    columns = {CLIENT: (Group(here, (CLIENT,)),), WORKERS: (Group(there, (WORKERS,)),)}
+    columns: dict[str, tuple[Group, ...]] = {
+        CLIENT: (Group(here, (CLIENT,)),),
+        WORKERS: (Group(there, (WORKERS,)),),
+    }
     return Mismatch(GATEWAY, "error", GATEWAY_REASON, columns, (WORKERS,)), line
 
 
