@@ -47,15 +47,15 @@ help: ## show this help
 
 .PHONY: setup
 setup: ## install and start what the tools need (apt, pip, dockerd, local registry)
-	bash scripts/machine-setup.sh
+	@bash scripts/machine-setup.sh >&2  # progress on stderr: `make plan`'s stdout is its JSON
 
 .PHONY: standin
 standin: ## LOCAL=1: build and serve the conda-forge stand-in, make the base images
 ifeq ($(LOCAL),1)
 standin: setup
 	@mkdir -p build
-	$(BUILDTOOL) standin up > $(STANDIN_ENV).tmp
-	@mv $(STANDIN_ENV).tmp $(STANDIN_ENV) && cat $(STANDIN_ENV)
+	@$(BUILDTOOL) standin up > $(STANDIN_ENV).tmp
+	@mv $(STANDIN_ENV).tmp $(STANDIN_ENV) && cat $(STANDIN_ENV) >&2
 endif
 
 .PHONY: lock
@@ -122,7 +122,7 @@ publish-%: standin
 
 .PHONY: plan
 plan: standin ## print, as CI matrix JSON, the pairs (ENVS) whose content tags are not in REGISTRY
-	$(WITH_STANDIN) $(WITH_CREDENTIALS) \
+	@$(WITH_STANDIN) $(WITH_CREDENTIALS) \
 	  $(BUILDTOOL) plan $(ENVS) --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: verify

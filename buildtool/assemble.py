@@ -10,8 +10,9 @@
    times clamped to the package's own build time (the newest time in its archive), so
    the byte-compiled files that packages ship stay valid and nothing depends on when
    the build ran.
-3. The worker image is its system image plus the worker set's layers; the notebook image
-   is the worker image plus the notebook stage's layers and the notebook-only packages'.
+3. The worker image is its system image plus the worker set's layers (its pip wheels
+   and the version checks, `versionchecks.py`, on top); the notebook image is the worker
+   image plus the notebook stage's layers and the notebook-only packages'.
 
 Nothing the build host has leaks in: the records' cache paths are rewritten to where a
 conda cache would be in the image, and a file in the staging folder that no package owns
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import rattler
 
+from buildtool import versionchecks
 from buildtool.errors import BuildToolError
 from buildtool.layers import MAX_LAYERS, Budget, Package, plan_layers
 from buildtool.lock import channel_client
@@ -188,6 +190,15 @@ def _pip_layer(stage: Path, locked: list[PipLockedPackage], platform: str,
     return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins))
 
 
+def _checks_layer(stage: Path, installed: dict[str, Installed], clamp: int,
+                  store: BlobStore) -> Layer:  # fmt: skip
+    """The version checks (`versionchecks.py`) as the worker image's last layer."""
+    python = ".".join(installed["python"].version.split(".")[:2])
+    files = versionchecks.write(stage, python)
+    checks = Installed("daskhub-compat", "", "", None, tuple(files), 0, clamp)
+    return store.write_layer(_entries(stage, [checks]), clamp, "version checks: compat")
+
+
 def _layers(stage: Path, installed: dict[str, Installed], names: list[str], slots: int,
             store: BlobStore) -> list[Layer]:  # fmt: skip
     plan = plan_layers([Package(n, installed[n].size) for n in names], slots)
@@ -233,7 +244,7 @@ def assemble(
     if missing:
         raise BuildToolError(f"{stage}: {missing[0]} was not installed")
     fixed = len(system.worker.layers) + len(system.notebook_extra)
-    budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins))
+    budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins) + 1)
     worker_layers = _layers(stage, installed, worker_names, budget.worker, store)
     notebook_layers = _layers(stage, installed, notebook_names, budget.notebook, store)
     for role, names, layers in (("worker", worker_names, worker_layers),
@@ -245,6 +256,8 @@ def assemble(
                     stage, pip[role], platform, installed, clamp, cache.parent / "wheels", store
                 )  # fmt: skip
             )
+    clamp = max(installed[n].built for n in worker_names)
+    worker_layers.append(_checks_layer(stage, installed, clamp, store))
     worker = Image(platform, system.worker.config, (*system.worker.layers, *worker_layers))
     notebook = Image(
         platform,

@@ -2,12 +2,24 @@
 
 The daskhub chart is the jupyterhub chart plus the dask-gateway chart. The values made here:
 
-- `jupyterhub.singleuser.profileList`: one KubeSpawner profile per published environment,
-  its notebook image pinned by digest;
+- `jupyterhub.singleuser.profileList`: one KubeSpawner profile per published environment
+  but those the site hides (`profiles.hidden` in site.yaml, which the gateway then does
+  not start either), its notebook image pinned by digest, `profiles.default` (or
+  `--default`) preselected;
 - `dask-gateway.gateway.extraConfig.optionHandler`: the gateway's cluster options, an
   `image` option that only ever starts a published worker image, and the cores and memory
   (GiB) of the workers and the scheduler, bounded by the site settings
   (`<root>/site.yaml`, see :mod:`buildtool.sitesettings`).
+
+The version checks the images carry (`buildtool/versionchecks.py`) are on by default.
+The gateway starts its schedulers with a `--preload` of its own, which replaces the
+preloads the image's dask config names, so the option handler sets the scheduler command
+to `dask scheduler --preload compat.plugin` (the gateway appends its own arguments, its
+preload among them). The handler always names the commands: the gateway's defaults,
+`dask-scheduler` and `dask-worker`, are gone from distributed 2026.6 on
+(dask-gateway#945). The site setting `version_checks: false` turns both checks off
+instead: the handler sets `DASK_COMPAT__GUARD=off` and `DASK_COMPAT__CLIENT=off` in the
+clusters' pods, and each profile sets `DASK_COMPAT__CLIENT=off` in the notebook.
 
 How a notebook gets its matched worker. KubeSpawner sets `JUPYTER_IMAGE_SPEC` to the
 notebook image, and each profile sets `DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE` to
@@ -53,10 +65,11 @@ from typing import Any
 import yaml
 from packaging.utils import canonicalize_name
 
+from buildtool import versionchecks
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import LockFile, read_lock, write_atomic
 from buildtool.published import PUBLISHED_LOCK_FILE, read_published
-from buildtool.sitesettings import ClusterOptions, load_site_settings
+from buildtool.sitesettings import SITE_FILE, ClusterOptions, load_site_settings
 from buildtool.spec import environment_names, load_environment
 
 VALUES_PATH = Path("deploy/daskhub-values.yaml")
@@ -110,7 +123,25 @@ def published_pairs(root: Path, build_dir: Path) -> list[Pair]:
     return pairs
 
 
-def _profile(pair: Pair, default: bool) -> dict[str, Any]:
+def _checks_off() -> dict[str, str]:
+    """The environment that turns the images' version checks off."""
+    return {versionchecks.GUARD_ENV: versionchecks.OFF, versionchecks.CLIENT_ENV: versionchecks.OFF}
+
+
+def offered_pairs(root: Path, build_dir: Path, hidden: set[str]) -> list[Pair]:
+    """The published pairs the hub offers: all but the site's `profiles.hidden`."""
+    published = published_pairs(root, build_dir)
+    if not published:
+        raise BuildToolError(f"no environment is published yet (no {build_dir}/*/published.json)")
+    pairs = [p for p in published if p.name not in hidden]
+    if not pairs:
+        raise BuildToolError(
+            f"every published environment is hidden ({SITE_FILE}: profiles.hidden)"
+        )
+    return pairs
+
+
+def _profile(pair: Pair, default: bool, checks: bool) -> dict[str, Any]:
     profile: dict[str, Any] = {
         "display_name": pair.display_name,
         "description": pair.description,
@@ -120,7 +151,10 @@ def _profile(pair: Pair, default: bool) -> dict[str, Any]:
         profile["default"] = True
     profile["kubespawner_override"] = {
         "image": pair.notebook,
-        "environment": {IMAGE_OPTION_ENV: NOTEBOOK_IMAGE_PLACEHOLDER},
+        "environment": {
+            IMAGE_OPTION_ENV: NOTEBOOK_IMAGE_PLACEHOLDER,
+            **({} if checks else {versionchecks.CLIENT_ENV: versionchecks.OFF}),
+        },
     }
     return profile
 
@@ -154,15 +188,47 @@ def _resource_fields(bounds: ClusterOptions) -> list[str]:
     return lines
 
 
-def options_handler_config(pairs: list[Pair], default: Pair, bounds: ClusterOptions) -> str:
+# The gateway's defaults, `dask-scheduler` and `dask-worker`, are gone from distributed
+# 2026.6 on (dask-gateway#945); `dask scheduler` and `dask worker` exist since 2022.10.
+SCHEDULER_CMD = ["dask", "scheduler"]
+WORKER_CMD = ["dask", "worker"]
+
+
+def _commands_lines(checks: bool) -> list[str]:
+    """What the handler returns beside the image and resources: the scheduler and worker
+    commands, with the version guard's preload or the environment that turns the
+    checks off."""
+    scheduler = [*SCHEDULER_CMD, *(versionchecks.SCHEDULER_PRELOAD_ARGS if checks else ())]
+    lines = [
+        f'        "scheduler_cmd": {json.dumps(scheduler)},',
+        f'        "worker_cmd": {json.dumps(WORKER_CMD)},',
+    ]
+    if not checks:
+        lines.append(f'        "environment": {json.dumps(_checks_off())},')
+    return lines
+
+
+def options_handler_config(
+    pairs: list[Pair], default: Pair, bounds: ClusterOptions, checks: bool = True
+) -> str:
     """The gateway's `dask_gateway_config.py` snippet: the image option with its allowlist
-    and mapping, and the resource options with the site's bounds."""
+    and mapping, the resource options with the site's bounds, and the version checks
+    (`checks`: on, the scheduler command that loads the guard; off, the environment that
+    turns both checks off)."""
+    guard = (
+        "# The scheduler command loads the version guard: the gateway's own --preload"
+        if checks
+        else "# The version checks are off (site.yaml: version_checks: false)."
+    )
+    guard_more = ["# replaces the preloads of the image's dask config."] if checks else []
     lines = [
         "# AUTO GENERATED by `buildtool helm-values`. DO NOT EDIT.",
         "# The `image` option starts only a published worker image. A notebook image, as",
         f"# sent by {IMAGE_OPTION_ENV}={{JUPYTER_IMAGE_SPEC}},",
         "# starts the worker image built from the same lock. Cores and memory (GiB) are",
         "# bounded by the site settings; requests and limits are set alike.",
+        guard,
+        *guard_more,
         "from dask_gateway_server.options import Float, Options, String",
         "",
         *_list_lines("DASKHUB_WORKER_IMAGES", [p.worker for p in pairs]),
@@ -194,6 +260,7 @@ def options_handler_config(pairs: list[Pair], default: Pair, bounds: ClusterOpti
         '        "scheduler_cores_limit": options.scheduler_cores,',
         '        "scheduler_memory": int(options.scheduler_memory * GIB),',
         '        "scheduler_memory_limit": int(options.scheduler_memory * GIB),',
+        *_commands_lines(checks),
         "    }",
         "",
         "",
@@ -208,18 +275,21 @@ def options_handler_config(pairs: list[Pair], default: Pair, bounds: ClusterOpti
 
 def generate_helm_values(root: Path, build_dir: Path, default: str | None = None) -> dict:
     """The chart values; `default` names the preselected environment (else the first)."""
-    bounds = load_site_settings(root).cluster_options  # the site's input, checked first
-    pairs = published_pairs(root, build_dir)
-    if not pairs:
-        raise BuildToolError(f"no environment is published yet (no {build_dir}/*/published.json)")
+    settings = load_site_settings(root)  # the site's input, checked first
+    bounds, checks = settings.cluster_options, settings.version_checks
+    hidden = set(settings.profiles.hidden)
+    default = default or settings.profiles.default
+    pairs = offered_pairs(root, build_dir, hidden)
     names = [p.name for p in pairs]
     if default is not None and default not in names:
-        raise BuildToolError(f"default environment {default!r} is not published: {names}")
+        raise BuildToolError(
+            f"default environment {default!r} is not published (or is hidden): {names}"
+        )
     chosen = next(p for p in pairs if p.name == (default or names[0]))
-    handler = options_handler_config(pairs, chosen, bounds)
+    handler = options_handler_config(pairs, chosen, bounds, checks)
     return {
         "jupyterhub": {
-            "singleuser": {"profileList": [_profile(p, p is chosen) for p in pairs]},
+            "singleuser": {"profileList": [_profile(p, p is chosen, checks) for p in pairs]},
         },
         "dask-gateway": {
             "gateway": {"extraConfig": {EXTRA_CONFIG_KEY: handler}},
@@ -300,18 +370,17 @@ def _describe(name: str, versions: dict[str, str | None]) -> str:
 
 
 def gateway_chart(root: Path, build_dir: Path) -> GatewayChart:
-    """The one dask-gateway version of every published pair's notebook image.
+    """The one dask-gateway version of every offered pair's notebook image (the site's
+    hidden pairs are not deployed).
 
     One gateway server serves them all, and the server must be the same version as the
     client in each notebook image: dask-gateway releases the two together and pins them
-    equal, so compatible means equal. Every published pair (and every platform of it)
+    equal, so compatible means equal. Every offered pair (and every platform of it)
     must therefore hold the same dask-gateway version; a notebook image without it could
     not start gateway clusters at all. Either is one BuildToolError line that names each
     environment and its version.
     """
-    pairs = published_pairs(root, build_dir)
-    if not pairs:
-        raise BuildToolError(f"no environment is published yet (no {build_dir}/*/published.json)")
+    pairs = offered_pairs(root, build_dir, set(load_site_settings(root).profiles.hidden))
     found = {
         p.name: notebook_gateway_versions(read_lock(published_lock_path(root, build_dir, p.name)))
         for p in pairs

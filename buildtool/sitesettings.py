@@ -1,8 +1,12 @@
 """Site settings: `site.yaml` in the environments root, beside the environment folders.
 
-What belongs to the DaskHub site rather than to one environment: today, the bounds of the
+What belongs to the DaskHub site rather than to one environment: the bounds of the
 cluster options that users may pass to dask-gateway (`worker_cores`, `worker_memory` in
-GiB, `scheduler_cores`, `scheduler_memory` in GiB). The file is optional; a missing key
+GiB, `scheduler_cores`, `scheduler_memory` in GiB), `profiles` (which published pairs the
+hub offers, `hidden`, and which it preselects, `default`), and `version_checks` (default true):
+whether the images' version checks run (`buildtool/versionchecks.py`: the scheduler
+guard closes a mismatched worker, `Client(...)` fails on a mismatched client); false
+makes the Helm values turn both off. The file is optional; a missing key
 takes the default below. It is validated like the specs: an unknown key, a wrong type or
 a default outside its bounds is one line naming the file, the key and the line (exit 2).
 """
@@ -10,10 +14,11 @@ a default outside its bounds is one line naming the file, the key and the line (
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from buildtool import yamlfile
+from buildtool import grammar, yamlfile
 from buildtool.yamlfile import StrictModel
 
 SITE_FILE = "site.yaml"
@@ -45,10 +50,39 @@ class ClusterOptions(StrictModel):
     scheduler_memory: Bounds = Bounds(min=1, default=2, max=8)  # GiB
 
 
+def _environment_name(name: str) -> str:
+    problem = grammar.environment_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
+
+
+class Profiles(StrictModel):
+    """`profiles:` which published pairs the hub offers, and which one it preselects."""
+
+    # Preselected in the hub's profile list (else the first offered, in name order);
+    # `helm-values --default` overrides it.
+    default: EnvironmentName | None = None
+    # Published pairs the hub does not offer and the gateway does not start (a site's
+    # own check pairs, such as e2e).
+    hidden: list[EnvironmentName] = []
+
+    @model_validator(mode="after")
+    def _default_offered(self) -> Profiles:
+        if self.default is not None and self.default in self.hidden:
+            raise ValueError(f"the default profile {self.default!r} is also hidden")
+        return self
+
+
 class SiteSettings(StrictModel):
     """The schema of `site.yaml`."""
 
     cluster_options: ClusterOptions = ClusterOptions()
+    version_checks: bool = True
+    profiles: Profiles = Profiles()
 
 
 def load_site_settings(root: Path) -> SiteSettings:

@@ -13,5 +13,7 @@ dask-gateway are imported when a live check runs). The pieces:
 * :mod:`compat.report` renders a report as a table, Markdown or JSON;
 * :mod:`compat.gate` refuses a notebook/worker image pair before publishing;
 * :mod:`compat.plugin` is an optional scheduler guard for joining workers;
+* :mod:`compat.clientcheck` is a client preload that makes a mismatch an error at
+  ``Client(...)``, reading distributed's table with :mod:`compat.versiontable`;
 * :mod:`compat.cli` is the command line, ``daskhub-compat`` or ``python -m compat``.
 """

@@ -8,7 +8,7 @@ worker image) with this dask config, e.g. in ``/etc/dask/compat.yaml``::
         preload:
           - compat.plugin
     compat:
-      guard: log      # or: refuse
+      guard: log      # or: refuse, off
     logging:
       compat: info    # format the guard's lines like distributed's own
 
@@ -21,6 +21,11 @@ requires, and numpy, pandas and lz4. The guard compares the ones distributed
 compares for the scheduler (see :mod:`compat.rules`) with the scheduler's own.
 On a mismatch it logs an error; in mode ``refuse`` it also pauses the worker,
 so that no task is sent to it, and tells it to close (its nanny closes too).
+Mode ``off`` installs nothing (``DASK_COMPAT__GUARD=off`` for one scheduler).
+
+Under dask-gateway the scheduler's command line names its own ``--preload``, which
+replaces the configured ones: the gateway's option handler that ``buildtool
+helm-values`` writes adds ``--preload compat.plugin`` to the scheduler command.
 
 Unlike the rest of the package, this module imports distributed at import time:
 it only ever runs inside a Dask scheduler.
@@ -41,6 +46,7 @@ logger = logging.getLogger("compat.plugin")
 
 CONFIG_KEY = "compat.guard"
 MODES = ("log", "refuse")
+OFF = "off"
 
 
 class VersionGuard(SchedulerPlugin):
@@ -88,4 +94,6 @@ class VersionGuard(SchedulerPlugin):
 
 def dask_setup(scheduler: Any) -> None:
     """Preload hook: install the guard in the mode set by ``compat.guard``."""
-    scheduler.add_plugin(VersionGuard(dask.config.get(CONFIG_KEY, default="log")))
+    mode = dask.config.get(CONFIG_KEY, default="log")
+    if mode != OFF:
+        scheduler.add_plugin(VersionGuard(mode))

@@ -28,13 +28,17 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from buildtool import sbom
+from buildtool.client import REQUIREMENTS_FILE
+from buildtool.helm import generate_helm_values
 from buildtool.lockfile import read_lock
 from buildtool.registry import Credentials, Registry, split_reference
 from buildtool.standin import StandIn
 from buildtool.standin.cache import cache_root
 from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
+from tests.compat import cluster as dask_cluster
 from tests.conftest import buildtool
 from tests.support.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
+from tests.support.gateway import cluster_config, gateway_backend
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 
@@ -322,3 +326,93 @@ def test_both_published_images_carry_the_client_pins(
         files = fetch_client_files(registry, name, image["digest"])
         assert files[REQUIREMENTS_FILE] == requirements, role
         assert files[ENVIRONMENT_FILE] == (written / ENVIRONMENT_FILE).read_text(), role
+
+
+LAPTOP = """\
+import sys, warnings
+from distributed import Client
+warnings.simplefilter("error")  # a VersionMismatchWarning fails the laptop
+with Client(sys.argv[1], timeout=60) as client:
+    client.wait_for_workers(2, timeout=120)
+    client.get_versions(check=True)
+    assert client.submit(sum, range(10)).result() == 45
+print("laptop ok")
+"""
+
+
+def test_version_checks_of_the_published_pair(
+    offline: dict, credentials: RegistryCredentials, tmp_path: Path
+) -> None:
+    """After test_publish_pull_back_and_noop (the pair is pulled). The scheduler starts from
+    the worker image with the command the generated gateway option handler gives (the
+    guard preloaded), two workers from the same image join it. A laptop venv made by pip
+    from the published client-requirements.txt (PyPI) computes on it; a worker from
+    another environment (toolz 0.12.1) is closed by the guard, which names it; a client
+    with that toolz and the images' client check fails at Client(...) with the fix."""
+
+    images = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
+    worker_image = images["images"]["worker"]["ref"]
+    values = generate_helm_values(offline["root"], offline["work"] / "build")
+    backend = gateway_backend(values, tmp_path / "gateway")
+    config = cluster_config(backend, {"image": images["images"]["notebook"]["ref"]})
+    assert config.image == worker_image  # the gateway's own mapping picks this pair
+    scheduler_cmd = list(config.scheduler_cmd)
+    assert scheduler_cmd == ["dask", "scheduler", "--preload", "compat.plugin"]
+    assert list(config.worker_cmd) == ["dask", "worker"]
+
+    port = dask_cluster.free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    started = []
+    try:
+        started.append(docker("run", "-d", "--network", "host", worker_image, *scheduler_cmd,
+                              "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", ":0").stdout.decode().strip())  # fmt: skip
+        for _ in range(2):
+            started.append(docker("run", "-d", "--network", "host", worker_image, "dask",
+                                  "worker", address, "--nthreads", "1",
+                                  "--no-dashboard").stdout.decode().strip())  # fmt: skip
+
+        requirements = offline["work"] / "build" / "e2e" / "client" / REQUIREMENTS_FILE
+        pins = [line for line in requirements.read_text().splitlines()
+                if line and not line.startswith("#")]  # fmt: skip
+        laptop = dask_cluster.ensure_venv(pins)
+        ran = subprocess.run([str(laptop.python), "-c", LAPTOP, address], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert ran.returncode == 0 and "laptop ok" in ran.stdout, ran.stdout + ran.stderr
+
+        odd_venv = dask_cluster.ensure_venv(dask_cluster.ODD_WORKER_REQUIREMENTS)
+        odd_port = dask_cluster.free_port()
+        odd = dask_cluster.spawn(
+            [odd_venv.python, "-m", "dask", "worker", address, "--host", "127.0.0.1",
+             "--worker-port", str(odd_port), "--nthreads", "1", "--no-dashboard"],
+            tmp_path / "odd-worker.log",
+        )  # fmt: skip
+        try:
+            odd.popen.wait(timeout=120)  # the guard closes it: worker and nanny exit
+        finally:
+            odd.stop()
+        log = docker("logs", started[0])
+        said = log.stdout.decode() + log.stderr.decode()
+        assert "Run preload setup: compat.plugin" in said
+        assert (
+            f"worker tcp://127.0.0.1:{odd_port} has package versions that differ from the "
+            f"scheduler's: toolz {dask_cluster.ODD_TOOLZ_VERSION} (scheduler 1.2.0); closing it"
+        ) in said
+
+        checker = dask_cluster.checker_path(tmp_path / "checker")
+        client = subprocess.run(
+            [str(odd_venv.python), "-c", "import sys; from distributed import Client; "
+             "Client(sys.argv[1], timeout=60)", address],
+            cwd=checker, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(checker),
+                 "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck"},
+        )  # fmt: skip
+        assert client.returncode == 1
+        assert client.stderr.splitlines()[-1].startswith(
+            "compat.clientcheck.ClientVersionError: this Dask client's versions differ from "
+            f"the cluster's: toolz {dask_cluster.ODD_TOOLZ_VERSION} here, 1.2.0 on the cluster. "
+            "Fix: pip install toolz==1.2.0."
+        ), client.stderr
+    finally:
+        for cid in started:
+            docker("rm", "-f", cid, check=False)

@@ -3,7 +3,6 @@ dask-gateway client and dask-gateway server code that reads them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -16,14 +15,20 @@ import pytest
 import yaml
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.kubernetes import KubeBackend
-from dask_gateway_server.models import User
-from traitlets.config import Config, PyFileConfigLoader
+from dask_gateway_server.backends.kubernetes.controller import KubeController
+from distributed.cli.dask_scheduler import main as dask_scheduler_cli
+from traitlets.config import Config
 
 from buildtool.errors import BuildToolError
 from buildtool.helm import generate_helm_values, write_helm_values
+from buildtool.versionchecks import CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD
+from tests.support.gateway import cluster_config, gateway_backend
 from tests.test_docs import write_published
 
-PUBLISHED = ("e2e", "physlite")
+PUBLISHED = ("e2e", "physlite", "pyhep")
+# The seed site.yaml keeps this project's own e2e check pair off the hub and preselects
+# physlite: the values offer the other two.
+OFFERED = ("physlite", "pyhep")
 IMAGE_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 
 
@@ -63,7 +68,11 @@ VALUES_SCHEMA = _closed(
                                         {
                                             "image": _DIGEST_REF,
                                             "environment": _closed(
-                                                {IMAGE_ENV: {"const": "{{JUPYTER_IMAGE_SPEC}}"}}
+                                                {
+                                                    IMAGE_ENV: {"const": "{{JUPYTER_IMAGE_SPEC}}"},
+                                                    CLIENT_ENV: {"const": "off"},
+                                                },
+                                                required=[IMAGE_ENV],
                                             ),
                                         }
                                     ),
@@ -107,17 +116,11 @@ def values(values_file: Path) -> dict:
 
 @pytest.fixture
 def backend(values: dict, tmp_path: Path) -> KubeBackend:
-    """The gateway's backend, configured the way the chart does: extraConfig pasted into
-    `dask_gateway_config.py`, loaded by traitlets with `c` in scope."""
-    snippet = values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
-    (tmp_path / "dask_gateway_config.py").write_text(snippet)
-    config = PyFileConfigLoader("dask_gateway_config.py", path=str(tmp_path)).load_config()
-    return KubeBackend(config=config)
+    return gateway_backend(values, tmp_path)
 
 
 def _gateway_image(backend: KubeBackend, request: dict[str, str]) -> str:
-    _, cluster_config = asyncio.run(backend.process_cluster_options(User("alice"), request))
-    return cluster_config.image
+    return cluster_config(backend, request).image
 
 
 _SPAWN = """
@@ -202,9 +205,9 @@ def test_each_profile_pins_its_notebook_and_maps_it_to_its_worker(
     values: dict, published: dict[str, dict]
 ) -> None:
     profiles = values["jupyterhub"]["singleuser"]["profileList"]
-    assert [p["slug"] for p in profiles] == list(PUBLISHED)
+    assert [p["slug"] for p in profiles] == list(OFFERED)
     assert [p.get("default", False) for p in profiles] == [True, False]
-    assert profiles[1]["display_name"] == "PHYSLITE (uproot, awkward, coffea, pyarrow)"
+    assert profiles[0]["display_name"] == "PHYSLITE (uproot, awkward, coffea, pyarrow)"
 
     namespace: dict[str, Any] = {"c": Config()}
     exec(values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"], namespace)
@@ -214,31 +217,34 @@ def test_each_profile_pins_its_notebook_and_maps_it_to_its_worker(
         assert notebook == images["notebook"]["ref"]
         assert namespace["DASKHUB_WORKER_FOR_IMAGE"][notebook] == images["worker"]["ref"]
     assert namespace["DASKHUB_WORKER_IMAGES"] == [
-        published[name]["images"]["worker"]["ref"] for name in PUBLISHED
+        published[name]["images"]["worker"]["ref"] for name in OFFERED
     ]
 
 
 def test_gateway_starts_only_published_worker_images(
     backend: KubeBackend, published: dict[str, dict]
 ) -> None:
-    e2e, physlite = (published[name]["images"] for name in PUBLISHED)
+    e2e, physlite, pyhep = (published[name]["images"] for name in PUBLISHED)
     # No image asked for: the default profile's worker.
-    assert _gateway_image(backend, {}) == e2e["worker"]["ref"]
+    assert _gateway_image(backend, {}) == physlite["worker"]["ref"]
     # A notebook image starts its matched worker; a worker image starts as it is.
+    assert _gateway_image(backend, {"image": pyhep["notebook"]["ref"]}) == pyhep["worker"]["ref"]
     assert (
-        _gateway_image(backend, {"image": physlite["notebook"]["ref"]})
-        == (physlite["worker"]["ref"])
+        _gateway_image(backend, {"image": physlite["worker"]["ref"]}) == physlite["worker"]["ref"]
     )
-    assert _gateway_image(backend, {"image": e2e["worker"]["ref"]}) == e2e["worker"]["ref"]
     # What the notebook image bakes in: its worker by content tag, which publish never moves.
-    by_content_tag = f"{e2e['worker']['repository']}:{published['e2e']['content_tag']}"
-    assert _gateway_image(backend, {"image": by_content_tag}) == e2e["worker"]["ref"]
+    tag = published["physlite"]["content_tag"]
+    by_content_tag = f"{physlite['worker']['repository']}:{tag}"
+    assert _gateway_image(backend, {"image": by_content_tag}) == physlite["worker"]["ref"]
 
     refused = [
         "docker.io/library/python:3.11",
-        f"{e2e['worker']['repository']}:{published['e2e']['date_tag']}",  # a tag that moves
-        e2e["worker"]["repository"] + "@sha256:" + "0" * 64,
+        f"{physlite['worker']['repository']}:{published['physlite']['date_tag']}",  # it moves
+        physlite["worker"]["repository"] + "@sha256:" + "0" * 64,
         "",
+        # A hidden pair is not deployed: neither of its images starts.
+        e2e["worker"]["ref"],
+        e2e["notebook"]["ref"],
     ]
     for image in refused:
         with pytest.raises(PublicException, match="is not a published DaskHub image"):
@@ -250,7 +256,7 @@ def test_each_notebook_gets_its_matched_worker_end_to_end(
 ) -> None:
     # JupyterHub: KubeSpawner applies each profile and makes the pod's environment.
     pods = _spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
-    assert list(pods) == list(PUBLISHED)
+    assert list(pods) == list(OFFERED)
     for name, (image, pod_env) in pods.items():
         images = published[name]["images"]
         assert image == pod_env["JUPYTER_IMAGE_SPEC"] == images["notebook"]["ref"]
@@ -272,17 +278,64 @@ def test_a_second_write_changes_nothing(envroot: Path, tmp_path: Path, values_fi
 def test_the_default_profile_can_be_chosen(
     envroot: Path, tmp_path: Path, published: dict[str, dict]
 ) -> None:
-    values = generate_helm_values(envroot, tmp_path / "build", default="physlite")
+    values = generate_helm_values(envroot, tmp_path / "build", default="pyhep")
     profiles = values["jupyterhub"]["singleuser"]["profileList"]
     assert [p.get("default", False) for p in profiles] == [False, True]
     snippet = values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
-    default = published["physlite"]["images"]["worker"]["ref"]
+    default = published["pyhep"]["images"]["worker"]["ref"]
     assert f'DASKHUB_DEFAULT_WORKER_IMAGE = "{default}"' in snippet
 
-    with pytest.raises(BuildToolError, match="'ml' is not published"):
-        generate_helm_values(envroot, tmp_path / "build", default="ml")
+    for name in ("ml", "e2e"):  # not published; published but hidden
+        with pytest.raises(BuildToolError, match=f"'{name}' is not published \\(or is hidden\\)"):
+            generate_helm_values(envroot, tmp_path / "build", default=name)
+
+
+def test_without_profile_settings_every_published_pair_is_offered(
+    envroot: Path, tmp_path: Path, published: dict[str, dict]
+) -> None:
+    (envroot / "site.yaml").write_text("version_checks: true\n")
+    values = generate_helm_values(envroot, tmp_path / "build")
+    profiles = values["jupyterhub"]["singleuser"]["profileList"]
+    assert [p["slug"] for p in profiles] == list(PUBLISHED)
+    assert [p.get("default", False) for p in profiles] == [True, False, False]
+    (envroot / "site.yaml").write_text("profiles: {hidden: [e2e, physlite, pyhep]}\n")
+    with pytest.raises(BuildToolError, match="every published environment is hidden"):
+        generate_helm_values(envroot, tmp_path / "build")
 
 
 def test_nothing_published_is_an_error(envroot: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildToolError, match="no environment is published yet"):
         generate_helm_values(envroot, tmp_path / "build")
+
+
+def _scheduler_preloads(backend: KubeBackend) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The preloads of the scheduler command the gateway's Kubernetes controller builds
+    for a cluster, as distributed's `dask-scheduler` command line parses them, and the
+    environment of the cluster's pods."""
+    config = cluster_config(backend, {})
+    command = KubeController.get_scheduler_command(None, "ns", "cluster", config)
+    assert command[:2] == ["dask", "scheduler"]  # distributed 2026.6 has no dask-scheduler
+    context = dask_scheduler_cli.make_context("dask scheduler", command[2:])
+    return tuple(context.params["preload"]), dict(config.environment)
+
+
+def test_the_gateway_scheduler_loads_the_version_guard(backend: KubeBackend) -> None:
+    """The gateway names its own --preload, which replaces the image's configured ones:
+    the handler's scheduler command adds the guard, and both reach the scheduler."""
+    preloads, environment = _scheduler_preloads(backend)
+    assert preloads == (SCHEDULER_PRELOAD, "dask_gateway.scheduler_preload")
+    assert GUARD_ENV not in environment and CLIENT_ENV not in environment
+
+
+def test_one_site_setting_turns_both_version_checks_off(
+    envroot: Path, tmp_path: Path, published: dict[str, dict]
+) -> None:
+    (envroot / "site.yaml").write_text("version_checks: false\n")
+    values = generate_helm_values(envroot, tmp_path / "build")
+    jsonschema.validate(values, VALUES_SCHEMA)
+    preloads, environment = _scheduler_preloads(gateway_backend(values, tmp_path / "gateway"))
+    assert preloads == ("dask_gateway.scheduler_preload",)
+    assert environment == {GUARD_ENV: "off", CLIENT_ENV: "off"}
+    pods = _spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
+    for _, pod_env in pods.values():
+        assert pod_env[CLIENT_ENV] == "off"

@@ -80,14 +80,12 @@ def test_three_nights(tmp_path: Path) -> None:
         images = (checkout / "docs" / "images.md").read_text()
         assert all(image["ref"] in images for image in notebooks.values())
         helm = _helm_images(checkout)
-        assert {helm[name] for name in SEEDS} == {
-            published[name]["images"]["notebook"]["ref"] for name in SEEDS
-        }
-        plan = _make(
-            checkout, "--silent", "plan", f"REGISTRY={registry}", f"ENVS={' '.join(SEEDS)}"
-        )
+        offered = [name for name in SEEDS if name != "e2e"]  # site.yaml hides the check pair
+        assert helm == {name: published[name]["images"]["notebook"]["ref"] for name in offered}
+        # Its stdout is the JSON alone, as a CI matrix step pipes it.
+        plan = _make(checkout, "plan", f"REGISTRY={registry}", f"ENVS={' '.join(SEEDS)}")
         assert plan.returncode == 0, plan.stderr
-        assert json.loads(plan.stdout.strip().splitlines()[-1]) == {"include": []}
+        assert json.loads(plan.stdout) == {"include": []}
 
         e2e = checkout / "environments" / "e2e" / "env.yaml"
         _edit(e2e, "extends: base\n", "extends: base\nenv: {NIGHT: two}\n")
@@ -110,7 +108,7 @@ def test_three_nights(tmp_path: Path) -> None:
         assert after_third["e2e"] == after_second["e2e"]  # its last good publish
         assert after_third["physlite"]["content_tag"] != after_second["physlite"]["content_tag"]
         helm = _helm_images(checkout)
-        assert helm["e2e"] == after_second["e2e"]["images"]["notebook"]["ref"]
+        assert "e2e" not in helm
         assert helm["physlite"] == after_third["physlite"]["images"]["notebook"]["ref"]
     finally:
         remove_local_tags(registry + "/")

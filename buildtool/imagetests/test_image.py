@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import textwrap
@@ -111,6 +112,24 @@ def test_worker_image_runs_dask(containers: Hosts) -> None:
     worker.check_output("dask worker --help")
 
 
+VERSION_CHECKS = textwrap.dedent(
+    """
+    import json, dask, compat.clientcheck, compat.plugin
+    keys = ("distributed.scheduler.preload", "distributed.client.preload",
+            "compat.guard", "compat.client")
+    print(json.dumps([dask.config.get(key) for key in keys]))
+    """
+)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_version_checks_are_on(role: str, containers: Hosts) -> None:
+    """Both images carry the guard and the client check, turned on by their dask config
+    (buildtool/versionchecks.py)."""
+    said = json.loads(containers[role].check_output(f"python -c '{VERSION_CHECKS}'"))
+    assert said == [["compat.plugin"], ["compat.clientcheck"], "refuse", "error"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,6 +174,9 @@ def test_real_pair_scheduler_worker_and_client(refs: dict[str, str]) -> None:
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert "pair ok" in result.stdout
+        # The scheduler ran the version guard of the image's dask config.
+        log = docker("logs", started[0], check=False)
+        assert "Run preload setup: compat.plugin" in log.stdout + log.stderr
     finally:
         for cid in started:
             docker("rm", "-f", cid, check=False)

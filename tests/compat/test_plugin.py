@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -82,3 +84,48 @@ def test_log_mode_logs_and_keeps_the_worker(
     assert cluster.worker_addresses(1) == [odd_worker]
     scheduler_log = cluster.processes[0].log.read_text()
     assert _complaint(odd_worker, "keeping it (compat.guard: log)") in scheduler_log
+
+
+CONNECT = """\
+import sys
+from distributed import Client
+with Client(sys.argv[1], timeout=60) as client:
+    print("connected", client.submit(sum, [1, 2]).result())
+"""
+
+
+def _connect(
+    venv: Venv, address: str, checker_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """A client from `venv` with the client check preloaded, as the images preload it."""
+    return subprocess.run(
+        [str(venv.python), "-c", CONNECT, address],
+        capture_output=True, text=True, timeout=120, check=False, cwd=checker_path,
+        env={**os.environ, "PYTHONPATH": str(checker_path),
+             "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck", **env},
+    )  # fmt: skip
+
+
+def test_the_client_check_fails_a_mismatched_client_at_client(
+    start_cluster: StartCluster, client_venv: Venv, odd_worker_venv: Venv, checker_path: Path
+) -> None:
+    cluster = start_cluster()
+    cluster.add_workers(client_venv, 1)
+    cluster.worker_addresses(1)
+
+    odd = _connect(odd_worker_venv, cluster.address, checker_path)
+    assert odd.returncode == 1 and "connected" not in odd.stdout
+    assert odd.stderr.splitlines()[-1] == (
+        "compat.clientcheck.ClientVersionError: this Dask client's versions differ from the "
+        f"cluster's: toolz {ODD_TOOLZ_VERSION} here, 1.2.0 on the cluster. Fix: pip install "
+        "toolz==1.2.0. (compat.client: error; DASK_COMPAT__CLIENT=off turns this into "
+        "distributed's warning)"
+    )
+    # Off: distributed's warning, as without the preload.
+    off = _connect(odd_worker_venv, cluster.address, checker_path, DASK_COMPAT__CLIENT="off")
+    assert off.returncode == 0 and "connected 3" in off.stdout, off.stderr
+    assert "VersionMismatchWarning" in off.stderr and "ClientVersionError" not in off.stderr
+    # A matching client (lz4 here, not on the workers: distributed warns, no error).
+    matched = _connect(client_venv, cluster.address, checker_path)
+    assert matched.returncode == 0 and "connected 3" in matched.stdout, matched.stderr
+    assert "ClientVersionError" not in matched.stderr

@@ -232,6 +232,19 @@ CASES: dict[str, Case] = {
         "2: cluster_options.worker_cores.max:",
         "valid number",
     ),
+    "site hides a path": site(
+        "profiles:\n  hidden: [e2e, ../../etc]\n",
+        "2: profiles.hidden[1]:",
+        "is not an environment name",
+    ),
+    "site default is hidden": site(
+        "profiles:\n  default: e2e\n  hidden: [e2e]\n",
+        "1: profiles:",
+        "the default profile 'e2e' is also hidden",
+    ),
+    "site version checks as text": site(
+        "version_checks: maybe\n", "1: version_checks:", "valid boolean"
+    ),
     # -- environment.yml imports -----------------------------------------------------
     "import variable key that writes keys": envfile(
         'dependencies: [numpy]\nvariables: {"X\\nbuild:\\n  base_image: attacker/evil": 1}\n',
