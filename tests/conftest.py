@@ -17,6 +17,7 @@ from buildtool import standin as standin_module
 from buildtool.standin.server import ChannelRequestHandler
 from tests import metadata_channel as metadata
 from tests.solver_channel import build_channel
+from tests.support.servers import RecordingServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +76,12 @@ def buildtool(
     """Run the real CLI in a subprocess, as a user would."""
     command = [sys.executable, "-m", "buildtool.cli", *map(str, args)]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RecordingServer]]:
+    """HTTP servers a test starts (`tests.support.servers.start`); all closed after it."""
+    started: list[RecordingServer] = []
+    yield started
+    for server in started:
+        server.close()

@@ -16,7 +16,6 @@ import base64
 import json
 import logging
 import traceback
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,7 +23,14 @@ from buildtool import registry as registry_module
 from buildtool.errors import BuildToolError
 from buildtool.oci import Blob
 from buildtool.registry import Credentials, Origin, Registry, realm_may_receive_credentials
-from tests.support.servers import OciServer, OciStore, RecordingServer, Redirector, TokenService
+from tests.support.servers import (
+    OciServer,
+    OciStore,
+    RecordingServer,
+    Redirector,
+    TokenService,
+    start,
+)
 
 USER, PASSWORD = "pusher", "s3cret-Pa55-do-not-leak"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -32,20 +38,6 @@ TOKEN = "tok-registry-only-7f3a"
 BEARER = f"Bearer {TOKEN}"
 SECRETS = (PASSWORD, BASIC.split()[1], TOKEN)
 NAME = "team/app"
-
-
-@pytest.fixture
-def servers() -> Iterator[list[RecordingServer]]:
-    """Servers a test starts; all closed after it."""
-    started: list[RecordingServer] = []
-    yield started
-    for server in started:
-        server.close()
-
-
-def start(servers: list[RecordingServer], server: RecordingServer) -> RecordingServer:
-    servers.append(server)
-    return server
 
 
 def client(registry: OciServer, password: str = PASSWORD) -> Registry:

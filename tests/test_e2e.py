@@ -37,6 +37,7 @@ from buildtool.standin.cache import cache_root
 from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
 from tests.compat import cluster as dask_cluster
 from tests.conftest import buildtool
+from tests.support import clients
 from tests.support.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
 from tests.support.gateway import cluster_config, gateway_backend
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
@@ -328,18 +329,6 @@ def test_both_published_images_carry_the_client_pins(
         assert files[ENVIRONMENT_FILE] == (written / ENVIRONMENT_FILE).read_text(), role
 
 
-LAPTOP = """\
-import sys, warnings
-from distributed import Client
-warnings.simplefilter("error")  # a VersionMismatchWarning fails the laptop
-with Client(sys.argv[1], timeout=60) as client:
-    client.wait_for_workers(2, timeout=120)
-    client.get_versions(check=True)
-    assert client.submit(sum, range(10)).result() == 45
-print("laptop ok")
-"""
-
-
 def test_version_checks_of_the_published_pair(
     offline: dict, credentials: RegistryCredentials, tmp_path: Path
 ) -> None:
@@ -373,40 +362,19 @@ def test_version_checks_of_the_published_pair(
                                   "--no-dashboard").stdout.decode().strip())  # fmt: skip
 
         requirements = offline["work"] / "build" / "e2e" / "client" / REQUIREMENTS_FILE
-        pins = [line for line in requirements.read_text().splitlines()
-                if line and not line.startswith("#")]  # fmt: skip
-        laptop = dask_cluster.ensure_venv(pins)
-        ran = subprocess.run([str(laptop.python), "-c", LAPTOP, address], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert ran.returncode == 0 and "laptop ok" in ran.stdout, ran.stdout + ran.stderr
+        clients.run_laptop(clients.laptop(requirements.read_text()), address, tmp_path)
 
         odd_venv = dask_cluster.ensure_venv(dask_cluster.ODD_WORKER_REQUIREMENTS)
-        odd_port = dask_cluster.free_port()
-        odd = dask_cluster.spawn(
-            [odd_venv.python, "-m", "dask", "worker", address, "--host", "127.0.0.1",
-             "--worker-port", str(odd_port), "--nthreads", "1", "--no-dashboard"],
-            tmp_path / "odd-worker.log",
-        )  # fmt: skip
-        try:
-            odd.popen.wait(timeout=120)  # the guard closes it: worker and nanny exit
-        finally:
-            odd.stop()
+        odd_worker = clients.refused_worker(odd_venv, address, tmp_path)
         log = docker("logs", started[0])
         said = log.stdout.decode() + log.stderr.decode()
         assert "Run preload setup: compat.plugin" in said
         assert (
-            f"worker tcp://127.0.0.1:{odd_port} has package versions that differ from the "
-            f"scheduler's: toolz {dask_cluster.ODD_TOOLZ_VERSION} (scheduler 1.2.0); closing it"
+            f"worker {odd_worker} has package versions that differ from the scheduler's: "
+            f"toolz {dask_cluster.ODD_TOOLZ_VERSION} (scheduler 1.2.0); closing it"
         ) in said
 
-        checker = dask_cluster.checker_path(tmp_path / "checker")
-        client = subprocess.run(
-            [str(odd_venv.python), "-c", "import sys; from distributed import Client; "
-             "Client(sys.argv[1], timeout=60)", address],
-            cwd=checker, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(checker),
-                 "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck"},
-        )  # fmt: skip
+        client = clients.checked_client(odd_venv, address, tmp_path)
         assert client.returncode == 1
         assert client.stderr.splitlines()[-1].startswith(
             "compat.clientcheck.ClientVersionError: this Dask client's versions differ from "

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_analysis(pair: RenderedPair, script: str, data: Path) -> dict:
-    """Scheduler and two workers from the worker image, the client from the notebook's."""
+def run_analysis(
+    pair: RenderedPair, script: str, data: Path, then: Callable[[str, str], None] | None = None
+) -> dict:
+    """Scheduler and two workers from the worker image, the client from the notebook's.
+    `then(address, scheduler container)` runs on the same cluster after the analysis."""
     port, name = _free_port(), f"analysis-{uuid.uuid4().hex[:8]}"
     address = f"tcp://127.0.0.1:{port}"
     mount = ["-v", f"{data}:/data:ro"]
@@ -95,6 +99,8 @@ def run_analysis(pair: RenderedPair, script: str, data: Path) -> dict:
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        if then is not None:
+            then(address, started[0])
         return json.loads(result.stdout.strip().splitlines()[-1])
     finally:
         for cid in started:

@@ -7,24 +7,72 @@ the suite's time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from buildtool.client import REQUIREMENTS_FILE, client_files
+from buildtool.lockfile import read_lock
 from buildtool.standin import StandIn
+from buildtool.standin.dockercli import docker
 from tests.analyses.conftest import build_and_test_pair, run_analysis
+from tests.compat import cluster as dask_cluster
+from tests.support import clients
 
 
-def _analyse(name: str, standin: StandIn, data: Path, work: Path) -> dict:
+def _analyse(
+    name: str,
+    standin: StandIn,
+    data: Path,
+    work: Path,
+    then: Callable[[str, str], None] | None = None,
+) -> dict:
     pair = build_and_test_pair(name, standin, work)
-    result = run_analysis(pair, f"{name}.py", data)
+    result = run_analysis(pair, f"{name}.py", data, then)
     assert result["same"], result
     assert result["workers"], "no task ran on a worker"
     return result["distributed"]
 
 
+def _physlite_version_checks(work: Path, address: str, scheduler: str) -> None:
+    """On the physlite cluster, after its analysis: a laptop venv made by pip from physlite's
+    client requirements computes on it; a venv with e2e's versions (distributed 2026.8.0,
+    physlite's is 2025.3.1) fails `compat preflight physlite` before any cluster, and as a
+    worker is closed by the guard, which names the packages."""
+    root = work / "environments"
+    lock_path = root / "physlite" / "conda-lock.yml"
+    requirements = client_files("physlite", read_lock(lock_path), lock_path)[REQUIREMENTS_FILE]
+    assert "distributed==2025.3.1" in requirements.splitlines()
+    clients.run_laptop(clients.laptop(requirements), address, work)
+
+    other = dask_cluster.ensure_venv(dask_cluster.CLIENT_REQUIREMENTS)
+    checker = dask_cluster.checker_path(work / "checker")
+    preflight = dask_cluster.run_checker(
+        other, checker, "preflight", "physlite", "--root", str(root)
+    )
+    assert preflight.returncode == 1, preflight.stdout + preflight.stderr
+    rows = [line.split()[:4] for line in preflight.stdout.splitlines() if line.startswith("error")]
+    assert ["error", "distributed", dask_cluster.DASK_VERSION, "2025.3.1"] in rows
+    assert "distributed==2025.3.1" in preflight.stdout.splitlines()[-1]
+
+    # No Client(...) from it here: distributed 2026.8's client cannot even finish the
+    # handshake with a 2025.3 scheduler (`Scheduler.identity() got an unexpected keyword
+    # argument 'n_workers'`), before any version comparison; preflight names it first.
+    # The client check's own error is tested where the handshake works (tests/test_e2e.py).
+
+    worker = clients.refused_worker(other, address, work)
+    log = docker("logs", scheduler)
+    said = log.stdout.decode() + log.stderr.decode()
+    assert f"worker {worker} has package versions that differ from the scheduler's: " in said
+    assert f"distributed {dask_cluster.DASK_VERSION} (scheduler 2025.3.1)" in said
+
+
 def test_physlite_coffea_physliteschema(standin: StandIn, data_dir: Path, tmp_path: Path) -> None:
-    result = _analyse("physlite", standin, data_dir, tmp_path)
+    def version_checks(address: str, scheduler: str) -> None:
+        _physlite_version_checks(tmp_path, address, scheduler)
+
+    result = _analyse("physlite", standin, data_dir, tmp_path, version_checks)
     assert result["events"] == 100  # the sample's size (../shared/data/README.md)
     assert result["jets"] > 0 and result["photons"] > 0 and result["taus"] > 0
 

@@ -27,7 +27,6 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -43,7 +42,14 @@ from compat import registry as oci
 from compat.model import Package, PackageSet
 from tests.compat.cluster import checker_path
 from tests.support.registry import RegistryCredentials, registry_credentials
-from tests.support.servers import OciServer, OciStore, RecordingServer, Redirector, TokenService
+from tests.support.servers import (
+    OciServer,
+    OciStore,
+    RecordingServer,
+    Redirector,
+    TokenService,
+    start,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 OTHER_DISTRIBUTED = "2000.1.0"
@@ -539,19 +545,6 @@ BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 TOKEN = "tok-compat-registry-only"
 BEARER = f"Bearer {TOKEN}"
 NAME = "team/worker"
-
-
-@pytest.fixture
-def servers() -> Iterator[list[RecordingServer]]:
-    started: list[RecordingServer] = []
-    yield started
-    for server in started:
-        server.close()
-
-
-def start(servers: list[RecordingServer], server: RecordingServer) -> RecordingServer:
-    servers.append(server)
-    return server
 
 
 def stored(store: OciStore) -> tuple[str, bytes]:

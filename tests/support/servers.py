@@ -455,3 +455,9 @@ class OciServer(RecordingServer):
                 digest = f"sha256:{hashlib.sha256(found[1]).hexdigest()}"
                 return 200, {"Content-Type": found[0], "Docker-Content-Digest": digest}, found[1]
         return 404, {}, b"not part of this fake"
+
+
+def start(servers: list[RecordingServer], server: RecordingServer) -> RecordingServer:
+    """Record a started server in the `servers` fixture's list, which closes it."""
+    servers.append(server)
+    return server
