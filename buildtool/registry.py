@@ -44,7 +44,6 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.errors import BuildToolError
@@ -53,6 +52,7 @@ from compat.registry import (
     MAX_REDIRECTS,
     OPENER,
     REDIRECTS,
+    Answer,
     Credentials,
     Origin,
     RegistryError,
@@ -105,14 +105,6 @@ def _origin(url: str) -> Origin:
 _ANY_SCOPE = "*"
 
 
-@dataclass
-class _Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    url: str  # the URL that answered, after any redirects
-
-
 class Registry:
     def __init__(self, host: str, credentials: Credentials | None, timeout: float = 60) -> None:
         local = host.split(":")[0] in ("127.0.0.1", "localhost")
@@ -136,7 +128,7 @@ class Registry:
         data: bytes | None,
         authorization: str | None,
         trusted: Origin,
-    ) -> _Answer:
+    ) -> Answer:
         """One request and its redirects. `authorization` goes only to `trusted`, and
         only until a redirect leaves it: the rest of the chain goes without it."""
         headers = dict(headers)
@@ -148,9 +140,9 @@ class Registry:
             request = urllib.request.Request(url, data=data, method=method, headers=sent)
             try:
                 with OPENER.open(request, timeout=self.timeout) as response:
-                    return _Answer(response.status, dict(response.headers), response.read(), url)
+                    return Answer(response.status, dict(response.headers), response.read(), url)
             except urllib.error.HTTPError as exc:
-                answer = _Answer(exc.code, dict(exc.headers or {}), exc.read(), url)
+                answer = Answer(exc.code, dict(exc.headers or {}), exc.read(), url)
                 exc.close()
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
