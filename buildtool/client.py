@@ -157,15 +157,21 @@ def disagreements(lock: LockFile, lock_path: Path) -> dict[str, dict[str, Pin | 
     return differ
 
 
+def platform_versions(pins: dict[str, Pin | None], separator: str) -> str:
+    """`2025.3.1 on linux-64<separator>2025.2.0 on linux-aarch64` ("absent" where a
+    platform's worker set has none), for one entry of `disagreements`."""
+    return separator.join(
+        f"{pin.version if pin else 'absent'} on {platform}" for platform, pin in pins.items()
+    )
+
+
 def client_pins(name: str, lock: LockFile, lock_path: Path) -> ClientPins:
     """The client of environment `name`, from its lock (`lock_path` names it in errors)."""
     platforms = list(lock.metadata.platforms)
     differ = disagreements(lock, lock_path)
     if differ:
         first, found = next(iter(differ.items()))
-        said = " but ".join(
-            f"{pin.version if pin else 'absent'} on {platform}" for platform, pin in found.items()
-        )
+        said = platform_versions(found, " but ")
         message = f"the worker set's {first} is {said}; one client cannot match both"
         raise SpecError(lock_path, "package", message)
     pins, gateway_from = _platform_pins(lock, lock_path, platforms[0])

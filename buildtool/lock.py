@@ -24,7 +24,7 @@ import rattler
 from packaging.version import Version
 
 from buildtool import grammar
-from buildtool.client import Pin, disagreements
+from buildtool.client import disagreements, platform_versions
 from buildtool.errors import InputError, LockStaleError, SolveError
 from buildtool.lockfile import (
     NOTEBOOK_CATEGORY,
@@ -329,11 +329,11 @@ def _solve_platforms(
 
 
 def newest_common_version(
-    name: str, channels: Sequence[str], platforms: Sequence[str]
+    name: str, channels: Sequence[str], platforms: Sequence[str], gateway: rattler.Gateway
 ) -> str | None:
     """The newest release of conda package `name` that the channels have for every one of
-    `platforms` (noarch counts for each), or None."""
-    gateway = rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
+    `platforms` (noarch counts for each), or None. `gateway` keeps the repodata it read
+    for the next package."""
     sources = [rattler.Channel(channel_url(c)) for c in channels]
     common: set[str] | None = None
     for platform in platforms:
@@ -344,12 +344,6 @@ def newest_common_version(
     if not common:
         return None
     return str(max(rattler.Version(v) for v in common))
-
-
-def _disagreement(name: str, pins: dict[str, Pin | None]) -> str:
-    return f"{name} " + ", ".join(
-        f"{pin.version if pin else 'absent'} on {platform}" for platform, pin in pins.items()
-    )
 
 
 def lock_environment(
@@ -371,6 +365,14 @@ def lock_environment(
         specs = [_without_channel(s) for s in specs]
     sources = [Path("..", f.parent.name, f.name).as_posix() for f in env.files]
     sources = [s.removeprefix(f"../{env.name}/") for s in reversed(sources)]
+    metadata = LockMetadata(
+        content_hash={p: lock_content_hash(env, p) for p in platforms},
+        channels=[LockChannel(url=c) for c in channels],
+        platforms=platforms,
+        sources=sources,
+        custom_metadata=_custom_metadata(env, platforms),
+    )
+    gateway: rattler.Gateway | None = None  # made when the platforms first differ
     agreed: dict[str, str] = {}
     for _ in range(AGREE_ROUNDS + 1):
         pinned = [*specs, *(f"{name} =={version}" for name, version in agreed.items())]
@@ -383,17 +385,7 @@ def lock_environment(
             raise SolveError(
                 f"{exc}\n(the platforms' worker sets were pinned to agree on {said})"
             ) from None
-        lock = LockFile(
-            metadata=LockMetadata(
-                content_hash={p: lock_content_hash(env, p) for p in platforms},
-                channels=[LockChannel(url=c) for c in channels],
-                platforms=platforms,
-                sources=sources,
-                custom_metadata=_custom_metadata(env, platforms),
-            ),
-            package=package,
-            pip=pip,
-        )
+        lock = LockFile(metadata=metadata, package=package, pip=pip)
         differ = disagreements(lock, env.lock_path) if len(platforms) > 1 else {}
         if not differ:
             if agreed:
@@ -403,16 +395,21 @@ def lock_environment(
                     ", ".join(f"{n} {v}" for n, v in sorted(agreed.items())),
                 )  # fmt: skip
             return lock
+        gateway = gateway or rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
         for name, pins in differ.items():
             names = {pin.lock_name for pin in pins.values() if pin and pin.manager == "conda"}
             conda = all(pin and pin.manager == "conda" for pin in pins.values())
             lock_name = names.pop() if conda and len(names) == 1 else None
-            common = newest_common_version(lock_name, channels, platforms) if lock_name else None
+            common = (
+                newest_common_version(lock_name, channels, platforms, gateway)
+                if lock_name
+                else None
+            )
             if lock_name is None or common is None or agreed.get(lock_name) == common:
                 raise SolveError(
                     f"environment {env.name!r}: the worker sets differ "
-                    f"({_disagreement(name, pins)}) and no release is on every platform; "
-                    "one client cannot match them all"
+                    f"({name} {platform_versions(pins, ', ')}) and no release is on every "
+                    "platform; one client cannot match them all"
                 )
             agreed[lock_name] = common
     raise SolveError(

@@ -14,11 +14,11 @@ a default outside its bounds is one line naming the file, the key and the line (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from buildtool import grammar, yamlfile
+from buildtool import yamlfile
+from buildtool.spec import EnvironmentName
 from buildtool.yamlfile import StrictModel
 
 SITE_FILE = "site.yaml"
@@ -48,16 +48,6 @@ class ClusterOptions(StrictModel):
     worker_memory: Bounds = Bounds(min=1, default=2, max=16)  # GiB
     scheduler_cores: Bounds = Bounds(min=1, default=1, max=2)
     scheduler_memory: Bounds = Bounds(min=1, default=2, max=8)  # GiB
-
-
-def _environment_name(name: str) -> str:
-    problem = grammar.environment_name_problem(name)
-    if problem:
-        raise ValueError(problem)
-    return name
-
-
-EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
 
 
 class Profiles(StrictModel):

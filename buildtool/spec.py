@@ -11,9 +11,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 from rattler import MatchSpec, Version, VersionSpec
 from rattler.exceptions import InvalidMatchSpecError, InvalidVersionError
 
@@ -79,6 +79,17 @@ def _check_pattern(values: list[str], pattern: re.Pattern[str], what: str) -> li
         if not pattern.fullmatch(value):
             raise ValueError(f"[{index}] {value!r} is not {what}")
     return values
+
+
+def _environment_name(name: str) -> str:
+    problem = grammar.environment_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+#: An environment's name in a YAML field (`extends`, site.yaml's `profiles`).
+EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
 
 
 class _Packages(StrictModel):
@@ -174,7 +185,7 @@ class SpecFile(_Packages):
     display_name: str | None = None
     # An abstract spec is only extended: it is never locked or built on its own.
     abstract: bool = False
-    extends: str | None = None
+    extends: EnvironmentName | None = None  # a folder beside this one, never a path
     channels: list[str] | None = None
     platforms: list[Platform] | None = None
     notebook: ImageSpec = Field(default_factory=ImageSpec)
@@ -213,15 +224,6 @@ class SpecFile(_Packages):
         if len(v.strip()) > TEXT_MAX:
             raise ValueError(f"must be one line of at most {TEXT_MAX} characters")
         return v.strip()
-
-    @field_validator("extends")
-    @classmethod
-    def _parent_name(cls, v: str | None) -> str | None:
-        # Only an environment beside this one: never a path out of the root.
-        problem = v is not None and grammar.environment_name_problem(v)
-        if problem:
-            raise ValueError(problem)
-        return v
 
     @field_validator("channels")
     @classmethod

@@ -13,14 +13,14 @@ import shlex
 
 from compat import rules
 
-_ROW = re.compile(r"^\|(.*)\|\s*$")
+_ROW = re.compile(r"\|(.*)\|")  # a row, matched whole on the stripped line
 
 
 def table_rows(table: str) -> list[tuple[str, str, str, str]]:
     """(package, client, scheduler, workers) of each row of distributed's table."""
     rows = []
     for line in table.splitlines():
-        match = _ROW.match(line.strip())
+        match = _ROW.fullmatch(line.strip())
         if match:
             cells = [cell.strip() for cell in match[1].split("|")]
             if len(cells) == 4 and cells[0] != "Package":
