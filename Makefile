@@ -15,8 +15,8 @@ CREDENTIALS ?= /var/lib/daskhub-images/registry/credentials.env
 WITH_CREDENTIALS := if [ -f $(CREDENTIALS) ]; then set -a; . $(CREDENTIALS); set +a; fi;
 
 # LOCAL=1 (the default) works offline on this machine: every seed environment, locked
-# against the conda-forge stand-in (`buildtool standin up`: real packages served over HTTP
-# on 127.0.0.1, debootstrap base images). The build path is the same as production's;
+# against the conda-forge stand-in (`python -m devsupport.standin up`: real packages served
+# over HTTP on 127.0.0.1, debootstrap base images). The build path is the same as production's;
 # only the channel URL and the base images differ. CI with conda-forge and a real
 # registry sets LOCAL=0: the specs' own channels and images.
 LOCAL ?= 1
@@ -54,7 +54,7 @@ standin: ## LOCAL=1: build and serve the conda-forge stand-in, make the base ima
 ifeq ($(LOCAL),1)
 standin: setup
 	@mkdir -p build
-	@$(BUILDTOOL) standin up > $(STANDIN_ENV).tmp
+	@$(PYTHON) -m devsupport.standin up > $(STANDIN_ENV).tmp
 	@mv $(STANDIN_ENV).tmp $(STANDIN_ENV) && cat $(STANDIN_ENV) >&2
 endif
 
@@ -164,7 +164,7 @@ bench: ## run the benchmarks (lock, build, layers, compat); each prints a table 
 	$(PYTHON) -m bench.compat
 
 .PHONY: lint
-lint: ## ruff and mypy (buildtool, compat)
+lint: ## ruff and mypy (buildtool, compat, devsupport)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from buildtool import standin
 from buildtool.engine import docker_cli
 from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
 from buildtool.spec import Environment, load_environment
-from buildtool.standin import StandIn
+from devsupport import standin
+from devsupport.standin import StandIn
 from tests.support.registry import RegistryCredentials, registry_credentials
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.assemble import AssembledPair, assemble
+from buildtool.cache import cache_root
 from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import read_lock, write_atomic
 from buildtool.oci import BlobStore, Image, Layer, docker_load
 from buildtool.render import ROLES, RenderedPair
-from buildtool.standin.cache import cache_root
 from buildtool.system import build_system
 from buildtool.wheels import locked_wheels
 

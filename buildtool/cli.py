@@ -203,17 +203,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_standin(args: argparse.Namespace) -> int:
-    from buildtool import standin
-    from buildtool.standin.channel import relock
-
-    if args.action == "relock":
-        print(f"{len(relock())} wheels pinned")
-        return 0
-    print(standin.up().env_lines(), end="")
-    return 0
-
-
 def _env_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env", nargs="*", help="environment name(s)")
     p.add_argument("--all", action="store_true", help="every environment that is not abstract")
@@ -312,15 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extends", help="the parent spec (e.g. base); what it asks for is left out")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser(
-        "standin", help="the local conda-forge stand-in (HTTP) and base images, for offline use"
-    )
-    p.add_argument(
-        "action",
-        choices=["up", "relock"],
-        help="up: build, serve and print STANDIN_* assignments; relock: re-pin its wheels",
-    )
-    p.set_defaults(func=cmd_standin)
     return parser
 
 

@@ -96,7 +96,7 @@ def _check_fetchable(env: Environment, packages: list[LockedPackage]) -> None:
         raise BuildToolError(
             f"{env.lock_path}: {local[0].name} is locked at {local[0].url}, which a build "
             f"cannot fetch ({len(local)} such package(s)); lock against a channel served over "
-            "HTTP(S), e.g. `buildtool standin up` for the local stand-in"
+            "HTTP(S), as conda-forge is"
         )
 
 

@@ -4,7 +4,8 @@
 # Idempotent: every step checks before it acts, so re-running is cheap.
 #   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl nodejs
 #      qemu-user-static binfmt-support
-#   2. pip install -e ./compat -e '.[test]' of the repository (the parent of this folder)
+#   2. pip install -e ./compat -e ./devsupport -e '.[test]' of the repository (the parent of
+#      this folder)
 #   3. arm64 binaries run under qemu (binfmt_misc mounted, qemu-aarch64 enabled), so that
 #      linux-aarch64 images can be tested here and their Dockerfile steps run
 #   4. dockerd in the background, unless `docker info` already answers
@@ -53,26 +54,29 @@ install_repo() {
         say "pip install: skipped (DASKHUB_KEEP_INSTALL is set)"
         return
     fi
-    # Keyed on what it installs: this checkout, its two pyproject.toml files and the
-    # Python. When the key is unchanged and both packages still import from this
+    # Keyed on what it installs: this checkout, its three pyproject.toml files and the
+    # Python. When the key is unchanged and the three packages still import from this
     # checkout, pip is not run again (it takes about 13 s even when nothing changes).
     local stamp="${STATE_DIR}/pip-install.stamp" key origins
     key="$(cat "${REPO_ROOT}/pyproject.toml" "${REPO_ROOT}/compat/pyproject.toml" \
+        "${REPO_ROOT}/devsupport/pyproject.toml" \
         | sha256sum | cut -d' ' -f1) ${REPO_ROOT} $("$PYTHON" -c 'import sys; print(sys.version)')"
     origins="$("$PYTHON" -I -c 'import importlib.util as u
-for name in ("buildtool", "compat"):
+for name in ("buildtool", "compat", "devsupport"):
     spec = u.find_spec(name)
     print(spec.origin if spec else "-")' 2>/dev/null | tr '\n' ' ')"
-    if [[ -s "$stamp" && "$(cat "$stamp")" == "$key" \
-          && "$origins" == "${REPO_ROOT}/buildtool/__init__.py ${REPO_ROOT}/compat/__init__.py " ]]; then
+    local expected="${REPO_ROOT}/buildtool/__init__.py ${REPO_ROOT}/compat/__init__.py "
+    expected+="${REPO_ROOT}/devsupport/__init__.py "
+    if [[ -s "$stamp" && "$(cat "$stamp")" == "$key" && "$origins" == "$expected" ]]; then
         say "pip install: up to date (${REPO_ROOT})"
         return
     fi
-    # daskhub-compat is the checker's own distribution (compat/), which daskhub-images needs.
-    say "pip install -e ./compat -e '.[test]' (${REPO_ROOT})"
+    # daskhub-compat is the checker's own distribution (compat/), which daskhub-images needs;
+    # daskhub-devsupport (devsupport/) the stand-in and the tests' helpers, never shipped.
+    say "pip install -e ./compat -e ./devsupport -e '.[test]' (${REPO_ROOT})"
     rm -f "$stamp"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check \
-        -e "${REPO_ROOT}/compat" -e "${REPO_ROOT}[test]" \
+        -e "${REPO_ROOT}/compat" -e "${REPO_ROOT}/devsupport" -e "${REPO_ROOT}[test]" \
         >"${STATE_DIR}/pip-install.log" 2>&1 \
         || { tail -n 30 "${STATE_DIR}/pip-install.log" >&2; die "pip install failed"; }
     printf '%s' "$key" >"$stamp"

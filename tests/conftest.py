@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import standin as standin_module
-from buildtool.standin.server import ChannelRequestHandler
+from devsupport import standin as standin_module
+from devsupport.standin.server import ChannelRequestHandler
 from tests import metadata_channel as metadata
 from tests.solver_channel import build_channel
 from tests.support.servers import RecordingServer

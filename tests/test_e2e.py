@@ -28,13 +28,13 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from buildtool import sbom
+from buildtool.cache import cache_root
 from buildtool.client import REQUIREMENTS_FILE
 from buildtool.helm import generate_helm_values
 from buildtool.lockfile import read_lock
 from buildtool.registry import Credentials, Registry, split_reference
-from buildtool.standin import StandIn
-from buildtool.standin.cache import cache_root
-from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
+from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.standin import StandIn
 from tests.compat import cluster as dask_cluster
 from tests.conftest import buildtool
 from tests.support import clients

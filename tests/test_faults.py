@@ -28,8 +28,8 @@ import pytest
 
 from buildtool import sbom
 from buildtool.registry import Credentials, Registry
-from buildtool.standin import StandIn
-from buildtool.standin.dockercli import remove_local_tags, require_docker
+from devsupport.dockercli import remove_local_tags, require_docker
+from devsupport.standin import StandIn
 from tests.conftest import REPO, buildtool
 from tests.support.registry import RegistryCredentials, registry_credentials
 from tests.support.servers import BlobStorage, DockerEngine, FrontProxy, RegistryProcess

@@ -37,9 +37,10 @@ import yaml
 from dask_gateway_server.backends.kubernetes import KubeBackend
 from traitlets.config import PyFileConfigLoader
 
-from buildtool.standin import StandIn
-from buildtool.standin.cache import cache_root, locked
-from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
+from buildtool.cache import cache_root
+from devsupport.cache import locked
+from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.standin import StandIn
 from tests.compat.cluster import Venv, ensure_venv, free_port
 from tests.conftest import buildtool
 from tests.support.registry import docker_login, registry_credentials
@@ -49,7 +50,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
 REPO = Path(__file__).resolve().parents[1]
 # The hub of the same major version as the image's jupyterhub-singleuser
-# (buildtool/standin/requirements.txt), and the spawner for local containers.
+# (devsupport/standin/requirements.txt), and the spawner for local containers.
 HUB_REQUIREMENTS = ("jupyterhub==6.1.1", "dockerspawner==14.0.0")
 PROXY_PACKAGE = "configurable-http-proxy@5.3.0"
 USER = "alice"

@@ -20,8 +20,8 @@ from buildtool.build import BuiltPair
 from buildtool.layers import MAX_LAYERS
 from buildtool.oci import BlobStore
 from buildtool.render import ROLES, RenderedPair
-from buildtool.standin import StandIn
-from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
+from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.standin import StandIn
 from tests.conftest import buildtool, locked_site
 
 pytestmark = pytest.mark.docker

@@ -23,8 +23,8 @@ import pytest
 from buildtool.engine import docker_cli
 from buildtool.oci import OCI_INDEX
 from buildtool.registry import Credentials, Registry, split_reference
-from buildtool.standin import StandIn
-from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
+from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.standin import StandIn
 from tests.conftest import buildtool, locked_site
 from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 

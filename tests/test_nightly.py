@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from buildtool.standin.dockercli import remove_local_tags, require_docker
+from devsupport.dockercli import remove_local_tags, require_docker
 from tests.conftest import REPO
 from tests.support.registry import registry_credentials
 

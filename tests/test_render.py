@@ -104,7 +104,7 @@ def test_buildkit_reads_every_quoted_value_back_as_it_was(tmp_path: Path) -> Non
     writes comes back in the image config exactly as the spec held it."""
     from buildtool.engine import docker, docker_cli
     from buildtool.render import dockerfile_string
-    from buildtool.standin.dockercli import require_docker
+    from devsupport.dockercli import require_docker
 
     require_docker()
     lines = ["FROM scratch"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.standin import StandIn
-from buildtool.standin.dockercli import docker, remove_local_tags, require_docker
+from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.standin import StandIn
 from tests.test_docs import write_published
 
 REPO = Path(__file__).resolve().parents[1]

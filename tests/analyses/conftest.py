@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from buildtool.render import RenderedPair
-from buildtool.standin import StandIn
-from buildtool.standin.dockercli import docker
+from devsupport.dockercli import docker
+from devsupport.standin import StandIn
 from tests.conftest import REPO, buildtool, locked_site
 
 DATA = Path(os.environ.get("DASKHUB_SHARED_DATA", REPO.parent / "shared" / "data"))

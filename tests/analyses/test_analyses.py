@@ -14,8 +14,8 @@ import pytest
 
 from buildtool.client import REQUIREMENTS_FILE, client_files
 from buildtool.lockfile import read_lock
-from buildtool.standin import StandIn
-from buildtool.standin.dockercli import docker
+from devsupport.dockercli import docker
+from devsupport.standin import StandIn
 from tests.analyses.conftest import build_and_test_pair, run_analysis
 from tests.compat import cluster as dask_cluster
 from tests.support import clients

@@ -2,7 +2,7 @@
 
 Used by the compat tests and by ``python -m bench.compat``. Each environment is
 a ``python -m venv`` with pinned requirements, cached under
-``<cache>/venvs/<digest of the requirements>`` (see buildtool.standin.cache), and
+``<cache>/venvs/<digest of the requirements>`` (see devsupport.cache), and
 built from nothing when missing. The environments differ on purpose:
 
 * client: what the checker, the client and the scheduler run; has lz4
@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildtool.standin.cache import cache_root, digest, locked
+from buildtool.cache import cache_root
+from devsupport.cache import digest, locked
 
 REPO = Path(__file__).resolve().parents[2]
 DASK_VERSION = "2026.8.0"

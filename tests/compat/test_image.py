@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.standin.baseimage import ensure_base_image
-from buildtool.standin.dockercli import docker
+from devsupport.dockercli import docker
+from devsupport.standin.baseimage import ensure_base_image
 from tests.compat.lockdata import DRIFTED, MATCHED, write_prefix
 
 pytestmark = pytest.mark.docker

@@ -1,1 +1,1 @@
-"""Tests of the stand-in (buildtool/standin), the registry helpers and scripts/."""
+"""Tests of the stand-in (devsupport/standin), the registry helpers and scripts/."""

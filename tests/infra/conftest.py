@@ -10,9 +10,9 @@ import pytest
 from rattler import RepoDataRecord
 
 from buildtool.spec import load_environment
-from buildtool.standin.channel import build_channel
-from buildtool.standin.condaenv import install, solve
-from buildtool.standin.dockercli import require_docker
+from devsupport.dockercli import require_docker
+from devsupport.standin.channel import build_channel
+from devsupport.standin.condaenv import install, solve
 from tests.conftest import REPO
 
 # What environments/base asks for, notebook side included, plus pip.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from buildtool.standin.baseimage import SPECS, ensure_base_image
-from buildtool.standin.dockercli import docker, image_exists
+from devsupport.dockercli import docker, image_exists
+from devsupport.standin.baseimage import SPECS, ensure_base_image
 from tests.infra.conftest import InstalledEnv
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import zstandard
 
-from buildtool.standin.cache import file_sha256
-from buildtool.standin.condaenv import index_channel, install, solve
-from buildtool.standin.condapkg import PLACEHOLDER, PackageMeta, write_package
+from devsupport.cache import file_sha256
+from devsupport.standin.condaenv import index_channel, install, solve
+from devsupport.standin.condapkg import PLACEHOLDER, PackageMeta, write_package
 
 
 def make_tree(root: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.standin.dockercli import DockerCommandFailed, docker
+from devsupport.dockercli import DockerCommandFailed, docker
 from tests.support.registry import (
     RegistryCredentials,
     RegistryUnavailable,

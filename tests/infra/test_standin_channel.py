@@ -14,9 +14,9 @@ from pathlib import Path
 import rattler
 
 from buildtool.lock import solve_with_rattler
-from buildtool.standin import StandIn
-from buildtool.standin.cache import file_sha256
-from buildtool.standin.channel import build_channel, channel_key
+from devsupport.cache import file_sha256
+from devsupport.standin import StandIn
+from devsupport.standin.channel import build_channel, channel_key
 from tests.infra.conftest import InstalledEnv
 
 
@@ -136,10 +136,10 @@ def test_pip_sees_a_consistent_environment(installed_env: InstalledEnv) -> None:
 
 
 def test_a_stand_in_that_cannot_be_made_fails_loudly(tmp_path: Path) -> None:
-    """`make` stops at `buildtool standin up` instead of locking against nothing."""
+    """`make` stops at `python -m devsupport.standin up` instead of locking against nothing."""
     env = {**os.environ, "DASKHUB_CPYTHON": str(tmp_path / "no-python")}
     result = subprocess.run(
-        [sys.executable, "-m", "buildtool.cli", "standin", "up"],
+        [sys.executable, "-m", "devsupport.standin", "up"],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1

@@ -8,7 +8,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from buildtool.standin.wheelconv import (
+from devsupport.standin.wheelconv import (
     Target,
     WheelInfo,
     conda_constraint,

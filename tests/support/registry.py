@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildtool.standin.dockercli import docker
+from devsupport.dockercli import docker
 
 DEFAULT_STATE_DIR = Path("/var/lib/daskhub-images")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.confine import UnsafeArchiveMember, confine, extract_tar
-from buildtool.standin.wheelconv import Target, read_wheel, stage_wheel
+from devsupport.standin.wheelconv import Target, read_wheel, stage_wheel
 
 TARGET = Target("3.11.7")
 DIST_INFO = "demo-1.0.dist-info"

@@ -32,11 +32,12 @@ import sys
 import tarfile
 from pathlib import Path
 
+from buildtool.cache import cache_root
 from buildtool.confine import extract_tar
 from buildtool.errors import BuildToolError
 from buildtool.proc import run
-from buildtool.standin.cache import cache_root, locked
-from buildtool.standin.pythonpkg import DROPPED, StagedPython, compile_pyc
+from devsupport.cache import locked
+from devsupport.standin.pythonpkg import DROPPED, StagedPython, compile_pyc
 
 DEBIAN_ARCH = {"linux-64": "amd64", "linux-aarch64": "arm64"}
 DEBIAN_PLATFORMS = tuple(DEBIAN_ARCH)

@@ -1,10 +1,19 @@
-"""Thin helpers around the docker command line, failing loudly when the engine is missing."""
+"""The docker command line for the tests, the benchmarks and the stand-in, failing loudly
+when the engine is missing.
+
+It runs the product's own client (`buildtool.engine.docker_cli`: $DOCKER_CLI, else a
+`docker` that builds with BuildKit), with the same environment, so that a test talks to
+the engine through the same docker as the build does. Unlike `buildtool.engine.docker`,
+it hands back the whole result (exit code, stdout, stderr) and can leave a failure to
+the caller (`check=False`).
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 
+from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
 from buildtool.proc import CommandTimeout, run
 
@@ -25,10 +34,12 @@ class DockerCommandFailed(BuildToolError):
 
 def require_docker() -> None:
     """Raise DockerUnavailable unless the CLI exists and the engine answers."""
-    if shutil.which("docker") is None:
-        raise DockerUnavailable("the docker CLI is not installed; run scripts/machine-setup.sh")
     try:
-        probe = run(["docker", "info"], capture_output=True, text=True, timeout=INFO_TIMEOUT)
+        docker_cli()
+    except BuildToolError as missing:
+        raise DockerUnavailable(f"{missing}; run scripts/machine-setup.sh") from None
+    try:
+        probe = docker("info", check=False, timeout=INFO_TIMEOUT)
     except CommandTimeout as timeout:
         raise DockerUnavailable(
             f"the Docker engine does not answer ({timeout}); run scripts/machine-setup.sh"
@@ -36,7 +47,7 @@ def require_docker() -> None:
     if probe.returncode != 0:
         raise DockerUnavailable(
             "the Docker engine does not answer (`docker info` failed); "
-            f"run scripts/machine-setup.sh\n{probe.stderr.strip()}"
+            f"run scripts/machine-setup.sh\n{probe.stderr.decode(errors='replace').strip()}"
         )
 
 
@@ -48,8 +59,15 @@ def docker(
     timeout: float = DOCKER_TIMEOUT,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `docker ARGS` with output captured; raise DockerCommandFailed on failure if check,
-    CommandTimeout if it runs longer than `timeout` seconds."""
-    result = run(["docker", *args], input=input, capture_output=True, env=env, timeout=timeout)
+    CommandTimeout if it runs longer than `timeout` seconds. `env` replaces the process's
+    environment (DOCKER_BUILDKIT=1 is added, as the build has it)."""
+    result = run(
+        [docker_cli(), *args],
+        input=input,
+        capture_output=True,
+        env={**(os.environ if env is None else env), "DOCKER_BUILDKIT": "1"},
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         stderr = result.stderr.decode(errors="replace").strip()
         raise DockerCommandFailed(f"docker {' '.join(args)} exited {result.returncode}:\n{stderr}")
@@ -60,9 +78,10 @@ def image_exists(tag: str) -> bool:
     return docker("image", "inspect", tag, check=False).returncode == 0
 
 
-def remove_local_tags(prefix: str) -> None:
-    """Untag every local image whose repository starts with `prefix` (layers stay cached)."""
+def remove_local_tags(*prefixes: str) -> None:
+    """Untag every local image whose repository starts with one of `prefixes` (layers stay
+    cached)."""
     listing = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode()
-    refs = [ref for ref in listing.split() if ref.startswith(prefix)]
+    refs = [ref for ref in listing.split() if ref.startswith(prefixes)]
     if refs:
         docker("rmi", *refs, check=False)

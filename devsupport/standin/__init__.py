@@ -1,16 +1,16 @@
 """The local stand-ins for what production reaches over the network.
 
 conda-forge and Docker Hub cannot be reached from the machines this project is built and
-tested on. `buildtool standin up` makes their nearest real equivalents, which the main
-job (`make demo`), the tests and the benchmarks all use:
+tested on. `python -m devsupport.standin up` (`make standin`) makes their nearest real
+equivalents, which the main job (`make demo`), the tests and the benchmarks all use:
 
   channel.py    a conda channel of real, runnable packages with conda-forge's layout
   server.py     that channel served over HTTP on 127.0.0.1, as conda-forge is served
   baseimage.py  Debian bookworm runtime images (amd64 and arm64) and a builder image,
                 made with debootstrap
 
-The rest (cache, condapkg, condaenv, pythonpkg, wheelconv, dockercli) is what they are
-built with.
+The rest (condapkg, condaenv, pythonpkg, debianpython, wheelconv) is what they are
+built with; condaenv also installs environments from the channel for the tests.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ class StandIn:
 
 def up() -> StandIn:
     """Build (or reuse) the channel and the base images, and serve the channel."""
-    from buildtool.standin.baseimage import ensure_base_image
-    from buildtool.standin.channel import build_channel
-    from buildtool.standin.server import ensure_server
+    from devsupport.standin.baseimage import ensure_base_image
+    from devsupport.standin.channel import build_channel
+    from devsupport.standin.server import ensure_server
 
     channel = build_channel()
     return StandIn(

@@ -13,30 +13,33 @@ the host's extra CA certificates, image config), e.g. local/debian-runtime:bookw
 so a changed recipe gives a new tag and an unchanged one is reused. The debootstrap
 target is kept under <cache>/rootfs so the image can be re-imported without downloading.
 
-CLI: python -m buildtool.standin.baseimage {runtime,runtime-arm64,builder}   prints the tag
+CLI: python -m devsupport.standin.baseimage {runtime,runtime-arm64,builder}   prints the tag
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildtool.cache import cache_root
 from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
 from buildtool.oci import BlobStore, Image, docker_load
 from buildtool.proc import run
-from buildtool.standin.cache import cache_root, digest, locked
-from buildtool.standin.debianpython import DEBIAN_LIBRARIES
-from buildtool.standin.dockercli import image_exists, require_docker
+from devsupport import log_progress
+from devsupport.cache import digest, locked
+from devsupport.dockercli import image_exists, require_docker
+from devsupport.standin.debianpython import DEBIAN_LIBRARIES
 
+log = logging.getLogger(__name__)
 SUITE = "bookworm"
 # Time limits, in seconds. debootstrap downloads and unpacks a base (arm64: its second
 # stage under qemu, 4 min here); an hour means the mirror or the emulation hangs.
@@ -284,13 +287,14 @@ def _import(rootfs: Path, tag: str, arch: str) -> None:
 
 
 def _progress(message: str) -> None:
-    print(f"[baseimage] {message}", file=sys.stderr, flush=True)
+    log.info(message)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build (once) and print a local base image tag")
     parser.add_argument("kind", choices=sorted(SPECS))
     args = parser.parse_args(argv)
+    log_progress()
     print(ensure_base_image(args.kind))
 
 

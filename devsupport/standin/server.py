@@ -22,9 +22,9 @@ import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from buildtool.cache import cache_root
 from buildtool.errors import BuildToolError
-from buildtool.standin.cache import cache_root
-from buildtool.standin.channel import CHANNEL_NAME, KEY_FILE
+from devsupport.standin.channel import CHANNEL_NAME, KEY_FILE
 
 DEFAULT_PORT = 8321
 READY_TIMEOUT = 20.0
@@ -62,7 +62,7 @@ def ensure_server(root: Path, port: int | None = None) -> str:
     log = cache_root() / "standin" / f"server-{port}.log"
     with log.open("ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "buildtool.standin.server", str(root), "--port", str(port)],
+            [sys.executable, "-m", "devsupport.standin.server", str(root), "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip

@@ -18,7 +18,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.standin.condapkg import PLACEHOLDER
+from devsupport.standin.condapkg import PLACEHOLDER
 
 ELF_MAGIC = b"\x7fELF"
 # Tests, Tk and byte code (recompiled later) are left out of the stdlib copy.

@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from buildtool.confine import UnsafeArchiveMember, check_name, confine
-from buildtool.standin.condapkg import PLACEHOLDER, PackageMeta
+from devsupport.standin.condapkg import PLACEHOLDER, PackageMeta
 
 # PyPI names whose conda(-forge) package is named differently.
 CONDA_NAMES = {

@@ -1,21 +1,16 @@
-"""Where the infrastructure keeps what it builds, and how builds avoid racing each other."""
+"""How the development infrastructure keys what it builds and keeps builds from racing.
+
+Where it is kept is the product's: `buildtool.cache.cache_root`, the package cache's
+folder, which the stand-in, the test venvs and the tools share.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-
-def cache_root() -> Path:
-    """The cache folder: $DASKHUB_CACHE, else ~/.cache/daskhub-images."""
-    configured = os.environ.get("DASKHUB_CACHE")
-    root = Path(configured) if configured else Path.home() / ".cache" / "daskhub-images"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def digest(parts: Iterable[bytes | str], length: int = 16) -> str:
