@@ -38,8 +38,8 @@ from buildtool.lockfile import LockedPackage, PipLockedPackage
 from buildtool.oci import BlobStore, Entry, Image, Layer, file_entry
 from buildtool.system import SystemPair
 from buildtool.wheels import fetch_wheels, install_wheels
+from compat.vocabulary import PREFIX, of_role
 
-PREFIX = "/srv/conda/envs/notebook"
 PKGS_IN_IMAGE = "/srv/conda/pkgs"
 JOVYAN = (1000, 100)
 # Written by the installer for the prefix, not by a package (the system stage makes
@@ -69,7 +69,7 @@ class AssembledPair:
     notebook: Image
 
     def image(self, role: str) -> Image:
-        return self.worker if role == "worker" else self.notebook
+        return of_role(self, role)
 
 
 def _records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> list:

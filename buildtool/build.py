@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform as host
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -24,18 +23,15 @@ from buildtool.assemble import AssembledPair, assemble
 from buildtool.cache import cache_root
 from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
-from buildtool.lockfile import read_lock, write_atomic
+from buildtool.files import write_atomic
+from buildtool.lockfile import read_lock
 from buildtool.oci import BlobStore, Image, Layer, docker_load
-from buildtool.render import ROLES, RenderedPair
+from buildtool.render import RenderedPair
 from buildtool.system import build_system
 from buildtool.wheels import locked_wheels
+from compat.vocabulary import ROLES, host_platform
 
 IMAGES_FILE = "images.json"
-HOST_PLATFORMS = {"x86_64": "linux-64", "aarch64": "linux-aarch64", "arm64": "linux-aarch64"}
-
-
-def host_platform() -> str:
-    return HOST_PLATFORMS.get(host.machine(), "linux-64")
 
 
 def date_tag() -> str:
@@ -63,7 +59,7 @@ class BuiltPair:
     def local_tag(self, pair: RenderedPair, role: str, platform: str) -> str:
         """The engine's tag for one platform's image."""
         ref = pair.image(role).ref
-        return ref if platform == host_platform() else f"{ref}-{platform}"
+        return ref if platform == host_platform().subdir else f"{ref}-{platform}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
@@ -140,7 +136,7 @@ def build_pair(
         apt[platform] = {"worker": system.worker.apt, "notebook": system.notebook.apt}
         # What ran where: another platform's system steps run under emulation (qemu);
         # its conda layers are laid out on this host like this platform's.
-        emulated = ", emulated" if platform != host_platform() else ""
+        emulated = ", emulated" if platform != host_platform().subdir else ""
         print(
             f"timing {platform}: system stages {system_s:.1f} s (BuildKit{emulated}), "
             f"conda layers {time.monotonic() - started - system_s:.1f} s (host)",
@@ -160,7 +156,7 @@ def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> None:
         for role, image in roles.items():
             tag = built.local_tag(pair, role, platform)
             tagged[tag] = image
-            if platform == host_platform():
+            if platform == host_platform().subdir:
                 tagged[f"{pair.image(role).repository}:{date_tag()}"] = image
     try:
         docker_load(docker_cli(), tagged, store)

@@ -12,6 +12,7 @@ from buildtool import lock as locking
 from buildtool.build import build_pair
 from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
+from buildtool.files import write_atomic, write_if_changed
 from buildtool.helm import (
     CHARTS_FILE,
     VALUES_PATH,
@@ -23,13 +24,14 @@ from buildtool.helm import (
 from buildtool.imagetest import test_pair
 from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
-from buildtool.lockfile import dump_lock, read_lock, write_atomic
+from buildtool.lockfile import dump_lock, read_lock
 from buildtool.plan import plan, plan_json
 from buildtool.publish import publish
 from buildtool.published import read_published
-from buildtool.render import ROLES, RenderedPair, render
-from buildtool.spec import PLATFORMS, check_environment_name, environment_names, load_environment
+from buildtool.render import RenderedPair, render
+from buildtool.spec import check_environment_name, environment_names, load_environment
 from buildtool.verify import verify
+from compat.vocabulary import PLATFORMS, ROLES
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -60,8 +62,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         old = read_lock(env.lock_path) if env.lock_path.exists() else None
         lock = locking.lock_environment(env, args.channel, args.platform)
         text = dump_lock(lock)
-        if not env.lock_path.exists() or env.lock_path.read_text() != text:
-            write_atomic(env.lock_path, text)
+        write_if_changed(env.lock_path, text)
         changes = diff_locks(old, lock)
         diff_path = args.build_dir / env.name / "lock-diff.md"
         write_atomic(diff_path, diff_markdown(env.name, changes))

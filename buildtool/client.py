@@ -48,7 +48,8 @@ import yaml
 from packaging.version import InvalidVersion, Version
 
 from buildtool.errors import SpecError
-from buildtool.lockfile import LockedPackage, LockFile, PipLockedPackage, write_atomic
+from buildtool.files import write_if_changed
+from buildtool.lockfile import LockedPackage, LockFile, PipLockedPackage
 from buildtool.oci import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
 from buildtool.registry import Registry
 from buildtool.sbom import EMPTY_CONFIG, referrers_tag
@@ -296,7 +297,6 @@ def write_client_files(files: dict[str, str], directory: Path) -> list[Path]:
     written = []
     for filename, text in files.items():
         path = directory / filename
-        if not path.exists() or path.read_text() != text:
-            write_atomic(path, text)
+        write_if_changed(path, text)
         written.append(path)
     return written

@@ -67,7 +67,8 @@ from packaging.utils import canonicalize_name
 
 from buildtool import versionchecks
 from buildtool.errors import BuildToolError
-from buildtool.lockfile import LockFile, read_lock, write_atomic
+from buildtool.files import write_if_changed
+from buildtool.lockfile import LockFile, read_lock
 from buildtool.published import PUBLISHED_LOCK_FILE, read_published
 from buildtool.sitesettings import SITE_FILE, ClusterOptions, load_site_settings
 from buildtool.spec import environment_names, load_environment
@@ -313,16 +314,9 @@ def dump_helm_values(values: dict) -> str:
     return HEADER + yaml.dump(values, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    write_atomic(path, text)
-    return True
-
-
 def write_helm_values(values: dict, path: Path) -> bool:
     """Write the values file if its text changed; returns whether it did."""
-    return _write_if_changed(path, dump_helm_values(values))
+    return write_if_changed(path, dump_helm_values(values))
 
 
 @dataclass(frozen=True)
@@ -414,4 +408,4 @@ def dump_charts(chart: GatewayChart) -> str:
 
 def write_charts(chart: GatewayChart, path: Path) -> bool:
     """Write `charts.yaml` if its text changed; returns whether it did."""
-    return _write_if_changed(path, dump_charts(chart))
+    return write_if_changed(path, dump_charts(chart))

@@ -28,23 +28,22 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import yaml
 from rattler import MatchSpec
 
 from buildtool import grammar, yamlfile
 from buildtool.errors import BuildToolError, SpecError
-from buildtool.spec import (
+from buildtool.spec import check_environment_name, load_environment
+from buildtool.specfile import (
     DEFAULT_CHANNELS,
     DEFAULT_VIRTUAL_PACKAGES,
     SPEC_FILE,
-    Platform,
-    check_environment_name,
-    load_environment,
     normalize_matchspec,
 )
 from buildtool.yamlfile import key_text, nearest_line
+from compat.vocabulary import PLATFORMS
 
 KNOWN_KEYS = ("name", "channels", "dependencies", "variables", "prefix")
 # conda's marker for "do not add the defaults channel": a spec's channels are all it uses.
@@ -92,7 +91,7 @@ def _virtual_packages(source: Path) -> dict[str, Any]:
     if not isinstance(subdirs, dict):
         raise SpecError(path, "subdirs", "must map platforms to packages", lines.get(("subdirs",)))
     declared: dict[str, dict[str, str]] = {}
-    for platform in get_args(Platform):
+    for platform in PLATFORMS:
         entry = subdirs.get(platform) or {}
         packages = entry.get("packages") or {} if isinstance(entry, dict) else None
         loc: tuple[str, ...]

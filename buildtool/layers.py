@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from buildtool.errors import BuildToolError
+
 # The most layers an image may have, its base included (GKE image streaming, and what
 # most runtimes handle without slowing down: nixpkgs stops near 100, chunkah at 64).
 MAX_LAYERS = 64
@@ -40,7 +42,7 @@ class Package:
 
 
 @dataclass(frozen=True)
-class Layer:
+class PlannedLayer:
     """A planned layer: a key for `docker history` and the packages it holds."""
 
     key: str  # "numpy" for an own layer, "group-03" for a group
@@ -59,7 +61,11 @@ class Budget:
         """Split what `MAX_LAYERS` leaves after the base and system layers of both images."""
         free = MAX_LAYERS - fixed_layers
         if free < 4:
-            raise ValueError(f"{fixed_layers} base and system layers leave no room for conda")
+            raise BuildToolError(
+                f"the base image and system stages have {fixed_layers} layers, which leaves "
+                f"{max(free, 0)} of the {MAX_LAYERS} an image may have for the conda packages "
+                "(at least 4 are needed): use a base image with fewer layers"
+            )
         notebook = max(2, int(free * NOTEBOOK_SHARE))
         return cls(worker=free - notebook, notebook=notebook)
 
@@ -69,10 +75,10 @@ def group_of(name: str, groups: int) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % groups
 
 
-def plan_layers(packages: list[Package], slots: int) -> list[Layer]:
+def plan_layers(packages: list[Package], slots: int) -> list[PlannedLayer]:
     """Spread `packages` over at most `slots` layers (empty groups are left out)."""
     if slots < 2:
-        raise ValueError("a plan needs at least two slots")
+        raise BuildToolError(f"a layer plan needs at least two slots, not {slots}")
     groups = slots // 2
     large = sorted((p for p in packages if p.size >= LARGE), key=lambda p: (-p.size, p.name))
     own = sorted(p.name for p in large[: slots - groups])
@@ -80,8 +86,9 @@ def plan_layers(packages: list[Package], slots: int) -> list[Layer]:
     for package in packages:
         if package.name not in own:
             members.setdefault(group_of(package.name, groups), []).append(package.name)
-    layers = [Layer(name, (name,)) for name in own]
+    layers = [PlannedLayer(name, (name,)) for name in own]
     layers += [
-        Layer(f"group-{index:02d}", tuple(sorted(members[index]))) for index in sorted(members)
+        PlannedLayer(f"group-{index:02d}", tuple(sorted(members[index])))
+        for index in sorted(members)
     ]
     return layers

@@ -38,8 +38,10 @@ from buildtool.lockfile import (
     PipLockedPackage,
     read_lock,
 )
-from buildtool.spec import DEFAULT_VIRTUAL_PACKAGES, Environment, Requirement
+from buildtool.spec import Environment
+from buildtool.specfile import DEFAULT_VIRTUAL_PACKAGES, Requirement
 from buildtool.wheels import find_wheel, parse_pin
+from compat.vocabulary import PLATFORMS
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ logger = logging.getLogger(__name__)
 AGREE_ROUNDS = 3
 # Seconds for one repodata request: an unreachable channel fails the lock, never hangs it.
 FETCH_TIMEOUT = 120
-_ARCHSPEC = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
 # rattler's explanation when a package needs a virtual package the solve does not have:
 #   └─ tensorflow 2.19.1 would require           (or: pytorch 2.3.1 | 2.10.0 would require)
 #      └─ __cuda *, for which no candidates were found.
@@ -132,7 +133,7 @@ def solve_with_rattler(
         GenericVirtualPackage(
             PackageName(name),
             Version(version),
-            BuildString(_ARCHSPEC[platform] if name == "__archspec" else "0"),
+            BuildString(PLATFORMS[platform].machine if name == "__archspec" else "0"),
         )
         for name, version in virtual.items()
     ]

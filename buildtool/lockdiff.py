@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from rattler import Version
 
 from buildtool.lockfile import LockedPackage, LockFile
-
-IMAGES = ("notebook", "worker")
+from compat.vocabulary import ROLES
 
 
 @dataclass(frozen=True)
 class Change:
-    image: str
+    role: str
     platform: str
     name: str
     kind: str  # added | removed | upgraded | downgraded | rebuilt
@@ -43,16 +42,16 @@ def _kind(old: LockedPackage | None, new: LockedPackage | None) -> str | None:
 def diff_locks(old: LockFile | None, new: LockFile) -> list[Change]:
     changes = []
     platforms = sorted(set(new.metadata.platforms) | set(old.metadata.platforms if old else []))
-    for image in IMAGES:
+    for role in ROLES:
         for platform in platforms:
-            before = {p.name: p for p in old.packages(image, platform)} if old else {}
-            after = {p.name: p for p in new.packages(image, platform)}
+            before = {p.name: p for p in old.packages(role, platform)} if old else {}
+            after = {p.name: p for p in new.packages(role, platform)}
             for name in sorted(before.keys() | after.keys()):
                 kind = _kind(before.get(name), after.get(name))
                 if kind:
                     changes.append(
                         Change(
-                            image,
+                            role,
                             platform,
                             name,
                             kind,
@@ -69,7 +68,7 @@ def diff_text(env: str, changes: list[Change]) -> str:
     lines = [f"{env}: {len(changes)} change(s)"]
     for c in changes:
         versions = f"{c.old or '-'} -> {c.new or '-'}"
-        lines.append(f"  {c.image:<8} {c.platform:<13} {c.kind:<10} {c.name} {versions}")
+        lines.append(f"  {c.role:<8} {c.platform:<13} {c.kind:<10} {c.name} {versions}")
     return "\n".join(lines)
 
 
@@ -77,9 +76,9 @@ def diff_markdown(env: str, changes: list[Change]) -> str:
     out = [f"### Lock diff: `{env}`", ""]
     if not changes:
         return "\n".join([*out, "No package changed.", ""])
-    for image in IMAGES:
-        rows = [c for c in changes if c.image == image]
-        out += [f"#### {image} image", ""]
+    for role in ROLES:
+        rows = [c for c in changes if c.role == role]
+        out += [f"#### {role} image", ""]
         if not rows:
             out += ["No change.", ""]
             continue

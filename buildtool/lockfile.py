@@ -21,9 +21,7 @@ gives the data; reading a seed lock takes about 60 ms.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,19 +34,20 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from rattler import Channel
 
 from buildtool import grammar
 from buildtool.errors import BuildToolError, SpecError
+from buildtool.models import StrictModel
 from buildtool.yamlfile import key_text, nearest_line, read_text, unsafe_character
+from compat.vocabulary import CATEGORY, Role
 
 # libyaml when PyYAML has it: a lock has thousands of lines.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-WORKER_CATEGORY = "main"
-NOTEBOOK_CATEGORY = "notebook"
-CATEGORIES = (WORKER_CATEGORY, NOTEBOOK_CATEGORY)
+WORKER_CATEGORY = CATEGORY[Role.WORKER]
+NOTEBOOK_CATEGORY = CATEGORY[Role.NOTEBOOK]
 # The largest committed lock is about 100 KiB; one for many platforms stays far below.
 MAX_LOCK_BYTES = 64 * 1024 * 1024
 # A lock nests five levels deep (package, record, hash, ...).
@@ -77,8 +76,10 @@ def build_string(url: str) -> str:
     return stem.rsplit("-", 1)[-1]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Model(StrictModel):
+    # A lock may come from conda-lock or another tool, whose YAML can spell a version or a
+    # size in more than one type: unknown keys stay errors, types are coerced.
+    model_config = ConfigDict(strict=False)
 
 
 class PackageHash(_Model):
@@ -349,7 +350,7 @@ class _Checker:
         self._plain((*at, "version"), record.version)
         if record.platform not in self.platforms:
             raise self.fail((*at, "platform"), f"{record.platform!r} is not in metadata.platforms")
-        if record.category not in CATEGORIES:
+        if record.category not in CATEGORY.values():
             raise self.fail((*at, "category"), f"{record.category!r} is not main or notebook")
         if not _SHA256.fullmatch(record.hash.sha256):
             raise self.fail((*at, "hash", "sha256"), "is not 64 lowercase hex characters")
@@ -447,25 +448,3 @@ def read_lock(path: Path) -> LockFile:
         else:
             check.conda(index, conda[-1])
     return LockFile(metadata=document.metadata, package=conda, pip=pip)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never half.
-
-    The file gets the mode a plain write would (0666 less the umask), not mkstemp's 0600:
-    build contexts are read by the images' non-root user too.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

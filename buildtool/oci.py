@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from buildtool.errors import BuildToolError
 from buildtool.proc import Watchdog
+from compat.vocabulary import PLATFORMS
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -44,7 +46,6 @@ COPY_BUFFER = 1 << 20
 LOAD_TIMEOUT = 60 * 60
 
 # platform (conda subdir) -> (OCI architecture, variant)
-ARCHITECTURES = {"linux-64": ("amd64", None), "linux-aarch64": ("arm64", "v8")}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -179,7 +180,9 @@ class BlobStore:
             link_to: dict[str, str] = {}
             for target, names in groups.items():
                 if target not in by_name:
-                    raise ValueError(f"{source}: {names[1]} links to {target}, left out")
+                    raise BuildToolError(
+                        f"{source}: {names[1]} links to {target}, which is left out"
+                    )
                 first, *rest = sorted(names)
                 data_of[first] = by_name[target]
                 for name in rest:
@@ -236,7 +239,7 @@ class BlobStore:
             written, _ = self._store(write)
             if written != diff_id:
                 self.layer_path(written).unlink()
-                raise ValueError(f"{source}: content is {written}, not {diff_id}")
+                raise BuildToolError(f"{source}: content is {written}, not {diff_id}")
         return Layer(diff_id, target.stat().st_size, created, created_by)
 
     def gzip_blob(self, diff_id: str) -> Blob:
@@ -303,11 +306,11 @@ class Image:
     layers: tuple[Layer, ...]
 
     def config_blob(self) -> Blob:
-        arch, variant = ARCHITECTURES[self.platform]
+        target = PLATFORMS[self.platform]
         created = max(layer.created for layer in self.layers)
         document = {
             **self.config,
-            "architecture": arch,
+            "architecture": target.oci_architecture,
             "os": "linux",
             "created": _rfc3339(created),
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in self.layers]},
@@ -316,8 +319,8 @@ class Image:
                 for layer in self.layers
             ],
         }
-        if variant:
-            document["variant"] = variant
+        if target.oci_variant:
+            document["variant"] = target.oci_variant
         return Blob.of(canonical_json(document), OCI_CONFIG)
 
     @property
@@ -339,14 +342,14 @@ class Image:
 def index(manifests: dict[str, Blob]) -> Blob:
     """An OCI image index over one manifest per platform."""
     entries = []
-    for platform in sorted(manifests):
-        arch, variant = ARCHITECTURES[platform]
+    for subdir in sorted(manifests):
+        target = PLATFORMS[subdir]
         described = {
-            "architecture": arch,
+            "architecture": target.oci_architecture,
             "os": "linux",
-            **({"variant": variant} if variant else {}),
+            **({"variant": target.oci_variant} if target.oci_variant else {}),
         }
-        entries.append(manifests[platform].descriptor(platform=described))
+        entries.append(manifests[subdir].descriptor(platform=described))
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return Blob.of(canonical_json(document), OCI_INDEX)
 
@@ -432,4 +435,6 @@ def file_entry(
         return Entry(name, "dir", permissions, uid, gid, mtime)
     if stat.S_ISREG(st.st_mode):
         return Entry(name, "file", permissions, uid, gid, mtime, source=path, size=st.st_size)
-    raise ValueError(f"{path}: not a file, directory or symlink")
+    raise BuildToolError(
+        f"{path}: not a file, directory or symlink; an image layer holds only those"
+    )

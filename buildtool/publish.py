@@ -24,7 +24,8 @@ from buildtool.build import BuiltPair, date_tag, store_for
 from buildtool.client import attach as attach_client
 from buildtool.client import client_files
 from buildtool.errors import BuildToolError
-from buildtool.lockfile import read_lock, write_atomic
+from buildtool.files import write_atomic
+from buildtool.lockfile import read_lock
 from buildtool.oci import Blob, Image, index
 from buildtool.published import (
     PUBLISHED_FILE,
@@ -37,10 +38,11 @@ from buildtool.published import (
     read_published,
 )
 from buildtool.registry import Registry, credentials_for, split_reference
-from buildtool.render import ROLES, RenderedPair
+from buildtool.render import RenderedPair
 from buildtool.sbom import ImageContents, attach, sbom_json
 from compat.gate import IncompatibleImagesError, gate_lockfile
 from compat.report import render_markdown
+from compat.vocabulary import ROLES
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def compat_gate(pair: RenderedPair) -> None:
 
 def published_digests(registry: Registry, pair: RenderedPair) -> dict[str, str] | None:
     """The digests under both content tags, or None if either is missing."""
-    digests = {}
+    digests: dict[str, str] = {}
     for role in ROLES:
         _, name = split_reference(pair.image(role).repository)
         digest = registry.manifest_digest(name, pair.content_tag)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from buildtool.errors import BuildToolError
+from buildtool.models import StrictModel
+from compat.vocabulary import of_role
 
 PUBLISHED_FILE = "published.json"
 PUBLISHED_LOCK_FILE = "published-lock.yml"
@@ -17,7 +19,7 @@ PUBLISHED_IMAGES_FILE = "published-images.json"
 SBOM_DIR = "sbom"
 
 
-class PublishedImage(BaseModel):
+class PublishedImage(StrictModel):
     repository: str
     digest: str  # the manifest's, or with several platforms the index's
     tags: list[str]
@@ -34,15 +36,15 @@ class PublishedImage(BaseModel):
         )  # fmt: skip
 
 
-class PublishedImages(BaseModel):
+class PublishedImages(StrictModel):
     worker: PublishedImage
     notebook: PublishedImage
 
     def image(self, role: str) -> PublishedImage:
-        return self.worker if role == "worker" else self.notebook
+        return of_role(self, role)
 
 
-class Published(BaseModel):
+class Published(StrictModel):
     """`build/<env>/published.json`."""
 
     environment: str

@@ -28,14 +28,14 @@ from jinja2 import Environment as Jinja
 from jinja2 import FileSystemLoader, StrictUndefined
 
 from buildtool import grammar, layers
-from buildtool.assemble import PREFIX
 from buildtool.errors import BuildToolError, InputError
-from buildtool.lockfile import LockedPackage, LockFile, write_atomic
+from buildtool.files import write_atomic, write_if_changed
+from buildtool.lockfile import LockedPackage, LockFile
 from buildtool.spec import Environment, ImageSet
 from buildtool.yamlfile import unsafe_character
+from compat.vocabulary import PREFIX, ROLES, of_role
 
 TEMPLATES = Path(str(resources.files("buildtool") / "dockerfiles"))
-ROLES = ("worker", "notebook")
 # What every image needs from Debian: an init process and TLS roots.
 BASE_APT = ["tini", "ca-certificates"]
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
@@ -70,7 +70,7 @@ class RenderedPair:
     notebook: ImageRef
 
     def image(self, role: str) -> ImageRef:
-        return self.worker if role == "worker" else self.notebook
+        return of_role(self, role)
 
     def system_dockerfile(self, platform: str) -> Path:
         return Path(self.directory) / platform / "system.Dockerfile"
@@ -166,8 +166,8 @@ def render(
         pip={"worker": env.worker.pip, "notebook": _notebook_only(env).pip},
         content_tag=tag,
         lock_sha256=lock.content_sha(),
-        worker=ImageRef(prefix + env.worker.image, tag),
-        notebook=ImageRef(prefix + env.notebook.image, tag),
+        worker=ImageRef(prefix + env.worker.repository, tag),
+        notebook=ImageRef(prefix + env.notebook.repository, tag),
     )
     jinja = Jinja(
         loader=FileSystemLoader(templates),
@@ -193,8 +193,7 @@ def render(
         )
     for name, text in files.items():
         path = directory / name
-        if not path.exists() or path.read_text() != text:
-            write_atomic(path, text)
+        write_if_changed(path, text)
     write_atomic(directory / "render.json", json.dumps(asdict(pair), indent=2) + "\n")
     return pair
 
@@ -205,7 +204,7 @@ def _spec_inputs(env: Environment) -> dict:
         "description": env.description,
         **{
             role: {
-                "image": env.image(role).image,
+                "image": env.image(role).repository,
                 "apt": env.image(role).apt,
                 "pip": env.image(role).pip,
                 "env": env.image(role).env,
@@ -219,7 +218,7 @@ def _notebook_only(env: Environment) -> ImageSet:
     """The notebook's own apt, pip and env: what it adds to the worker's."""
     worker, notebook = env.worker, env.notebook
     return ImageSet(
-        image=notebook.image,
+        repository=notebook.repository,
         pip=[p for p in notebook.pip if p not in worker.pip],
         apt=[p for p in notebook.apt if p not in worker.apt],
         env={k: v for k, v in notebook.env.items() if worker.env.get(k) != v},

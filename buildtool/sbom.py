@@ -34,10 +34,10 @@ from buildtool.errors import BuildToolError
 from buildtool.lockfile import LockedPackage
 from buildtool.oci import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
 from buildtool.registry import Registry
+from compat.vocabulary import PLATFORMS
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 EMPTY_CONFIG = Blob.of(b"{}", "application/vnd.oci.empty.v1+json")
-DEB_ARCH = {"linux-64": "amd64", "linux-aarch64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,13 @@ def _pip(pin: str) -> Component:
 
 
 def sbom_json(image: ImageContents) -> str:
+    arch = PLATFORMS[image.platform].debian_architecture
     subject = PackageURL(
-        "oci", name=image.repository.rsplit("/", 1)[-1], version=image.digest,
-        qualifiers={"repository_url": image.repository, "arch": DEB_ARCH[image.platform]},
-    )  # fmt: skip
+        "oci",
+        name=image.repository.rsplit("/", 1)[-1],
+        version=image.digest,
+        qualifiers={"repository_url": image.repository, "arch": arch},
+    )
     components = [_conda(p) for p in sorted(image.conda, key=lambda p: p.name)]
     components += [_pip(pin) for pin in sorted(image.pip)]
     components += [_deb(n, v["version"], v["arch"]) for n, v in sorted(image.apt.items())]

@@ -18,8 +18,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from buildtool import yamlfile
-from buildtool.spec import EnvironmentName
-from buildtool.yamlfile import StrictModel
+from buildtool.models import StrictModel
+from buildtool.specfile import EnvironmentName
 
 SITE_FILE = "site.yaml"
 

@@ -28,9 +28,9 @@ from typing import Any
 from buildtool.confine import extract_tar
 from buildtool.engine import docker, docker_cli, run_logged
 from buildtool.errors import BuildToolError
-from buildtool.oci import ARCHITECTURES, BlobStore, Layer
+from buildtool.oci import BlobStore, Layer
+from compat.vocabulary import PLATFORMS, ROLES
 
-ROLES = ("worker", "notebook")
 # Paths a layer must not keep: apt's lists and archives, logs, temporary files, and
 # ldconfig's cache of inode numbers and times.
 DROPPED_UNDER = ("var/lib/apt/lists/", "var/cache/apt/", "var/log/", "tmp/", "root/.cache/")
@@ -84,11 +84,6 @@ class SystemPair:
         return cls(data["platform"], image(data["worker"]), image(data["notebook"]))
 
 
-def docker_platform(platform: str) -> str:
-    arch, variant = ARCHITECTURES[platform]
-    return f"linux/{arch}" + (f"/{variant}" if variant else "")
-
-
 def build_system(
     dockerfile: Path, base_image: str, platform: str, tag: str, store: BlobStore, echo: bool,
     no_cache: bool = False,
@@ -99,7 +94,7 @@ def build_system(
         command = [
             # Host networking: an apt mirror or proxy on the build host's 127.0.0.1.
             docker_cli(), "build", "--progress=plain", "--network=host",
-            "--platform", docker_platform(platform), "--target", role,
+            "--platform", PLATFORMS[platform].oci, "--target", role,
             "-f", str(dockerfile), "-t", f"{tag}-{role}", str(context),
             *(["--no-cache"] if no_cache else []),
         ]  # fmt: skip

@@ -17,7 +17,8 @@ from buildtool.build import BuiltPair, build_pair
 from buildtool.errors import BuildToolError
 from buildtool.oci import BlobStore, Image, index
 from buildtool.published import PUBLISHED_IMAGES_FILE, read_published
-from buildtool.render import ROLES, RenderedPair
+from buildtool.render import RenderedPair
+from compat.vocabulary import ROLES
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from packaging.version import InvalidVersion, Version
 
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import PYPI_FILES, PipLockedPackage
+from compat.vocabulary import PLATFORMS
 
-ARCH = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}
 # manylinux wheels up to the base image's glibc (Debian bookworm: 2.36).
 GLIBC_MINOR = 36
 # The legacy manylinux names of some glibc versions (PEP 600).
@@ -86,7 +86,7 @@ def parse_pin(pin: str) -> tuple[str, Version]:
 
 def platform_tags(platform: str) -> list[str]:
     """The manylinux platform tags an image of `platform` runs, most specific first."""
-    arch = ARCH[platform]
+    arch = PLATFORMS[platform].machine
     oldest = 17 if arch == "aarch64" else 5  # manylinux2014 was the first with aarch64
     tags = []
     for minor in range(GLIBC_MINOR, oldest - 1, -1):

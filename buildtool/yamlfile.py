@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from buildtool.errors import SpecError
 
@@ -41,12 +41,6 @@ MAX_BYTES = 1024 * 1024
 UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 
 Lines = dict[tuple[Any, ...], int]
-
-
-class StrictModel(BaseModel):
-    """The one strict base of every schema: unknown keys and loose types are errors."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def unsafe_character(text: str) -> str | None:

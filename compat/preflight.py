@@ -31,15 +31,13 @@ from typing import Any
 from compat import compare, registry, report, rules, sources
 from compat.compare import Group, Mismatch, Report
 from compat.model import CheckError, PackageRecord, PackageSet, conda_package_set
+from compat.vocabulary import PLATFORMS, oci_platform
 
 GATEWAY = "dask-gateway"
 #: Everything preflight compares; every other package is left out.
 COMPARED = rules.ERROR_LEVEL | {GATEWAY}
 CLIENT, WORKERS = "client", "workers"
 GATEWAY_REASON = "gateway client and server must match"
-#: What the worker image is for each ``--platform``, in a lock's spelling.
-LOCK_PLATFORMS = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64",
-                  "linux/arm64/v8": "linux-aarch64"}  # fmt: skip
 LOCK_FILE = "conda-lock.yml"
 # An environment's folder name (buildtool/grammar.py's ENVIRONMENT_NAME).
 _ENVIRONMENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
@@ -80,9 +78,11 @@ def from_lock(environment: str, root: Path, platform: str) -> WorkerSet:
             f"{environment[:100]!r} is neither an image reference (host/name[:tag][@digest]) "
             "nor an environment name (lowercase letters, digits and . _ - between them)"
         )
-    subdir = LOCK_PLATFORMS.get(platform)
-    if subdir is None:
-        raise CheckError(f"--platform {platform!r}: use one of {', '.join(LOCK_PLATFORMS)}")
+    target = oci_platform(platform)
+    if target is None:
+        known = ", ".join(p.oci for p in PLATFORMS.values())
+        raise CheckError(f"--platform {platform!r}: use one of {known}")
+    subdir = target.subdir
     if not root.is_dir():
         raise CheckError(f"{root}: no such folder (--root: the site's environments folder)")
     folder = root / environment

@@ -25,17 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from compat import names, probe
+from compat import names, probe, vocabulary
 from compat.model import CheckError, Package, PackageRecord, PackageSet, conda_package_set
+from compat.vocabulary import PREFIX, ROLES
 
 DEFAULT_PLATFORM = "linux-64"
-#: The environment both images install, as laid out by the Dockerfiles.
-IMAGE_PREFIX = "/srv/conda/envs/notebook"
-#: Lockfile categories that make up each image.
-IMAGE_CATEGORIES: dict[str, frozenset[str]] = {
-    "worker": frozenset({"main"}),
-    "notebook": frozenset({"main", "notebook"}),
-}
 #: Time limit, in seconds, of the `docker run` that lists an image's packages: a
 #: container that cats a few hundred small files; past five minutes the engine hangs.
 #: `subprocess.run` kills the docker client then (it starts no children of its own).
@@ -108,9 +102,9 @@ def _lock_record(path: Path, entry: dict) -> PackageRecord:
 def from_lockfile(selection: LockSelection) -> PackageSet:
     """One image's packages for one platform from a conda-lock v1 lockfile."""
     path = selection.path
-    categories = IMAGE_CATEGORIES.get(selection.image)
+    categories = vocabulary.categories(selection.image) if selection.image in ROLES else None
     if categories is None:
-        known = ", ".join(sorted(IMAGE_CATEGORIES))
+        known = ", ".join(ROLES)
         raise CheckError(f"unknown image {selection.image!r} for {path}: use one of {known}")
     entries = _load_lockfile(path)
     platforms = {str(entry.get("platform")) for entry in entries}
@@ -191,7 +185,7 @@ done
 DIST_INFO_MARKER = "\n#dist-info\n"
 
 
-def from_image(reference: str, prefix: str = IMAGE_PREFIX) -> PackageSet:
+def from_image(reference: str, prefix: str = PREFIX) -> PackageSet:
     """A built image's environment, listed by a throwaway container."""
     docker = shutil.which("docker")
     if docker is None:

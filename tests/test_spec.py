@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.spec import environment_names, load_environment, normalize_matchspec
+from buildtool.spec import environment_names, load_environment
+from buildtool.specfile import normalize_matchspec
 from tests.conftest import REPO, buildtool
 
 
@@ -43,8 +44,8 @@ def test_seed_environments_resolve_through_base() -> None:
     assert (
         env.notebook.env["ATLAS_LOCAL_ROOT_BASE"] == "/cvmfs/atlas.cern.ch/repo/ATLASLocalRootBase"
     )
-    assert env.notebook.image == "jupyter-physlite"
-    assert env.worker.image == "dask-gateway-physlite"
+    assert env.notebook.repository == "jupyter-physlite"
+    assert env.worker.repository == "dask-gateway-physlite"
     assert env.channels == ["conda-forge"] and env.platforms == ["linux-64"]
     assert "coffea" in env.notebook.imports and "coffea" in env.worker.imports
 

@@ -56,7 +56,7 @@ def render_context(
         "base_image": base_image, "builder_image": builder_image,
     }  # fmt: skip
     notebook_only = {
-        "image": env.notebook.image,
+        "image": env.notebook.repository,
         "pip": [p for p in env.notebook.pip if p not in env.worker.pip],
         "apt": [p for p in env.notebook.apt if p not in env.worker.apt],
         "env": {k: v for k, v in env.notebook.env.items() if env.worker.env.get(k) != v},
@@ -69,7 +69,7 @@ def render_context(
         layered = env.worker if role == "worker" else notebook_only
         (dest / f"{role}.Dockerfile").write_text(
             jinja.get_template(f"{role}.Dockerfile.j2").render(
-                role=role, image=layered, image_name=env.image(role).image, **common
+                role=role, image=layered, image_name=env.image(role).repository, **common
             )
         )
         (dest / f"naive-{role}.Dockerfile").write_text(

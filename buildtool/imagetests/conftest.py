@@ -20,9 +20,7 @@ from buildtool.build import BuiltPair
 from buildtool.lockfile import LockFile, read_lock
 from buildtool.render import RenderedPair
 from buildtool.spec import Environment, load_environment
-
-PREFIX = "/srv/conda/envs/notebook"
-ROLES = ("worker", "notebook")
+from compat.vocabulary import PREFIX, ROLES
 
 
 @pytest.fixture(scope="session")

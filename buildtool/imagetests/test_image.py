@@ -11,10 +11,11 @@ import uuid
 import pytest
 import testinfra
 
-from buildtool.imagetests.conftest import PREFIX, ROLES, docker, inspect
+from buildtool.imagetests.conftest import docker, inspect
 from buildtool.lockfile import LockFile
 from buildtool.render import RenderedPair
 from buildtool.spec import Environment
+from compat.vocabulary import PREFIX, ROLES
 
 Hosts = dict[str, testinfra.host.Host]
 

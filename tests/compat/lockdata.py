@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 from compat.names import from_conda
-from compat.sources import IMAGE_CATEGORIES, record_from_url
+from compat.sources import record_from_url
+from compat.vocabulary import categories
 
 DATA = Path(__file__).parent / "data"
 #: notebook (main + notebook categories) and worker (main) images from one solve
@@ -33,7 +34,7 @@ def write_prefix(lockfile: Path, prefix: Path, image: str) -> Path:
     """
     (prefix / "conda-meta").mkdir(parents=True)
     for entry in yaml.safe_load(lockfile.read_text())["package"]:
-        if entry["platform"] != "linux-64" or entry["category"] not in IMAGE_CATEGORIES[image]:
+        if entry["platform"] != "linux-64" or entry["category"] not in categories(image):
             continue
         if entry["manager"] == "pip":
             _dist_info(prefix, entry["name"], entry["version"], "pip")

@@ -1,0 +1,121 @@
+"""The project's vocabulary: roles, platforms and the install prefix, each defined once.
+
+Both distributions use these names. They live here, in the checker's light distribution,
+because daskhub-images depends on daskhub-compat and not the other way round.
+
+* A **role** is what an image does in a pair: the Dask worker, or the Jupyter notebook
+  (the Dask client), which is the worker image plus the notebook's own layers. Roles are
+  listed in that order, the worker first, everywhere.
+* A **platform** is one target of a pair, named by its conda subdir (``linux-64``). It
+  carries what each tool calls the same machine: OCI's architecture and variant, Debian's
+  architecture and the kernel's machine name (``uname -m``).
+* **PREFIX** is where the conda environment lives inside both images.
+"""
+
+from __future__ import annotations
+
+import platform as _host
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal, Protocol, TypeVar
+
+
+class Role(str, Enum):
+    """An image's role in a pair. Compares equal to its value (`Role.WORKER == "worker"`)."""
+
+    WORKER = "worker"
+    NOTEBOOK = "notebook"
+
+    def __str__(self) -> str:  # f-strings give "worker", not "Role.WORKER"
+        return self.value
+
+
+#: The roles of a pair, in their one order: the worker first, the notebook built on it.
+ROLES: tuple[Role, ...] = tuple(Role)
+
+#: The conda-lock category of the packages each role adds to the roles before it: the
+#: worker's are `main` (what conda-lock installs by default), the notebook's own `notebook`.
+CATEGORY: dict[Role, str] = {Role.WORKER: "main", Role.NOTEBOOK: "notebook"}
+
+
+def categories(role: str) -> frozenset[str]:
+    """The lock categories an image of `role` installs: its own and its predecessors'."""
+    upto = ROLES[: ROLES.index(Role(role)) + 1]
+    return frozenset(CATEGORY[r] for r in upto)
+
+
+#: Where the conda environment is installed in both images of every pair.
+PREFIX = "/srv/conda/envs/notebook"
+
+#: A platform's name, as a spec writes it (a conda subdir).
+PlatformName = Literal["linux-64", "linux-aarch64"]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One target platform, with the name each tool gives it."""
+
+    subdir: PlatformName  # conda: linux-64
+    oci_architecture: str  # OCI image config and index: amd64
+    oci_variant: str | None  # OCI: v8 for arm64, else none
+    debian_architecture: str  # dpkg --print-architecture: amd64
+    machine: str  # uname -m: x86_64; also conda's __archspec and the wheel tags' arch
+
+    @property
+    def oci(self) -> str:
+        """`linux/amd64`, `linux/arm64/v8`: the form `docker --platform` takes."""
+        parts = ["linux", self.oci_architecture, self.oci_variant]
+        return "/".join(part for part in parts if part)
+
+    def __str__(self) -> str:
+        return self.subdir
+
+
+LINUX_64 = Platform("linux-64", "amd64", None, "amd64", "x86_64")
+LINUX_AARCH64 = Platform("linux-aarch64", "arm64", "v8", "arm64", "aarch64")
+
+#: Every platform a pair can be built for, by conda subdir, linux-64 first.
+PLATFORMS: dict[str, Platform] = {p.subdir: p for p in (LINUX_64, LINUX_AARCH64)}
+
+
+def platform(subdir: str) -> Platform:
+    """The platform named `subdir`; KeyError names the known ones."""
+    try:
+        return PLATFORMS[subdir]
+    except KeyError:
+        raise KeyError(f"unknown platform {subdir!r}: use one of {', '.join(PLATFORMS)}") from None
+
+
+def oci_platform(name: str) -> Platform | None:
+    """The platform that `linux/amd64`, `linux/arm64` or `linux/arm64/v8` names, else None."""
+    for candidate in PLATFORMS.values():
+        if name in (candidate.oci, f"linux/{candidate.oci_architecture}"):
+            return candidate
+    return None
+
+
+def host_platform() -> Platform:
+    """This machine's platform (`uname -m`; macOS calls aarch64 arm64); linux-64 otherwise."""
+    machine = {"arm64": "aarch64"}.get(_host.machine(), _host.machine())
+    for candidate in PLATFORMS.values():
+        if candidate.machine == machine:
+            return candidate
+    return LINUX_64
+
+
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class Pair(Protocol[_T_co]):
+    """Anything that holds one value per role: a pair's specs, references or images."""
+
+    @property
+    def worker(self) -> _T_co: ...
+
+    @property
+    def notebook(self) -> _T_co: ...
+
+
+def of_role(pair: Pair[_T_co], role: str) -> _T_co:
+    """`pair`'s value for `role`; ValueError for a name that is not a role."""
+    return pair.worker if Role(role) is Role.WORKER else pair.notebook
