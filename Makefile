@@ -118,7 +118,7 @@ publish: standin ## publish every pair (ENVS) whose content changed; an unchange
 
 publish-%: standin
 	$(WITH_STANDIN) $(WITH_CREDENTIALS) $(call ENSURE_LOCK,$*) \
-	  $(BUILDTOOL) publish $* --quiet --registry $(REGISTRY) $(IMAGE_FLAGS)
+	  $(BUILDTOOL) publish $* --registry $(REGISTRY) $(IMAGE_FLAGS)
 
 .PHONY: plan
 plan: standin ## print, as CI matrix JSON, the pairs (ENVS) whose content tags are not in REGISTRY

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,8 @@ from buildtool.render import RenderedPair
 from buildtool.system import build_system
 from buildtool.wheels import locked_wheels
 from compat.vocabulary import ROLES, host_platform
+
+logger = logging.getLogger(__name__)
 
 IMAGES_FILE = "images.json"
 
@@ -113,7 +116,7 @@ def build_pair(
             no_cache=no_cache,
         )
         system_s = time.monotonic() - started
-        print(f"assembling the conda layers ({platform})", flush=True)
+        logger.info(f"assembling the conda layers ({platform})")
         # The staging prefix goes once its layers are in the store.
         with tempfile.TemporaryDirectory(prefix=f"stage-{platform}-", dir=store.root) as stage:
             assembled: AssembledPair = assemble(
@@ -137,10 +140,9 @@ def build_pair(
         # What ran where: another platform's system steps run under emulation (qemu);
         # its conda layers are laid out on this host like this platform's.
         emulated = ", emulated" if platform != host_platform().subdir else ""
-        print(
+        logger.info(
             f"timing {platform}: system stages {system_s:.1f} s (BuildKit{emulated}), "
             f"conda layers {time.monotonic() - started - system_s:.1f} s (host)",
-            flush=True,
         )
     built = BuiltPair(pair.content_tag, images, apt)
     if load:
@@ -163,4 +165,4 @@ def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> None:
     except RuntimeError as exc:
         raise BuildToolError(str(exc)) from None
     for tag, image in tagged.items():
-        print(f"loaded {tag} ({image.image_id[:19]}, {len(image.layers)} layers)", flush=True)
+        logger.info(f"loaded {tag} ({image.image_id[:19]}, {len(image.layers)} layers)")

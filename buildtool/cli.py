@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     for name in _names(args):
         pair = _render(args, name)
-        build_pair(pair, echo=not args.quiet)
+        build_pair(pair, echo=args.verbose)
         print(f"built {pair.worker.ref} and {pair.notebook.ref}")
     return 0
 
@@ -129,7 +130,7 @@ def _publish_one(args: argparse.Namespace, name: str) -> None:
     publication = publish(
         pair,
         args.registry,
-        build=lambda: build_pair(pair, echo=not args.quiet),
+        build=lambda: build_pair(pair, echo=args.verbose),
         test=lambda: test_pair(args.root, args.build_dir, name),
     )
     for role in ROLES:
@@ -155,7 +156,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not args.registry:  # render as it was published
             published = read_published(args.build_dir, name)
             args.registry = published.registry if published else None
-        for verdict in verify(_render(args, name), echo=not args.quiet):
+        for verdict in verify(_render(args, name), echo=args.verbose):
             state = "identical" if verdict.same else "DIFFERENT"
             print(f"{name} {verdict.role}: {state}: rebuilt {verdict.rebuilt}, "
                   f"published {verdict.published}")  # fmt: skip
@@ -232,12 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--build-dir", type=Path, default=Path("build"), help="where generated files go"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # Every command takes -q and -v after its name. Progress is logged on stderr (INFO) and
+    # the engine's own build output goes to log files; -q keeps warnings and errors only;
+    # -v adds the details (DEBUG) and streams the build output too. What a command
+    # answers (names, JSON, diffs, references) is on stdout.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="log the details, and stream build output"
+    )
 
-    p = sub.add_parser("list", help="print environment names (validating their specs)")
+    def add_parser(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[verbosity], help=help)
+
+    p = add_parser("list", help="print environment names (validating their specs)")
     _env_options(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("lock", help="solve an environment once and write its conda-lock.yml")
+    p = add_parser("lock", help="solve an environment once and write its conda-lock.yml")
     _env_options(p)
     p.add_argument("--channel", action="append", help="use this channel instead of the spec's")
     p.add_argument(
@@ -249,54 +262,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)
 
-    p = sub.add_parser("render", help="write the pair's Dockerfiles and build context")
+    p = add_parser("render", help="write the pair's Dockerfiles and build context")
     _image_options(p)
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("build", help="render, then build both images, layered by package")
+    p = add_parser("build", help="render, then build both images, layered by package")
     _image_options(p)
-    p.add_argument("--quiet", action="store_true", help="log to files only")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("test", help="run the image tests (pytest + testinfra) on a built pair")
+    p = add_parser("test", help="run the image tests (pytest + testinfra) on a built pair")
     _env_options(p)
     p.set_defaults(func=cmd_test)
 
-    p = sub.add_parser("publish", help="build, test, then push the pair by digest and tag it")
+    p = add_parser("publish", help="build, test, then push the pair by digest and tag it")
     _image_options(p)
-    p.add_argument("--quiet", action="store_true", help="log builds to files only")
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser(
-        "plan", help="print, as JSON for a CI matrix, the pairs not yet in the registry"
-    )
+    p = add_parser("plan", help="print, as JSON for a CI matrix, the pairs not yet in the registry")
     _image_options(p)
     p.add_argument("--names", action="store_true", help="only their names, one per line")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser(
+    p = add_parser(
         "verify", help="rebuild a published pair from its lock on clean caches; compare digests"
     )
     _image_options(p)
-    p.add_argument("--quiet", action="store_true", help="log builds to files only")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser(
+    p = add_parser(
         "client", help="write build/ENV/client/: pip and conda pins of a client matching the pair"
     )
     _env_options(p)
     p.set_defaults(func=cmd_client)
 
-    p = sub.add_parser("docs", help="write the image table, package manifests and lock diffs")
+    p = add_parser("docs", help="write the image table, package manifests and lock diffs")
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the pages")
     p.set_defaults(func=cmd_docs)
 
-    p = sub.add_parser("helm-values", help="write the daskhub chart values of the published pairs")
+    p = add_parser("helm-values", help="write the daskhub chart values of the published pairs")
     p.add_argument("--output", type=Path, default=VALUES_PATH, help="the values file to write")
     p.add_argument("--default", help="environment preselected in the profile list (else the first)")
     p.set_defaults(func=cmd_helm_values)
 
-    p = sub.add_parser("import", help="write environments/NAME/env.yaml from an environment.yml")
+    p = add_parser("import", help="write environments/NAME/env.yaml from an environment.yml")
     p.add_argument("environment_yml", type=Path, metavar="ENVIRONMENT_YML")
     p.add_argument("--name", required=True, help="the environment to write")
     p.add_argument("--extends", help="the parent spec (e.g. base); what it asks for is left out")
@@ -312,8 +320,24 @@ def default_root() -> Path:
     return candidate if candidate.is_dir() else Path(".")
 
 
+def log_to_stderr(level: int) -> None:
+    """The tool's own loggers (`buildtool.*`) at `level`, as plain lines on stderr. Other
+    handlers (a host program's, pytest's) are left as they are."""
+    logger = logging.getLogger("buildtool")
+    logger.setLevel(level)
+    for handler in [h for h in logger.handlers if h.get_name() == "buildtool-cli"]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("buildtool-cli")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_stderr(
+        logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    )
     if args.root is None:
         args.root = default_root()
     handler: Callable[[argparse.Namespace], int] = args.func

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ from buildtool.sbom import ImageContents, attach, sbom_json
 from compat.gate import IncompatibleImagesError, gate_lockfile
 from compat.report import render_markdown
 from compat.vocabulary import ROLES
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def push_images(registry: Registry, pair: RenderedPair, built: BuiltPair) -> dic
         if len(manifests) > 1:
             registry.put_manifest(name, top.digest, top)
         pushed[role] = PushedImage(top, manifests)
-        print(f"pushed {pair.image(role).repository}@{top.digest}", flush=True)
+        logger.info(f"pushed {pair.image(role).repository}@{top.digest}")
     return pushed
 
 
@@ -143,7 +146,7 @@ def attach_sboms(
             document = sbom_json(contents)
             write_atomic(Path(pair.directory) / SBOM_DIR / f"{role}-{platform}.cdx.json", document)
             attach(registry, name, manifest, document, platform)
-        print(f"attached SBOMs to {pair.image(role).repository}@{pushed[role].top.digest}")
+        logger.info(f"attached SBOMs to {pair.image(role).repository}@{pushed[role].top.digest}")
 
 
 def attach_client_files(
@@ -154,7 +157,9 @@ def attach_client_files(
     for role in ROLES:
         _, name = split_reference(pair.image(role).repository)
         attach_client(registry, name, pushed[role].top, files)
-        print(f"attached client pins to {pair.image(role).repository}@{pushed[role].top.digest}")
+        logger.info(
+            f"attached client pins to {pair.image(role).repository}@{pushed[role].top.digest}"
+        )
 
 
 def publish(
@@ -170,7 +175,7 @@ def publish(
 
     existing = published_digests(registry, pair)
     if existing is not None:
-        print(f"{pair.environment}: {pair.content_tag} is already published: "
+        logger.info(f"{pair.environment}: {pair.content_tag} is already published: "
               "nothing built, nothing pushed")  # fmt: skip
         previous = read_published(Path(pair.directory).parent, pair.environment)
         images: dict[str, PublishedImage] = {
@@ -203,7 +208,7 @@ def publish(
         images[role] = PublishedImage.at(
             pair.image(role).repository, pushed[role].top.digest, tags, pushed[role].platforms
         )
-        print(f"tagged {pair.image(role).repository}:{{{','.join(tags)}}}")
+        logger.info(f"tagged {pair.image(role).repository}:{{{','.join(tags)}}}")
     publication = _record(pair, registry_prefix, today, images, registry.bytes_uploaded, now)
     _write_record(pair, publication, built)
     return publication

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
@@ -30,6 +31,8 @@ from buildtool.engine import docker, docker_cli, run_logged
 from buildtool.errors import BuildToolError
 from buildtool.oci import BlobStore, Layer
 from compat.vocabulary import PLATFORMS, ROLES
+
+logger = logging.getLogger(__name__)
 
 # Paths a layer must not keep: apt's lists and archives, logs, temporary files, and
 # ldconfig's cache of inode numbers and times.
@@ -98,8 +101,9 @@ def build_system(
             "-f", str(dockerfile), "-t", f"{tag}-{role}", str(context),
             *(["--no-cache"] if no_cache else []),
         ]  # fmt: skip
-        print(f"building the {role} system stage ({platform})", flush=True)
-        run_logged(command, context / f"system-{role}-build.log", echo)
+        log = context / f"system-{role}-build.log"
+        logger.info(f"building the {role} system stage ({platform}), its output in {log}")
+        run_logged(command, log, echo)
     ids = [_inspect(f"{tag}-{role}")["Id"] for role in ROLES]
     key = "-".join([NORMALIZATION, *(i.removeprefix("sha256:")[:24] for i in ids)])
     record = store.root / "system" / f"{key}.json"

@@ -78,14 +78,6 @@ LINUX_AARCH64 = Platform("linux-aarch64", "arm64", "v8", "arm64", "aarch64")
 PLATFORMS: dict[str, Platform] = {p.subdir: p for p in (LINUX_64, LINUX_AARCH64)}
 
 
-def platform(subdir: str) -> Platform:
-    """The platform named `subdir`; KeyError names the known ones."""
-    try:
-        return PLATFORMS[subdir]
-    except KeyError:
-        raise KeyError(f"unknown platform {subdir!r}: use one of {', '.join(PLATFORMS)}") from None
-
-
 def oci_platform(name: str) -> Platform | None:
     """The platform that `linux/amd64`, `linux/arm64` or `linux/arm64/v8` names, else None."""
     for candidate in PLATFORMS.values():

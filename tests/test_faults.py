@@ -52,7 +52,7 @@ def site(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _publish(site: dict, registry: str, *extra: str) -> subprocess.Popen[str]:
     c: RegistryCredentials = site["credentials"]
     command = [
-        sys.executable, "-m", "buildtool.cli", "publish", "e2e", "--quiet",
+        sys.executable, "-m", "buildtool.cli", "publish", "e2e",
         "--registry", registry, "--base-image", site["standin"].base_image, *extra,
     ]  # fmt: skip
     env = {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}

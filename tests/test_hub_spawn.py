@@ -131,7 +131,7 @@ def published(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "REGISTRY_PASSWORD": credentials.password,
     }
     command = [
-        sys.executable, "-m", "buildtool.cli", "publish", "e2e", "--quiet",
+        sys.executable, "-m", "buildtool.cli", "publish", "e2e",
         "--registry", registry,
         "--base-image", standin.base_image,
     ]  # fmt: skip

@@ -35,7 +35,7 @@ def _build(work: Path, standin: StandIn, cache: Path) -> dict:
     """`buildtool build e2e` from nothing; the digests of what it made."""
     env = {**os.environ, "DASKHUB_CACHE": str(cache)}
     result = buildtool(
-        "build", "e2e", "--quiet", "--registry", REGISTRY, "--base-image", standin.base_image,
+        "build", "e2e", "--registry", REGISTRY, "--base-image", standin.base_image,
         cwd=work, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

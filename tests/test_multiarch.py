@@ -68,7 +68,7 @@ def test_one_command_publishes_a_pair_of_indexes(site: dict, tmp_path: Path) -> 
     for platform in ("linux-64", "linux-aarch64"):
         report = (work / platform / "image-tests.xml").read_text()
         assert 'failures="0"' in report and "test_real_pair_scheduler_worker_and_client" in report
-    assert "system stages" in result.stdout and "(BuildKit, emulated)" in result.stdout
+    assert "system stages" in result.stderr and "(BuildKit, emulated)" in result.stderr
     published = json.loads((work / "published.json").read_text())
     c: RegistryCredentials = site["credentials"]
     registry = Registry(c.registry, Credentials(c.user, c.password))

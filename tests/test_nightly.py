@@ -80,7 +80,7 @@ def test_three_nights(tmp_path: Path) -> None:
         notebooks = {name: published[name]["images"]["notebook"] for name in SEEDS}
         for name, image in notebooks.items():
             assert image["repository"].startswith(f"{registry}/"), name
-            assert f"tagged {image['repository']}:" in first.stdout, name
+            assert f"tagged {image['repository']}:" in first.stderr, name  # publish's log
         images = (checkout / "docs" / "images.md").read_text()
         assert all(image["ref"] in images for image in notebooks.values())
         helm = _helm_images(checkout)
@@ -95,8 +95,8 @@ def test_three_nights(tmp_path: Path) -> None:
         _edit(e2e, "extends: base\n", "extends: base\nenv: {NIGHT: two}\n")
         second = _make(checkout, *night)
         assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-        assert f"tagged {registry}/jupyter-e2e:" in second.stdout
-        assert second.stdout.count("tagged ") == 2  # e2e's two images, nothing else
+        assert f"tagged {registry}/jupyter-e2e:" in second.stderr
+        assert second.stderr.count("tagged ") == 2  # e2e's two images, nothing else
         after_second = _published(checkout)
         assert after_second["e2e"]["content_tag"] != published["e2e"]["content_tag"]
         for name in ("ml", "physlite", "pyhep"):

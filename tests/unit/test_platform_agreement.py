@@ -102,3 +102,15 @@ def test_one_platform_is_solved_as_before(tmp_path: Path) -> None:
     lock = read_lock(environments / "two" / "conda-lock.yml")
     versions = {p.name: p.version for p in lock.packages("worker", "linux-64")}
     assert versions["python"] == "3.11.7" and versions["msgpack-python"] == "1.0.7"
+
+
+@pytest.mark.parametrize("flag, shown", [((), True), (("-v",), True), (("-q",), False)])
+def test_progress_is_logged_on_stderr_and_quiet_keeps_it_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: tuple[str, ...], shown: bool
+) -> None:
+    channel = _channel(tmp_path, {"linux-64": ["3.11.2", "3.11.7"], "linux-aarch64": ["3.11.2"]})
+    environments = _site(tmp_path, channel)
+    assert cli.main(["--root", str(environments), "lock", "two", *flag]) == 0
+    said = capsys.readouterr()
+    assert ("agree on msgpack-python 1.0.5, python 3.11.2" in said.err) is shown
+    assert "agree on" not in said.out and "wrote " in said.out  # the answer, on stdout
