@@ -16,17 +16,20 @@ WITH_CREDENTIALS := if [ -f $(CREDENTIALS) ]; then set -a; . $(CREDENTIALS); set
 
 # LOCAL=1 (the default) works offline on this machine: every seed environment, locked
 # against the conda-forge stand-in (`python -m devsupport.standin up`: real packages served
-# over HTTP on 127.0.0.1, debootstrap base images). The build path is the same as production's;
-# only the channel URL and the base images differ. CI with conda-forge and a real
-# registry sets LOCAL=0: the specs' own channels and images.
+# over HTTP on 127.0.0.1, debootstrap base images for the platforms ENV and ENVS build
+# for). The build path is the same as production's; only the channel URL and the base
+# images differ. CI with conda-forge and a real registry sets LOCAL=0: the specs' own
+# channels and images.
 LOCAL ?= 1
 STANDIN_ENV := build/standin.env
 ifeq ($(LOCAL),1)
 ENVS ?= e2e physlite pyhep ml
 WITH_STANDIN := set -a; . $(STANDIN_ENV); set +a;
 LOCK_FLAGS ?= --channel "$$STANDIN_CHANNEL"
-IMAGE_FLAGS ?= --base-image "$$STANDIN_BASE_IMAGE" \
-  --base-image "linux-aarch64=$$STANDIN_BASE_IMAGE_AARCH64"
+# The stand-in makes the base images of the platforms that ENV and ENVS build for, and
+# its env file gives `--base-image PLATFORM=REF` for each of them.
+STANDIN_FOR = $(if $(filter --all,$(ENVS)),--all,$(addprefix --environment ,$(sort $(ENV) $(ENVS))))
+IMAGE_FLAGS ?= $$STANDIN_IMAGE_FLAGS
 # Lock before building: against the stand-in a relock is quick and gives the same lock
 # unless the spec or the stand-in changed (a rebuilt stand-in may no longer hold an old
 # lock's archives).
@@ -50,11 +53,11 @@ setup: ## install and start what the tools need (apt, pip, dockerd, local regist
 	@bash scripts/machine-setup.sh >&2  # progress on stderr: `make plan`'s stdout is its JSON
 
 .PHONY: standin
-standin: ## LOCAL=1: build and serve the conda-forge stand-in, make the base images
+standin: ## LOCAL=1: build and serve the conda-forge stand-in, make the base images ENV and ENVS need
 ifeq ($(LOCAL),1)
 standin: setup
 	@mkdir -p build
-	@$(PYTHON) -m devsupport.standin up > $(STANDIN_ENV).tmp
+	@$(PYTHON) -m devsupport.standin up $(STANDIN_FOR) > $(STANDIN_ENV).tmp
 	@mv $(STANDIN_ENV).tmp $(STANDIN_ENV) && cat $(STANDIN_ENV) >&2
 endif
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from buildtool.engine import docker_cli
 from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
 from buildtool.spec import Environment, load_environment
-from devsupport import standin
+from devsupport import log_progress, standin
 from devsupport.standin import StandIn
 from tests.support.registry import RegistryCredentials, registry_credentials
 
@@ -90,15 +90,24 @@ class Bench:
         return load_environment(self.root, env_name)
 
 
-def main(name: str, doc: str, report: Callable[[Bench], str]) -> None:
+def main(
+    name: str,
+    doc: str,
+    report: Callable[[Bench], str],
+    platforms: tuple[str, ...] = ("linux-64",),
+    builder: bool = False,
+) -> None:
     """A benchmark's command line: --repeat, a scratch workspace, the table on stdout; the
-    local tags of its namespaces (`Bench.namespace`) are removed at the end."""
+    local tags of its namespaces (`Bench.namespace`) are removed at the end. The stand-in
+    makes the base images of `platforms`, and the builder image if `builder` (the
+    baselines' builder stages)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per cold-build timing")
     args = parser.parse_args()
+    log_progress()  # the stand-in's, while it builds
     credentials = registry_credentials()
     with tempfile.TemporaryDirectory(prefix=f"{name.replace('.', '-')}-") as scratch:
-        bench = Bench(name, Path(scratch), credentials, standin.up(), args.repeat)
+        bench = Bench(name, Path(scratch), credentials, standin.up(platforms, builder), args.repeat)
         try:
             print(report(bench))
         finally:

@@ -257,4 +257,5 @@ def report(bench: Bench) -> str:
 
 
 if __name__ == "__main__":
-    main("bench.layers", __doc__, report)
+    # The single-layer baseline has a builder stage.
+    main("bench.layers", __doc__, report, builder=True)

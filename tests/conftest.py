@@ -36,8 +36,16 @@ def solver_channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def standin() -> standin_module.StandIn:
-    """The conda-forge stand-in served over HTTP, and the debootstrap base images."""
+    """The conda-forge stand-in served over HTTP, and the linux-64 debootstrap base image
+    (only that: the seed environments are linux-64 only)."""
     return standin_module.up()
+
+
+@pytest.fixture(scope="session")
+def standin_multiarch() -> standin_module.StandIn:
+    """The stand-in with the linux-aarch64 base image too (debootstrapped under qemu the
+    first time), for the multi-arch pairs."""
+    return standin_module.up(platforms=("linux-64", "linux-aarch64"))
 
 
 @pytest.fixture(scope="session")

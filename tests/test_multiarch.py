@@ -33,19 +33,20 @@ PLATFORMS = "platforms: [linux-64, linux-aarch64]\n"
 
 
 @pytest.fixture(scope="module")
-def site(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def site(standin_multiarch: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     require_docker()
     work = tmp_path_factory.mktemp("multiarch")
-    locked_site(work, standin.channel, extra=PLATFORMS)
+    locked_site(work, standin_multiarch.channel, extra=PLATFORMS)
     credentials = registry_credentials()
     registry = f"{credentials.registry}/m{uuid.uuid4().hex[:10]}"
-    yield {"work": work, "standin": standin, "credentials": credentials, "registry": registry}
+    yield {"work": work, "standin": standin_multiarch, "credentials": credentials,
+           "registry": registry}  # fmt: skip
     remove_local_tags(registry + "/")
 
 
 def _publish(site: dict, *images: str) -> subprocess.CompletedProcess[str]:
     c: RegistryCredentials = site["credentials"]
-    command = [sys.executable, "-m", "buildtool.cli", "publish", "e2e", "--quiet",
+    command = [sys.executable, "-m", "buildtool.cli", "publish", "e2e",
                "--registry", site["registry"], *images]  # fmt: skip
     env = {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}
     return subprocess.run(command, cwd=site["work"], env=env, capture_output=True, text=True)

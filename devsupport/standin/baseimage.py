@@ -8,6 +8,9 @@ Three kinds:
   builder        runtime + Debian's python3 and python3-venv, for the benchmarks'
                  baseline builder stages
 
+Each is made on first use only: `devsupport.standin.up` asks for the runtime of each
+platform wanted (linux-64 unless told otherwise) and for the builder only when told.
+
 Each image is tagged by a hash of everything that goes into it (suite, package list,
 the host's extra CA certificates, image config), e.g. local/debian-runtime:bookworm-0123abcd4567,
 so a changed recipe gives a new tag and an unchanged one is reused. The debootstrap
@@ -140,6 +143,8 @@ SPECS = {
     "runtime-arm64": BaseImageSpec("runtime-arm64", RUNTIME_PACKAGES, "arm64"),
     "builder": BaseImageSpec("builder", BUILDER_PACKAGES),
 }
+# The runtime image of each platform the stand-in serves packages for.
+RUNTIME_KINDS = {"linux-64": "runtime", "linux-aarch64": "runtime-arm64"}
 
 
 def host_local_cas() -> list[Path]:
