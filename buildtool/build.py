@@ -22,7 +22,7 @@ from typing import Any
 
 from buildtool.assemble import AssembledPair, assemble
 from buildtool.cache import cache_root
-from buildtool.engine import docker_cli
+from buildtool.engine import docker_cli, held_layer_chains
 from buildtool.errors import BuildToolError
 from buildtool.files import write_atomic
 from buildtool.lockfile import read_lock
@@ -151,8 +151,9 @@ def build_pair(
     return built
 
 
-def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> None:
-    """Load every image into the engine, under its content tag and today's date tag."""
+def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> int:
+    """Load every image into the engine, under its content tag and today's date tag,
+    sending only the layers it does not hold already. Returns the layer bytes sent."""
     tagged: dict[str, Image] = {}
     for platform, roles in built.images.items():
         for role, image in roles.items():
@@ -160,9 +161,24 @@ def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> None:
             tagged[tag] = image
             if platform == host_platform().subdir:
                 tagged[f"{pair.image(role).repository}:{date_tag()}"] = image
+    held = held_layer_chains()
     try:
-        docker_load(docker_cli(), tagged, store)
+        sent = docker_load(docker_cli(), tagged, store, held)
     except RuntimeError as exc:
-        raise BuildToolError(str(exc)) from None
+        if not held:
+            raise BuildToolError(str(exc)) from None
+        # An image removed between the inspect and the load took chains with it.
+        logger.info("the engine lost a layer it held (%s): loading them all", exc)
+        try:
+            sent = docker_load(docker_cli(), tagged, store)
+        except RuntimeError as again:
+            raise BuildToolError(str(again)) from None
     for tag, image in tagged.items():
         logger.info(f"loaded {tag} ({image.image_id[:19]}, {len(image.layers)} layers)")
+    layers = {layer.diff_id: layer.size for image in tagged.values() for layer in image.layers}
+    logger.info(
+        "sent the engine %.1f MB of layers; it held %.1f MB of them already",
+        sent / 1e6,
+        (sum(layers.values()) - sent) / 1e6,
+    )
+    return sent

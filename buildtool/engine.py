@@ -11,6 +11,7 @@ time limit (`buildtool.proc`), after which it is killed and the build fails in o
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from buildtool.errors import BuildToolError
+from buildtool.oci import chain_ids
 from buildtool.proc import Watchdog, describe, run
 
 LOG_TAIL = 40
@@ -63,6 +65,19 @@ def docker(*args: str, input: bytes | None = None, timeout: float = DOCKER_TIMEO
             + (said[-1] if said else "no message")
         )
     return result.stdout
+
+
+def held_layer_chains() -> frozenset[str]:
+    """The chain IDs of every layer stack the engine's images hold: one `image ls` and one
+    `image inspect`, however many images there are."""
+    ids = sorted(set(docker("image", "ls", "--quiet", "--no-trunc").decode().split()))
+    if not ids:
+        return frozenset()
+    stacks = docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", *ids)
+    held: set[str] = set()
+    for line in stacks.decode().splitlines():
+        held.update(chain_ids(json.loads(line) or []))
+    return frozenset(held)
 
 
 def _env() -> dict[str, str]:

@@ -360,21 +360,35 @@ def _rfc3339(seconds: int) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """The chain ID of each layer of a stack, bottom first: how an engine names a layer
+    together with everything under it (the OCI image spec's ChainID)."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        chains.append(sha256_digest(f"{chains[-1]} {diff_id}".encode()) if chains else diff_id)
+    return chains
+
+
 def docker_archive(
-    images: dict[str, Image], store: BlobStore
+    images: dict[str, Image], store: BlobStore, held: frozenset[str] = frozenset()
 ) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
     """The members of a `docker save` archive holding `images` (tag -> image): each layer
-    once, each config, and manifest.json."""
+    once, each config, and manifest.json.
+
+    A layer whose chain the engine already `held` is named in the manifest but left out
+    of the archive: the engine's loader finds the chain in its layer store and never opens
+    that file (moby's image/tarexport/load.go), so only what it lacks is sent."""
     manifest = []
     seen: set[str] = set()
     for tag, image in images.items():
         config = image.config_blob()
         config_name = f"{config.digest.removeprefix('sha256:')}.json"
         layer_names = []
-        for layer in image.layers:
+        chains = chain_ids(layer.diff_id for layer in image.layers)
+        for layer, chain in zip(image.layers, chains, strict=True):
             name = f"{layer.diff_id.removeprefix('sha256:')}/layer.tar"
             layer_names.append(name)
-            if layer.diff_id not in seen:
+            if layer.diff_id not in seen and chain not in held:
                 seen.add(layer.diff_id)
                 path = store.layer_path(layer.diff_id)
                 info = tarfile.TarInfo(name)
@@ -393,10 +407,16 @@ def docker_archive(
 
 
 def docker_load(
-    docker: str, images: dict[str, Image], store: BlobStore, timeout: float = LOAD_TIMEOUT
-) -> None:
-    """Stream `images` into the engine's `docker load`: nothing is written twice here. After
-    `timeout` seconds the load is killed and CommandTimeout raised."""
+    docker: str,
+    images: dict[str, Image],
+    store: BlobStore,
+    held: frozenset[str] = frozenset(),
+    timeout: float = LOAD_TIMEOUT,
+) -> int:
+    """Stream `images` into the engine's `docker load`, leaving out the layers whose chains
+    it `held`: nothing is written twice here. Returns the layer bytes sent. After `timeout`
+    seconds the load is killed and CommandTimeout raised."""
+    sent = 0
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             [docker, "load", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -408,9 +428,10 @@ def docker_load(
                 with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
                     fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER
                 ) as tar:
-                    for info, data in docker_archive(images, store):
+                    for info, data in docker_archive(images, store, held):
                         with data or io.BytesIO():
                             tar.addfile(info, data)
+                        sent += info.size if info.name.endswith("/layer.tar") else 0
                 process.stdin.close()
             except BrokenPipeError:
                 pass  # the engine stopped reading: its message says why
@@ -420,6 +441,7 @@ def docker_load(
             err.seek(0)
             said = err.read().decode(errors="replace").strip()
             raise RuntimeError(f"docker load failed: {said or 'no message'}")
+    return sent
 
 
 def file_entry(

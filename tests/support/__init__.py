@@ -1,1 +1,0 @@
-"""Test and development infrastructure: local base images, a real conda channel, the registry."""
