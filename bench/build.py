@@ -59,7 +59,7 @@ from buildtool.engine import docker_cli
 from buildtool.lockfile import read_lock
 from buildtool.render import ROLES, RenderedPair
 from buildtool.spec import Environment
-from tests.support.registry import docker_login
+from devsupport.registry import docker_login
 
 ENV_NAME = "physlite"
 SPECS = ("base", "physlite")  # the spec and the one it extends

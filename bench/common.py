@@ -20,8 +20,8 @@ from buildtool.engine import docker_cli
 from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
 from buildtool.spec import Environment, load_environment
 from devsupport import log_progress, standin
+from devsupport.registry import RegistryCredentials, registry_credentials
 from devsupport.standin import StandIn
-from tests.support.registry import RegistryCredentials, registry_credentials
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_TAIL = 30

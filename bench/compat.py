@@ -3,7 +3,7 @@
     python -m bench.compat [--workers 10 50 100] [--repeat 3]
 
 For each size it starts a scheduler and that many workers (real processes,
-``dask worker --nworkers``, from the test venvs of tests/compat/cluster.py),
+``dask worker --nworkers``, from the test venvs of devsupport/cluster.py),
 then measures, in the client venv:
 
 * ``daskhub-compat live`` end to end, as a user runs it (new interpreter,
@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.compat import cluster as dask_cluster
+from devsupport import cluster as dask_cluster
 
 #: Runs in the client venv: prints the times, in seconds, of each kind of run.
 IN_PROCESS = """

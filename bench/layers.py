@@ -47,8 +47,8 @@ from buildtool.engine import docker_cli
 from buildtool.lockdiff import diff_locks
 from buildtool.lockfile import read_lock
 from buildtool.render import ROLES
-from tests.support.registry import docker_login
-from tests.support.servers import DockerEngine, FrontProxy
+from devsupport.registry import docker_login
+from devsupport.servers import DockerEngine, FrontProxy
 
 ENV_NAME = "physlite"
 SPECS = ("base", "physlite")

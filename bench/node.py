@@ -2,15 +2,15 @@
 
 `ctr` in a namespace of its own, on the containerd that Docker runs on: what a Kubernetes
 node (GKE, EKS) runs, which keeps every blob it pulled in its content store. The Docker
-Engine node and the proxy that counts the bytes pulled are the tests' own
-(tests/support/servers.py).
+Engine node and the proxy that counts the bytes pulled are shared with the tests
+(devsupport/servers.py).
 """
 
 from __future__ import annotations
 
 import subprocess
 
-from tests.support.registry import RegistryCredentials
+from devsupport.registry import RegistryCredentials
 
 CONTAINERD = "/var/run/docker/containerd/containerd.sock"
 

@@ -4,12 +4,27 @@ Its own distribution, daskhub-devsupport (devsupport/pyproject.toml), installed 
 beside daskhub-images and daskhub-compat by scripts/machine-setup.sh and never published:
 nothing here ships in the product's wheel.
 
-  standin/   the conda-forge stand-in: a channel of real packages served over HTTP on
-             127.0.0.1, and debootstrap base images (`python -m devsupport.standin up`)
-  cache.py   content keys and file locks for what the infrastructure builds
-  dockercli.py  the docker command line, through the product's client
+  standin/          the conda-forge stand-in: a channel of real packages served over HTTP
+                    on 127.0.0.1, and debootstrap base images (`python -m devsupport.standin`)
+  cache.py          content keys and file locks for what the infrastructure builds
+  dockercli.py      the docker command line, through the product's client
 
-The rest are the helpers the tests and benchmarks import (each module says what it is).
+The helpers the tests and the benchmarks import (each module says more):
+
+  cli.py            the real `buildtool` CLI in a subprocess; a site folder locked with it
+  registry.py       the local registry's credentials (scripts/machine-setup.sh)
+  servers.py        real servers beside the suite's: a registry, a second dockerd, proxies,
+                    recording and fake-registry HTTP servers
+  canary.py         where planted secrets ended up: files, output, registry blobs
+  cluster.py        Dask clusters on 127.0.0.1 from venvs of pinned versions
+  clients.py        Dask clients and workers from venvs, against clusters in containers
+  gateway.py        a real dask-gateway server from its own venv
+  chart.py          the chart's consumers of generated Helm values (gateway, KubeSpawner)
+  published.py      a publish record, as the publish stage writes it
+  lockdata.py       the compat tests' fixture lockfiles, and prefixes laid out from them
+  solver_channel.py, metadata_channel.py  channels to solve and lock against, no payload
+  installed.py      an environment installed from the stand-in, for its own tests
+  analyses.py       a seed pair built from the stand-in, and an analysis run on it
 """
 
 from __future__ import annotations

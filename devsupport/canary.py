@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -40,6 +40,12 @@ CHUNK = 1024 * 1024
 PAGE = 100  # catalog entries asked for at once
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _Readable(Protocol):
+    """A file, or a decompressing reader over one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def base64_spellings(secret: bytes) -> set[bytes]:
@@ -116,7 +122,7 @@ class Scanner:
             reader = zstandard.ZstdDecompressor().stream_reader(stream)
             self._scan_decompressed(f"{where} (zstd-decompressed)", reader)
 
-    def _scan_decompressed(self, where: str, reader: BinaryIO) -> None:
+    def _scan_decompressed(self, where: str, reader: _Readable) -> None:
         # Magic bytes by chance, or a truncated stream: the raw bytes were scanned anyway.
         with contextlib.suppress(OSError, EOFError, zlib.error, zstandard.ZstdError):
             self.scan_chunks(where, _chunks(reader))
@@ -175,7 +181,7 @@ class Scanner:
         return len(seen_blobs)
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(stream: _Readable) -> Iterator[bytes]:
     while chunk := stream.read(CHUNK):
         yield chunk
 

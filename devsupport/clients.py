@@ -1,6 +1,6 @@
 """Dask clients and workers from venvs on the host, against a cluster in containers: a
 laptop made by pip from a pair's client requirements, and a client or worker whose
-versions differ (the venvs of tests/compat/cluster.py)."""
+versions differ (the venvs of devsupport/cluster.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.compat import cluster as dask_cluster
-from tests.compat.cluster import Venv
+from devsupport import cluster as dask_cluster
+from devsupport.cluster import Venv
+from devsupport.servers import free_port
 
 LAPTOP = """\
 import sys, warnings
@@ -51,7 +52,7 @@ def checked_client(venv: Venv, address: str, work: Path) -> subprocess.Completed
 def refused_worker(venv: Venv, address: str, work: Path) -> str:
     """Start a worker from `venv`; it must exit (the scheduler's guard closes it). Returns
     its address."""
-    port = dask_cluster.free_port()
+    port = free_port()
     worker = dask_cluster.spawn(
         [venv.python, "-m", "dask", "worker", address, "--host", "127.0.0.1",
          "--worker-port", str(port), "--nthreads", "1", "--no-dashboard"],

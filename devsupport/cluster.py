@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildtool.cache import cache_root
+from devsupport import REPO
 from devsupport.cache import digest, locked
+from devsupport.servers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 DASK_VERSION = "2026.8.0"
 #: dask and distributed with every dependency pinned, so that two environments
 #: built on different days still hold the same versions.
@@ -113,12 +114,6 @@ def checker_path(root: Path) -> Path:
     if not link.exists():
         link.symlink_to(REPO / "compat", target_is_directory=True)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -228,7 +223,7 @@ def start_cluster(
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    command = [
+    command: list[str | Path] = [
         client_venv.python, "-m", "dask", "scheduler", "--host", "127.0.0.1",
         "--port", str(port), "--no-dashboard",
     ]  # fmt: skip

@@ -16,7 +16,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.compat.cluster import BASE_REQUIREMENTS, DaskProcess, Venv, free_port, spawn
+from devsupport.cluster import BASE_REQUIREMENTS, DaskProcess, Venv, spawn
+from devsupport.servers import free_port
 
 GATEWAY_VERSION = "2026.3.0"
 GATEWAY_REQUIREMENTS = (

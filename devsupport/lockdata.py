@@ -1,4 +1,4 @@
-"""The fixture lockfiles in tests/compat/data, and environments laid out from them."""
+"""The compat tests' fixture lockfiles (tests/compat/data), and environments laid out from them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import yaml
 from compat.names import from_conda
 from compat.sources import record_from_url
 from compat.vocabulary import categories
+from devsupport import REPO
 
-DATA = Path(__file__).parent / "data"
+DATA = REPO / "tests" / "compat" / "data"
 #: notebook (main + notebook categories) and worker (main) images from one solve
 MATCHED = DATA / "matched.conda-lock.yml"
 #: a later solve whose worker image drifted from MATCHED

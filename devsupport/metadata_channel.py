@@ -19,7 +19,7 @@ loosely than conda-forge would; each lock file's own solution is always in it.
 
 Regenerate the records (after fetching the repositories below at those commits)::
 
-    python -m tests.metadata_channel extract DIR_OF_CLONES
+    python -m devsupport.metadata_channel extract DIR_OF_CLONES
 
 where DIR_OF_CLONES holds one git directory per repository, named `owner+name` (or
 `owner+name/repo`).
@@ -32,10 +32,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-DATA = Path(__file__).resolve().parent / "data" / "metadata-channel"
+from devsupport import REPO
+
+DATA = REPO / "tests" / "data" / "metadata-channel"
 RECORDS = DATA / "records.jsonl"
 SUBDIRS = ("linux-64", "noarch")
 
@@ -115,7 +118,7 @@ def extract(clones: Path) -> int:
 
 def build_channel(dest: Path) -> Path:
     """Write `dest/{linux-64,noarch}/repodata.json` from RECORDS; returns `dest`."""
-    repodata = {
+    repodata: dict[str, dict[str, Any]] = {
         subdir: {
             "info": {"subdir": subdir},
             "packages": {},

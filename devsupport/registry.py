@@ -1,4 +1,5 @@
-"""The local distribution registry started by scripts/machine-setup.sh, for tests."""
+"""The local distribution registry started by scripts/machine-setup.sh: its credentials,
+for the tests and the benchmarks."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -36,12 +37,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.support.registry import DEFAULT_STATE_DIR, RegistryCredentials
+from buildtool.engine import docker_cli
+from devsupport.dockercli import docker
+from devsupport.registry import DEFAULT_STATE_DIR, RegistryCredentials
 
 
 def free_port() -> int:
-    import socket
-
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -149,13 +151,12 @@ class DockerEngine:
 
     def docker(self, *args: str, check: bool = True,
                input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-        return subprocess.run(["docker", *args], capture_output=True, env=self.env(),
+        return subprocess.run([docker_cli(), *args], capture_output=True, env=self.env(),
                               check=check, input=input)  # fmt: skip
 
     def adopt(self, image: str) -> None:
         """Copy an image of the suite's engine into this one."""
-        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True)
-        self.docker("load", "--quiet", input=saved.stdout)
+        self.docker("load", "--quiet", input=docker("save", image).stdout)
 
     def login(self, registry: str, credentials: RegistryCredentials) -> None:
         self.docker("login", "--username", credentials.user, "--password-stdin", registry,
@@ -218,7 +219,7 @@ class FrontProxy:
                 # kept, as reverse proxies do, so that the registry's upload Locations
                 # name the proxy: the client sends credentials to no other origin.
                 headers = {
-                    key: ", ".join(self.headers.get_all(key))
+                    key: ", ".join(self.headers.get_all(key) or [])
                     for key in dict.fromkeys(self.headers.keys())
                 }
                 connection = http.client.HTTPConnection(upstream, timeout=300)

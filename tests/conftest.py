@@ -1,11 +1,10 @@
-"""Shared fixtures: a local solver channel and a scratch copy of `environments/`."""
+"""Shared fixtures: the stand-in, local solver channels, a scratch copy of `environments/`,
+the HTTP servers a test starts. The helpers they use are in devsupport/."""
 
 from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from devsupport import REPO
+from devsupport import metadata_channel as metadata
 from devsupport import standin as standin_module
+from devsupport.servers import RecordingServer
+from devsupport.solver_channel import build_channel
 from devsupport.standin.server import ChannelRequestHandler
-from tests import metadata_channel as metadata
-from tests.solver_channel import build_channel
-from tests.support.servers import RecordingServer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +49,8 @@ def standin_multiarch() -> standin_module.StandIn:
 @pytest.fixture(scope="session")
 def metadata_channel(tmp_path_factory: pytest.TempPathFactory) -> str:
     """file:// URL of a repodata-only channel of real conda-forge records (from public
-    conda-lock files; see tests/metadata_channel.py): for solving and locking, not installing."""
+    conda-lock files; see devsupport/metadata_channel.py): for solving and locking, not
+    installing."""
     return metadata.build_channel(tmp_path_factory.mktemp("metadata-channel")).as_uri()
 
 
@@ -63,32 +62,9 @@ def envroot(tmp_path: Path) -> Path:
     return root
 
 
-def locked_site(work: Path, channel: str, name: str = "e2e", extra: str = "") -> Path:
-    """A site folder with `name`'s spec and its parent (no lock), `extra` added after its
-    `extends:` line, locked against `channel`; returns the environments root."""
-    root = work / "environments"
-    for spec in ("base", name):
-        shutil.copytree(REPO / "environments" / spec, root / spec,
-                        ignore=shutil.ignore_patterns("conda-lock.yml"))  # fmt: skip
-    if extra:
-        path = root / name / "env.yaml"
-        path.write_text(path.read_text().replace("extends: base\n", "extends: base\n" + extra))
-    result = buildtool("--root", root, "lock", name, "--channel", channel, cwd=work)
-    assert result.returncode == 0, result.stderr
-    return root
-
-
-def buildtool(
-    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess, as a user would."""
-    command = [sys.executable, "-m", "buildtool.cli", *map(str, args)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
-
-
 @pytest.fixture
 def servers() -> Iterator[list[RecordingServer]]:
-    """HTTP servers a test starts (`tests.support.servers.start`); all closed after it."""
+    """HTTP servers a test starts (`devsupport.servers.start`); all closed after it."""
     started: list[RecordingServer] = []
     yield started
     for server in started:

@@ -23,7 +23,7 @@ from buildtool import registry as registry_module
 from buildtool.errors import BuildToolError
 from buildtool.oci import Blob
 from buildtool.registry import Credentials, Origin, Registry, realm_may_receive_credentials
-from tests.support.servers import (
+from devsupport.servers import (
     OciServer,
     OciStore,
     RecordingServer,

@@ -33,14 +33,15 @@ from buildtool.client import REQUIREMENTS_FILE
 from buildtool.helm import generate_helm_values
 from buildtool.lockfile import read_lock
 from buildtool.registry import Credentials, Registry, split_reference
+from devsupport import clients
+from devsupport import cluster as dask_cluster
+from devsupport.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
+from devsupport.chart import cluster_config, gateway_backend
+from devsupport.cli import buildtool
 from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
+from devsupport.servers import free_port
 from devsupport.standin import StandIn
-from tests.compat import cluster as dask_cluster
-from tests.conftest import buildtool
-from tests.support import clients
-from tests.support.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
-from tests.support.gateway import cluster_config, gateway_backend
-from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +350,7 @@ def test_version_checks_of_the_published_pair(
     assert scheduler_cmd == ["dask", "scheduler", "--preload", "compat.plugin"]
     assert list(config.worker_cmd) == ["dask", "worker"]
 
-    port = dask_cluster.free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     started = []
     try:

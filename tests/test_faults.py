@@ -28,11 +28,12 @@ import pytest
 
 from buildtool import sbom
 from buildtool.registry import Credentials, Registry
-from devsupport.dockercli import remove_local_tags, require_docker
+from devsupport import REPO
+from devsupport.cli import buildtool
+from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.registry import RegistryCredentials, registry_credentials
+from devsupport.servers import BlobStorage, DockerEngine, FrontProxy, RegistryProcess
 from devsupport.standin import StandIn
-from tests.conftest import REPO, buildtool
-from tests.support.registry import RegistryCredentials, registry_credentials
-from tests.support.servers import BlobStorage, DockerEngine, FrontProxy, RegistryProcess
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 SEEDS = ("e2e", "ml", "physlite", "pyhep")
@@ -181,7 +182,7 @@ def test_engine_killed_mid_build_fails_clearly_and_the_next_run_builds(
         ref = f"{render[role]['repository']}:{render['content_tag']}"
         assert engine.docker("image", "inspect", ref, check=False).returncode == 0, ref
         # built there, not on the suite's engine
-        local = subprocess.run(["docker", "image", "inspect", ref], capture_output=True)
+        local = docker("image", "inspect", ref, check=False)
         assert local.returncode != 0, ref
     tested = buildtool("test", "e2e", cwd=site["work"], env=engine.env())
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]

@@ -32,8 +32,8 @@ from dask_gateway_server.utils import FrozenAttrDict
 from buildtool.errors import SpecError
 from buildtool.helm import generate_helm_values, write_helm_values
 from buildtool.sitesettings import load_site_settings
-from tests.compat.cluster import free_port
-from tests.test_docs import write_published
+from devsupport.published import write_published
+from devsupport.servers import free_port
 
 GIB = 2**30
 PUBLISHED = ("e2e", "physlite")

@@ -22,14 +22,13 @@ from traitlets.config import Config
 from buildtool.errors import BuildToolError
 from buildtool.helm import generate_helm_values, write_helm_values
 from buildtool.versionchecks import CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD
-from tests.support.gateway import cluster_config, gateway_backend
-from tests.test_docs import write_published
+from devsupport.chart import IMAGE_ENV, cluster_config, gateway_backend, gateway_image, spawn
+from devsupport.published import write_published
 
 PUBLISHED = ("e2e", "physlite", "pyhep")
 # The seed site.yaml keeps this project's own e2e check pair off the hub and preselects
 # physlite: the values offer the other two.
 OFFERED = ("physlite", "pyhep")
-IMAGE_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 
 
 def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -119,56 +118,6 @@ def backend(values: dict, tmp_path: Path) -> KubeBackend:
     return gateway_backend(values, tmp_path)
 
 
-def _gateway_image(backend: KubeBackend, request: dict[str, str]) -> str:
-    return cluster_config(backend, request).image
-
-
-_SPAWN = """
-import asyncio, json, sys
-from kubespawner import KubeSpawner
-from traitlets.config import Config
-
-async def pod(config, slug):
-    spawner = KubeSpawner(config=config, _mock=True)
-    spawner.user_options = {"profile": slug}
-    await spawner.load_user_options()
-    return spawner.image, spawner.get_env()
-
-config = Config()
-config.KubeSpawner.profile_list = json.loads(sys.argv[1])
-print(json.dumps({slug: asyncio.run(pod(config, slug)) for slug in sys.argv[2:]}))
-"""
-
-
-def _spawn(profile_list: list[dict], tmp_path: Path) -> dict[str, tuple[str, dict[str, str]]]:
-    """Per profile, the image and environment that KubeSpawner gives the user's pod.
-
-    KubeSpawner loads a kube config when it is made (it never connects here), from
-    KUBECONFIG, which kubernetes_asyncio reads on import: hence a process of its own."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "none", "user": {"token": "unused"}}],
-                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
-                "current-context": "none",
-            }
-        )
-    )
-    slugs = [profile["slug"] for profile in profile_list]
-    result = subprocess.run(
-        [sys.executable, "-c", _SPAWN, json.dumps(profile_list), *slugs],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return {slug: (image, env) for slug, (image, env) in json.loads(result.stdout).items()}
-
-
 def _client_options(pod_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """The cluster options the dask-gateway client sends from inside that pod."""
     env = {
@@ -226,16 +175,14 @@ def test_gateway_starts_only_published_worker_images(
 ) -> None:
     e2e, physlite, pyhep = (published[name]["images"] for name in PUBLISHED)
     # No image asked for: the default profile's worker.
-    assert _gateway_image(backend, {}) == physlite["worker"]["ref"]
+    assert gateway_image(backend, {}) == physlite["worker"]["ref"]
     # A notebook image starts its matched worker; a worker image starts as it is.
-    assert _gateway_image(backend, {"image": pyhep["notebook"]["ref"]}) == pyhep["worker"]["ref"]
-    assert (
-        _gateway_image(backend, {"image": physlite["worker"]["ref"]}) == physlite["worker"]["ref"]
-    )
+    assert gateway_image(backend, {"image": pyhep["notebook"]["ref"]}) == pyhep["worker"]["ref"]
+    assert gateway_image(backend, {"image": physlite["worker"]["ref"]}) == physlite["worker"]["ref"]
     # What the notebook image bakes in: its worker by content tag, which publish never moves.
     tag = published["physlite"]["content_tag"]
     by_content_tag = f"{physlite['worker']['repository']}:{tag}"
-    assert _gateway_image(backend, {"image": by_content_tag}) == physlite["worker"]["ref"]
+    assert gateway_image(backend, {"image": by_content_tag}) == physlite["worker"]["ref"]
 
     refused = [
         "docker.io/library/python:3.11",
@@ -248,14 +195,14 @@ def test_gateway_starts_only_published_worker_images(
     ]
     for image in refused:
         with pytest.raises(PublicException, match="is not a published DaskHub image"):
-            _gateway_image(backend, {"image": image})
+            gateway_image(backend, {"image": image})
 
 
 def test_each_notebook_gets_its_matched_worker_end_to_end(
     values: dict, backend: KubeBackend, published: dict[str, dict], tmp_path: Path
 ) -> None:
     # JupyterHub: KubeSpawner applies each profile and makes the pod's environment.
-    pods = _spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
+    pods = spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
     assert list(pods) == list(OFFERED)
     for name, (image, pod_env) in pods.items():
         images = published[name]["images"]
@@ -265,7 +212,7 @@ def test_each_notebook_gets_its_matched_worker_end_to_end(
         options = _client_options(pod_env, tmp_path)
         assert options == {"image": images["notebook"]["ref"]}
         # The gateway: the option handler picks the worker built from the same lock.
-        assert _gateway_image(backend, options) == images["worker"]["ref"]
+        assert gateway_image(backend, options) == images["worker"]["ref"]
 
 
 def test_a_second_write_changes_nothing(envroot: Path, tmp_path: Path, values_file: Path) -> None:
@@ -336,6 +283,6 @@ def test_one_site_setting_turns_both_version_checks_off(
     preloads, environment = _scheduler_preloads(gateway_backend(values, tmp_path / "gateway"))
     assert preloads == ("dask_gateway.scheduler_preload",)
     assert environment == {GUARD_ENV: "off", CLIENT_ENV: "off"}
-    pods = _spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
+    pods = spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
     for _, pod_env in pods.values():
         assert pod_env[CLIENT_ENV] == "off"

@@ -3,7 +3,7 @@
 JupyterHub from PyPI with its proxy, configurable-http-proxy, from npm, and DockerSpawner
 (containers on the local Docker engine) stand in for the chart's hub, proxy and KubeSpawner.
 The spawner's image and environment are the default profile of `buildtool helm-values`,
-expanded by the real KubeSpawner the way it makes a pod (tests.test_helm._spawn). A user
+expanded by the real KubeSpawner the way it makes a pod (devsupport.chart.spawn). A user
 logs in through the proxy's login form, the hub starts their server from the notebook image
 by digest, and the test checks that the server answers through the proxy, runs as jovyan,
 and that dask-gateway's config inside it names the notebook image, which the generated
@@ -39,12 +39,13 @@ from traitlets.config import PyFileConfigLoader
 
 from buildtool.cache import cache_root
 from devsupport.cache import locked
+from devsupport.chart import IMAGE_ENV, gateway_image, spawn
+from devsupport.cli import buildtool
+from devsupport.cluster import Venv, ensure_venv
 from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.registry import docker_login, registry_credentials
+from devsupport.servers import free_port
 from devsupport.standin import StandIn
-from tests.compat.cluster import Venv, ensure_venv, free_port
-from tests.conftest import buildtool
-from tests.support.registry import docker_login, registry_credentials
-from tests.test_helm import IMAGE_ENV, _gateway_image, _spawn
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
@@ -200,7 +201,7 @@ def hub(published: dict, tmp_path: Path) -> Iterator[Hub]:
     # The default profile, through the real KubeSpawner: what its pod would get.
     profiles = values["jupyterhub"]["singleuser"]["profileList"]
     (profile,) = (p for p in profiles if p.get("default"))
-    image, pod_env = _spawn(profiles, tmp_path)[profile["slug"]]
+    image, pod_env = spawn(profiles, tmp_path)[profile["slug"]]
     environment = {name: pod_env[name] for name in profile["kubespawner_override"]["environment"]}
 
     # The image by digest, pulled as a node would: DockerSpawner 14 cannot pull a digest
@@ -301,4 +302,4 @@ def test_the_hub_spawns_the_published_notebook_image(
     snippet = published["values"]["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
     (tmp_path / "dask_gateway_config.py").write_text(snippet)
     config = PyFileConfigLoader("dask_gateway_config.py", path=str(tmp_path)).load_config()
-    assert _gateway_image(KubeBackend(config=config), options) == images["worker"]["ref"]
+    assert gateway_image(KubeBackend(config=config), options) == images["worker"]["ref"]

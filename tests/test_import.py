@@ -9,7 +9,8 @@ import pytest
 
 from buildtool.lockfile import read_lock
 from buildtool.spec import load_environment
-from tests.conftest import REPO, buildtool
+from devsupport import REPO
+from devsupport.cli import buildtool
 
 ENVFILES = REPO / "tests" / "data" / "envfiles"
 PANGEO = ENVFILES / "pangeo-docker-images"

@@ -20,9 +20,9 @@ from buildtool.build import BuiltPair
 from buildtool.layers import MAX_LAYERS
 from buildtool.oci import BlobStore
 from buildtool.render import ROLES, RenderedPair
+from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import docker, remove_local_tags, require_docker
 from devsupport.standin import StandIn
-from tests.conftest import buildtool, locked_site
 
 pytestmark = pytest.mark.docker
 REGISTRY = "localhost/layers-test"

@@ -14,7 +14,7 @@ import rattler
 from buildtool.lock import solve_with_rattler
 from buildtool.lockfile import read_lock
 from buildtool.spec import load_environment
-from tests.conftest import buildtool
+from devsupport.cli import buildtool
 
 
 def _lock(envroot: Path, name: str, channel: str, *extra: str) -> subprocess.CompletedProcess[str]:

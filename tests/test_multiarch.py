@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.engine import docker_cli
 from buildtool.oci import OCI_INDEX
 from buildtool.registry import Credentials, Registry, split_reference
+from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
 from devsupport.standin import StandIn
-from tests.conftest import buildtool, locked_site
-from tests.support.registry import RegistryCredentials, docker_login, registry_credentials
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 PLATFORMS = "platforms: [linux-64, linux-aarch64]\n"
@@ -108,9 +107,7 @@ def test_a_failing_arm64_image_test_tags_nothing(site: dict, tmp_path: Path) -> 
     (tmp_path / "Dockerfile").write_text(
         f"FROM {site['standin'].base_image_aarch64}\nRUN rm /usr/bin/tini\n"
     )
-    command = [docker_cli(), "build", "--platform", "linux/arm64", "-t", broken, str(tmp_path)]
-    subprocess.run(command, env={**os.environ, "DOCKER_BUILDKIT": "1"}, check=True,
-                   capture_output=True)  # fmt: skip
+    docker("build", "--platform", "linux/arm64", "-t", broken, str(tmp_path))
     spec = site["work"] / "environments" / "e2e" / "env.yaml"
     original = spec.read_text()
     spec.write_text(original + 'env: {CHANGED: "1"}\n')  # a new content tag

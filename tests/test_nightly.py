@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from devsupport import REPO
 from devsupport.dockercli import remove_local_tags, require_docker
-from tests.conftest import REPO
-from tests.support.registry import registry_credentials
+from devsupport.registry import registry_credentials
 
 SEEDS = ("e2e", "ml", "physlite", "pyhep")
 

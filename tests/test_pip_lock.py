@@ -24,7 +24,7 @@ from buildtool.lock import check_lock, lock_content_hash
 from buildtool.lockfile import read_lock
 from buildtool.spec import load_environment
 from buildtool.wheels import fetch_wheels
-from tests.conftest import buildtool
+from devsupport.cli import buildtool
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL = "tomli_w-1.2.0-py3-none-any.whl"

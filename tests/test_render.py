@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import buildtool
+from devsupport.cli import buildtool
 
 
 @pytest.fixture

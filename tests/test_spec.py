@@ -10,7 +10,8 @@ import pytest
 
 from buildtool.spec import environment_names, load_environment
 from buildtool.specfile import normalize_matchspec
-from tests.conftest import REPO, buildtool
+from devsupport import REPO
+from devsupport.cli import buildtool
 
 
 def test_seed_environments_resolve_through_base() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.published import write_published
 from devsupport.standin import StandIn
-from tests.test_docs import write_published
 
 REPO = Path(__file__).resolve().parents[1]
 _SKIP = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")

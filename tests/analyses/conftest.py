@@ -1,32 +1,13 @@
-"""Build a seed environment's pair from the stand-in, and run an analysis on it.
-
-The cluster is real and separate: a scheduler and two workers, each its own container of
-the worker image, and the client in a container of the notebook image. The shared HEP
-samples (../shared/data beside the checkout, or DASKHUB_SHARED_DATA) are mounted
-read-only at /data in all of them; the analysis scripts (scripts/) at /analysis in the
-client.
-"""
+"""Fixtures for the analyses: the shared samples. Building the pairs and running the
+analyses on them is devsupport/analyses.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from buildtool.render import RenderedPair
-from devsupport.dockercli import docker
-from devsupport.standin import StandIn
-from tests.conftest import REPO, buildtool, locked_site
-
-DATA = Path(os.environ.get("DASKHUB_SHARED_DATA", REPO.parent / "shared" / "data"))
-SCRIPTS = Path(__file__).parent / "scripts"
-SAMPLES = ("PHYSLITE_example.root", "nano_dy.root")
+from devsupport.analyses import DATA, SAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -36,72 +17,3 @@ def data_dir() -> Path:
     if missing:
         pytest.fail(f"{DATA}: missing {missing} (see ../shared/data/README.md)")
     return DATA
-
-
-def build_and_test_pair(name: str, standin: StandIn, work: Path) -> RenderedPair:
-    """What `make build ENV=name` then `make test ENV=name` do, from a fresh spec copy."""
-    root = locked_site(work, standin.channel, name)
-    steps = (
-        ("build", name, "--quiet", "--registry", "localhost/analyses",
-         "--base-image", standin.base_image),
-        ("test", name),
-    )  # fmt: skip
-    for step in steps:
-        result = buildtool("--root", root, *step, cwd=work)
-        assert result.returncode == 0, (
-            f"buildtool {step[0]} {name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )  # noqa: E501
-    return RenderedPair.load(work / "build", name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_analysis(
-    pair: RenderedPair, script: str, data: Path, then: Callable[[str, str], None] | None = None
-) -> dict:
-    """Scheduler and two workers from the worker image, the client from the notebook's.
-    `then(address, scheduler container)` runs on the same cluster after the analysis."""
-    port, name = _free_port(), f"analysis-{uuid.uuid4().hex[:8]}"
-    address = f"tcp://127.0.0.1:{port}"
-    mount = ["-v", f"{data}:/data:ro"]
-    cluster = (
-        ("scheduler", ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                       "--dashboard-address", ":0"]),
-        *((f"worker{i}", ["dask", "worker", address, "--nthreads", "1", "--no-dashboard",
-                          "--name", f"worker{i}"]) for i in (1, 2)),
-    )  # fmt: skip
-    started = []
-    try:
-        for role, command in cluster:
-            started.append(
-                docker(
-                    "run",
-                    "-d",
-                    "--network",
-                    "host",
-                    "--name",
-                    f"{name}-{role}",
-                    *mount,
-                    pair.worker.ref,
-                    *command,
-                )
-                .stdout.decode()
-                .strip()  # fmt: skip
-            )
-        result = subprocess.run(
-            ["docker", "run", "--rm", "--network", "host", *mount,
-             "-v", f"{SCRIPTS}:/analysis:ro", "-w", "/analysis", pair.notebook.ref,
-             "python", f"/analysis/{script}", address],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-        if then is not None:
-            then(address, started[0])
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    finally:
-        for cid in started:
-            docker("rm", "-f", cid, check=False)

@@ -1,5 +1,5 @@
 """A real analysis on each seed pair, computed on the workers and checked against the same
-computation in the client alone (see scripts/ and conftest.py).
+computation in the client alone (see scripts/ and devsupport/analyses.py).
 
 `make check` (CI) runs physlite's; `make analyses` runs all three: pyhep's and ml's pairs
 are built and tested by the nightly test too, and their analyses would add a quarter to
@@ -14,11 +14,11 @@ import pytest
 
 from buildtool.client import REQUIREMENTS_FILE, client_files
 from buildtool.lockfile import read_lock
+from devsupport import clients
+from devsupport import cluster as dask_cluster
+from devsupport.analyses import build_and_test_pair, run_analysis
 from devsupport.dockercli import docker
 from devsupport.standin import StandIn
-from tests.analyses.conftest import build_and_test_pair, run_analysis
-from tests.compat import cluster as dask_cluster
-from tests.support import clients
 
 
 def _analyse(

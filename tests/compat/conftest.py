@@ -1,5 +1,5 @@
 """Fixtures for the compat tests: separate virtual environments and real Dask
-clusters on 127.0.0.1 (see tests/compat/cluster.py)."""
+clusters on 127.0.0.1 (see devsupport/cluster.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat import cluster as dask_cluster
-from tests.compat.cluster import MIXED_WORKERS, Cluster, MixedCluster, Venv
+from devsupport import cluster as dask_cluster
+from devsupport.cluster import MIXED_WORKERS, Cluster, MixedCluster, Venv
+from devsupport.servers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,7 @@ def mixed_cluster(
     cluster = dask_cluster.start_cluster(client_venv, tmp_path_factory.mktemp("mixed"))
     try:
         cluster.add_workers(worker_venv, MIXED_WORKERS - 1)
-        odd_port = dask_cluster.free_port()
+        odd_port = free_port()
         cluster.add_workers(odd_worker_venv, 1, port=odd_port)
         workers = cluster.worker_addresses(MIXED_WORKERS)
         odd_worker = f"tcp://127.0.0.1:{odd_port}"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.cluster import ensure_venv, run_checker
-from tests.compat.gateway import GATEWAY_REQUIREMENTS, GatewayServer, start_gateway
+from devsupport.cluster import ensure_venv, run_checker
+from devsupport.gateway import GATEWAY_REQUIREMENTS, GatewayServer, start_gateway
 
 pytestmark = pytest.mark.dask
 

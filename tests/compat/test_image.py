@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from devsupport.dockercli import docker
+from devsupport.lockdata import DRIFTED, MATCHED, write_prefix
 from devsupport.standin.baseimage import ensure_base_image
-from tests.compat.lockdata import DRIFTED, MATCHED, write_prefix
 
 pytestmark = pytest.mark.docker
 

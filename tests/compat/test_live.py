@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.cluster import (
+from devsupport.cluster import (
     LZ4_VERSION,
     MIXED_WORKERS,
     ODD_TOOLZ_VERSION,
     MixedCluster,
     StartCluster,
     Venv,
-    free_port,
     run_checker,
 )
+from devsupport.servers import free_port
 
 pytestmark = pytest.mark.dask
 

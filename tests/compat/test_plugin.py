@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.cluster import (
+from devsupport.cluster import (
     ODD_TOOLZ_VERSION,
     StartCluster,
     Venv,
-    free_port,
     run_checker,
 )
+from devsupport.servers import free_port
 
 pytestmark = pytest.mark.dask
 

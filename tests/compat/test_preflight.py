@@ -6,7 +6,7 @@ a copy of environments/e2e and base and against small locks written here from th
 interpreter's own versions. The registry tests push a small image and its SBOM to the
 suite's registry (127.0.0.1:5000) with buildtool's client and `buildtool.sbom.attach`,
 as `buildtool publish` does, and run the checker as a subprocess; the credential rules of
-compat's registry client are checked against the real servers of tests/support/servers.py.
+compat's registry client are checked against the real servers of devsupport/servers.py.
 
 This interpreter holds the very versions the e2e lock pins, so the mismatch cases make
 this environment differ on purpose: a ``distributed-2000.1.0.dist-info`` put first on
@@ -40,9 +40,9 @@ from buildtool.sbom import ImageContents, attach, sbom_json
 from compat import cli, preflight, rules
 from compat import registry as oci
 from compat.model import Package, PackageSet
-from tests.compat.cluster import checker_path
-from tests.support.registry import RegistryCredentials, registry_credentials
-from tests.support.servers import (
+from devsupport.cluster import checker_path
+from devsupport.registry import RegistryCredentials, registry_credentials
+from devsupport.servers import (
     OciServer,
     OciStore,
     RecordingServer,

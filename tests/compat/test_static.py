@@ -18,7 +18,7 @@ from compat.compare import compare_cluster
 from compat.live import ClusterSnapshot
 from compat.model import CheckError, Package, PackageRecord, PackageSet
 from compat.names import from_conda, normalize
-from tests.compat.lockdata import DRIFTED, MATCHED, write_prefix
+from devsupport.lockdata import DRIFTED, MATCHED, write_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_ONLY = ["dask-labextension", "ipykernel", "jupyterlab"]

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rattler import RepoDataRecord
 
-from buildtool.spec import load_environment
 from devsupport.dockercli import require_docker
+from devsupport.installed import InstalledEnv, install_base
 from devsupport.standin.channel import build_channel
-from devsupport.standin.condaenv import install, solve
-from tests.conftest import REPO
-
-# What environments/base asks for, notebook side included, plus pip.
-BASE_SPECS = (
-    *(r.spec for r in load_environment(REPO / "environments", "e2e").all_requirements()),
-    "pip",
-)
-
-
-@dataclass(frozen=True)
-class InstalledEnv:
-    prefix: Path
-    records: list[RepoDataRecord]
-    solve_seconds: float
-    install_seconds: float
-
-    @property
-    def python(self) -> Path:
-        return self.prefix / "bin" / "python"
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +19,7 @@ def real_channel() -> Path:
 
 @pytest.fixture(scope="session")
 def installed_env(real_channel: Path, tmp_path_factory: pytest.TempPathFactory) -> InstalledEnv:
-    scratch = tmp_path_factory.mktemp("real-env")
-    started = time.monotonic()
-    records = solve(real_channel, BASE_SPECS)
-    solved = time.monotonic()
-    install(records, scratch / "prefix", cache_dir=scratch / "pkgs")
-    return InstalledEnv(scratch / "prefix", records, solved - started, time.monotonic() - solved)
+    return install_base(real_channel, tmp_path_factory.mktemp("real-env"))
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from devsupport.dockercli import docker, image_exists
+from devsupport.installed import InstalledEnv
 from devsupport.standin.baseimage import SPECS, ensure_base_image
-from tests.infra.conftest import InstalledEnv
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 

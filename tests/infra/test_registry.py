@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devsupport.dockercli import DockerCommandFailed, docker
-from tests.support.registry import (
+from devsupport.registry import (
     RegistryCredentials,
     RegistryUnavailable,
     credentials_file,

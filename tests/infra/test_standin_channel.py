@@ -15,9 +15,9 @@ import rattler
 
 from buildtool.lock import solve_with_rattler
 from devsupport.cache import file_sha256
+from devsupport.installed import InstalledEnv
 from devsupport.standin import StandIn
 from devsupport.standin.channel import build_channel, channel_key
-from tests.infra.conftest import InstalledEnv
 
 
 def run(*command: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

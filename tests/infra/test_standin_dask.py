@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.conftest import InstalledEnv
+from devsupport.installed import InstalledEnv
 
 CLIENT = """
 import sys

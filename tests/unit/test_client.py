@@ -28,7 +28,7 @@ from buildtool.errors import SpecError
 from buildtool.lockfile import LockFile, PipHash, PipLockedPackage, read_lock
 from compat.names import from_conda
 from compat.rules import OPTIONAL, REQUIRED
-from tests.conftest import buildtool
+from devsupport.cli import buildtool
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = {name: REPO / "environments" / name / "conda-lock.yml" for name in ("physlite", "e2e")}

@@ -22,7 +22,7 @@ from rattler.index import index_fs
 from buildtool import cli
 from buildtool.client import client_files, disagreements
 from buildtool.lockfile import read_lock
-from tests.solver_channel import write_package
+from devsupport.solver_channel import write_package
 
 PLATFORMS = ("linux-64", "linux-aarch64")
 SPEC = """\
