@@ -161,7 +161,7 @@ demo: setup nightly ## the main job, on a fresh machine: `make nightly` after th
 
 .PHONY: bench
 bench: ## run the benchmarks (lock, build, layers, compat); each prints a table against a baseline
-	$(PYTHON) bench/lock.py
+	$(PYTHON) -m bench.lock
 	$(PYTHON) -m bench.build
 	$(PYTHON) -m bench.layers
 	$(PYTHON) -m bench.compat

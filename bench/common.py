@@ -12,14 +12,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from buildtool.engine import docker_cli
 from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
 from buildtool.spec import Environment, load_environment
 from devsupport import log_progress, standin
+from devsupport.dockercli import docker, remove_local_tags
 from devsupport.registry import RegistryCredentials, registry_credentials
 from devsupport.standin import StandIn
 
@@ -111,7 +111,7 @@ def main(
         try:
             print(report(bench))
         finally:
-            remove_local_tags([f"{credentials.registry}/bench"])
+            remove_local_tags(f"{credentials.registry}/bench")
 
 
 def run(
@@ -134,21 +134,11 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def remove_local_tags(prefixes: list[str]) -> None:
-    listing = subprocess.run(
-        [docker_cli(), "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    tags = [t for t in listing.stdout.split() if t.startswith(tuple(prefixes))]
-    if tags:
-        subprocess.run([docker_cli(), "image", "rm", *tags], capture_output=True, text=True)
-
-
 def empty_caches(prefixes: list[str], *folders: Path) -> None:
     """What a fresh runner has: no build cache, no image of ours, no package cache (the
     base images stay)."""
-    remove_local_tags(prefixes)
-    subprocess.run([docker_cli(), "builder", "prune", "-af"], capture_output=True, check=True)
+    remove_local_tags(*prefixes)
+    docker("builder", "prune", "-af")
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -169,11 +159,7 @@ def manifest_blobs(registry: Registry, ref: str) -> dict[str, int]:
 
 
 def uncompressed_size(ref: str) -> int:
-    result = subprocess.run(
-        [docker_cli(), "image", "inspect", "--format", "{{.Size}}", ref],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return int(result.stdout)
+    return int(docker("image", "inspect", "--format", "{{.Size}}", ref).stdout)
 
 
 def bytes_pushed(output: str) -> int:
@@ -191,9 +177,13 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def table(rows: list[Row]) -> str:
-    header = Row("metric", "ours", "baseline", "ours / baseline", "target", "result")
-    cells = [astuple(row) for row in [header, *rows]]
+HEADER = ("metric", "ours", "baseline", "ours / baseline", "target", "result")
+
+
+def table(rows: Sequence[Row] | Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:
+    """A Markdown table, its columns padded to line up: Rows under HEADER, or any rows of
+    cells under their own header."""
+    cells = [tuple(header), *(astuple(r) if isinstance(r, Row) else tuple(r) for r in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     lines = [
         "| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |"

@@ -26,7 +26,7 @@ Each environment is locked by the real CLI in a subprocess (process start, readi
 repodata, solving and writing). For comparison, in-process: the same union solve alone,
 and the baseline of today's deployment, the notebook and the worker roots solved apart.
 
-    python bench/lock.py [--records N] [--keep DIR]
+    python -m bench.lock [--records N] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
+from bench.common import table
 from buildtool.lock import solve_with_rattler
 from buildtool.lockfile import read_lock
 from buildtool.spec import LOCK_FILE, Environment, load_environment
@@ -549,10 +550,8 @@ def print_table(results: list[Result]) -> None:
         )
         for r in results
     ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     print()
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
+    print(table(rows, header))
     print()
     print(
         "lock: `buildtool lock` in a new process, writing the lock; union solve: its one "
