@@ -13,16 +13,21 @@ import shutil
 import subprocess
 import sys
 import uuid
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import pytest
 
+from devsupport import REPO
 from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.lockdata import DRIFTED
 from devsupport.published import write_published
 from devsupport.standin import StandIn
 
-REPO = Path(__file__).resolve().parents[1]
 _SKIP = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+# What the checkout holds beside the product and must never ship in its wheels: the
+# stand-in, the development support package, the tests and the benchmarks.
+TEST_ONLY = {"standin", "devsupport", "tests", "bench"}
 
 
 def _run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -59,6 +64,20 @@ def _installed(venv: Path) -> set[str]:
     return {entry["name"].lower() for entry in json.loads(listed)} - {"pip", "setuptools"}
 
 
+def _unexpected(wheel: Path, package: str) -> list[str]:
+    """The files of `wheel` that are neither under `package/` nor its .dist-info, or that
+    sit under a folder named like something test-only."""
+    dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info/"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    return [
+        name
+        for name in names
+        if not name.startswith((f"{package}/", dist_info))
+        or TEST_ONLY & set(PurePosixPath(name).parts[:-1])
+    ]
+
+
 def _site(tmp_path: Path) -> Path:
     """A site's own repository: environment folders at its top, no `environments/`."""
     site = tmp_path / "site"
@@ -70,11 +89,12 @@ def _site(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """daskhub-images and daskhub-compat, built from a copy of the working tree."""
+    """daskhub-images and daskhub-compat, built from a copy of the working tree (what a
+    site's checkout holds: the test and development folders too)."""
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for name in ("buildtool", "dockerfiles", "compat"):
+    for name in ("buildtool", "dockerfiles", "compat", "devsupport", "tests", "bench"):
         shutil.copytree(REPO / name, src / name, symlinks=True, ignore=_SKIP)
     dist = tmp_path_factory.mktemp("dist")
     _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ".", "./compat",
@@ -149,6 +169,18 @@ def test_the_installed_tool_locks_and_renders_a_site_repository(
     _run("python", "-c", check, cwd=elsewhere, env=env)
 
 
+def test_the_wheels_ship_the_product_and_nothing_test_only(wheels: dict[str, Path]) -> None:
+    """Only buildtool/ (compat/ for the checker) and the metadata: no stand-in, no
+    devsupport, no tests, no benchmarks."""
+    for dist, package in (("daskhub_images", "buildtool"), ("daskhub_compat", "compat")):
+        assert _unexpected(wheels[dist], package) == [], dist
+    with zipfile.ZipFile(wheels["daskhub_images"]) as archive:
+        names = set(archive.namelist())
+    # What the tool needs at run time is there: its templates and its image tests.
+    assert {"buildtool/cli.py", "buildtool/cache.py", "buildtool/imagetests/test_image.py",
+            "buildtool/dockerfiles/system.Dockerfile.j2"} <= names  # fmt: skip
+
+
 def test_the_tools_dependencies_are_what_it_imports(venv: Path) -> None:
     names = _installed(venv)
     assert {"daskhub-images", "daskhub-compat", "py-rattler", "pytest-testinfra"} <= names
@@ -159,9 +191,8 @@ def test_the_checker_installs_alone_and_light(wheels: dict[str, Path], tmp_path:
     venv = _venv(tmp_path / "venv", wheels["daskhub_compat"])
     assert _installed(venv) == {"daskhub-compat", "pyyaml"}
     env = _clean_env(venv, tmp_path)
-    lock = REPO / "tests" / "compat" / "data" / "drifted.conda-lock.yml"
     result = subprocess.run(
-        ["daskhub-compat", "diff", f"lock:{lock}#notebook", f"lock:{lock}#worker",
+        ["daskhub-compat", "diff", f"lock:{DRIFTED}#notebook", f"lock:{DRIFTED}#worker",
          "--format", "json"],
         cwd=tmp_path, env=env, capture_output=True, text=True,
     )  # fmt: skip
