@@ -57,8 +57,9 @@ from bench.common import (
 )
 from buildtool.engine import docker_cli
 from buildtool.lockfile import read_lock
-from buildtool.render import ROLES, RenderedPair
+from buildtool.render import RenderedPair
 from buildtool.spec import Environment
+from compat.vocabulary import ROLES
 from devsupport.registry import docker_login
 
 ENV_NAME = "physlite"
@@ -146,7 +147,7 @@ def report(bench: Bench) -> str:
     lock = read_lock(env.lock_path)
     bench.buildtool("render", ENV_NAME, "--registry", ours_ns, *bench.image_flags, log="render.log")
     pair = RenderedPair.load(bench.build_dir, ENV_NAME)
-    naive_refs = {role: f"{naive_ns}/{env.image(role).image}:naive" for role in ROLES}
+    naive_refs = {role: f"{naive_ns}/{env.image(role).repository}:naive" for role in ROLES}
     context = render_context(env, lock, bench.work / "baseline", bench.standin.base_image,
                              bench.standin.builder_image, naive_refs["worker"])  # fmt: skip
     packages = bench.work / "cache"

@@ -46,7 +46,7 @@ from bench.node import ContainerdNode
 from buildtool.engine import docker_cli
 from buildtool.lockdiff import diff_locks
 from buildtool.lockfile import read_lock
-from buildtool.render import ROLES
+from compat.vocabulary import ROLES
 from devsupport.registry import docker_login
 from devsupport.servers import DockerEngine, FrontProxy
 
@@ -244,7 +244,7 @@ def report(bench: Bench) -> str:
     ]  # fmt: skip
     notes = [
         f"The relock moved only {BUMPED}: "
-        + ", ".join(f"{c.name} {c.old} -> {c.new} ({c.image})" for c in changes) + ".",
+        + ", ".join(f"{c.name} {c.old} -> {c.new} ({c.role})" for c in changes) + ".",
         f"Ours in {pairs.ours_ns}, baseline in {pairs.base_ns}; layers: worker "
         f"{len(manifest_blobs(bench.registry(), ours_today[0])) - 1}, notebook "
         f"{len(manifest_blobs(bench.registry(), ours_today[1])) - 1}.",

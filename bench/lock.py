@@ -52,7 +52,8 @@ from typing import Literal
 from bench.common import table
 from buildtool.lock import solve_with_rattler
 from buildtool.lockfile import read_lock
-from buildtool.spec import LOCK_FILE, Environment, load_environment
+from buildtool.spec import Environment, load_environment
+from buildtool.specfile import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_ENVIRONMENTS = ("pyhep", "ml", "physlite")

@@ -19,7 +19,8 @@ import pytest
 from buildtool.build import BuiltPair
 from buildtool.layers import MAX_LAYERS
 from buildtool.oci import BlobStore
-from buildtool.render import ROLES, RenderedPair
+from buildtool.render import RenderedPair
+from compat.vocabulary import ROLES
 from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import docker, remove_local_tags, require_docker
 from devsupport.standin import StandIn
@@ -53,7 +54,8 @@ def _build(work: Path, standin: StandIn, cache: Path) -> dict:
             "layers": engine["RootFS"]["Layers"],
             "blobs": [blobs[layer.diff_id].digest for layer in image.layers],
         }
-    return {"pair": pair, "built": built, "store": store, "digests": digests}
+    return {"pair": pair, "built": built, "store": store, "digests": digests, "work": work,
+            "cache": cache, "log": result.stderr}  # fmt: skip
 
 
 def _forget_everything(work: Path, cache: Path) -> None:
@@ -86,6 +88,16 @@ def _files(store: BlobStore, diff_id: str) -> list[str]:
     """What a layer holds, folders left out."""
     with tarfile.open(store.layer_path(diff_id)) as tar:
         return [m.name.removeprefix("./") for m in tar.getmembers() if not m.isdir()]
+
+
+def test_a_rebuild_with_nothing_changed_sends_the_engine_no_layer(
+    twice: list[dict], standin: StandIn
+) -> None:
+    second = twice[1]
+    again = _build(second["work"], standin, second["cache"])
+    assert "sent the engine 0.0 MB of layers" in again["log"], again["log"][-2000:]
+    for role in ROLES:
+        assert again["digests"][role]["image id"] == second["digests"][role]["image id"]
 
 
 def test_two_clean_builds_give_identical_digests(twice: list[dict]) -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 from jinja2 import Environment as Jinja
 from jinja2 import FileSystemLoader, StrictUndefined
 
-from buildtool.assemble import PREFIX
 from buildtool.engine import docker_cli, run_logged
 from buildtool.lockfile import LockedPackage, LockFile
-from buildtool.render import BASE_APT, ROLES
+from buildtool.render import BASE_APT
 from buildtool.spec import Environment
+from compat.vocabulary import PREFIX, ROLES
 
 HERE = Path(__file__).parent
 COMMANDS = {
