@@ -76,8 +76,14 @@ def install_floor(env: Environment, scratch: Path) -> None:
     platform = next(p for p in lock.platforms() if p.name == "linux-64")
     records = lock.conda_repodata_records_for_platform(platform)
     shutil.rmtree(scratch, ignore_errors=True)
-    asyncio.run(rattler.install(records, target_prefix=scratch / "prefix",
-                                cache_dir=scratch / "cache", show_progress=False))  # fmt: skip
+    asyncio.run(
+        rattler.install(
+            records,
+            target_prefix=scratch / "prefix",
+            cache_dir=scratch / "cache",
+            show_progress=False,
+        )
+    )
 
 
 def sizes(bench: Bench, refs: dict[str, str]) -> dict[str, tuple[int, int, dict[str, int]]]:
@@ -116,8 +122,15 @@ def arm64_rows(bench: Bench, namespace: str) -> list[Row]:
     empty_caches([f"{namespace}/", "buildtool-system/"], packages, root.parent / "build")
     bench.progress("cold build of the e2e pair for linux-64 and linux-aarch64")
     started = time.perf_counter()
-    output = buildtool("build", "e2e", "--quiet", "--registry", namespace,
-                       *bench.standin.image_flags, log="build-multiarch.log")  # fmt: skip
+    output = buildtool(
+        "build",
+        "e2e",
+        "--quiet",
+        "--registry",
+        namespace,
+        *bench.standin.image_flags,
+        log="build-multiarch.log",
+    )
     total = time.perf_counter() - started
     timings = {m["platform"]: m for m in TIMING.finditer(output)}
     x86, arm = timings["linux-64"], timings["linux-aarch64"]
@@ -126,18 +139,40 @@ def arm64_rows(bench: Bench, namespace: str) -> list[Row]:
         return float(m["system"]) + float(m["conda"])
 
     return [
-        Row("e2e pair, linux-64 (system + conda layers)", f"{seconds(x86):.1f} s",
-            "-", "-", "-", "-"),
-        Row("e2e pair, linux-aarch64, beside linux-64", f"{seconds(arm):.1f} s",
-            f"{seconds(x86):.1f} s", f"{seconds(arm) / seconds(x86):.2f}x", "-", "-"),
-        Row("    of which emulated: system stages (qemu)", f"{float(arm['system']):.1f} s",
+        Row(
+            "e2e pair, linux-64 (system + conda layers)",
+            f"{seconds(x86):.1f} s",
+            "-",
+            "-",
+            "-",
+            "-",
+        ),
+        Row(
+            "e2e pair, linux-aarch64, beside linux-64",
+            f"{seconds(arm):.1f} s",
+            f"{seconds(x86):.1f} s",
+            f"{seconds(arm) / seconds(x86):.2f}x",
+            "-",
+            "-",
+        ),
+        Row(
+            "    of which emulated: system stages (qemu)",
+            f"{float(arm['system']):.1f} s",
             f"{float(x86['system']):.1f} s (native)",
-            f"{float(arm['system']) / float(x86['system']):.1f}x", "-", "-"),
-        Row("    not emulated: conda layers (host)", f"{float(arm['conda']):.1f} s",
-            f"{float(x86['conda']):.1f} s", f"{float(arm['conda']) / float(x86['conda']):.2f}x",
-            "-", "-"),
+            f"{float(arm['system']) / float(x86['system']):.1f}x",
+            "-",
+            "-",
+        ),
+        Row(
+            "    not emulated: conda layers (host)",
+            f"{float(arm['conda']):.1f} s",
+            f"{float(x86['conda']):.1f} s",
+            f"{float(arm['conda']) / float(x86['conda']):.2f}x",
+            "-",
+            "-",
+        ),
         Row("e2e pair, both platforms, whole build", f"{total:.1f} s", "-", "-", "-", "-"),
-    ]  # fmt: skip
+    ]
 
 
 def report(bench: Bench) -> str:
@@ -148,15 +183,29 @@ def report(bench: Bench) -> str:
     bench.buildtool("render", ENV_NAME, "--registry", ours_ns, *bench.image_flags, log="render.log")
     pair = RenderedPair.load(bench.build_dir, ENV_NAME)
     naive_refs = {role: f"{naive_ns}/{env.image(role).repository}:naive" for role in ROLES}
-    context = render_context(env, lock, bench.work / "baseline", bench.standin.base_image,
-                             bench.standin.builder_image, naive_refs["worker"])  # fmt: skip
+    context = render_context(
+        env,
+        lock,
+        bench.work / "baseline",
+        bench.standin.base_image,
+        bench.standin.builder_image,
+        naive_refs["worker"],
+    )
     packages = bench.work / "cache"
     ours_env = {**bench.registry_env(), "DASKHUB_CACHE": str(packages)}
     store = bench.build_dir / ".store"
 
     def build_ours() -> None:
-        bench.buildtool("build", ENV_NAME, "--quiet", "--registry", ours_ns, *bench.image_flags,
-                        log="build.log", env=ours_env)  # fmt: skip
+        bench.buildtool(
+            "build",
+            ENV_NAME,
+            "--quiet",
+            "--registry",
+            ours_ns,
+            *bench.image_flags,
+            log="build.log",
+            env=ours_env,
+        )
 
     cold_ours, cold_naive, floor_runs = [], [], []
     prefixes = [f"{ours_ns}/", f"{naive_ns}/", "buildtool-system/"]
@@ -169,8 +218,16 @@ def report(bench: Bench) -> str:
         floor_runs.append(timed(lambda: install_floor(env, bench.work / "floor")))
 
     bench.progress(f"ours: buildtool publish {ENV_NAME} --registry {ours_ns} (build, test, push)")
-    bench.buildtool("publish", ENV_NAME, "--quiet", "--registry", ours_ns, *bench.image_flags,
-                    log="publish-1.log", env=ours_env)  # fmt: skip
+    bench.buildtool(
+        "publish",
+        ENV_NAME,
+        "--quiet",
+        "--registry",
+        ours_ns,
+        *bench.image_flags,
+        log="publish-1.log",
+        env=ours_env,
+    )
     published = json.loads((Path(pair.directory) / "published.json").read_text())
     ours_refs = {role: pair.image(role).ref for role in ROLES}
     ours = sizes(bench, ours_refs)
@@ -179,8 +236,11 @@ def report(bench: Bench) -> str:
     docker_config = bench.work / "docker-config"
     docker_login(bench.credentials, docker_config)
     for role in ROLES:
-        run([docker_cli(), "push", naive_refs[role]], bench.work / f"push-{role}.log",
-            env={**os.environ, "DOCKER_CONFIG": str(docker_config)})  # fmt: skip
+        run(
+            [docker_cli(), "push", naive_refs[role]],
+            bench.work / f"push-{role}.log",
+            env={**os.environ, "DOCKER_CONFIG": str(docker_config)},
+        )
     naive = sizes(bench, naive_refs)
     naive_distinct = sum({d: s for r in ROLES for d, s in naive[r][2].items()}.values())
 
@@ -190,9 +250,15 @@ def report(bench: Bench) -> str:
         empty_caches(prefixes)
         started = time.perf_counter()
         output = bench.buildtool(
-            "publish", ENV_NAME, "--quiet", "--registry", ours_ns, *bench.image_flags,
-            log=f"publish-noop-{i}.log", env=ours_env,
-        )  # fmt: skip
+            "publish",
+            ENV_NAME,
+            "--quiet",
+            "--registry",
+            ours_ns,
+            *bench.image_flags,
+            log=f"publish-noop-{i}.log",
+            env=ours_env,
+        )
         noop_times.append(time.perf_counter() - started)
         noop_bytes += bytes_pushed(output)
 
@@ -203,19 +269,40 @@ def report(bench: Bench) -> str:
     ours_ratio = ours_push / ours["notebook"][0]
     naive_ratio = naive_distinct / naive["notebook"][0]
     rows = [
-        Row(f"cold build of the pair, median of {bench.repeat}", f"{ours_s:.1f} s",
-            f"{naive_s:.1f} s (two images built apart)", f"{speedup:.2f}x faster",
-            f">= {COLD_SPEEDUP_TARGET}x faster", verdict(speedup >= COLD_SPEEDUP_TARGET)),
-        Row("cold build / floor", f"{ours_s:.1f} s",
-            f"{floor:.1f} s (rattler alone, notebook set)", f"{over_floor:.2f}x the floor",
-            f"<= {FLOOR_TARGET}x", verdict(over_floor <= FLOOR_TARGET)),
-        Row("pair push, bytes", mb(ours_push), mb(naive_distinct),
-            f"{ours_push / naive_distinct:.2f}", "-", "-"),
-        Row("pair push / own notebook image (compressed)", f"{ours_ratio:.2f}x",
-            f"{naive_ratio:.2f}x", "-", f"<= {PAIR_PUSH_TARGET:.1f}x",
-            verdict(ours_ratio <= PAIR_PUSH_TARGET)),
-    ]  # fmt: skip
-    for role in ("notebook", "worker"):
+        Row(
+            f"cold build of the pair, median of {bench.repeat}",
+            f"{ours_s:.1f} s",
+            f"{naive_s:.1f} s (two images built apart)",
+            f"{speedup:.2f}x faster",
+            f">= {COLD_SPEEDUP_TARGET}x faster",
+            verdict(speedup >= COLD_SPEEDUP_TARGET),
+        ),
+        Row(
+            "cold build / floor",
+            f"{ours_s:.1f} s",
+            f"{floor:.1f} s (rattler alone, notebook set)",
+            f"{over_floor:.2f}x the floor",
+            f"<= {FLOOR_TARGET}x",
+            verdict(over_floor <= FLOOR_TARGET),
+        ),
+        Row(
+            "pair push, bytes",
+            mb(ours_push),
+            mb(naive_distinct),
+            f"{ours_push / naive_distinct:.2f}",
+            "-",
+            "-",
+        ),
+        Row(
+            "pair push / own notebook image (compressed)",
+            f"{ours_ratio:.2f}x",
+            f"{naive_ratio:.2f}x",
+            "-",
+            f"<= {PAIR_PUSH_TARGET:.1f}x",
+            verdict(ours_ratio <= PAIR_PUSH_TARGET),
+        ),
+    ]
+    for role in ROLES:
         for kind, index in (("compressed, registry", 0), ("uncompressed, docker", 1)):
             a, b = ours[role][index], naive[role][index]
             rows.append(Row(f"{role} image ({kind})", mb(a), mb(b), f"{a / b:.2f}", "-", "-"))
@@ -227,7 +314,7 @@ def report(bench: Bench) -> str:
             "-",
             "0 bytes pushed",
             verdict(noop_bytes == 0),
-        )  # fmt: skip
+        )
     )
     rows += arm64_rows(bench, ours_ns + "-multiarch")
     worker_blobs = ours["worker"][2]
@@ -235,15 +322,21 @@ def report(bench: Bench) -> str:
     notes = [
         f"Environment {ENV_NAME}: {len(lock.package)} locked packages from "
         f"{bench.standin.channel}; ours in {ours_ns}, baseline in {naive_ns}.",
-        "Cold runs (s), ours: " + ", ".join(f"{t:.1f}" for t in cold_ours)
-        + "; naive: " + ", ".join(f"{t:.1f}" for t in cold_naive)
-        + "; floor: " + ", ".join(f"{t:.1f}" for t in floor_runs) + ".",
+        "Cold runs (s), ours: "
+        + ", ".join(f"{t:.1f}" for t in cold_ours)
+        + "; naive: "
+        + ", ".join(f"{t:.1f}" for t in cold_naive)
+        + "; floor: "
+        + ", ".join(f"{t:.1f}" for t in floor_runs)
+        + ".",
         f"No-op runs: {', '.join(f'{t:.2f}' for t in noop_times)} s, "
         f"{noop_bytes} bytes pushed (the whole CLI process; nothing built).",
         f"Notebook image: {len(layers) - 1} layers; the ten largest (compressed):",
-        *(f"  {d[7:19]} {mb(s):>10} ({'shared' if d in worker_blobs else 'notebook only'})"
-          for d, s in layers[:10]),
-    ]  # fmt: skip
+        *(
+            f"  {d[7:19]} {mb(s):>10} ({'shared' if d in worker_blobs else 'notebook only'})"
+            for d, s in layers[:10]
+        ),
+    ]
     return table(rows) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 

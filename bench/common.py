@@ -77,8 +77,9 @@ class Bench:
         c = self.credentials
         return {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}
 
-    def lock(self, env_name: str, specs: tuple[str, ...], edit: Callable[[str], str] | None = None
-             ) -> Environment:  # fmt: skip
+    def lock(
+        self, env_name: str, specs: tuple[str, ...], edit: Callable[[str], str] | None = None
+    ) -> Environment:
         """Copy the specs (the last one changed by `edit`) and lock against the stand-in."""
         for name in specs:
             (self.root / name).mkdir(parents=True, exist_ok=True)
@@ -151,9 +152,11 @@ def manifest_blobs(registry: Registry, ref: str) -> dict[str, int]:
         repository, _, tag = ref.rpartition(":")
     _, name = split_reference(repository)
     _, _, body = registry.request(
-        "GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
+        "GET",
+        f"/v2/{name}/manifests/{tag}",
+        scope=f"repository:{name}:pull",
         headers={"Accept": ", ".join(MANIFEST_TYPES)},
-    )  # fmt: skip
+    )
     manifest = json.loads(body)
     return {b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]}
 

@@ -84,9 +84,13 @@ def measure(size: int, repeat: int, logs: Path) -> Row:
                 raise RuntimeError(f"check failed: {result.stdout}{result.stderr}")
         result = subprocess.run(
             [str(client_venv.python), "-c", IN_PROCESS, cluster.address, str(repeat), str(size)],
-            capture_output=True, text=True, timeout=300, check=True, cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            cwd=path,
             env={"PYTHONPATH": str(path)},
-        )  # fmt: skip
+        )
         times = json.loads(result.stdout)
     finally:
         cluster.stop()

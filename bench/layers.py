@@ -93,15 +93,26 @@ def archive_size(url: str) -> int:
 
 
 def publish_ours(bench: Bench, registry: str, log: str) -> dict:
-    bench.buildtool("publish", ENV_NAME, "--quiet", "--registry", registry, *bench.image_flags,
-                    log=log, env=bench.registry_env())  # fmt: skip
+    bench.buildtool(
+        "publish",
+        ENV_NAME,
+        "--quiet",
+        "--registry",
+        registry,
+        *bench.image_flags,
+        log=log,
+        env=bench.registry_env(),
+    )
     return json.loads((bench.build_dir / ENV_NAME / "published.json").read_text())
 
 
 def push_single(bench: Bench, refs: dict[str, str], config: Path) -> None:
     for role in ROLES:
-        run([docker_cli(), "push", refs[role]], bench.work / f"push-{refs[role][-9:]}-{role}.log",
-            env={**os.environ, "DOCKER_CONFIG": str(config)})  # fmt: skip
+        run(
+            [docker_cli(), "push", refs[role]],
+            bench.work / f"push-{refs[role][-9:]}-{role}.log",
+            env={**os.environ, "DOCKER_CONFIG": str(config)},
+        )
 
 
 def pull(node: DockerEngine | ContainerdNode, ref: str) -> None:
@@ -111,8 +122,13 @@ def pull(node: DockerEngine | ContainerdNode, ref: str) -> None:
         node.pull(ref)
 
 
-def pulled(node: DockerEngine | ContainerdNode, proxy: FrontProxy, registry: str,
-           yesterday: list[str], today: list[str]) -> int:  # fmt: skip
+def pulled(
+    node: DockerEngine | ContainerdNode,
+    proxy: FrontProxy,
+    registry: str,
+    yesterday: list[str],
+    today: list[str],
+) -> int:
     """Bytes of blobs the node fetches for today's pair, holding yesterday's."""
     through = [ref.replace(registry, proxy.address, 1) for ref in [*yesterday, *today]]
     for ref in through[: len(yesterday)]:
@@ -137,9 +153,14 @@ def report(bench: Bench) -> str:
     ours_yesterday = [first["images"][r]["ref"] for r in ROLES]
     notebook_size = sum(manifest_blobs(bench.registry(), ours_yesterday[1]).values())
     single_yesterday = pairs.single_refs("yesterday")
-    context = render_context(env, old_lock, bench.work / "single-yesterday",
-                             bench.standin.base_image, bench.standin.builder_image,
-                             single_yesterday["worker"])  # fmt: skip
+    context = render_context(
+        env,
+        old_lock,
+        bench.work / "single-yesterday",
+        bench.standin.base_image,
+        bench.standin.builder_image,
+        single_yesterday["worker"],
+    )
     bench.progress("yesterday: the single-layer pair, built and pushed")
     build_single_layer(context, single_yesterday)
     push_single(bench, single_yesterday, config)
@@ -159,15 +180,22 @@ def report(bench: Bench) -> str:
     second = publish_ours(bench, pairs.ours_ns, "publish-today.log")
     ours_today = [second["images"][r]["ref"] for r in ROLES]
     single_today = pairs.single_refs("today")
-    context = render_context(env, new_lock, bench.work / "single-today", bench.standin.base_image,
-                             bench.standin.builder_image, single_today["worker"])  # fmt: skip
+    context = render_context(
+        env,
+        new_lock,
+        bench.work / "single-today",
+        bench.standin.base_image,
+        bench.standin.builder_image,
+        single_today["worker"],
+    )
     bench.progress("today: the single-layer pair, built and pushed")
     build_single_layer(context, single_today)
     push_single(bench, single_today, config)
 
     pushed_ours = new_blob_bytes(bench, ours_yesterday, ours_today)
-    pushed_single = new_blob_bytes(bench, list(single_yesterday.values()),
-                                   list(single_today.values()))  # fmt: skip
+    pushed_single = new_blob_bytes(
+        bench, list(single_yesterday.values()), list(single_today.values())
+    )
 
     # -- (b) pulls --------------------------------------------------------------------------
     proxy = FrontProxy(registry)
@@ -206,9 +234,20 @@ def report(bench: Bench) -> str:
     for i in range(bench.repeat):
         bench.progress(f"(e) cold builds, run {i + 1} of {bench.repeat}: ours, single-layer")
         empty_caches(prefixes, packages, bench.build_dir / ".store")
-        cold_ours.append(timed(lambda: bench.buildtool(
-            "build", ENV_NAME, "--quiet", "--registry", pairs.ours_ns, *bench.image_flags,
-            log="cold-build.log", env=ours_env)))  # fmt: skip
+        cold_ours.append(
+            timed(
+                lambda: bench.buildtool(
+                    "build",
+                    ENV_NAME,
+                    "--quiet",
+                    "--registry",
+                    pairs.ours_ns,
+                    *bench.image_flags,
+                    log="cold-build.log",
+                    env=ours_env,
+                )
+            )
+        )
         empty_caches(prefixes)
         cold_single.append(timed(lambda: build_single_layer(context, single_today)))
 
@@ -216,43 +255,91 @@ def report(bench: Bench) -> str:
     ours_cold, single_cold = statistics.median(cold_ours), statistics.median(cold_single)
     first_push = first["bytes_pushed"]
     rows = [
-        Row(f"(a) push after a {BUMPED} bump", mb(pushed_ours), mb(pushed_single),
+        Row(
+            f"(a) push after a {BUMPED} bump",
+            mb(pushed_ours),
+            mb(pushed_single),
             f"{pushed_ours / pushed_single:.3f}",
             f"<= {PUSH_TARGET:.0%} of notebook ({mb(PUSH_TARGET * notebook_size)})",
-            verdict(pushed_ours <= PUSH_TARGET * notebook_size)),
-        Row(f"    {BUMPED} {bumped.version} archive (the physical limit)",
-            mb(archive_size(bumped.url)), "-", "-", "-", "-"),
-    ]  # fmt: skip
-    for kind, label in (("containerd", "containerd node (Kubernetes)"),
-                        ("docker", "Docker Engine 20.10 node")):  # fmt: skip
+            verdict(pushed_ours <= PUSH_TARGET * notebook_size),
+        ),
+        Row(
+            f"    {BUMPED} {bumped.version} archive (the physical limit)",
+            mb(archive_size(bumped.url)),
+            "-",
+            "-",
+            "-",
+            "-",
+        ),
+    ]
+    for kind, label in (
+        ("containerd", "containerd node (Kubernetes)"),
+        ("docker", "Docker Engine 20.10 node"),
+    ):
         ours_pull, single_pull = pulls[kind]["ours"], pulls[kind]["single"]
-        rows.append(Row(f"(b) pull, {label}", mb(ours_pull), mb(single_pull),
-                        f"{ours_pull / single_pull:.3f}",
-                        f"<= {PULL_TARGET:.0%} of notebook",
-                        verdict(ours_pull <= PULL_TARGET * notebook_size)))  # fmt: skip
+        rows.append(
+            Row(
+                f"(b) pull, {label}",
+                mb(ours_pull),
+                mb(single_pull),
+                f"{ours_pull / single_pull:.3f}",
+                f"<= {PULL_TARGET:.0%} of notebook",
+                verdict(ours_pull <= PULL_TARGET * notebook_size),
+            )
+        )
     rows += [
-        Row("(c) two clean builds, identical digests",
-            ", ".join(f"{r}: {'yes' if identical[r] else 'no'}" for r in ROLES), "-", "-",
-            "yes for both", verdict(all(identical.values()))),
-        Row("(d) pair push / notebook image (compressed)", f"{first_push / notebook_size:.3f}x",
-            "-", "-", f"<= {PAIR_TARGET}x", verdict(first_push <= PAIR_TARGET * notebook_size)),
-        Row(f"(e) cold build of the pair, median of {bench.repeat}", f"{ours_cold:.1f} s",
-            f"{single_cold:.1f} s", f"{ours_cold / single_cold:.2f}x",
-            f"<= {COLD_TARGET:.2f}x", verdict(ours_cold <= COLD_TARGET * single_cold)),
-        Row("notebook image, compressed", mb(notebook_size), mb(single_notebook_size),
-            f"{notebook_size / single_notebook_size:.2f}", "-", "-"),
-    ]  # fmt: skip
+        Row(
+            "(c) two clean builds, identical digests",
+            ", ".join(f"{r}: {'yes' if identical[r] else 'no'}" for r in ROLES),
+            "-",
+            "-",
+            "yes for both",
+            verdict(all(identical.values())),
+        ),
+        Row(
+            "(d) pair push / notebook image (compressed)",
+            f"{first_push / notebook_size:.3f}x",
+            "-",
+            "-",
+            f"<= {PAIR_TARGET}x",
+            verdict(first_push <= PAIR_TARGET * notebook_size),
+        ),
+        Row(
+            f"(e) cold build of the pair, median of {bench.repeat}",
+            f"{ours_cold:.1f} s",
+            f"{single_cold:.1f} s",
+            f"{ours_cold / single_cold:.2f}x",
+            f"<= {COLD_TARGET:.2f}x",
+            verdict(ours_cold <= COLD_TARGET * single_cold),
+        ),
+        Row(
+            "notebook image, compressed",
+            mb(notebook_size),
+            mb(single_notebook_size),
+            f"{notebook_size / single_notebook_size:.2f}",
+            "-",
+            "-",
+        ),
+    ]
     notes = [
         f"The relock moved only {BUMPED}: "
-        + ", ".join(f"{c.name} {c.old} -> {c.new} ({c.role})" for c in changes) + ".",
+        + ", ".join(f"{c.name} {c.old} -> {c.new} ({c.role})" for c in changes)
+        + ".",
         f"Ours in {pairs.ours_ns}, baseline in {pairs.base_ns}; layers: worker "
         f"{len(manifest_blobs(bench.registry(), ours_today[0])) - 1}, notebook "
         f"{len(manifest_blobs(bench.registry(), ours_today[1])) - 1}.",
-        "Cold runs (s), ours: " + ", ".join(f"{t:.1f}" for t in cold_ours)
-        + "; single-layer: " + ", ".join(f"{t:.1f}" for t in cold_single) + ".",
-        "verify said: " + " / ".join(line for line in output.splitlines() if ": identical" in line
-                                     or "DIFFERENT" in line or line.startswith("  ")),
-    ]  # fmt: skip
+        "Cold runs (s), ours: "
+        + ", ".join(f"{t:.1f}" for t in cold_ours)
+        + "; single-layer: "
+        + ", ".join(f"{t:.1f}" for t in cold_single)
+        + ".",
+        "verify said: "
+        + " / ".join(
+            line
+            for line in output.splitlines()
+            if ": identical" in line or "DIFFERENT" in line or line.startswith("  ")
+        ),
+    ]
     return table(rows) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 

@@ -54,6 +54,7 @@ from buildtool.lock import solve_with_rattler
 from buildtool.lockfile import read_lock
 from buildtool.spec import Environment, load_environment
 from buildtool.specfile import LOCK_FILE
+from compat.vocabulary import ROLES
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_ENVIRONMENTS = ("pyhep", "ml", "physlite")
@@ -459,9 +460,18 @@ def time_cli_lock(env: str, envs_dir: Path, build_dir: Path, channel: str) -> fl
     """One `buildtool lock ENV` in a fresh process, writing the lock from scratch."""
     (envs_dir / env / LOCK_FILE).unlink(missing_ok=True)
     command = [
-        sys.executable, "-m", "buildtool.cli", "--root", str(envs_dir),
-        "--build-dir", str(build_dir), "lock", env, "--channel", channel,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "buildtool.cli",
+        "--root",
+        str(envs_dir),
+        "--build-dir",
+        str(build_dir),
+        "lock",
+        env,
+        "--channel",
+        channel,
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -483,10 +493,10 @@ def time_two_solves(env: Environment, channel: str) -> tuple[float, int]:
     started = time.perf_counter()
     images = [
         solve_with_rattler([r.spec for r in env.roots(image)], [channel], PLATFORM)
-        for image in ("notebook", "worker")
+        for image in ROLES
     ]
     seconds = time.perf_counter() - started
-    notebook, worker = ({p.name: (p.version, p.build) for p in solved} for solved in images)
+    worker, notebook = ({p.name: (p.version, p.build) for p in solved} for solved in images)
     return seconds, sum(1 for name, pick in worker.items() if notebook.get(name, pick) != pick)
 
 
@@ -532,10 +542,17 @@ def run(records: int, work: Path) -> int:
 
 def print_table(results: list[Result]) -> None:
     header = (
-        "env", "specs", "reachable names / records", "locked (worker)",
-        "lock min", "lock median", "union solve", "2 solves min", "2 solves median",
+        "env",
+        "specs",
+        "reachable names / records",
+        "locked (worker)",
+        "lock min",
+        "lock median",
+        "union solve",
+        "2 solves min",
+        "2 solves median",
         "nb/worker differ",
-    )  # fmt: skip
+    )
     rows = [
         (
             r.env,

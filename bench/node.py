@@ -21,8 +21,12 @@ class ContainerdNode:
         self.user = f"{credentials.user}:{credentials.password}"
 
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ctr", "--address", CONTAINERD, "-n", self.namespace, *args],
-                              capture_output=True, text=True, check=True)  # fmt: skip
+        return subprocess.run(
+            ["ctr", "--address", CONTAINERD, "-n", self.namespace, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
 
     def pull(self, ref: str) -> None:
         self.ctr("images", "pull", "--plain-http", "--user", self.user, ref)

@@ -92,8 +92,9 @@ def _records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> lis
     return chosen
 
 
-def install(lock_path: Path, platform: str, packages: list[LockedPackage], stage: Path,
-            cache: Path) -> None:  # fmt: skip
+def install(
+    lock_path: Path, platform: str, packages: list[LockedPackage], stage: Path, cache: Path
+) -> None:
     """A fresh staging prefix holding exactly `packages`, patched for PREFIX."""
     records = _records(lock_path, platform, packages)
     if stage.exists():
@@ -140,9 +141,14 @@ def read_installed(stage: Path) -> dict[str, Installed]:
         files = tuple(record.get("files", []))
         size = sum((stage / f).lstat().st_size for f in files)
         installed[record["name"]] = Installed(
-            record["name"], record["version"], record["build"], f"conda-meta/{path.name}",
-            files, size, built,
-        )  # fmt: skip
+            record["name"],
+            record["version"],
+            record["build"],
+            f"conda-meta/{path.name}",
+            files,
+            size,
+            built,
+        )
     owned = {f for p in installed.values() for f in (*p.files, p.record)} | NOT_PACKAGED
     for directory, _, names in os.walk(stage):
         for name in names:
@@ -178,9 +184,15 @@ def _describe(packages: list[Installed]) -> str:
     return "conda: " + ", ".join(f"{p.name} {p.version} {p.build}" for p in packages)
 
 
-def _pip_layer(stage: Path, locked: list[PipLockedPackage], platform: str,
-               installed: dict[str, Installed], clamp: int, wheel_cache: Path,
-               store: BlobStore) -> Layer:  # fmt: skip
+def _pip_layer(
+    stage: Path,
+    locked: list[PipLockedPackage],
+    platform: str,
+    installed: dict[str, Installed],
+    clamp: int,
+    wheel_cache: Path,
+    store: BlobStore,
+) -> Layer:
     """The image's locked wheels as one layer on top of its conda layers."""
     python = installed["python"].version
     wheels = fetch_wheels(locked, platform, python, wheel_cache)
@@ -190,8 +202,9 @@ def _pip_layer(stage: Path, locked: list[PipLockedPackage], platform: str,
     return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins))
 
 
-def _checks_layer(stage: Path, installed: dict[str, Installed], clamp: int,
-                  store: BlobStore) -> Layer:  # fmt: skip
+def _checks_layer(
+    stage: Path, installed: dict[str, Installed], clamp: int, store: BlobStore
+) -> Layer:
     """The version checks (`versionchecks.py`) as the worker image's last layer."""
     python = ".".join(installed["python"].version.split(".")[:2])
     files = versionchecks.write(stage, python)
@@ -199,8 +212,9 @@ def _checks_layer(stage: Path, installed: dict[str, Installed], clamp: int,
     return store.write_layer(_entries(stage, [checks]), clamp, "version checks: compat")
 
 
-def _layers(stage: Path, installed: dict[str, Installed], names: list[str], slots: int,
-            store: BlobStore) -> list[Layer]:  # fmt: skip
+def _layers(
+    stage: Path, installed: dict[str, Installed], names: list[str], slots: int, store: BlobStore
+) -> list[Layer]:
     plan = plan_layers([Package(n, installed[n].size) for n in names], slots)
     layers = []
     for planned in plan:
@@ -247,14 +261,16 @@ def assemble(
     budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins) + 1)
     worker_layers = _layers(stage, installed, worker_names, budget.worker, store)
     notebook_layers = _layers(stage, installed, notebook_names, budget.notebook, store)
-    for role, names, layers in (("worker", worker_names, worker_layers),
-                                ("notebook", notebook_names, notebook_layers)):  # fmt: skip
+    for role, names, layers in (
+        ("worker", worker_names, worker_layers),
+        ("notebook", notebook_names, notebook_layers),
+    ):
         if pip.get(role):
             clamp = max(installed[n].built for n in names)
             layers.append(
                 _pip_layer(
                     stage, pip[role], platform, installed, clamp, cache.parent / "wheels", store
-                )  # fmt: skip
+                )
             )
     clamp = max(installed[n].built for n in worker_names)
     worker_layers.append(_checks_layer(stage, installed, clamp, store))

@@ -92,9 +92,14 @@ class BuiltPair:
 
 
 def build_pair(
-    pair: RenderedPair, *, echo: bool = True, cache: Path | None = None,
-    store: BlobStore | None = None, no_cache: bool = False, load: bool = True,
-) -> BuiltPair:  # fmt: skip
+    pair: RenderedPair,
+    *,
+    echo: bool = True,
+    cache: Path | None = None,
+    store: BlobStore | None = None,
+    no_cache: bool = False,
+    load: bool = True,
+) -> BuiltPair:
     """Build every platform's images, record them, and load them into the engine.
 
     `cache` and `store` default to the shared package cache and layer store; `no_cache`

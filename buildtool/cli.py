@@ -158,8 +158,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             args.registry = published.registry if published else None
         for verdict in verify(_render(args, name), echo=args.verbose):
             state = "identical" if verdict.same else "DIFFERENT"
-            print(f"{name} {verdict.role}: {state}: rebuilt {verdict.rebuilt}, "
-                  f"published {verdict.published}")  # fmt: skip
+            print(
+                f"{name} {verdict.role}: {state}: rebuilt {verdict.rebuilt}, "
+                f"published {verdict.published}"
+            )
             for line in verdict.differences:
                 print(f"  {line}")
             different += not verdict.same

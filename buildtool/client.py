@@ -113,14 +113,18 @@ def _platform_pins(
         try:
             Version(package.version)
         except InvalidVersion:
-            raise SpecError(lock_path, f"package {package.name} ({platform})",
-                            f"version {package.version!r} is not a PEP 440 version, "
-                            "which pip needs to pin it") from None  # fmt: skip
+            raise SpecError(
+                lock_path,
+                f"package {package.name} ({platform})",
+                f"version {package.version!r} is not a PEP 440 version, which pip needs to pin it",
+            ) from None
         seen = pins.get(pypi)
         if seen is not None and seen.manager == package.manager and seen.version != package.version:
-            raise SpecError(lock_path, f"package {package.name} ({platform})",
-                            f"{package.version} and {seen.lock_name} {seen.version} both "
-                            f"install {pypi}")  # fmt: skip
+            raise SpecError(
+                lock_path,
+                f"package {package.name} ({platform})",
+                f"{package.version} and {seen.lock_name} {seen.version} both install {pypi}",
+            )
         if seen is None or package.manager == "pip":  # a pip pin installs over conda's
             pins[pypi] = Pin(pypi, package.name, package.version, package.manager)
 
@@ -135,8 +139,9 @@ def _platform_pins(
         notebook: list[LockedPackage | PipLockedPackage] = [
             p for p in lock.pip_packages("notebook", platform) if normalize(p.name) == GATEWAY
         ]
-        notebook += [p for p in lock.packages("notebook", platform)
-                     if from_conda(p.name) == GATEWAY]  # fmt: skip
+        notebook += [
+            p for p in lock.packages("notebook", platform) if from_conda(p.name) == GATEWAY
+        ]
         if notebook:
             add(notebook[0], GATEWAY)
             gateway_from = "notebook"
@@ -181,19 +186,25 @@ def client_pins(name: str, lock: LockFile, lock_path: Path) -> ClientPins:
         dict.fromkeys(c.url.rstrip("/").rsplit("/", 1)[-1] for c in lock.metadata.channels)
     )
     return ClientPins(
-        environment=name, python=python, pins=[pins[k] for k in sorted(pins)],
-        platforms=platforms, channels=channels, lock_sha256=lock.content_sha(),
+        environment=name,
+        python=python,
+        pins=[pins[k] for k in sorted(pins)],
+        platforms=platforms,
+        channels=channels,
+        lock_sha256=lock.content_sha(),
         gateway_from=gateway_from,
-    )  # fmt: skip
+    )
 
 
 def _header(pins: ClientPins, tool: str) -> list[str]:
     gateway = {
         "worker": [],
         "notebook": ["# dask-gateway is the notebook image's (the workers do not have it)."],
-        None: ["# dask-gateway is not in this lock, so it is not pinned here: install the",
-               "# version of the gateway server you connect to."],
-    }[pins.gateway_from]  # fmt: skip
+        None: [
+            "# dask-gateway is not in this lock, so it is not pinned here: install the",
+            "# version of the gateway server you connect to.",
+        ],
+    }[pins.gateway_from]
     return [
         f"{GENERATED_MARK} {pins.environment}` from the environment's conda-lock.yml. DO NOT EDIT.",
         f"# A Dask client matching the {pins.environment} images: the worker set's versions of "
@@ -244,15 +255,21 @@ def attach(registry: Registry, name: str, subject: Blob, files: dict[str, str]) 
     under the referrers tag schema. Returns the artifact manifest's digest."""
     layers = [Blob.of(files[f].encode(), MEDIA_TYPES[f]) for f in MEDIA_TYPES]
     manifest = Blob.of(
-        canonical_json({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
-            "config": EMPTY_CONFIG.descriptor(),
-            "layers": [layer.descriptor(annotations={TITLE: filename})
-                       for filename, layer in zip(MEDIA_TYPES, layers, strict=True)],
-            "subject": subject.descriptor(),
-        }),
+        canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": ARTIFACT_TYPE,
+                "config": EMPTY_CONFIG.descriptor(),
+                "layers": [
+                    layer.descriptor(annotations={TITLE: filename})
+                    for filename, layer in zip(MEDIA_TYPES, layers, strict=True)
+                ],
+                "subject": subject.descriptor(),
+            }
+        ),
         OCI_MANIFEST,
-    )  # fmt: skip
+    )
     for blob in (EMPTY_CONFIG, *layers):
         registry.push_blob(name, blob)
     registry.put_manifest(name, manifest.digest, manifest)

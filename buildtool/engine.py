@@ -46,8 +46,12 @@ def docker_cli() -> str:
         raise BuildToolError("no docker CLI on PATH; install docker.io and start dockerd")
     probe = run([docker, "buildx", "version"], capture_output=True, timeout=PROBE_TIMEOUT)
     if probe.returncode != 0 and Path(FALLBACK_CLI).exists():
-        legacy = run([FALLBACK_CLI, "version", "--format", "{{.Client.Version}}"],
-                     capture_output=True, text=True, timeout=PROBE_TIMEOUT)  # fmt: skip
+        legacy = run(
+            [FALLBACK_CLI, "version", "--format", "{{.Client.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+        )
         if legacy.stdout.startswith("20."):
             return FALLBACK_CLI
     return docker
@@ -56,8 +60,9 @@ def docker_cli() -> str:
 def docker(*args: str, input: bytes | None = None, timeout: float = DOCKER_TIMEOUT) -> bytes:
     """Run the docker CLI; a failure names the command and what the engine said, a command
     still running after `timeout` seconds is killed (CommandTimeout)."""
-    result = run([docker_cli(), *args], input=input, capture_output=True, env=_env(),
-                 timeout=timeout)  # fmt: skip
+    result = run(
+        [docker_cli(), *args], input=input, capture_output=True, env=_env(), timeout=timeout
+    )
     if result.returncode != 0:
         said = result.stderr.decode(errors="replace").strip().splitlines()
         raise BuildToolError(
@@ -93,9 +98,13 @@ def run_logged(command: list[str], log: Path, echo: bool, timeout: float = BUILD
     with log.open("w") as out:
         try:
             process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=_env(),
                 start_new_session=True,
-            )  # fmt: skip
+            )
         except FileNotFoundError:
             raise BuildToolError(f"{command[0]}: not found") from None
         assert process.stdout is not None

@@ -24,16 +24,29 @@ def test_pair(root: Path, build_dir: Path, env: str, extra_args: list[str] | Non
     for platform in pair.platforms:
         report = Path(pair.directory) / platform / "image-tests.xml"
         command = [
-            sys.executable, "-m", "pytest", str(TESTS), "-p", "no:cacheprovider",
-            "--rootdir", str(TESTS), f"--junitxml={report}", "-q", *(extra_args or []),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "pytest",
+            str(TESTS),
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(TESTS),
+            f"--junitxml={report}",
+            "-q",
+            *(extra_args or []),
+        ]
         variables = {
             "BUILDTOOL_ROOT": str(root.resolve()),
             "BUILDTOOL_BUILD_DIR": str(build_dir.resolve()),
             "BUILDTOOL_ENV": env,
             "BUILDTOOL_PLATFORM": platform,
         }
-        result = run(command, env={**os.environ, **variables}, timeout=IMAGE_TESTS_TIMEOUT,
-                     what=f"the image tests of {env} on {platform}")  # fmt: skip
+        result = run(
+            command,
+            env={**os.environ, **variables},
+            timeout=IMAGE_TESTS_TIMEOUT,
+            what=f"the image tests of {env} on {platform}",
+        )
         if result.returncode != 0:
             raise BuildToolError(f"image tests failed for {env} on {platform} (report: {report})")

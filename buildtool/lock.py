@@ -391,10 +391,11 @@ def lock_environment(
         if not differ:
             if agreed:
                 logger.info(
-                    "%s: the worker sets of %s agree on %s (the newest release on every "
-                    "platform)", env.name, ", ".join(platforms),
+                    "%s: the worker sets of %s agree on %s (the newest release on every platform)",
+                    env.name,
+                    ", ".join(platforms),
                     ", ".join(f"{n} {v}" for n, v in sorted(agreed.items())),
-                )  # fmt: skip
+                )
             return lock
         gateway = gateway or rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
         for name, pins in differ.items():

@@ -248,12 +248,19 @@ def _scan(path: Path, text: str) -> Lines:
             if stack and stack[-1].mapping and stack[-1].key is None:  # a key
                 where = stack[-1]
                 if not isinstance(event, yaml.ScalarEvent):
-                    problem = "a YAML alias (*name)" if isinstance(event, yaml.AliasEvent) else (
-                        "a key that is not a plain value")  # fmt: skip
+                    problem = (
+                        "a YAML alias (*name)"
+                        if isinstance(event, yaml.AliasEvent)
+                        else ("a key that is not a plain value")
+                    )
                     raise SpecError(path, key_text(where.loc), f"{problem}; a lock has none", line)
                 if event.value in where.keys:
-                    raise SpecError(path, key_text((*where.loc, event.value)),
-                                    "key appears twice in the same mapping", line)  # fmt: skip
+                    raise SpecError(
+                        path,
+                        key_text((*where.loc, event.value)),
+                        "key appears twice in the same mapping",
+                        line,
+                    )
                 where.keys.add(event.value)
                 where.key, where.key_line = event.value, line
                 continue
@@ -269,8 +276,9 @@ def _scan(path: Path, text: str) -> Lines:
             lines[loc] = line
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if len(stack) >= MAX_DEPTH:
-                    raise SpecError(path, key_text(loc), f"nested deeper than {MAX_DEPTH} levels",
-                                    _line(event))  # fmt: skip
+                    raise SpecError(
+                        path, key_text(loc), f"nested deeper than {MAX_DEPTH} levels", _line(event)
+                    )
                 stack.append(_Open(loc, isinstance(event, yaml.MappingStartEvent)))
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
@@ -303,8 +311,9 @@ def _check_strings(path: Path, data: Any, lines: Lines) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(key, str) and (problem := unsafe_character(key)):
-                    raise SpecError(path, key_text(loc), f"a key holds {problem}",
-                                    nearest_line(lines, loc))  # fmt: skip
+                    raise SpecError(
+                        path, key_text(loc), f"a key holds {problem}", nearest_line(lines, loc)
+                    )
                 todo.append(((*loc, key), item))
         elif isinstance(value, list):
             todo.extend(((*loc, index), item) for index, item in enumerate(value))
@@ -399,11 +408,13 @@ class _Checker:
             name, version, _, _ = parse_wheel_filename(record.filename)
             pinned = Version(record.version)
         except (InvalidWheelFilename, InvalidVersion):
-            raise self.fail(loc, f"{record.filename!r} is not a wheel of {record.name} "
-                            f"{record.version}") from None  # fmt: skip
+            raise self.fail(
+                loc, f"{record.filename!r} is not a wheel of {record.name} {record.version}"
+            ) from None
         if name != canonicalize_name(record.name) or version != pinned:
-            raise self.fail(loc, f"{record.filename!r} is not a wheel of {record.name} "
-                            f"{record.version}")  # fmt: skip
+            raise self.fail(
+                loc, f"{record.filename!r} is not a wheel of {record.name} {record.version}"
+            )
 
 
 def _validation_error(

@@ -419,9 +419,12 @@ def docker_load(
     sent = 0
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
-            [docker, "load", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=err, start_new_session=True,
-        )  # fmt: skip
+            [docker, "load", "--quiet"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
         assert process.stdin is not None
         with Watchdog(process, timeout, "docker load") as watchdog:
             try:

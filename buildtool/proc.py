@@ -109,9 +109,13 @@ def run(
     process = subprocess.Popen(
         [str(part) for part in command],
         stdin=subprocess.PIPE if input is not None else None,
-        stdout=stdout, stderr=stderr, text=text, env=env, cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        env=env,
+        cwd=cwd,
         start_new_session=True,
-    )  # fmt: skip
+    )
     with process:
         try:
             out, err = process.communicate(input, timeout=timeout)

@@ -102,9 +102,11 @@ def push_images(registry: Registry, pair: RenderedPair, built: BuiltPair) -> dic
     """Every blob and manifest by digest, nothing tagged; the top manifest per role."""
     store = store_for(pair)
     diff_ids = [
-        layer.diff_id for roles in built.images.values() for image in roles.values()
+        layer.diff_id
+        for roles in built.images.values()
+        for image in roles.values()
         for layer in image.layers
-    ]  # fmt: skip
+    ]
     blobs = store.gzip_blobs(diff_ids)
     _, worker_name = split_reference(pair.worker.repository)
     pushed: dict[str, PushedImage] = {}
@@ -138,11 +140,17 @@ def attach_sboms(
         for platform, manifest in pushed[role].manifests.items():
             image = built.images[platform][role]
             contents = ImageContents(
-                environment=pair.environment, role=role, platform=platform,
-                repository=pair.image(role).repository, digest=pushed[role].top.digest,
-                manifest=manifest.digest, created=max(layer.created for layer in image.layers),
-                conda=lock.packages(role, platform), pip=pins, apt=built.apt[platform][role],
-            )  # fmt: skip
+                environment=pair.environment,
+                role=role,
+                platform=platform,
+                repository=pair.image(role).repository,
+                digest=pushed[role].top.digest,
+                manifest=manifest.digest,
+                created=max(layer.created for layer in image.layers),
+                conda=lock.packages(role, platform),
+                pip=pins,
+                apt=built.apt[platform][role],
+            )
             document = sbom_json(contents)
             write_atomic(Path(pair.directory) / SBOM_DIR / f"{role}-{platform}.cdx.json", document)
             attach(registry, name, manifest, document, platform)
@@ -175,17 +183,22 @@ def publish(
 
     existing = published_digests(registry, pair)
     if existing is not None:
-        logger.info(f"{pair.environment}: {pair.content_tag} is already published: "
-              "nothing built, nothing pushed")  # fmt: skip
+        logger.info(
+            f"{pair.environment}: {pair.content_tag} is already published: "
+            "nothing built, nothing pushed"
+        )
         previous = read_published(Path(pair.directory).parent, pair.environment)
         images: dict[str, PublishedImage] = {
             role: PublishedImage.at(
-                pair.image(role).repository, existing[role], [pair.content_tag],
+                pair.image(role).repository,
+                existing[role],
+                [pair.content_tag],
                 previous.images.image(role).platforms
-                if previous and previous.images.image(role).digest == existing[role] else {},
+                if previous and previous.images.image(role).digest == existing[role]
+                else {},
             )
             for role in ROLES
-        }  # fmt: skip
+        }
         publication = _record(pair, registry_prefix, today, images, 0, now)
         _write_record(pair, publication, None)
         return publication

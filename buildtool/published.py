@@ -31,9 +31,12 @@ class PublishedImage(StrictModel):
         cls, repository: str, digest: str, tags: list[str], platforms: dict[str, str] | None = None
     ) -> PublishedImage:
         return cls(
-            repository=repository, digest=digest, tags=tags, ref=f"{repository}@{digest}",
+            repository=repository,
+            digest=digest,
+            tags=tags,
+            ref=f"{repository}@{digest}",
             platforms=platforms or {},
-        )  # fmt: skip
+        )
 
 
 class PublishedImages(StrictModel):

@@ -251,9 +251,12 @@ class Registry:
     def get_manifest(self, name: str, reference: str) -> str | None:
         """The manifest or index under `reference`, or None if there is none."""
         status, _, body = self.request(
-            "GET", f"/v2/{name}/manifests/{reference}", scope=f"repository:{name}:pull",
-            headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404),
-        )  # fmt: skip
+            "GET",
+            f"/v2/{name}/manifests/{reference}",
+            scope=f"repository:{name}:pull",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            ok=(200, 404),
+        )
         return body.decode() if status == 200 else None
 
     def get_blob(self, name: str, digest: str) -> bytes:
@@ -285,9 +288,12 @@ class Registry:
         with blob.open() as handle:
             while chunk := handle.read(CHUNK):
                 status, headers, _ = self.request(
-                    "PATCH", location, scope=scope, data=chunk,
+                    "PATCH",
+                    location,
+                    scope=scope,
+                    data=chunk,
                     headers={"Content-Type": "application/octet-stream"},
-                )  # fmt: skip
+                )
                 self.bytes_uploaded += len(chunk)
                 location = urllib.parse.urljoin(self.base, headers["Location"])
         separator = "&" if "?" in location else "?"

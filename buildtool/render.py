@@ -110,8 +110,10 @@ def dockerfile_string(value: str) -> str:
     reader refuses it); this refuses it again rather than write a second instruction.
     """
     if unsafe_character(value):
-        raise BuildToolError(f"refusing to write a Dockerfile value with a control character: "
-                             f"{value.encode('unicode_escape').decode('ascii')!r}")  # fmt: skip
+        raise BuildToolError(
+            f"refusing to write a Dockerfile value with a control character: "
+            f"{value.encode('unicode_escape').decode('ascii')!r}"
+        )
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'
 
@@ -144,16 +146,23 @@ def render(
     _check_references(registry, base_images or {})
     directory = build_dir / env.name
     prefix = f"{registry.rstrip('/')}/" if registry else ""
-    chosen = {p: (base_images or {}).get(p) or env.base_image or DEFAULT_BASE_IMAGE
-              for p in platforms}  # fmt: skip
+    chosen = {
+        p: (base_images or {}).get(p) or env.base_image or DEFAULT_BASE_IMAGE for p in platforms
+    }
     for platform in platforms:
         _check_fetchable(env, lock.packages("notebook", platform))
     lock_text = env.lock_path.read_text()
     # The tag hashes what the images are made of, not the rendered Dockerfiles, since the
     # notebook's names the worker's tag.
     digest = hashlib.sha256()
-    inputs = [ASSEMBLY, prefix, env.name, json.dumps(chosen, sort_keys=True), lock_text,
-              json.dumps(_spec_inputs(env), sort_keys=True)]  # fmt: skip
+    inputs = [
+        ASSEMBLY,
+        prefix,
+        env.name,
+        json.dumps(chosen, sort_keys=True),
+        lock_text,
+        json.dumps(_spec_inputs(env), sort_keys=True),
+    ]
     inputs += [path.read_text() for path in sorted(templates.glob("*.j2"))]
     for part in inputs:
         digest.update(part.encode() + b"\0")

@@ -65,17 +65,28 @@ def _channel(url: str) -> tuple[str, str]:
 def _conda(package: LockedPackage) -> Component:
     name, base = _channel(package.url)
     purl = PackageURL(
-        "conda", name=package.name, version=package.version,
-        qualifiers={"build": package.build, "channel": name, "subdir": package.platform,
-                    "type": "conda" if package.url.endswith(".conda") else "tar.bz2"},
-    )  # fmt: skip
+        "conda",
+        name=package.name,
+        version=package.version,
+        qualifiers={
+            "build": package.build,
+            "channel": name,
+            "subdir": package.platform,
+            "type": "conda" if package.url.endswith(".conda") else "tar.bz2",
+        },
+    )
     return Component(
-        name=package.name, version=package.version, purl=purl, bom_ref=purl.to_string(),
+        name=package.name,
+        version=package.version,
+        purl=purl,
+        bom_ref=purl.to_string(),
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=package.hash.sha256)],
-        properties=[Property(name="conda:build", value=package.build),
-                    Property(name="conda:channel", value=base),
-                    Property(name="conda:url", value=package.url)],
-    )  # fmt: skip
+        properties=[
+            Property(name="conda:build", value=package.build),
+            Property(name="conda:channel", value=base),
+            Property(name="conda:url", value=package.url),
+        ],
+    )
 
 
 def _deb(name: str, version: str, arch: str) -> Component:
@@ -101,13 +112,18 @@ def sbom_json(image: ImageContents) -> str:
     components += [_pip(pin) for pin in sorted(image.pip)]
     components += [_deb(n, v["version"], v["arch"]) for n, v in sorted(image.apt.items())]
     root = Component(
-        name=image.repository, version=image.digest, type=ComponentType.CONTAINER,
-        purl=subject, bom_ref=subject.to_string(),
-        properties=[Property(name="daskhub:environment", value=image.environment),
-                    Property(name="daskhub:role", value=image.role),
-                    Property(name="daskhub:platform", value=image.platform),
-                    Property(name="oci:manifest", value=image.manifest)],
-    )  # fmt: skip
+        name=image.repository,
+        version=image.digest,
+        type=ComponentType.CONTAINER,
+        purl=subject,
+        bom_ref=subject.to_string(),
+        properties=[
+            Property(name="daskhub:environment", value=image.environment),
+            Property(name="daskhub:role", value=image.role),
+            Property(name="daskhub:platform", value=image.platform),
+            Property(name="oci:manifest", value=image.manifest),
+        ],
+    )
     bom = Bom(
         components=components,
         serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"{image.repository}@{image.manifest}"),
@@ -136,22 +152,28 @@ def attach(registry: Registry, name: str, subject: Blob, document: str, platform
     """Push the SBOM as an artifact whose subject is `subject`; list it as a referrer."""
     layer = Blob.of(document.encode(), MEDIA_TYPE)
     manifest = Blob.of(
-        canonical_json({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": MEDIA_TYPE,
-            "config": EMPTY_CONFIG.descriptor(), "layers": [layer.descriptor()],
-            "subject": subject.descriptor(),
-            "annotations": {"io.daskhub.platform": platform},
-        }),
+        canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": MEDIA_TYPE,
+                "config": EMPTY_CONFIG.descriptor(),
+                "layers": [layer.descriptor()],
+                "subject": subject.descriptor(),
+                "annotations": {"io.daskhub.platform": platform},
+            }
+        ),
         OCI_MANIFEST,
-    )  # fmt: skip
+    )
     for blob in (EMPTY_CONFIG, layer):
         registry.push_blob(name, blob)
     registry.put_manifest(name, manifest.digest, manifest)
     tag = referrers_tag(subject.digest)
     listed = registry.get_manifest(name, tag)
     entries = json.loads(listed)["manifests"] if listed else []
-    entry = manifest.descriptor(artifactType=MEDIA_TYPE,
-                                annotations={"io.daskhub.platform": platform})  # fmt: skip
+    entry = manifest.descriptor(
+        artifactType=MEDIA_TYPE, annotations={"io.daskhub.platform": platform}
+    )
     entries = [e for e in entries if e["digest"] != manifest.digest] + [entry]
     index = Blob.of(
         canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}),

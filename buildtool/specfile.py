@@ -47,9 +47,13 @@ def normalize_matchspec(value: str) -> str:
     """
     try:
         spec = MatchSpec(
-            value, strict=False, exact_names_only=True, extras=False, conditionals=False,
+            value,
+            strict=False,
+            exact_names_only=True,
+            extras=False,
+            conditionals=False,
             flags=False,
-        )  # fmt: skip
+        )
     except InvalidMatchSpecError as exc:
         raise ValueError(f"invalid MatchSpec {value!r}: {exc}") from None
     if spec.name is None or not grammar.PACKAGE_NAME.fullmatch(spec.name.normalized):

@@ -40,9 +40,16 @@ DROPPED_UNDER = ("var/lib/apt/lists/", "var/cache/apt/", "var/log/", "tmp/", "ro
 DROPPED = frozenset({"var/cache/ldconfig/aux-cache"})
 # The fields of an image config that the OCI image spec defines.
 CONFIG_FIELDS = (
-    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
     "StopSignal",
-)  # fmt: skip
+)
 DPKG_STATUS = "var/lib/dpkg/status"
 # Part of the key of a normalized stage: bumped when normalizing changes.
 NORMALIZATION = "n3"
@@ -88,19 +95,34 @@ class SystemPair:
 
 
 def build_system(
-    dockerfile: Path, base_image: str, platform: str, tag: str, store: BlobStore, echo: bool,
+    dockerfile: Path,
+    base_image: str,
+    platform: str,
+    tag: str,
+    store: BlobStore,
+    echo: bool,
     no_cache: bool = False,
-) -> SystemPair:  # fmt: skip
+) -> SystemPair:
     """Build both stages with BuildKit and return their reproducible layers."""
     context = dockerfile.parent
     for role in ROLES:
         command = [
             # Host networking: an apt mirror or proxy on the build host's 127.0.0.1.
-            docker_cli(), "build", "--progress=plain", "--network=host",
-            "--platform", PLATFORMS[platform].oci, "--target", role,
-            "-f", str(dockerfile), "-t", f"{tag}-{role}", str(context),
+            docker_cli(),
+            "build",
+            "--progress=plain",
+            "--network=host",
+            "--platform",
+            PLATFORMS[platform].oci,
+            "--target",
+            role,
+            "-f",
+            str(dockerfile),
+            "-t",
+            f"{tag}-{role}",
+            str(context),
             *(["--no-cache"] if no_cache else []),
-        ]  # fmt: skip
+        ]
         log = context / f"system-{role}-build.log"
         logger.info(f"building the {role} system stage ({platform}), its output in {log}")
         run_logged(command, log, echo)
@@ -192,7 +214,8 @@ def _installed_debs(layers: list[Layer], store: BlobStore) -> dict[str, dict[str
             )
             if fields.get("Status", "").endswith(" installed") and "Package" in fields:
                 installed[fields["Package"]] = {
-                    "version": fields["Version"], "arch": fields.get("Architecture", "all")
-                }  # fmt: skip
+                    "version": fields["Version"],
+                    "arch": fields.get("Architecture", "all"),
+                }
         return dict(sorted(installed.items()))
     raise BuildToolError(f"no {DPKG_STATUS} in the system layers: the base is not Debian")

@@ -109,9 +109,12 @@ def supported_tags(platform: str, python: str) -> list[Tag]:
 
 
 def choose_wheel(
-    candidates: Iterable[_Candidate], name: str, version: str | Version, platform: str,
+    candidates: Iterable[_Candidate],
+    name: str,
+    version: str | Version,
+    platform: str,
     python: str,
-) -> _Candidate | None:  # fmt: skip
+) -> _Candidate | None:
     """The candidate (a wheel file name or path) of `name` `version` that the image's
     Python takes on `platform`: the one whose best tag pip would prefer, the highest
     build number among equals; None when no candidate fits."""
@@ -227,9 +230,12 @@ def file_sha256(path: Path) -> str:
 
 
 def fetch_wheels(
-    wheels: list[PipLockedPackage], platform: str, python: str, cache: Path,
+    wheels: list[PipLockedPackage],
+    platform: str,
+    python: str,
+    cache: Path,
     timeout: float = TIMEOUT,
-) -> list[Path]:  # fmt: skip
+) -> list[Path]:
     """The locked `wheels`, from `cache/<platform>/` or their locked URLs, each checked:
     its tags fit `platform` and CPython `python`, its sha256 is the lock's."""
     folder = cache / platform
@@ -304,9 +310,11 @@ def install_wheels(wheels: list[Path], stage: Path, prefix: str, python: str) ->
     written: list[str] = []
     for wheel in wheels:
         destination = SchemeDictionaryDestination(
-            scheme, interpreter=f"{prefix}/bin/python", script_kind="posix",
+            scheme,
+            interpreter=f"{prefix}/bin/python",
+            script_kind="posix",
             bytecode_optimization_levels=(),
-        )  # fmt: skip
+        )
         with WheelFile.open(wheel) as source:
             install(source, destination, additional_metadata={"INSTALLER": b"buildtool\n"})
             dist_info = f"{source.distribution}-{source.version}.dist-info"

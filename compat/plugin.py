@@ -84,8 +84,12 @@ class VersionGuard(SchedulerPlugin):
         action = "closing it" if self.mode == "refuse" else "keeping it"
         logger.error(
             "worker %s has package versions that differ from the scheduler's: %s; %s (%s: %s)",
-            worker, details, action, CONFIG_KEY, self.mode,
-        )  # fmt: skip
+            worker,
+            details,
+            action,
+            CONFIG_KEY,
+            self.mode,
+        )
         if self.mode == "refuse":
             stimulus = "compat-version-guard"
             scheduler.handle_worker_status_change("paused", worker, stimulus_id=stimulus)

@@ -280,9 +280,13 @@ class Client:
         return f"Client({self.base!r})"
 
     def _exchange(
-        self, url: str, headers: dict[str, str], authorization: str | None, trusted: Origin,
+        self,
+        url: str,
+        headers: dict[str, str],
+        authorization: str | None,
+        trusted: Origin,
         limit: int,
-    ) -> Answer:  # fmt: skip
+    ) -> Answer:
         """One GET and its redirects. ``authorization`` goes only to ``trusted``, and only
         until a redirect leaves it: the rest of the chain goes without it."""
         for _ in range(MAX_REDIRECTS + 1):
@@ -293,8 +297,9 @@ class Client:
             request = urllib.request.Request(url, method="GET", headers=sent)
             try:
                 with OPENER.open(request, timeout=self.timeout) as response:
-                    return Answer(response.status, dict(response.headers),
-                                  _read(response, limit, url), url)  # fmt: skip
+                    return Answer(
+                        response.status, dict(response.headers), _read(response, limit, url), url
+                    )
             except urllib.error.HTTPError as exc:
                 answer = Answer(exc.code, dict(exc.headers or {}), b"", url)
                 exc.close()
@@ -379,8 +384,9 @@ class Client:
 
     def manifest(self, name: str, reference: str) -> Manifest | None:
         """A manifest or index by tag or digest (checked), or None if there is none."""
-        answer = self.get(name, f"manifests/{reference}", ", ".join(MANIFEST_TYPES),
-                          MAX_MANIFEST_BYTES)  # fmt: skip
+        answer = self.get(
+            name, f"manifests/{reference}", ", ".join(MANIFEST_TYPES), MAX_MANIFEST_BYTES
+        )
         if answer is None:
             return None
         digest = f"sha256:{hashlib.sha256(answer.body).hexdigest()}"
@@ -456,10 +462,13 @@ def platform_manifest(client: Client, reference: Reference, platform: Platform) 
         entries = _json_list(top.document.get("manifests"), where)
         chosen = [e for e in entries if platform.matches(e.get("platform") or {})]
         if not chosen:
-            have = sorted({
-                "/".join(str(p.get(k)) for k in ("os", "architecture") if p.get(k))
-                for e in entries if isinstance(p := e.get("platform"), dict)
-            })  # fmt: skip
+            have = sorted(
+                {
+                    "/".join(str(p.get(k)) for k in ("os", "architecture") if p.get(k))
+                    for e in entries
+                    if isinstance(p := e.get("platform"), dict)
+                }
+            )
             raise RegistryError(f"{where}: no {platform} image (it has: {', '.join(have)})")
         digest = chosen[0].get("digest")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):

@@ -191,9 +191,18 @@ def from_image(reference: str, prefix: str = PREFIX) -> PackageSet:
     if docker is None:
         raise CheckError("the docker CLI is not installed; it is needed to read image sources")
     command = [
-        docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", reference,
-        "-c", LIST_PREFIX_SCRIPT, prefix,
-    ]  # fmt: skip
+        docker,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        reference,
+        "-c",
+        LIST_PREFIX_SCRIPT,
+        prefix,
+    ]
     try:
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=DOCKER_TIMEOUT_S, check=False

@@ -32,10 +32,17 @@ def build_and_test_pair(name: str, standin: StandIn, work: Path) -> RenderedPair
     """What `make build ENV=name` then `make test ENV=name` do, from a fresh spec copy."""
     root = locked_site(work, standin.channel, name)
     steps = (
-        ("build", name, "--quiet", "--registry", "localhost/analyses",
-         "--base-image", standin.base_image),
+        (
+            "build",
+            name,
+            "--quiet",
+            "--registry",
+            "localhost/analyses",
+            "--base-image",
+            standin.base_image,
+        ),
         ("test", name),
-    )  # fmt: skip
+    )
     for step in steps:
         result = buildtool("--root", root, *step, cwd=work)
         assert result.returncode == 0, (
@@ -53,11 +60,36 @@ def run_analysis(
     address = f"tcp://127.0.0.1:{port}"
     mount = ["-v", f"{data}:/data:ro"]
     cluster = (
-        ("scheduler", ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                       "--dashboard-address", ":0"]),
-        *((f"worker{i}", ["dask", "worker", address, "--nthreads", "1", "--no-dashboard",
-                          "--name", f"worker{i}"]) for i in (1, 2)),
-    )  # fmt: skip
+        (
+            "scheduler",
+            [
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                ":0",
+            ],
+        ),
+        *(
+            (
+                f"worker{i}",
+                [
+                    "dask",
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    f"worker{i}",
+                ],
+            )
+            for i in (1, 2)
+        ),
+    )
     started = []
     try:
         for role, command in cluster:
@@ -74,14 +106,25 @@ def run_analysis(
                     *command,
                 )
                 .stdout.decode()
-                .strip()  # fmt: skip
+                .strip()
             )
         result = docker(
-            "run", "--rm", "--network", "host", *mount,
-            "-v", f"{SCRIPTS}:/analysis:ro", "-w", "/analysis", pair.notebook.ref,
-            "python", f"/analysis/{script}", address,
-            check=False, timeout=600,
-        )  # fmt: skip
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            *mount,
+            "-v",
+            f"{SCRIPTS}:/analysis:ro",
+            "-w",
+            "/analysis",
+            pair.notebook.ref,
+            "python",
+            f"/analysis/{script}",
+            address,
+            check=False,
+            timeout=600,
+        )
         out, err = result.stdout.decode(), result.stderr.decode(errors="replace")
         assert result.returncode == 0, out[-3000:] + err[-5000:]
         if then is not None:

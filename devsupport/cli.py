@@ -24,8 +24,11 @@ def locked_site(work: Path, channel: str, name: str = "e2e", extra: str = "") ->
     `extends:` line, locked against `channel`; returns the environments root."""
     root = work / "environments"
     for spec in ("base", name):
-        shutil.copytree(REPO / "environments" / spec, root / spec,
-                        ignore=shutil.ignore_patterns("conda-lock.yml"))  # fmt: skip
+        shutil.copytree(
+            REPO / "environments" / spec,
+            root / spec,
+            ignore=shutil.ignore_patterns("conda-lock.yml"),
+        )
     if extra:
         path = root / name / "env.yaml"
         path.write_text(path.read_text().replace("extends: base\n", "extends: base\n" + extra))

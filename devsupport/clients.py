@@ -33,8 +33,13 @@ def laptop(requirements: str) -> Venv:
 
 def run_laptop(venv: Venv, address: str, cwd: Path) -> None:
     """The laptop computes on the cluster, with distributed's own check on and no warning."""
-    ran = subprocess.run([str(venv.python), "-c", LAPTOP, address], cwd=cwd,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    ran = subprocess.run(
+        [str(venv.python), "-c", LAPTOP, address],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ran.returncode == 0 and "laptop ok" in ran.stdout, ran.stdout + ran.stderr
 
 
@@ -43,10 +48,16 @@ def checked_client(venv: Venv, address: str, work: Path) -> subprocess.Completed
     checker = dask_cluster.checker_path(work / "checker")
     return subprocess.run(
         [str(venv.python), "-c", CONNECT, address],
-        cwd=checker, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(checker),
-             "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck"},
-    )  # fmt: skip
+        cwd=checker,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(checker),
+            "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck",
+        },
+    )
 
 
 def refused_worker(venv: Venv, address: str, work: Path) -> str:
@@ -54,10 +65,22 @@ def refused_worker(venv: Venv, address: str, work: Path) -> str:
     its address."""
     port = free_port()
     worker = dask_cluster.spawn(
-        [venv.python, "-m", "dask", "worker", address, "--host", "127.0.0.1",
-         "--worker-port", str(port), "--nthreads", "1", "--no-dashboard"],
+        [
+            venv.python,
+            "-m",
+            "dask",
+            "worker",
+            address,
+            "--host",
+            "127.0.0.1",
+            "--worker-port",
+            str(port),
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+        ],
         work / f"worker-{port}.log",
-    )  # fmt: skip
+    )
     try:
         worker.popen.wait(timeout=120)  # the guard closes it: worker and nanny exit
     finally:

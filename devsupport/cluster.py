@@ -93,10 +93,19 @@ def ensure_venv(requirements: Sequence[str]) -> Venv:
         shutil.rmtree(venv.path, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv.path)], check=True)
         install = subprocess.run(
-            [str(venv.python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-             *requirements],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                str(venv.python),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                *requirements,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if install.returncode != 0:
             raise RuntimeError(f"pip install into {venv.path} failed:\n{install.stderr[-3000:]}")
         done.write_text("\n".join(requirements) + "\n")
@@ -177,10 +186,23 @@ class Cluster:
     ) -> DaskProcess:
         """Start ``count`` workers (with nannies) from ``venv`` in one process group."""
         command: list[str | Path] = [
-            venv.python, "-m", "dask", "worker", self.address, "--host", "127.0.0.1",
-            "--nworkers", str(count), "--nthreads", "1", "--no-dashboard",
-            "--memory-limit", "512MiB", "--death-timeout", "60",
-        ]  # fmt: skip
+            venv.python,
+            "-m",
+            "dask",
+            "worker",
+            self.address,
+            "--host",
+            "127.0.0.1",
+            "--nworkers",
+            str(count),
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--memory-limit",
+            "512MiB",
+            "--death-timeout",
+            "60",
+        ]
         if port is not None:
             command += ["--worker-port", str(port)]
         log = self.logs / f"workers-{len(self.processes)}.log"
@@ -204,8 +226,11 @@ class Cluster:
         )
         result = subprocess.run(
             [str(self.client_venv.python), "-c", script, self.address, str(count), str(timeout)],
-            capture_output=True, text=True, timeout=timeout + 60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+            check=False,
+        )
         if result.returncode != 0:
             logs = "\n".join(p.log_tail() for p in self.processes)
             raise RuntimeError(f"workers did not connect: {result.stderr[-2000:]}\n{logs}")
@@ -224,9 +249,16 @@ def start_cluster(
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     command: list[str | Path] = [
-        client_venv.python, "-m", "dask", "scheduler", "--host", "127.0.0.1",
-        "--port", str(port), "--no-dashboard",
-    ]  # fmt: skip
+        client_venv.python,
+        "-m",
+        "dask",
+        "scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-dashboard",
+    ]
     scheduler = spawn(command, logs / "scheduler.log", scheduler_env)
     cluster = Cluster(address, client_venv, logs, [scheduler])
     deadline = time.monotonic() + 60
@@ -274,6 +306,10 @@ def run_checker(
     """
     return subprocess.run(
         [str(client_venv.python), "-m", "compat", *args],
-        capture_output=True, text=True, timeout=timeout, check=False, cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=path,
         env={**os.environ, "PYTHONPATH": str(path), **(env or {})},
-    )  # fmt: skip
+    )

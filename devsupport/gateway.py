@@ -61,9 +61,12 @@ class GatewayServer:
     def new_cluster(self, workers: int) -> str:
         result = subprocess.run(
             [str(self.venv.python), "-c", NEW_CLUSTER, str(workers)],
-            capture_output=True, text=True, timeout=180, check=False,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
             env={**os.environ, **self.client_env},
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             raise RuntimeError(
                 f"no gateway cluster: {result.stderr[-2000:]}\n{self.server.log_tail()}"

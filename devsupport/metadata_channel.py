@@ -48,20 +48,43 @@ SUBDIRS = ("linux-64", "noarch")
 SOURCES: list[tuple[str, str, tuple[str, ...]]] = [
     # The last commit on Python 3.11 (2024-06-23, "Bump to python 3.12" follows): what this
     # project's base spec pins; tensorflow 2.16 and pytorch 2.3, CUDA 12.0 builds.
-    ("pangeo-data/pangeo-docker-images", "ddb2bb7f4c4095f2f5307c1c3edc3f96897d66fa",
-     ("base-notebook/conda-lock.yml", "pangeo-notebook/conda-lock.yml",
-      "ml-notebook/conda-lock.yml", "pytorch-notebook/conda-lock.yml")),
-    ("BChangs99/dsci522-dockerfile-practice", "bd535874919a74533d96ece99b4c6b25615dcf23",
-     ("conda-lock.yml",)),  # 2024-11: Python 3.11, numpy 2.1
-    ("GenericMappingTools/agu24workshop", "33ff20b806983c09f6579dc95b084e4d81a5974d",
-     ("conda-lock.yml",)),  # 2024-12
+    (
+        "pangeo-data/pangeo-docker-images",
+        "ddb2bb7f4c4095f2f5307c1c3edc3f96897d66fa",
+        (
+            "base-notebook/conda-lock.yml",
+            "pangeo-notebook/conda-lock.yml",
+            "ml-notebook/conda-lock.yml",
+            "pytorch-notebook/conda-lock.yml",
+        ),
+    ),
+    (
+        "BChangs99/dsci522-dockerfile-practice",
+        "bd535874919a74533d96ece99b4c6b25615dcf23",
+        ("conda-lock.yml",),
+    ),  # 2024-11: Python 3.11, numpy 2.1
+    (
+        "GenericMappingTools/agu24workshop",
+        "33ff20b806983c09f6579dc95b084e4d81a5974d",
+        ("conda-lock.yml",),
+    ),  # 2024-12
     # pangeo-docker-images in 2026-01: Python 3.12, tensorflow 2.19 and pytorch 2.10, CUDA 12.9.
-    ("pangeo-data/pangeo-docker-images", "2f5532bd74055a15071d177a91d434446f0669e2",
-     ("base-notebook/conda-lock.yml", "pangeo-notebook/conda-lock.yml",
-      "ml-notebook/conda-lock.yml", "pytorch-notebook/conda-lock.yml")),
-    ("CryoInTheCloud/hub-image", "90ac2f8ac68609072fd9f52fc9b0aeb2cc8f458c",
-     ("conda-lock.yml",)),  # 2026-05
-]  # fmt: skip
+    (
+        "pangeo-data/pangeo-docker-images",
+        "2f5532bd74055a15071d177a91d434446f0669e2",
+        (
+            "base-notebook/conda-lock.yml",
+            "pangeo-notebook/conda-lock.yml",
+            "ml-notebook/conda-lock.yml",
+            "pytorch-notebook/conda-lock.yml",
+        ),
+    ),
+    (
+        "CryoInTheCloud/hub-image",
+        "90ac2f8ac68609072fd9f52fc9b0aeb2cc8f458c",
+        ("conda-lock.yml",),
+    ),  # 2026-05
+]
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -103,8 +126,10 @@ def extract(clones: Path) -> int:
         for path in paths:
             text = subprocess.run(
                 ["git", "-C", str(git_dir), "show", f"{commit}:{path}"],
-                check=True, capture_output=True, text=True,
-            ).stdout  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             for package in yaml.load(text, Loader=_Loader)["package"]:
                 if package["manager"] != "conda" or package["platform"] != "linux-64":
                     continue

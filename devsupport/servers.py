@@ -83,8 +83,10 @@ class RegistryProcess:
         log = (self.root / "registry.log").open("ab")
         self.process = subprocess.Popen(
             ["/usr/bin/docker-registry", "serve", str(self.root / "config.yml")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -137,30 +139,51 @@ class DockerEngine:
     def start(self) -> None:
         log = (self.root / "dockerd.log").open("ab")
         self.process = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root",
-             str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"),
-             "--host", self.host, "--bridge", self.bridge, "--iptables=false",
-             "--ip-masq=false"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                "dockerd",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                "--host",
+                self.host,
+                "--bridge",
+                self.bridge,
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while self.docker("info", check=False).returncode != 0:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"the second dockerd did not start: {self.root / 'dockerd.log'}")
             time.sleep(0.5)
 
-    def docker(self, *args: str, check: bool = True,
-               input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-        return subprocess.run([docker_cli(), *args], capture_output=True, env=self.env(),
-                              check=check, input=input)  # fmt: skip
+    def docker(
+        self, *args: str, check: bool = True, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [docker_cli(), *args], capture_output=True, env=self.env(), check=check, input=input
+        )
 
     def adopt(self, image: str) -> None:
         """Copy an image of the suite's engine into this one."""
         self.docker("load", "--quiet", input=docker("save", image).stdout)
 
     def login(self, registry: str, credentials: RegistryCredentials) -> None:
-        self.docker("login", "--username", credentials.user, "--password-stdin", registry,
-                    input=credentials.password.encode())  # fmt: skip
+        self.docker(
+            "login",
+            "--username",
+            credentials.user,
+            "--password-stdin",
+            registry,
+            input=credentials.password.encode(),
+        )
 
     def kill(self) -> None:
         """SIGKILL the engine and its containerd: a crashed builder."""
@@ -263,9 +286,10 @@ class BlobStorage:
             def _serve(self) -> None:
                 storage.authorizations.append(self.headers.get("Authorization"))
                 request = urllib.request.Request(
-                    f"http://{registry}{self.path}", method=self.command,
+                    f"http://{registry}{self.path}",
+                    method=self.command,
                     headers={"Authorization": credentials.authorization()},
-                )  # fmt: skip
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=60) as response:
                         data = response.read()

@@ -122,9 +122,15 @@ def test_an_upload_location_on_another_host_gets_no_credentials(
     else:
         realm = start(servers, TokenService("127.0.0.3", TOKEN, basic=BASIC))
         wanted, challenge = BEARER, f'Bearer realm="{realm.url}/token",service="fake"'
-    registry = start(servers, OciServer(
-        store=store, authorization=wanted, challenge=challenge, upload_base=storage.url,
-    ))  # fmt: skip
+    registry = start(
+        servers,
+        OciServer(
+            store=store,
+            authorization=wanted,
+            challenge=challenge,
+            upload_base=storage.url,
+        ),
+    )
     assert isinstance(registry, OciServer)
     layer = blob(5000)
     client_ = client(registry)
@@ -184,10 +190,15 @@ def test_a_redirect_chain_to_two_other_hosts_carries_no_credentials(
     store = OciStore()
     storage = start(servers, OciServer("127.0.0.3", store=store))
     hop = start(servers, Redirector("127.0.0.2", storage.url))
-    registry = start(servers, OciServer(
-        store=store, authorization=BASIC, redirect_to=hop.url,
-        redirect_methods=frozenset({method}),
-    ))  # fmt: skip
+    registry = start(
+        servers,
+        OciServer(
+            store=store,
+            authorization=BASIC,
+            redirect_to=hop.url,
+            redirect_methods=frozenset({method}),
+        ),
+    )
     assert isinstance(registry, OciServer)
     client_ = client(registry)
     layer = blob()
@@ -235,8 +246,10 @@ def test_a_chain_that_leaves_and_comes_back_stays_without_credentials(
 
     assert client(registry).get_manifest(NAME, "v1") == "{}"  # type: ignore[arg-type]
     assert [(r.path.split("/")[1], r.authorization) for r in registry.received] == [
-        ("v2", None), ("v2", BASIC), ("back", None)
-    ]  # fmt: skip
+        ("v2", None),
+        ("v2", BASIC),
+        ("back", None),
+    ]
     assert away.authorizations() == [None]
 
 
@@ -273,10 +286,16 @@ def test_another_port_on_the_same_host_is_another_origin(servers: list[Recording
     """Uploads handed to, and blob reads redirected to, 127.0.0.1:B from 127.0.0.1:A."""
     store = OciStore()
     other_port = start(servers, OciServer("127.0.0.1", store=store))
-    registry = start(servers, OciServer(
-        store=store, authorization=BASIC, upload_base=other_port.url,
-        redirect_to=other_port.url, redirect_methods=frozenset({"GET"}),
-    ))  # fmt: skip
+    registry = start(
+        servers,
+        OciServer(
+            store=store,
+            authorization=BASIC,
+            upload_base=other_port.url,
+            redirect_to=other_port.url,
+            redirect_methods=frozenset({"GET"}),
+        ),
+    )
     assert isinstance(registry, OciServer)
     assert registry.address != other_port.address
     client_ = client(registry)
@@ -320,15 +339,23 @@ def test_credentials_appear_in_no_message_repr_or_log(
     storage = start(servers, OciServer("127.0.0.2", authorization=BASIC))
     cases = {
         "wrong password": (OciServer(authorization=BASIC), "not-" + PASSWORD),
-        "realm refuses": (OciServer(authorization=BEARER, challenge=(
-            f'Bearer realm="{refusing_realm.url}/t"')), PASSWORD),
-        "realm gives no token": (OciServer(authorization=BEARER, challenge=(
-            f'Bearer realm="{empty_realm.url}/t"')), PASSWORD),
-        "realm over http elsewhere": (OciServer(authorization=BEARER, challenge=(
-            'Bearer realm="http://auth.example.com/t"')), PASSWORD),
-        "storage wants credentials": (OciServer(authorization=BASIC,
-                                                upload_base=storage.url), PASSWORD),
-    }  # fmt: skip
+        "realm refuses": (
+            OciServer(authorization=BEARER, challenge=(f'Bearer realm="{refusing_realm.url}/t"')),
+            PASSWORD,
+        ),
+        "realm gives no token": (
+            OciServer(authorization=BEARER, challenge=(f'Bearer realm="{empty_realm.url}/t"')),
+            PASSWORD,
+        ),
+        "realm over http elsewhere": (
+            OciServer(authorization=BEARER, challenge=('Bearer realm="http://auth.example.com/t"')),
+            PASSWORD,
+        ),
+        "storage wants credentials": (
+            OciServer(authorization=BASIC, upload_base=storage.url),
+            PASSWORD,
+        ),
+    }
     messages = []
     for label, (registry, password) in cases.items():
         start(servers, registry)

@@ -12,6 +12,7 @@ from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import read_lock
 from buildtool.spec import environment_names, load_environment
+from compat.vocabulary import ROLES
 from devsupport.cli import buildtool
 from devsupport.published import CONTENT_TAG, DATE_TAG, REGISTRY, write_published
 
@@ -132,8 +133,8 @@ def test_lock_diff_since_publish_shows_the_upgrade_after_a_relock(
     text = diff_page.read_text()
     assert f"against the lock published {DATE_TAG} as `{CONTENT_TAG}`" in text
     upgrade = "| dask | linux-64 | upgraded | 2024.1.0 (pyhd8ed1ab_0) | 2024.8.0 (pyhd8ed1ab_0) |"
-    for image in ("notebook", "worker"):
-        section = text.split(f"#### {image} image", 1)[1].split("####", 1)[0]
+    for role in ROLES:
+        section = text.split(f"#### {role} image", 1)[1].split("####", 1)[0]
         assert upgrade in section
         assert "| distributed | linux-64 | upgraded | 2024.1.0" in section
     assert "jupyterlab" not in text  # unchanged packages are not listed

@@ -33,6 +33,7 @@ from buildtool.client import REQUIREMENTS_FILE
 from buildtool.helm import generate_helm_values
 from buildtool.lockfile import read_lock
 from buildtool.registry import Credentials, Registry, split_reference
+from compat.vocabulary import ROLES
 from devsupport import clients
 from devsupport import cluster as dask_cluster
 from devsupport.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
@@ -95,15 +96,23 @@ def offline(
             channel_canary,
             Canary("registry password", credentials.user, credentials.password),
         ],
-    }  # fmt: skip
+    }
     remove_local_tags(registry + "/")
 
 
 def _publish(offline: dict, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     command = [
-        "python", "-m", "buildtool.cli", "--root", str(offline["root"]),
-        "publish", "e2e", "--registry", offline["registry"], *offline["images"],
-    ]  # fmt: skip
+        "python",
+        "-m",
+        "buildtool.cli",
+        "--root",
+        str(offline["root"]),
+        "publish",
+        "e2e",
+        "--registry",
+        offline["registry"],
+        *offline["images"],
+    ]
     result = subprocess.run(
         command, cwd=offline["work"], env=env or offline["env"], capture_output=True, text=True
     )
@@ -123,7 +132,7 @@ def _tags(offline: dict, credentials: RegistryCredentials) -> dict[str, str | No
     registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
     meta = json.loads((offline["work"] / "build" / "e2e" / "render.json").read_text())
     digests = {}
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         _, name = split_reference(meta[role]["repository"])
         digests[role] = registry.manifest_digest(name, meta[role]["tag"])
     return digests
@@ -164,7 +173,7 @@ def test_publish_pull_back_and_noop(
     published = json.loads((build / "published.json").read_text())
     images = published["images"]
     assert images["worker"]["digest"] != images["notebook"]["digest"]
-    assert _tags(offline, credentials) == {r: images[r]["digest"] for r in ("worker", "notebook")}
+    assert _tags(offline, credentials) == {r: images[r]["digest"] for r in ROLES}
     assert published["bytes_pushed"] > 0
     assert "compat-report.md" in {p.name for p in build.iterdir()}
     # The production path: every package fetched over HTTP, nothing from the host's disk.
@@ -178,7 +187,7 @@ def test_publish_pull_back_and_noop(
     config = tmp_path / "docker-config"
     docker_login(credentials, config)
     login_env = {**os.environ, "DOCKER_CONFIG": str(config)}
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         ref = images[role]["ref"]
         docker("pull", ref, env=login_env)
         out = docker("run", "--rm", ref, "python", "-c", "import distributed; print('ok')")
@@ -203,7 +212,7 @@ def test_each_published_image_has_its_sbom_in_the_registry(
     registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
     published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
     lock = read_lock(offline["root"] / "e2e" / "conda-lock.yml")
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         image = published["images"][role]
         _, name = split_reference(image["repository"])
         (subject,) = image["platforms"].values()
@@ -214,8 +223,11 @@ def test_each_published_image_has_its_sbom_in_the_registry(
         purls = [PackageURL.from_string(c["purl"]) for c in bom["components"]]
         conda = {(p.name, p.version, p.qualifiers["build"]) for p in purls if p.type == "conda"}
         assert conda == {(p.name, p.version, p.build) for p in lock.packages(role, "linux-64")}
-        hashes = {c["name"]: c["hashes"][0]["content"] for c in bom["components"]
-                  if c["purl"].startswith("pkg:conda/")}  # fmt: skip
+        hashes = {
+            c["name"]: c["hashes"][0]["content"]
+            for c in bom["components"]
+            if c["purl"].startswith("pkg:conda/")
+        }
         assert hashes == {p.name: p.hash.sha256 for p in lock.packages(role, "linux-64")}
         debs = {p.name for p in purls if p.type == "deb"}
         assert {"tini", "ca-certificates", "libc6"} <= debs
@@ -236,12 +248,13 @@ def test_verify_rebuilds_the_published_digests(offline: dict) -> None:
     result = _buildtool(offline, *command)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         digest = published["images"][role]["digest"]
         assert f"e2e {role}: identical: rebuilt {digest}, published {digest}" in result.stdout
     # Another base image is another image: verify says so instead of comparing.
-    other = _buildtool(offline, "--root", offline["root"], "verify", "e2e",
-                       "--base-image", "debian:12")  # fmt: skip
+    other = _buildtool(
+        offline, "--root", offline["root"], "verify", "e2e", "--base-image", "debian:12"
+    )
     assert other.returncode == 1
     assert "verify the lock that was published" in other.stderr
 
@@ -255,9 +268,15 @@ def test_an_archive_that_does_not_match_the_lock_fails_the_build(offline: dict) 
     lock.write_text(original[: start + 8] + "a" * 64 + original[start + 72 :])
     try:
         result = _buildtool(
-            offline, "--root", offline["root"], "build", "e2e",
-            "--registry", offline["registry"], *offline["images"],
-        )  # fmt: skip
+            offline,
+            "--root",
+            offline["root"],
+            "build",
+            "e2e",
+            "--registry",
+            offline["registry"],
+            *offline["images"],
+        )
     finally:
         lock.write_text(original)
     assert result.returncode == 1
@@ -296,14 +315,18 @@ def test_no_credential_reaches_a_file_a_log_or_a_blob(
 
     since = offline["started"] - 2  # file times have a coarser clock than time.time()
     caches = [f for f in (cache_root(), Path.home() / ".cache" / "rattler") if f.is_dir()]
-    cached = sum(scanner.scan_tree(folder, changed_since=since, max_size=50 * 1024 * 1024)
-                 for folder in caches)  # fmt: skip
+    cached = sum(
+        scanner.scan_tree(folder, changed_since=since, max_size=50 * 1024 * 1024)
+        for folder in caches
+    )
 
     times["caches"] = time.monotonic() - started - sum(times.values())
-    print(f"canary scan: {work_files} work files, {len(offline['runs'])} commands' output, "
-          f"{blobs} blobs in {len(repositories)} repositories, {cached} cache files; "
-          f"{scanner.bytes / 1e6:.0f} MB in {sum(times.values()):.1f} s "
-          f"({', '.join(f'{k} {v:.1f} s' for k, v in times.items())})")  # fmt: skip
+    print(
+        f"canary scan: {work_files} work files, {len(offline['runs'])} commands' output, "
+        f"{blobs} blobs in {len(repositories)} repositories, {cached} cache files; "
+        f"{scanner.bytes / 1e6:.0f} MB in {sum(times.values()):.1f} s "
+        f"({', '.join(f'{k} {v:.1f} s' for k, v in times.items())})"
+    )
     assert blobs > 0 and work_files > 0
     assert not scanner.findings, "a credential was found:\n" + "\n".join(scanner.findings)
 
@@ -322,7 +345,7 @@ def test_both_published_images_carry_the_client_pins(
     requirements = (written / REQUIREMENTS_FILE).read_text()
     assert "distributed==" in requirements and "dask-gateway==" in requirements
     registry = Registry(credentials.registry, Credentials(credentials.user, credentials.password))
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         image = published["images"][role]
         _, name = split_reference(image["repository"])
         files = fetch_client_files(registry, name, image["digest"])
@@ -354,13 +377,42 @@ def test_version_checks_of_the_published_pair(
     address = f"tcp://127.0.0.1:{port}"
     started = []
     try:
-        started.append(docker("run", "-d", "--network", "host", worker_image, *scheduler_cmd,
-                              "--host", "127.0.0.1", "--port", str(port),
-                              "--dashboard-address", ":0").stdout.decode().strip())  # fmt: skip
+        started.append(
+            docker(
+                "run",
+                "-d",
+                "--network",
+                "host",
+                worker_image,
+                *scheduler_cmd,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                ":0",
+            )
+            .stdout.decode()
+            .strip()
+        )
         for _ in range(2):
-            started.append(docker("run", "-d", "--network", "host", worker_image, "dask",
-                                  "worker", address, "--nthreads", "1",
-                                  "--no-dashboard").stdout.decode().strip())  # fmt: skip
+            started.append(
+                docker(
+                    "run",
+                    "-d",
+                    "--network",
+                    "host",
+                    worker_image,
+                    "dask",
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                )
+                .stdout.decode()
+                .strip()
+            )
 
         requirements = offline["work"] / "build" / "e2e" / "client" / REQUIREMENTS_FILE
         clients.run_laptop(clients.laptop(requirements.read_text()), address, tmp_path)

@@ -28,6 +28,7 @@ import pytest
 
 from buildtool import sbom
 from buildtool.registry import Credentials, Registry
+from compat.vocabulary import ROLES
 from devsupport import REPO
 from devsupport.cli import buildtool
 from devsupport.dockercli import docker, remove_local_tags, require_docker
@@ -53,12 +54,26 @@ def site(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _publish(site: dict, registry: str, *extra: str) -> subprocess.Popen[str]:
     c: RegistryCredentials = site["credentials"]
     command = [
-        sys.executable, "-m", "buildtool.cli", "publish", "e2e",
-        "--registry", registry, "--base-image", site["standin"].base_image, *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "buildtool.cli",
+        "publish",
+        "e2e",
+        "--registry",
+        registry,
+        "--base-image",
+        site["standin"].base_image,
+        *extra,
+    ]
     env = {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}
-    return subprocess.Popen(command, cwd=site["work"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=site["work"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +110,7 @@ def test_registry_killed_mid_push_tags_nothing_and_the_rerun_sends_the_rest(
 
         own_registry.start()
         render = json.loads((site["work"] / "build" / "e2e" / "render.json").read_text())
-        for role in ("worker", "notebook"):
+        for role in ROLES:
             name = render[role]["repository"].split("/", 1)[1]
             assert client.manifest_digest(name, render["content_tag"]) is None  # untagged
 
@@ -113,7 +128,7 @@ def test_registry_killed_mid_push_tags_nothing_and_the_rerun_sends_the_rest(
 
 def _blob_bytes(client: Registry, published: dict) -> int:
     sizes = {}
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         image = published["images"][role]
         name = image["repository"].split("/", 1)[1]
         manifest = json.loads(client.get_manifest(name, image["digest"]) or "{}")
@@ -130,9 +145,15 @@ def test_plan_lists_what_is_not_published_one_request_per_image(
     env = {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}
     front.reset()
     result = buildtool(
-        "plan", *SEEDS, "--registry", f"{front.address}/faults",
-        "--base-image", site["standin"].base_image, cwd=site["work"], env=env,
-    )  # fmt: skip
+        "plan",
+        *SEEDS,
+        "--registry",
+        f"{front.address}/faults",
+        "--base-image",
+        site["standin"].base_image,
+        cwd=site["work"],
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     planned = json.loads(result.stdout)
     assert [e["environment"] for e in planned["include"]] == ["ml", "physlite", "pyhep"]
@@ -152,10 +173,25 @@ def engine(site: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doc
 
 
 def _build(site: dict, engine: DockerEngine) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "buildtool.cli", "build", "e2e", "--registry",
-               "localhost/remote", "--base-image", site["standin"].base_image]  # fmt: skip
-    return subprocess.Popen(command, cwd=site["work"], env=engine.env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "buildtool.cli",
+        "build",
+        "e2e",
+        "--registry",
+        "localhost/remote",
+        "--base-image",
+        site["standin"].base_image,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=site["work"],
+        env=engine.env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_engine_killed_mid_build_fails_clearly_and_the_next_run_builds(
@@ -178,7 +214,7 @@ def test_engine_killed_mid_build_fails_clearly_and_the_next_run_builds(
     out, err = rebuilt.communicate(timeout=900)
     assert rebuilt.returncode == 0, out[-3000:] + err[-3000:]
     render = json.loads((site["work"] / "build" / "e2e" / "render.json").read_text())
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         ref = f"{render[role]['repository']}:{render['content_tag']}"
         assert engine.docker("image", "inspect", ref, check=False).returncode == 0, ref
         # built there, not on the suite's engine

@@ -97,10 +97,11 @@ def _proxy_command() -> Path:
             if npm is None:
                 pytest.fail("npm is not installed: the hub test needs node and npm")
             subprocess.run(
-                [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund",
-                 PROXY_PACKAGE],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", PROXY_PACKAGE],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
     return command
 
 
@@ -108,8 +109,10 @@ def _docker_bridge_ip() -> str:
     """The host's address on Docker's default bridge, where containers reach the hub."""
     out = subprocess.run(
         ["ip", "-4", "-o", "addr", "show", "dev", "docker0"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split(" inet ")[1].split("/")[0]
 
 
@@ -132,10 +135,16 @@ def published(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "REGISTRY_PASSWORD": credentials.password,
     }
     command = [
-        sys.executable, "-m", "buildtool.cli", "publish", "e2e",
-        "--registry", registry,
-        "--base-image", standin.base_image,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "buildtool.cli",
+        "publish",
+        "e2e",
+        "--registry",
+        registry,
+        "--base-image",
+        standin.base_image,
+    ]
     try:
         result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

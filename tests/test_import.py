@@ -55,9 +55,12 @@ def test_pangeo_images_import_as_one_extends_chain_and_lock(
     assert "  - python 3.12.*\n  - pangeo-notebook 2026.1.21.*\n  - pip\n" in base
 
     pangeo = _import_twice(
-        envroot, PANGEO / "pangeo-notebook" / "environment.yml", "pangeo",
-        "--extends", "pangeo-base",
-    )  # fmt: skip
+        envroot,
+        PANGEO / "pangeo-notebook" / "environment.yml",
+        "pangeo",
+        "--extends",
+        "pangeo-base",
+    )
     assert "extends: pangeo-base\n" in pangeo
     assert "  - argopy <1.4.0\n" in pangeo and "  - gcsfs >=2025\n" in pangeo
 
@@ -68,9 +71,12 @@ def test_pangeo_images_import_as_one_extends_chain_and_lock(
     assert ml.index("  - jaxlib >=0.4.31 cuda12*\n") < ml.index("  - tensorflow >=2.17.0 cuda12*\n")
     assert 'virtual_packages:\n  __cuda: "12.0"\n' in ml  # from virtual-packages.yml
     pytorch = _import_twice(
-        envroot, PANGEO / "pytorch-notebook" / "environment.yml", "pangeo-pytorch",
-        "--extends", "pangeo",
-    )  # fmt: skip
+        envroot,
+        PANGEO / "pytorch-notebook" / "environment.yml",
+        "pangeo-pytorch",
+        "--extends",
+        "pangeo",
+    )
     assert "  - pytorch >=2.7.0 cuda12*\n" in pytorch
 
     for name in ("pangeo-base", "pangeo", "pangeo-ml", "pangeo-pytorch"):
@@ -86,16 +92,25 @@ def test_pangeo_images_import_as_one_extends_chain_and_lock(
     ("source", "extends", "expect"),
     [
         # A JupyterHub image with ~100 packages, `~=` pins and `nodefaults`.
-        ("cryointhecloud-hub-image/environment.yml", None,
-         {"jupyterhub-singleuser": "5.", "qgis": "3.", "python": "3.12."}),
+        (
+            "cryointhecloud-hub-image/environment.yml",
+            None,
+            {"jupyterhub-singleuser": "5.", "qgis": "3.", "python": "3.12."},
+        ),
         # A workshop's exact `name=version` pins.
-        ("agu24workshop/environment.yml", None,
-         {"gmt": "6.5.0", "pygmt": "0.13.0", "jupyterlab": "4.2.5"}),
+        (
+            "agu24workshop/environment.yml",
+            None,
+            {"gmt": "6.5.0", "pygmt": "0.13.0", "jupyterlab": "4.2.5"},
+        ),
         # A course's file with a `prefix:`, on top of this project's base spec.
-        ("dsci522-dockerfile-practice/environment.yaml", "base",
-         {"numpy": "2.1.3", "python": "3.11.", "dask-gateway": ""}),
+        (
+            "dsci522-dockerfile-practice/environment.yaml",
+            "base",
+            {"numpy": "2.1.3", "python": "3.11.", "dask-gateway": ""},
+        ),
     ],
-)  # fmt: skip
+)
 def test_other_real_environment_files_import_and_lock(
     source: str, extends: str | None, expect: dict[str, str], envroot: Path, metadata_channel: str
 ) -> None:
@@ -137,17 +152,23 @@ def test_unpinned_pip_entries_are_refused_one_line_each_and_nothing_written(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("dependencies:\n  - numpy\n  - numpy >>1\n",
-         ":3: dependencies[1]: invalid MatchSpec 'numpy >>1'"),
+        (
+            "dependencies:\n  - numpy\n  - numpy >>1\n",
+            ":3: dependencies[1]: invalid MatchSpec 'numpy >>1'",
+        ),
         ("dependencies: [numpy]\nchannel: [conda-forge]\n", ":2: channel: unknown key"),
         # Found in the spec it imports to (base pins python 3.11.*), told at the file's line.
-        ("dependencies:\n  - numpy\n  - python=3.10\n",
-         ":3: dependencies[1]: contradictory pins: 'python 3.10.*' conflicts with "
-         "'python 3.11.*'"),
-        ("dependencies: [numpy]\nvariables: {1BAD: x}\n",
-         ":2: variables.1BAD: '1BAD' is not an environment variable name"),
+        (
+            "dependencies:\n  - numpy\n  - python=3.10\n",
+            ":3: dependencies[1]: contradictory pins: 'python 3.10.*' conflicts with "
+            "'python 3.11.*'",
+        ),
+        (
+            "dependencies: [numpy]\nvariables: {1BAD: x}\n",
+            ":2: variables.1BAD: '1BAD' is not an environment variable name",
+        ),
     ],
-)  # fmt: skip
+)
 def test_import_refuses_what_a_spec_refuses_and_keeps_the_old_spec(
     text: str, expected: str, envroot: Path
 ) -> None:
@@ -156,9 +177,16 @@ def test_import_refuses_what_a_spec_refuses_and_keeps_the_old_spec(
     spec = envroot / "physlite" / "env.yaml"
     before = hashlib.sha256(spec.read_bytes()).hexdigest()
     result = buildtool(
-        "--root", envroot, "import", source, "--name", "physlite", "--extends", "base",
+        "--root",
+        envroot,
+        "import",
+        source,
+        "--name",
+        "physlite",
+        "--extends",
+        "base",
         cwd=envroot.parent,
-    )  # fmt: skip
+    )
     assert result.returncode == 2
     (only,) = result.stderr.splitlines()
     assert only.startswith(f"error: {source}{expected}"), only

@@ -28,17 +28,29 @@ from devsupport.standin import StandIn
 pytestmark = pytest.mark.docker
 REGISTRY = "localhost/layers-test"
 # What no layer may keep: apt's lists and archives, logs, caches.
-LEFTOVERS = ("var/lib/apt/lists/", "var/cache/apt/", "var/log/apt/", "home/jovyan/.cache/",
-             "root/.cache/", "var/cache/ldconfig/aux-cache")  # fmt: skip
+LEFTOVERS = (
+    "var/lib/apt/lists/",
+    "var/cache/apt/",
+    "var/log/apt/",
+    "home/jovyan/.cache/",
+    "root/.cache/",
+    "var/cache/ldconfig/aux-cache",
+)
 
 
 def _build(work: Path, standin: StandIn, cache: Path) -> dict:
     """`buildtool build e2e` from nothing; the digests of what it made."""
     env = {**os.environ, "DASKHUB_CACHE": str(cache)}
     result = buildtool(
-        "build", "e2e", "--registry", REGISTRY, "--base-image", standin.base_image,
-        cwd=work, env=env,
-    )  # fmt: skip
+        "build",
+        "e2e",
+        "--registry",
+        REGISTRY,
+        "--base-image",
+        standin.base_image,
+        cwd=work,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     pair = RenderedPair.load(work / "build", "e2e")
     built = BuiltPair.load(pair)
@@ -54,8 +66,15 @@ def _build(work: Path, standin: StandIn, cache: Path) -> dict:
             "layers": engine["RootFS"]["Layers"],
             "blobs": [blobs[layer.diff_id].digest for layer in image.layers],
         }
-    return {"pair": pair, "built": built, "store": store, "digests": digests, "work": work,
-            "cache": cache, "log": result.stderr}  # fmt: skip
+    return {
+        "pair": pair,
+        "built": built,
+        "store": store,
+        "digests": digests,
+        "work": work,
+        "cache": cache,
+        "log": result.stderr,
+    }
 
 
 def _forget_everything(work: Path, cache: Path) -> None:

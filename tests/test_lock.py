@@ -51,10 +51,22 @@ def test_physlite_as_a_new_user_would(envroot: Path, solver_channel: str, tmp_pa
     for extra in ([], ["-e", "notebook"]):
         template = f"{'nb' if extra else 'wk'}-{{platform}}.lock"
         subprocess.run(
-            [sys.executable, "-m", "conda_lock", "render", "-k", "explicit",
-             "--filename-template", template, *extra, str(path)],
-            cwd=out, check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "conda_lock",
+                "render",
+                "-k",
+                "explicit",
+                "--filename-template",
+                template,
+                *extra,
+                str(path),
+            ],
+            cwd=out,
+            check=True,
+            capture_output=True,
+        )
     urls = {
         kind: [ln for ln in (out / f"{kind}-linux-64.lock").read_text().splitlines() if "://" in ln]
         for kind in ("wk", "nb")
@@ -154,9 +166,12 @@ def test_relock_writes_a_diff_per_image(envroot: Path, solver_channel: str) -> N
 def test_rattler_solve_is_real(solver_channel: str) -> None:
     """Guard against a channel that solves trivially: rattler sees every version."""
     records = asyncio.run(
-        rattler.solve(sources=[rattler.Channel(solver_channel)], specs=["numpy <2"],
-                      platforms=["linux-64", "noarch"])
-    )  # fmt: skip
+        rattler.solve(
+            sources=[rattler.Channel(solver_channel)],
+            specs=["numpy <2"],
+            platforms=["linux-64", "noarch"],
+        )
+    )
     assert {r.name.normalized: str(r.version) for r in records}["numpy"] == "1.26.4"
 
 
@@ -185,8 +200,10 @@ def test_cuda_build_locks_with_declared_cuda(
     # conda-lock reads the recorded metadata and renders the lock.
     subprocess.run(
         [sys.executable, "-m", "conda_lock", "render", "-k", "explicit", str(path)],
-        cwd=tmp_path, check=True, capture_output=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     # The declaration is part of what the lock was made from.
     spec.write_text(CUDA_SPEC + "virtual_packages: {__cuda: '12.8'}\n")
     stale = buildtool("--root", envroot, "lock", "--check", "tf", cwd=envroot.parent)
@@ -212,9 +229,15 @@ def test_undeclared_cuda_is_one_line_naming_package_and_field(
 def test_too_old_declared_cuda_names_the_declaration(envroot: Path, tmp_path: Path) -> None:
     channel = tmp_path / "channel"
     record = {
-        "name": "gpulib", "version": "1.0", "build": "cuda12_0", "build_number": 0,
-        "depends": ["__cuda >=12"], "subdir": "linux-64", "md5": "0" * 32, "sha256": "0" * 64,
-    }  # fmt: skip
+        "name": "gpulib",
+        "version": "1.0",
+        "build": "cuda12_0",
+        "build_number": 0,
+        "depends": ["__cuda >=12"],
+        "subdir": "linux-64",
+        "md5": "0" * 32,
+        "sha256": "0" * 64,
+    }
     for subdir, packages in (("linux-64", {"gpulib-1.0-cuda12_0.conda": record}), ("noarch", {})):
         (channel / subdir).mkdir(parents=True)
         repodata = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": packages}

@@ -22,6 +22,7 @@ import pytest
 
 from buildtool.oci import OCI_INDEX
 from buildtool.registry import Credentials, Registry, split_reference
+from compat.vocabulary import ROLES
 from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import docker, remove_local_tags, require_docker
 from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
@@ -38,15 +39,27 @@ def site(standin_multiarch: StandIn, tmp_path_factory: pytest.TempPathFactory) -
     locked_site(work, standin_multiarch.channel, extra=PLATFORMS)
     credentials = registry_credentials()
     registry = f"{credentials.registry}/m{uuid.uuid4().hex[:10]}"
-    yield {"work": work, "standin": standin_multiarch, "credentials": credentials,
-           "registry": registry}  # fmt: skip
+    yield {
+        "work": work,
+        "standin": standin_multiarch,
+        "credentials": credentials,
+        "registry": registry,
+    }
     remove_local_tags(registry + "/")
 
 
 def _publish(site: dict, *images: str) -> subprocess.CompletedProcess[str]:
     c: RegistryCredentials = site["credentials"]
-    command = [sys.executable, "-m", "buildtool.cli", "publish", "e2e",
-               "--registry", site["registry"], *images]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "buildtool.cli",
+        "publish",
+        "e2e",
+        "--registry",
+        site["registry"],
+        *images,
+    ]
     env = {**os.environ, "REGISTRY_USER": c.user, "REGISTRY_PASSWORD": c.password}
     return subprocess.run(command, cwd=site["work"], env=env, capture_output=True, text=True)
 
@@ -72,15 +85,17 @@ def test_one_command_publishes_a_pair_of_indexes(site: dict, tmp_path: Path) -> 
     published = json.loads((work / "published.json").read_text())
     c: RegistryCredentials = site["credentials"]
     registry = Registry(c.registry, Credentials(c.user, c.password))
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         image = published["images"][role]
         assert set(image["platforms"]) == {"linux-64", "linux-aarch64"}
         _, name = split_reference(image["repository"])
         index = json.loads(registry.get_manifest(name, image["digest"]) or "{}")
         assert index["mediaType"] == OCI_INDEX
         listed = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
-        assert listed == {"amd64": image["platforms"]["linux-64"],
-                          "arm64": image["platforms"]["linux-aarch64"]}  # fmt: skip
+        assert listed == {
+            "amd64": image["platforms"]["linux-64"],
+            "arm64": image["platforms"]["linux-aarch64"],
+        }
         assert registry.manifest_digest(name, published["content_tag"]) == image["digest"]
     # The Helm values name the indexes.
     values = buildtool("helm-values", "--output", tmp_path / "values.yaml", cwd=site["work"])
@@ -94,8 +109,17 @@ def test_one_command_publishes_a_pair_of_indexes(site: dict, tmp_path: Path) -> 
     ref = published["images"]["worker"]["ref"]
     env = {**os.environ, "DOCKER_CONFIG": str(config)}
     docker("pull", "--platform", "linux/arm64", ref, env=env)
-    machine = docker("run", "--rm", "--platform", "linux/arm64", ref, "python", "-c",
-                     "import platform; print(platform.machine())", env=env)  # fmt: skip
+    machine = docker(
+        "run",
+        "--rm",
+        "--platform",
+        "linux/arm64",
+        ref,
+        "python",
+        "-c",
+        "import platform; print(platform.machine())",
+        env=env,
+    )
     assert machine.stdout.decode().strip() == "aarch64"
 
 
@@ -112,8 +136,13 @@ def test_a_failing_arm64_image_test_tags_nothing(site: dict, tmp_path: Path) -> 
     original = spec.read_text()
     spec.write_text(original + 'env: {CHANGED: "1"}\n')  # a new content tag
     try:
-        result = _publish(site, "--base-image", site["standin"].base_image,
-                          "--base-image", f"linux-aarch64={broken}")  # fmt: skip
+        result = _publish(
+            site,
+            "--base-image",
+            site["standin"].base_image,
+            "--base-image",
+            f"linux-aarch64={broken}",
+        )
     finally:
         spec.write_text(original)
         docker("image", "rm", broken, check=False)
@@ -122,7 +151,7 @@ def test_a_failing_arm64_image_test_tags_nothing(site: dict, tmp_path: Path) -> 
     rendered = json.loads((site["work"] / "build" / "e2e" / "render.json").read_text())
     c: RegistryCredentials = site["credentials"]
     registry = Registry(c.registry, Credentials(c.user, c.password))
-    for role in ("worker", "notebook"):
+    for role in ROLES:
         _, name = split_reference(rendered[role]["repository"])
         assert registry.manifest_digest(name, rendered["content_tag"]) is None  # no index
         # the earlier content tag still points where it did

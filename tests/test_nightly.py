@@ -39,13 +39,17 @@ def _checkout(dest: Path) -> Path:
 def _make(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`make ARGS` in the copy, as from a shell or a CI step: not as a sub-make of the
     `make check` that runs this suite (a sub-make prints "Entering directory" lines)."""
-    inherited = {k: v for k, v in os.environ.items()
-                 if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}  # fmt: skip
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    }
     return subprocess.run(
-        ["make", *args], cwd=checkout, capture_output=True, text=True,
+        ["make", *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
         # The copy must not re-point the editable install that the rest of the suite uses.
         env={**inherited, "LOCAL": "1", "DASKHUB_KEEP_INSTALL": "1"},
-    )  # fmt: skip
+    )
 
 
 def _published(checkout: Path) -> dict[str, dict]:

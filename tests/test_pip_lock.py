@@ -33,8 +33,9 @@ WHEEL = "tomli_w-1.2.0-py3-none-any.whl"
 @pytest.fixture
 def locked(envroot: Path, solver_channel: str) -> Path:
     """e2e locked in a scratch copy of the seed specs: its lock's path."""
-    result = buildtool("--root", envroot, "lock", "e2e", "--channel", solver_channel,
-                       cwd=envroot.parent)  # fmt: skip
+    result = buildtool(
+        "--root", envroot, "lock", "e2e", "--channel", solver_channel, cwd=envroot.parent
+    )
     assert result.returncode == 0, result.stderr
     return envroot / "e2e" / "conda-lock.yml"
 
@@ -59,10 +60,23 @@ def test_lock_records_the_wheel_pypi_serves(locked: Path, tmp_path: Path) -> Non
     out = tmp_path / "render"
     out.mkdir()
     subprocess.run(
-        [sys.executable, "-m", "conda_lock", "render", "-k", "explicit", "-e", "notebook",
-         "--filename-template", "nb-{platform}.lock", str(locked)],
-        cwd=out, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "conda_lock",
+            "render",
+            "-k",
+            "explicit",
+            "-e",
+            "notebook",
+            "--filename-template",
+            "nb-{platform}.lock",
+            str(locked),
+        ],
+        cwd=out,
+        check=True,
+        capture_output=True,
+    )
     rendered = (out / "nb-linux-64.lock").read_text()
     assert f"{record.url}#sha256={record.hash.sha256}" in rendered
 

@@ -14,15 +14,24 @@ from devsupport.cli import buildtool
 
 @pytest.fixture
 def locked(envroot: Path, solver_channel: str) -> Path:
-    result = buildtool("--root", envroot, "lock", "physlite", "--channel", solver_channel,
-                       cwd=envroot.parent)  # fmt: skip
+    result = buildtool(
+        "--root", envroot, "lock", "physlite", "--channel", solver_channel, cwd=envroot.parent
+    )
     assert result.returncode == 0, result.stderr
     return envroot
 
 
 def _render(root: Path, *extra: str) -> dict:
-    result = buildtool("--root", root, "render", "physlite", "--registry", "reg.example:5000/ns",
-                       *extra, cwd=root.parent)  # fmt: skip
+    result = buildtool(
+        "--root",
+        root,
+        "render",
+        "physlite",
+        "--registry",
+        "reg.example:5000/ns",
+        *extra,
+        cwd=root.parent,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads((root.parent / "build" / "physlite" / "render.json").read_text())
 
@@ -52,8 +61,10 @@ def test_render_writes_the_system_stages_of_a_matched_pair(locked: Path) -> None
     assert f'DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE="{worker_ref}"' in notebook
     assert f'io.daskhub.worker-image="{worker_ref}"' in notebook
     assert "created" not in text and "revision" not in text
-    assert meta["worker"] == {"repository": "reg.example:5000/ns/dask-gateway-physlite",
-                              "tag": meta["content_tag"]}  # fmt: skip
+    assert meta["worker"] == {
+        "repository": "reg.example:5000/ns/dask-gateway-physlite",
+        "tag": meta["content_tag"],
+    }
 
 
 def test_base_image_per_platform(locked: Path) -> None:
@@ -70,8 +81,9 @@ def test_content_tag_is_a_function_of_the_inputs(locked: Path, solver_channel: s
     assert other_base["content_tag"] != first
     spec = locked / "physlite" / "env.yaml"
     spec.write_text(spec.read_text().replace("  - aiohttp\n", "  - aiohttp\n  - toolz 0.11.*\n"))
-    relock = buildtool("--root", locked, "lock", "physlite", "--channel", solver_channel,
-                       cwd=locked.parent)  # fmt: skip
+    relock = buildtool(
+        "--root", locked, "lock", "physlite", "--channel", solver_channel, cwd=locked.parent
+    )
     assert relock.returncode == 0
     assert _render(locked)["content_tag"] not in (first, other_base["content_tag"])
 

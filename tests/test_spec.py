@@ -39,7 +39,7 @@ def test_seed_environments_resolve_through_base() -> None:
         "coffea",
         "aiohttp",
     ):
-        assert required in names  # fmt: skip
+        assert required in names
     assert "jupyterlab" in [r.name for r in env.notebook.dependencies]
     assert "file" in env.notebook.apt and "file" not in env.worker.apt
     assert (
@@ -56,78 +56,126 @@ def test_seed_environments_resolve_through_base() -> None:
 BAD_SPECS: dict[str, tuple[dict[str, str], list[str], int | None]] = {
     "unknown top-level key": (
         {"bad/env.yaml": "description: x\ndependecies: [numpy]\n"},
-        ["dependecies", "unknown key"], 2),
+        ["dependecies", "unknown key"],
+        2,
+    ),
     "unknown key in an image section": (
         {"bad/env.yaml": "description: x\nnotebook:\n  dependencies: []\n  imagee: y\n"},
-        ["notebook.imagee", "unknown key"], 4),
+        ["notebook.imagee", "unknown key"],
+        4,
+    ),
     "invalid MatchSpec": (
         {"bad/env.yaml": "description: x\ndependencies:\n  - numpy\n  - numpy >>1\n"},
-        ["dependencies[1]", "invalid MatchSpec", "numpy >>1"], 4),
+        ["dependencies[1]", "invalid MatchSpec", "numpy >>1"],
+        4,
+    ),
     "MatchSpec syntax that conda does not have": (
-        {"bad/env.yaml": "description: x\nworker:\n  dependencies:\n"
-                         "    - numpy\n    - 'numpy[when=\"python >=3.12\"]'\n"},
-        ["worker.dependencies[1]", "invalid MatchSpec", "bracket key: when"], 5),
+        {
+            "bad/env.yaml": "description: x\nworker:\n  dependencies:\n"
+            "    - numpy\n    - 'numpy[when=\"python >=3.12\"]'\n"
+        },
+        ["worker.dependencies[1]", "invalid MatchSpec", "bracket key: when"],
+        5,
+    ),
     "MatchSpec with more than name, version and build": (
         {"bad/env.yaml": "description: x\ndependencies: [numpy 1.2 py_0 extra]\n"},
-        ["dependencies[0]", "more than name, version and build"], 2),
+        ["dependencies[0]", "more than name, version and build"],
+        2,
+    ),
     "virtual package version not a string": (
         {"bad/env.yaml": "description: x\nvirtual_packages:\n  __cuda: 12.6\n"},
-        ["virtual_packages", "__cuda", 'quoted string, e.g. "12.6"'], 2),
+        ["virtual_packages", "__cuda", 'quoted string, e.g. "12.6"'],
+        2,
+    ),
     "virtual package without the __ prefix": (
         {"bad/env.yaml": "description: x\nvirtual_packages: {cuda: '12.6'}\n"},
-        ["virtual_packages", "'cuda' is not a virtual package name"], 2),
+        ["virtual_packages", "'cuda' is not a virtual package name"],
+        2,
+    ),
     "virtual package that follows the base image": (
         {"bad/env.yaml": "description: x\nvirtual_packages: {__glibc: '2.40'}\n"},
-        ["virtual_packages", "follows the base image", "__glibc 2.36"], 2),
+        ["virtual_packages", "follows the base image", "__glibc 2.36"],
+        2,
+    ),
     "per-platform virtual packages not a map": (
         {"bad/env.yaml": "description: x\nvirtual_packages:\n  linux-aarch64: '12.4'\n"},
-        ["virtual_packages", "linux-aarch64: must map"], 2),
+        ["virtual_packages", "linux-aarch64: must map"],
+        2,
+    ),
     "missing parent": (
         {"bad/env.yaml": "description: x\n\nextends: nothere\n"},
-        ["extends", "'nothere' does not exist"], 3),
+        ["extends", "'nothere' does not exist"],
+        3,
+    ),
     "cycle in extends": (
-        {"bad/env.yaml": "description: x\nextends: loop\n",
-         "loop/env.yaml": "description: y\nextends: bad\n"},
-        ["extends", "cycle", "bad -> loop -> bad"], 2),
+        {
+            "bad/env.yaml": "description: x\nextends: loop\n",
+            "loop/env.yaml": "description: y\nextends: bad\n",
+        },
+        ["extends", "cycle", "bad -> loop -> bad"],
+        2,
+    ),
     "contradictory pins in one spec": (
-        {"bad/env.yaml": "description: x\ndependencies: [numpy <1.25]\n"
-                         "notebook:\n  dependencies: [numpy >=2]\n"},
-        ["contradictory pins", "numpy <1.25", "numpy >=2"], 4),
+        {
+            "bad/env.yaml": "description: x\ndependencies: [numpy <1.25]\n"
+            "notebook:\n  dependencies: [numpy >=2]\n"
+        },
+        ["contradictory pins", "numpy <1.25", "numpy >=2"],
+        4,
+    ),
     "pin contradicting the inherited parent": (
         {"bad/env.yaml": "description: x\nextends: base\ndependencies:\n  - python 3.10.*\n"},
-        ["contradictory pins", "python 3.11.*", "python 3.10.*", "base/env.yaml:7"], 4),
+        ["contradictory pins", "python 3.11.*", "python 3.10.*", "base/env.yaml:7"],
+        4,
+    ),
     "YAML syntax error": (
         {"bad/env.yaml": "description: x\ndependencies: [numpy\n"},
-        ["not valid YAML"], 3),
+        ["not valid YAML"],
+        3,
+    ),
     "missing description": (
         {"bad/env.yaml": "dependencies: [numpy]\n"},
-        ["description", "required key is missing"], 1),
+        ["description", "required key is missing"],
+        1,
+    ),
     "dependencies not a list": (
         {"bad/env.yaml": "description: x\ndependencies: numpy\n"},
-        ["dependencies", "list"], 2),
+        ["dependencies", "list"],
+        2,
+    ),
     "unsupported platform": (
         {"bad/env.yaml": "description: x\nplatforms: [linux-64, win-64]\n"},
-        ["platforms[1]", "linux-aarch64"], 2),
+        ["platforms[1]", "linux-aarch64"],
+        2,
+    ),
     "duplicate key": (
         {"bad/env.yaml": "description: x\ndependencies: [numpy]\ndependencies: [scipy]\n"},
-        ["dependencies", "twice"], 3),
+        ["dependencies", "twice"],
+        3,
+    ),
     "pip requirement not pinned": (
         {"bad/env.yaml": "description: x\nworker:\n  pip: [requests>=2]\n"},
-        ["worker.pip[0]", "exact pip pin"], 3),
+        ["worker.pip[0]", "exact pip pin"],
+        3,
+    ),
     "bad environment variable name": (
         {"bad/env.yaml": "description: x\nenv:\n  1BAD: y\n"},
-        ["env", "environment variable"], 3),
+        ["env", "environment variable"],
+        3,
+    ),
     "empty channel list": (
         {"bad/env.yaml": "description: x\nchannels: []\n"},
-        ["channels", "at least one channel"], 2),
+        ["channels", "at least one channel"],
+        2,
+    ),
     "multi-line description": (
         {"bad/env.yaml": "description: |\n  one\n  two\n"},
-        ["description", "must be one line of text, but holds a newline"], 1),
-    "spec is not a mapping": (
-        {"bad/env.yaml": "- numpy\n"},
-        ["YAML mapping"], 1),
+        ["description", "must be one line of text, but holds a newline"],
+        1,
+    ),
+    "spec is not a mapping": ({"bad/env.yaml": "- numpy\n"}, ["YAML mapping"], 1),
     "no such environment": ({}, ["no environment 'bad'"], None),
-}  # fmt: skip
+}
 
 
 def _snapshot(root: Path) -> dict[str, str]:

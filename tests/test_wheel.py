@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from compat.vocabulary import ROLES
 from devsupport import REPO
 from devsupport.dockercli import docker, remove_local_tags, require_docker
 from devsupport.lockdata import DRIFTED
@@ -97,8 +98,19 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name in ("buildtool", "dockerfiles", "compat", "devsupport", "tests", "bench"):
         shutil.copytree(REPO / name, src / name, symlinks=True, ignore=_SKIP)
     dist = tmp_path_factory.mktemp("dist")
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ".", "./compat",
-         cwd=src)  # fmt: skip
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "-w",
+        dist,
+        ".",
+        "./compat",
+        cwd=src,
+    )
     built = {path.name.split("-")[0]: path for path in dist.glob("*.whl")}
     assert set(built) == {"daskhub_images", "daskhub_compat"}
     return built
@@ -177,8 +189,12 @@ def test_the_wheels_ship_the_product_and_nothing_test_only(wheels: dict[str, Pat
     with zipfile.ZipFile(wheels["daskhub_images"]) as archive:
         names = set(archive.namelist())
     # What the tool needs at run time is there: its templates and its image tests.
-    assert {"buildtool/cli.py", "buildtool/cache.py", "buildtool/imagetests/test_image.py",
-            "buildtool/dockerfiles/system.Dockerfile.j2"} <= names  # fmt: skip
+    assert {
+        "buildtool/cli.py",
+        "buildtool/cache.py",
+        "buildtool/imagetests/test_image.py",
+        "buildtool/dockerfiles/system.Dockerfile.j2",
+    } <= names
 
 
 def test_the_tools_dependencies_are_what_it_imports(venv: Path) -> None:
@@ -192,10 +208,19 @@ def test_the_checker_installs_alone_and_light(wheels: dict[str, Path], tmp_path:
     assert _installed(venv) == {"daskhub-compat", "pyyaml"}
     env = _clean_env(venv, tmp_path)
     result = subprocess.run(
-        ["daskhub-compat", "diff", f"lock:{DRIFTED}#notebook", f"lock:{DRIFTED}#worker",
-         "--format", "json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            "daskhub-compat",
+            "diff",
+            f"lock:{DRIFTED}#notebook",
+            f"lock:{DRIFTED}#worker",
+            "--format",
+            "json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode in (0, 1), result.stderr
     assert json.loads(result.stdout)
 
@@ -212,10 +237,19 @@ def test_the_installed_tool_builds_and_tests_the_e2e_pair(
     images = ["--base-image", standin.base_image]
     try:
         _run("buildtool", "lock", "e2e", "--channel", standin.channel, cwd=site, env=env)
-        _run("buildtool", "build", "e2e", "--quiet", "--registry", registry, *images,
-             cwd=site, env=env)  # fmt: skip
+        _run(
+            "buildtool",
+            "build",
+            "e2e",
+            "--quiet",
+            "--registry",
+            registry,
+            *images,
+            cwd=site,
+            env=env,
+        )
         rendered = json.loads((site / "build" / "e2e" / "render.json").read_text())
-        for role in ("worker", "notebook"):
+        for role in ROLES:
             ref = f"{rendered[role]['repository']}:{rendered[role]['tag']}"
             assert ref.startswith(registry + "/")
             docker("image", "inspect", ref)

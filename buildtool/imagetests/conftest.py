@@ -17,6 +17,7 @@ import pytest
 import testinfra
 
 from buildtool.build import BuiltPair
+from buildtool.engine import docker_cli
 from buildtool.lockfile import LockFile, read_lock
 from buildtool.render import RenderedPair
 from buildtool.spec import Environment, load_environment
@@ -51,7 +52,9 @@ def refs(pair: RenderedPair, platform: str) -> dict[str, str]:
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+    """The build's own docker client (`buildtool.engine.docker_cli`), so the image tests
+    talk to the engine the pair was loaded into."""
+    return subprocess.run([docker_cli(), *args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="session")

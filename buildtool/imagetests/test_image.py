@@ -161,18 +161,49 @@ def test_real_pair_scheduler_worker_and_client(refs: dict[str, str]) -> None:
     started = []
     try:
         for role, command in (
-            ("scheduler", ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                           "--dashboard-address", ":0"]),
+            (
+                "scheduler",
+                [
+                    "dask",
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--dashboard-address",
+                    ":0",
+                ],
+            ),
             ("worker", ["dask", "worker", address, "--nthreads", "1", "--no-dashboard"]),
-        ):  # fmt: skip
-            cid = docker("run", "-d", "--network", "host", "--name", f"{name}-{role}",
-                         refs["worker"], *command).stdout.strip()  # fmt: skip
+        ):
+            cid = docker(
+                "run",
+                "-d",
+                "--network",
+                "host",
+                "--name",
+                f"{name}-{role}",
+                refs["worker"],
+                *command,
+            ).stdout.strip()
             started.append(cid)
         result = subprocess.run(
-            ["docker", "run", "--rm", "--network", "host", refs["notebook"],
-             "python", "-c", PAIR_CLIENT, address],
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                refs["notebook"],
+                "python",
+                "-c",
+                PAIR_CLIENT,
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "pair ok" in result.stdout
         # The scheduler ran the version guard of the image's dask config.

@@ -253,8 +253,12 @@ def _trim_and_trust(rootfs: Path) -> None:
         local.mkdir(parents=True, exist_ok=True)
         for ca in cas:
             shutil.copyfile(ca, local / ca.name)
-        run(["chroot", str(rootfs), "update-ca-certificates"], check=True, capture_output=True,
-            timeout=CA_UPDATE_TIMEOUT)  # fmt: skip
+        run(
+            ["chroot", str(rootfs), "update-ca-certificates"],
+            check=True,
+            capture_output=True,
+            timeout=CA_UPDATE_TIMEOUT,
+        )
 
 
 def _remove(path: Path) -> None:

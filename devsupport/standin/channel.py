@@ -84,33 +84,76 @@ DEFAULT_CPYTHON = Path("/root/.pyenv/versions/3.11.7")
 # The PyPI names of what the seed environments install; the pins are their closure.
 BASE_ROOTS = (
     # base: Python, Dask, Dask Gateway and what distributed compares
-    "dask", "distributed", "dask-gateway", "msgpack", "cloudpickle", "tornado", "toolz",
-    "lz4", "numpy", "pandas", "pip",
+    "dask",
+    "distributed",
+    "dask-gateway",
+    "msgpack",
+    "cloudpickle",
+    "tornado",
+    "toolz",
+    "lz4",
+    "numpy",
+    "pandas",
+    "pip",
     # base, notebook image
-    "jupyterlab", "jupyterhub", "ipykernel", "ipywidgets", "dask-labextension",
-)  # fmt: skip
+    "jupyterlab",
+    "jupyterhub",
+    "ipykernel",
+    "ipywidgets",
+    "dask-labextension",
+)
 ROOTS = (
     *BASE_ROOTS,
     # pyhep and physlite
     # (dask-awkward: only its releases that cap dask <2025.4 work with current awkward)
-    "coffea", "dask-awkward>=2026.2", "dask-histogram", "uproot", "awkward", "numba", "pyarrow",
-    "h5py", "aiohttp", "graphviz", "mimesis",
+    "coffea",
+    "dask-awkward>=2026.2",
+    "dask-histogram",
+    "uproot",
+    "awkward",
+    "numba",
+    "pyarrow",
+    "h5py",
+    "aiohttp",
+    "graphviz",
+    "mimesis",
     # ml (ROOT's PyPI wheel is `ROOT`, canonically `root`; jax is keras's backend)
-    "ROOT", "keras", "jax", "jaxlib", "flatbuffers", "joblib", "pillow", "pytz",
-    "scikit-learn", "scipy", "energyflow",
-)  # fmt: skip
+    "ROOT",
+    "keras",
+    "jax",
+    "jaxlib",
+    "flatbuffers",
+    "joblib",
+    "pillow",
+    "pytz",
+    "scikit-learn",
+    "scipy",
+    "energyflow",
+)
 # linux-aarch64: the roots of environments/base, notebook side included (the e2e pair).
 AARCH64_ROOTS = BASE_ROOTS
-AARCH64_WHEEL_TAGS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_26_aarch64",
-                      "manylinux_2_17_aarch64", "manylinux2014_aarch64")  # fmt: skip
+AARCH64_WHEEL_TAGS = (
+    "manylinux_2_28_aarch64",
+    "manylinux_2_27_aarch64",
+    "manylinux_2_26_aarch64",
+    "manylinux_2_17_aarch64",
+    "manylinux2014_aarch64",
+)
 # More releases, as conda-forge keeps them: toolz and pytz so that a relock can move a
 # small package; the newest dask, which the coffea environments cannot take (dask-awkward
 # caps it); numpy 1.x and what its solve needs, since ml's energyflow requires
 # wasserstein, which caps numpy below 2.
 OLDER = (
-    "toolz==1.1.0", "pytz==2026.5", "dask==2026.8.0", "distributed==2026.8.0",
-    "numpy==1.26.4", "jax==0.7.1", "jaxlib==0.7.1", "ml-dtypes==0.5.4", "pandas==3.0.6",
-)  # fmt: skip
+    "toolz==1.1.0",
+    "pytz==2026.5",
+    "dask==2026.8.0",
+    "distributed==2026.8.0",
+    "numpy==1.26.4",
+    "jax==0.7.1",
+    "jaxlib==0.7.1",
+    "ml-dtypes==0.5.4",
+    "pandas==3.0.6",
+)
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Time limits, in seconds, of the commands that talk to PyPI: one `uv pip compile` of the
 # closure, and one pip run (downloading every pinned wheel, gigabytes, on a cold cache).
@@ -181,8 +224,9 @@ def _build_fresh(root: Path, key: str) -> None:
     wheels = download_wheels(read_pins(REQUIREMENTS)) + download_wheels(
         read_pins(OLDER_REQUIREMENTS), OLDER_REQUIREMENTS
     )
-    aarch64 = download_wheels(read_pins(AARCH64_REQUIREMENTS), AARCH64_REQUIREMENTS,
-                              AARCH64_WHEEL_TAGS)  # fmt: skip
+    aarch64 = download_wheels(
+        read_pins(AARCH64_REQUIREMENTS), AARCH64_REQUIREMENTS, AARCH64_WHEEL_TAGS
+    )
     building = root / f".building-{key}"
     shutil.rmtree(building, ignore_errors=True)
     channel = building / CHANNEL_NAME
@@ -229,8 +273,13 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
     wheel_trees = [tree for _, tree, _ in jobs[1:]]
     compile_pyc(python, [(t / target.site_packages, t) for t in wheel_trees])
     debian = stage_debian_python("linux-64", staging / "python-debian")
-    jobs.append((PackageMeta("python", debian.version, "h0_debian", license="PSF-2.0"),
-                 debian.root, debian.text_placeholders))  # fmt: skip
+    jobs.append(
+        (
+            PackageMeta("python", debian.version, "h0_debian", license="PSF-2.0"),
+            debian.root,
+            debian.text_placeholders,
+        )
+    )
     _progress(f"packing {len(jobs)} packages")
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = [pool.submit(write_package, m, t, channel, p) for m, t, p in jobs]
@@ -252,8 +301,9 @@ def _build_aarch64(channel: Path, staging: Path, wheels: list[Path]) -> None:
     _progress("staging Debian's arm64 CPython")
     python = stage_debian_python("linux-aarch64", staging / "python")
     target = Target(python.version, subdir="linux-aarch64")
-    meta = PackageMeta("python", python.version, "h0_debian", license="PSF-2.0",
-                       subdir="linux-aarch64")  # fmt: skip
+    meta = PackageMeta(
+        "python", python.version, "h0_debian", license="PSF-2.0", subdir="linux-aarch64"
+    )
     jobs = [(meta, python.root, python.text_placeholders)]
     infos = [read_wheel(wheel) for wheel in wheels]
     newest = {info.name: info for info in infos}
@@ -262,8 +312,11 @@ def _build_aarch64(channel: Path, staging: Path, wheels: list[Path]) -> None:
         tree = staging / "wheels" / f"{info.name}-{info.version}"
         meta, placeholders = stage_wheel(info, tree, target, conda_depends(info, newest, target))
         jobs.append((meta, tree, tuple(placeholders)))
-    compile_pyc(python, [(t / target.site_packages, t) for _, t, _ in jobs[1:]],
-                interpreter=Path(sys.executable))  # fmt: skip
+    compile_pyc(
+        python,
+        [(t / target.site_packages, t) for _, t, _ in jobs[1:]],
+        interpreter=Path(sys.executable),
+    )
     _progress(f"packing {len(jobs)} aarch64 packages")
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for future in [pool.submit(write_package, m, t, channel, p) for m, t, p in jobs]:
@@ -292,8 +345,17 @@ def download_wheels(
     found = _wheels_in(folder, pins)
     if len(found) < len(pins):
         _progress(f"pip download {len(pins) - len(found)} pinned wheels -> {folder}")
-        _pip("download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-             *_for_platforms(platforms), "-r", str(requirements), "-d", str(folder))  # fmt: skip
+        _pip(
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--require-hashes",
+            *_for_platforms(platforms),
+            "-r",
+            str(requirements),
+            "-d",
+            str(folder),
+        )
         found = _wheels_in(folder, pins)
     missing = sorted(f"{pin.name}=={pin.version}" for pin in pins if pin not in found)
     if missing:
@@ -307,8 +369,18 @@ def _for_platforms(platforms: tuple[str, ...]) -> list[str]:
         return []
     short = python_version(cpython_source()).rsplit(".", 1)[0]
     abi = f"cp{short.replace('.', '')}"
-    options = ["--python-version", short, "--implementation", "cp",
-               "--abi", abi, "--abi", "abi3", "--abi", "none"]  # fmt: skip
+    options = [
+        "--python-version",
+        short,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
     return options + [arg for tag in platforms for arg in ("--platform", tag)]
 
 
@@ -337,11 +409,27 @@ def relock() -> list[Pin]:
         roots, resolved = Path(scratch) / "roots.in", Path(scratch) / "resolved.txt"
         roots.write_text("\n".join(ROOTS) + "\n")
         result = run(
-            [uv, "pip", "compile", str(roots), "--python-version", short,
-             "--python-platform", "x86_64-manylinux_2_28", "--only-binary", ":all:",
-             "--no-header", "--no-annotate", "-o", str(resolved)],
-            env=_pypi_env(), capture_output=True, text=True, timeout=RESOLVE_TIMEOUT,
-        )  # fmt: skip
+            [
+                uv,
+                "pip",
+                "compile",
+                str(roots),
+                "--python-version",
+                short,
+                "--python-platform",
+                "x86_64-manylinux_2_28",
+                "--only-binary",
+                ":all:",
+                "--no-header",
+                "--no-annotate",
+                "-o",
+                str(resolved),
+            ],
+            env=_pypi_env(),
+            capture_output=True,
+            text=True,
+            timeout=RESOLVE_TIMEOUT,
+        )
         if result.returncode != 0:
             raise BuildToolError(f"uv pip compile failed:\n{result.stderr[-3000:]}")
         pins = _hashed(resolved.read_text().split())
@@ -350,17 +438,34 @@ def relock() -> list[Pin]:
         # The same releases for linux-aarch64, where base's closure needs them.
         roots.write_text("\n".join(AARCH64_ROOTS) + "\n")
         result = run(
-            [uv, "pip", "compile", str(roots), "--python-version", short,
-             "--python-platform", "aarch64-manylinux_2_28", "--only-binary", ":all:",
-             "-c", str(REQUIREMENTS), "--no-header", "--no-annotate", "-o", str(resolved)],
-            env=_pypi_env(), capture_output=True, text=True, timeout=RESOLVE_TIMEOUT,
-        )  # fmt: skip
+            [
+                uv,
+                "pip",
+                "compile",
+                str(roots),
+                "--python-version",
+                short,
+                "--python-platform",
+                "aarch64-manylinux_2_28",
+                "--only-binary",
+                ":all:",
+                "-c",
+                str(REQUIREMENTS),
+                "--no-header",
+                "--no-annotate",
+                "-o",
+                str(resolved),
+            ],
+            env=_pypi_env(),
+            capture_output=True,
+            text=True,
+            timeout=RESOLVE_TIMEOUT,
+        )
         if result.returncode != 0:
             raise BuildToolError(f"uv pip compile (aarch64) failed:\n{result.stderr[-3000:]}")
         aarch64 = _hashed(resolved.read_text().split(), AARCH64_WHEEL_TAGS)
     _write_pins(OLDER_REQUIREMENTS, older, "More releases of some packages (OLDER in channel.py)")
-    _write_pins(AARCH64_REQUIREMENTS, aarch64,
-                f"linux-aarch64, roots: {' '.join(AARCH64_ROOTS)}")  # fmt: skip
+    _write_pins(AARCH64_REQUIREMENTS, aarch64, f"linux-aarch64, roots: {' '.join(AARCH64_ROOTS)}")
     return pins + older + aarch64
 
 
@@ -369,9 +474,20 @@ def _hashed(requirements: list[str], platforms: tuple[str, ...] = ()) -> list[Pi
         listed, report = Path(scratch) / "pins.txt", Path(scratch) / "report.json"
         listed.write_text("\n".join(requirements) + "\n")
         target = ["--target", str(Path(scratch) / "target")] if platforms else []
-        _pip("install", "--dry-run", "--ignore-installed", "--no-deps", "--only-binary=:all:",
-             *_for_platforms(platforms), *target,
-             "--quiet", "--report", str(report), "-r", str(listed))  # fmt: skip
+        _pip(
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--no-deps",
+            "--only-binary=:all:",
+            *_for_platforms(platforms),
+            *target,
+            "--quiet",
+            "--report",
+            str(report),
+            "-r",
+            str(listed),
+        )
         installs = json.loads(report.read_text())["install"]
     return sorted(
         Pin(
@@ -404,8 +520,14 @@ def _pypi_env() -> dict[str, str]:
 def _pip(*args: str) -> None:
     """Run the packaged CPython's pip against PyPI."""
     python = cpython_source() / "bin" / "python3"
-    result = run([str(python), "-m", "pip", *args], env=_pypi_env(), capture_output=True,
-                 text=True, timeout=PIP_TIMEOUT, what=f"pip {args[0]}")  # fmt: skip
+    result = run(
+        [str(python), "-m", "pip", *args],
+        env=_pypi_env(),
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+        what=f"pip {args[0]}",
+    )
     if result.returncode != 0:
         raise BuildToolError(
             f"pip {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"

@@ -26,7 +26,7 @@ def solve(channel: Path | str, specs: Sequence[str]) -> list[RepoDataRecord]:
             sources=[Channel(url)],
             specs=list(specs),
             platforms=[rattler.Subdir(p) for p in PLATFORMS],
-        )  # fmt: skip
+        )
     )
 
 

@@ -44,10 +44,23 @@ DEBIAN_PLATFORMS = tuple(DEBIAN_ARCH)
 PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11")
 # What those packages depend on (their Depends: fields): the base image needs them.
 DEBIAN_LIBRARIES = (
-    "libexpat1", "libdb5.3", "libsqlite3-0", "libssl3", "libffi8", "libbz2-1.0", "liblzma5",
-    "zlib1g", "libncursesw6", "libtinfo6", "libreadline8", "libuuid1", "libnsl2", "libtirpc3",
-    "libcrypt1", "media-types",
-)  # fmt: skip
+    "libexpat1",
+    "libdb5.3",
+    "libsqlite3-0",
+    "libssl3",
+    "libffi8",
+    "libbz2-1.0",
+    "liblzma5",
+    "zlib1g",
+    "libncursesw6",
+    "libtinfo6",
+    "libreadline8",
+    "libuuid1",
+    "libnsl2",
+    "libtirpc3",
+    "libcrypt1",
+    "media-types",
+)
 UPSTREAM = ("sysconfig.py",)
 # Time limits, in seconds: `apt-get update` and `apt-get download` of four packages from
 # the host's mirror; `dpkg-deb --fsys-tarfile` of one of them (local, a second).
@@ -73,14 +86,28 @@ def download_debs(platform: str) -> list[Path]:
             (apt / folder if folder != "debs" else root / folder).mkdir(parents=True, exist_ok=True)
         (apt / "status").touch()
         options = [
-            "-o", f"Dir::State={apt / 'state'}", "-o", f"Dir::State::status={apt / 'status'}",
-            "-o", f"Dir::Cache={apt / 'cache'}", "-o", f"APT::Architecture={arch}",
-            "-o", f"APT::Architectures={arch}", "-o", "APT::Sandbox::User=root",
-        ]  # fmt: skip
+            "-o",
+            f"Dir::State={apt / 'state'}",
+            "-o",
+            f"Dir::State::status={apt / 'status'}",
+            "-o",
+            f"Dir::Cache={apt / 'cache'}",
+            "-o",
+            f"APT::Architecture={arch}",
+            "-o",
+            f"APT::Architectures={arch}",
+            "-o",
+            "APT::Sandbox::User=root",
+        ]
         for command in (["update", "-qq"], ["download", *PACKAGES]):
-            result = run(["apt-get", *options, *command], cwd=root / "debs",
-                         capture_output=True, text=True, timeout=APT_TIMEOUT,
-                         what=f"apt-get {command[0]} ({arch})")  # fmt: skip
+            result = run(
+                ["apt-get", *options, *command],
+                cwd=root / "debs",
+                capture_output=True,
+                text=True,
+                timeout=APT_TIMEOUT,
+                what=f"apt-get {command[0]} ({arch})",
+            )
             if result.returncode != 0:
                 raise BuildToolError(f"apt-get {command[0]} ({arch}): {result.stderr[-2000:]}")
         found = sorted((root / "debs").glob("*.deb"))
@@ -110,10 +137,13 @@ def stage_debian_python(platform: str, root: Path) -> StagedPython:
     for alias in ("python3", "python"):
         (root / "bin" / alias).symlink_to(lib)
     shutil.copytree(
-        unpacked / "usr" / "lib" / lib, root / "lib" / lib, symlinks=True,
-        ignore=shutil.ignore_patterns(*DROPPED, "sitecustomize.py", "EXTERNALLY-MANAGED",
-                                      "dist-packages"),
-    )  # fmt: skip
+        unpacked / "usr" / "lib" / lib,
+        root / "lib" / lib,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            *DROPPED, "sitecustomize.py", "EXTERNALLY-MANAGED", "dist-packages"
+        ),
+    )
     host = Path(sys.base_prefix) / "lib" / lib
     if not (host / "sysconfig.py").exists():
         raise BuildToolError(f"the host's CPython is not {short}: no {host / 'sysconfig.py'}")
@@ -133,8 +163,9 @@ def stage_debian_python(platform: str, root: Path) -> StagedPython:
 
 def _unpack_deb(deb: Path, dest: Path) -> None:
     """The files of a .deb (its data archive) into dest, each checked to stay inside it."""
-    data = run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
-               timeout=DPKG_DEB_TIMEOUT)  # fmt: skip
+    data = run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, timeout=DPKG_DEB_TIMEOUT
+    )
     if data.returncode != 0:
         said = data.stderr.decode(errors="replace").strip()
         raise BuildToolError(f"{deb}: dpkg-deb cannot read it: {said or 'no message'}")

@@ -63,9 +63,11 @@ def ensure_server(root: Path, port: int | None = None) -> str:
     with log.open("ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "devsupport.standin.server", str(root), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
     deadline = time.monotonic() + READY_TIMEOUT
     while _served_key(port) != key:
         if time.monotonic() > deadline:

@@ -29,9 +29,15 @@ def test_gateway_cluster_is_checked_through_the_gateway(
     name = gateway.new_cluster(workers=2)
 
     result = run_checker(
-        gateway.venv, checker_path, "live", "--gateway-cluster", name, "--format", "json",
+        gateway.venv,
+        checker_path,
+        "live",
+        "--gateway-cluster",
+        name,
+        "--format",
+        "json",
         env=gateway.client_env,
-    )  # fmt: skip
+    )
 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -42,9 +48,13 @@ def test_gateway_cluster_is_checked_through_the_gateway(
 
 def test_unknown_gateway_cluster_exits_2(gateway: GatewayServer, checker_path: Path) -> None:
     result = run_checker(
-        gateway.venv, checker_path, "live", "--gateway-cluster", "no-such-cluster",
+        gateway.venv,
+        checker_path,
+        "live",
+        "--gateway-cluster",
+        "no-such-cluster",
         env=gateway.client_env,
-    )  # fmt: skip
+    )
 
     assert result.returncode == 2
     assert result.stderr.startswith(

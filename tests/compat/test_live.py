@@ -141,11 +141,24 @@ def test_a_worker_killed_mid_check_is_reported_as_left(
     try:
         assert victim_address in cluster.worker_addresses(MIXED_WORKERS + 1)
         checker = subprocess.Popen(
-            [str(client_venv.python), "-m", "compat", "live", cluster.address,
-             "--format", "json", "--settle-delay", "3", "--verbose"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=checker_path,
+            [
+                str(client_venv.python),
+                "-m",
+                "compat",
+                "live",
+                cluster.address,
+                "--format",
+                "json",
+                "--settle-delay",
+                "3",
+                "--verbose",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=checker_path,
             env={**os.environ, "PYTHONPATH": str(checker_path)},
-        )  # fmt: skip
+        )
         try:
             _wait_for_stderr_line(checker, f"listed {MIXED_WORKERS + 1} workers", timeout=30)
             victim.signal(signal.SIGKILL)

@@ -100,10 +100,18 @@ def _connect(
     """A client from `venv` with the client check preloaded, as the images preload it."""
     return subprocess.run(
         [str(venv.python), "-c", CONNECT, address],
-        capture_output=True, text=True, timeout=120, check=False, cwd=checker_path,
-        env={**os.environ, "PYTHONPATH": str(checker_path),
-             "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck", **env},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=checker_path,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(checker_path),
+            "DASK_DISTRIBUTED__CLIENT__PRELOAD": "compat.clientcheck",
+            **env,
+        },
+    )
 
 
 def test_the_client_check_fails_a_mismatched_client_at_client(

@@ -104,11 +104,16 @@ def shadow(tmp_path: Path, name: str, version: str) -> Path:
 
 def entry(name: str, version: str, category: str = "main") -> dict[str, object]:
     return {
-        "name": name, "version": version, "manager": "conda", "platform": "linux-64",
-        "dependencies": {}, "category": category, "optional": category != "main",
+        "name": name,
+        "version": version,
+        "manager": "conda",
+        "platform": "linux-64",
+        "dependencies": {},
+        "category": category,
+        "optional": category != "main",
         "url": f"https://conda.anaconda.org/conda-forge/linux-64/{name}-{version}-h0_0.conda",
         "hash": {"md5": "0" * 32, "sha256": "0" * 64},
-    }  # fmt: skip
+    }
 
 
 def matching_versions() -> dict[str, str]:
@@ -132,10 +137,14 @@ def write_lock(root: Path, environment: str, versions: dict[str, str]) -> Path:
     packages += [entry("openssl", "3.5.0"), entry("distributed", "1999.1.1", "notebook")]
     document = {
         "version": 1,
-        "metadata": {"content_hash": {"linux-64": "0" * 64}, "channels": [],
-                     "platforms": ["linux-64"], "sources": ["env.yaml"]},
+        "metadata": {
+            "content_hash": {"linux-64": "0" * 64},
+            "channels": [],
+            "platforms": ["linux-64"],
+            "sources": ["env.yaml"],
+        },
         "package": packages,
-    }  # fmt: skip
+    }
     path = root / environment / "conda-lock.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -255,15 +264,28 @@ def test_python_and_packages_that_differ_get_the_one_pip_command(
 
 
 def test_what_distributed_requires_must_be_here_and_its_options_where_both_have_them() -> None:
-    client = PackageSet("client", "python", {
-        "python": Package("3.11.7"), "dask": Package("2026.8.0"), "numpy": Package("2.0.0"),
-        "dask-gateway": Package("2026.3.0"),
-    })  # fmt: skip
-    workers = PackageSet("w", "conda", {
-        "python": Package("3.11.7", "h_cpython"), "dask": Package("2026.8.0", "pyh_0"),
-        "tornado": Package("6.6.1", "py311h_0"), "numpy": Package("2.4.6", "py311h_0"),
-        "lz4": Package("4.4.5", "py311h_0"), "dask-gateway": Package("2026.3.0", "pyh_0"),
-    })  # fmt: skip
+    client = PackageSet(
+        "client",
+        "python",
+        {
+            "python": Package("3.11.7"),
+            "dask": Package("2026.8.0"),
+            "numpy": Package("2.0.0"),
+            "dask-gateway": Package("2026.3.0"),
+        },
+    )
+    workers = PackageSet(
+        "w",
+        "conda",
+        {
+            "python": Package("3.11.7", "h_cpython"),
+            "dask": Package("2026.8.0", "pyh_0"),
+            "tornado": Package("6.6.1", "py311h_0"),
+            "numpy": Package("2.4.6", "py311h_0"),
+            "lz4": Package("4.4.5", "py311h_0"),
+            "dask-gateway": Package("2026.3.0", "pyh_0"),
+        },
+    )
 
     result = preflight.check(client, preflight.WorkerSet(workers, "w"), "test")
 
@@ -288,7 +310,7 @@ def test_what_distributed_requires_must_be_here_and_its_options_where_both_have_
         (("e2e", "--root", "{site}", "--platform", "linux/arm64"), "platform 'linux-aarch64'"),
         (("e2e", "--root", "{site}", "--platform", "amd64"), "--platform 'amd64': use one of"),
     ],
-)  # fmt: skip
+)
 def test_an_unreadable_site_or_environment_exits_2_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], expected: str
 ) -> None:
@@ -336,9 +358,12 @@ def layer() -> Blob:
 
 
 def push_image(
-    client: Registry, repository: str, sets: dict[str, list[LockedPackage]], tag: str,
+    client: Registry,
+    repository: str,
+    sets: dict[str, list[LockedPackage]],
+    tag: str,
     with_sbom: bool = True,
-) -> Blob:  # fmt: skip
+) -> Blob:
     """A small image (one manifest, or an index over several platforms) with an SBOM per
     platform attached as `buildtool publish` attaches it; tagged ``tag``."""
     _, name = repository.split("/", 1)
@@ -346,14 +371,28 @@ def push_image(
     manifests: dict[str, Blob] = {}
     for platform in sets:
         files = layer()
-        config = Blob.of(canonical_json({
-            "architecture": archs[platform], "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [files.digest]},
-        }), OCI_CONFIG)  # fmt: skip
-        manifests[platform] = Blob.of(canonical_json({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": config.descriptor(), "layers": [files.descriptor()],
-        }), OCI_MANIFEST)  # fmt: skip
+        config = Blob.of(
+            canonical_json(
+                {
+                    "architecture": archs[platform],
+                    "os": "linux",
+                    "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": [files.digest]},
+                }
+            ),
+            OCI_CONFIG,
+        )
+        manifests[platform] = Blob.of(
+            canonical_json(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": config.descriptor(),
+                    "layers": [files.descriptor()],
+                }
+            ),
+            OCI_MANIFEST,
+        )
         for blob in (files, config):
             client.push_blob(name, blob)
         client.put_manifest(name, manifests[platform].digest, manifests[platform])
@@ -362,10 +401,17 @@ def push_image(
     client.put_manifest(name, tag, top)
     for platform, packages in sets.items() if with_sbom else ():
         contents = ImageContents(
-            environment="e2e", role="worker", platform=platform, repository=repository,
-            digest=top.digest, manifest=manifests[platform].digest, created=int(time.time()),
-            conda=packages, pip=[], apt={},
-        )  # fmt: skip
+            environment="e2e",
+            role="worker",
+            platform=platform,
+            repository=repository,
+            digest=top.digest,
+            manifest=manifests[platform].digest,
+            created=int(time.time()),
+            conda=packages,
+            pip=[],
+            apt={},
+        )
         attach(client, name, manifests[platform], sbom_json(contents), platform)
     return top
 
@@ -399,12 +445,19 @@ def checker(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Compl
     (an empty docker config folder, no REGISTRY* of the caller's)."""
     (tmp_path / "docker").mkdir(exist_ok=True)
     base = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY")}
-    base |= {"PYTHONPATH": str(checker_path(tmp_path / "checker")),
-             "DOCKER_CONFIG": str(tmp_path / "docker")}  # fmt: skip
+    base |= {
+        "PYTHONPATH": str(checker_path(tmp_path / "checker")),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
     return subprocess.run(
         [sys.executable, "-m", "compat", "preflight", *args],
-        capture_output=True, text=True, cwd=tmp_path, env=base | env, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=base | env,
+        timeout=120,
+        check=False,
+    )
 
 
 def login(credentials: RegistryCredentials) -> dict[str, str]:
@@ -420,9 +473,12 @@ def assert_no_secret(credentials: RegistryCredentials, *texts: str) -> None:
 @pytest.mark.registry
 @pytest.mark.parametrize("which", ["worker", "worker_tag"])
 def test_a_published_worker_image_against_this_python(
-    tmp_path: Path, credentials: RegistryCredentials, published: dict[str, str],
-    e2e_packages: list[LockedPackage], which: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    credentials: RegistryCredentials,
+    published: dict[str, str],
+    e2e_packages: list[LockedPackage],
+    which: str,
+) -> None:
     locked = {p.name: p.version for p in e2e_packages}
     result = checker(tmp_path, published[which], env=login(credentials))
 
@@ -444,8 +500,9 @@ def test_an_index_is_followed_to_the_platforms_manifest_and_its_sbom(
 ) -> None:
     arm = checker(tmp_path, published["multi"], "--platform", "linux/arm64", env=login(credentials))
     amd = checker(tmp_path, published["multi"], env=login(credentials))
-    other = checker(tmp_path, published["multi"], "--platform", "linux/s390x",
-                    env=login(credentials))  # fmt: skip
+    other = checker(
+        tmp_path, published["multi"], "--platform", "linux/s390x", env=login(credentials)
+    )
 
     assert arm.returncode == amd.returncode == cli.EXIT_MISMATCH, arm.stderr + amd.stderr
     assert "distributed==2000.3.0" in arm.stdout and "(linux/arm64, manifest sha256:" in arm.stdout
@@ -484,9 +541,13 @@ def test_docker_config_auths_are_read_when_the_variables_are_not_set(
     ],
 )
 def test_an_unreadable_reference_exits_2_in_one_line(
-    tmp_path: Path, credentials: RegistryCredentials, published: dict[str, str],
-    reference: str, login_as: str | None, expected: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    credentials: RegistryCredentials,
+    published: dict[str, str],
+    reference: str,
+    login_as: str | None,
+    expected: str,
+) -> None:
     env = {
         None: {},
         "user": login(credentials),
@@ -509,9 +570,13 @@ def test_compat_imports_nothing_of_buildtool(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(checker_path(tmp_path / "checker"))}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
         check=True,
-    )  # fmt: skip
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -552,8 +617,14 @@ def stored(store: OciStore) -> tuple[str, bytes]:
     data = b"blob bytes"
     digest = Blob.of(data, "application/octet-stream").digest
     store.blobs[digest] = data
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
-                           "config": {"digest": digest, "size": len(data)}}).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "layers": [],
+            "config": {"digest": digest, "size": len(data)},
+        }
+    ).encode()
     store.manifests[(NAME, "v1")] = (OCI_MANIFEST, manifest)
     return digest, data
 
@@ -567,9 +638,12 @@ def test_a_loopback_realm_gets_basic_and_the_registry_only_the_token(
     servers: list[RecordingServer],
 ) -> None:
     realm = start(servers, TokenService("127.0.0.2", TOKEN, basic=BASIC))
-    registry = start(servers, OciServer(
-        authorization=BEARER, challenge=f'Bearer realm="{realm.url}/token",service="fake"'
-    ))  # fmt: skip
+    registry = start(
+        servers,
+        OciServer(
+            authorization=BEARER, challenge=f'Bearer realm="{realm.url}/token",service="fake"'
+        ),
+    )
     assert isinstance(registry, OciServer)
     digest, data = stored(registry.store)
     reader = client(registry, oci.Credentials(USER, PASSWORD))
@@ -587,9 +661,9 @@ def test_without_credentials_the_realm_is_asked_for_an_anonymous_token(
     servers: list[RecordingServer],
 ) -> None:
     realm = start(servers, TokenService("127.0.0.2", TOKEN, basic=None))
-    registry = start(servers, OciServer(
-        authorization=BEARER, challenge=f'Bearer realm="{realm.url}/token"'
-    ))  # fmt: skip
+    registry = start(
+        servers, OciServer(authorization=BEARER, challenge=f'Bearer realm="{realm.url}/token"')
+    )
     assert isinstance(registry, OciServer)
     stored(registry.store)
 
@@ -600,9 +674,10 @@ def test_without_credentials_the_realm_is_asked_for_an_anonymous_token(
 def test_a_plain_http_realm_elsewhere_is_refused_before_anything_is_sent(
     servers: list[RecordingServer],
 ) -> None:
-    registry = start(servers, OciServer(
-        authorization=BEARER, challenge='Bearer realm="http://auth.example.com/token"'
-    ))  # fmt: skip
+    registry = start(
+        servers,
+        OciServer(authorization=BEARER, challenge='Bearer realm="http://auth.example.com/token"'),
+    )
     with pytest.raises(oci.RegistryError) as refused:
         client(registry, oci.Credentials(USER, PASSWORD)).manifest(NAME, "v1")
     assert "refusing the token realm http://auth.example.com:80" in str(refused.value)
@@ -617,9 +692,15 @@ def test_a_redirect_to_another_host_carries_no_credentials(
     digest, data = stored(store)
     storage = start(servers, OciServer("127.0.0.3", store=store))
     hop = start(servers, Redirector("127.0.0.2", storage.url))
-    registry = start(servers, OciServer(
-        store=store, authorization=BASIC, redirect_to=hop.url, redirect_methods=frozenset({"GET"})
-    ))  # fmt: skip
+    registry = start(
+        servers,
+        OciServer(
+            store=store,
+            authorization=BASIC,
+            redirect_to=hop.url,
+            redirect_methods=frozenset({"GET"}),
+        ),
+    )
     reader = client(registry, oci.Credentials(USER, PASSWORD))
 
     assert reader.manifest(NAME, "v1") is not None
@@ -657,8 +738,10 @@ def test_a_chain_that_leaves_and_comes_back_stays_without_credentials(
 
     assert manifest is not None and manifest.document == {"schemaVersion": 2}
     assert [(r.path.split("/")[1], r.authorization) for r in registry.received] == [
-        ("v2", None), ("v2", BASIC), ("back", None)
-    ]  # fmt: skip
+        ("v2", None),
+        ("v2", BASIC),
+        ("back", None),
+    ]
     assert away.authorizations() == [None]
 
 

@@ -207,17 +207,30 @@ def test_markdown_shape() -> None:
 def test_json_shape_and_output_file(tmp_path: Path) -> None:
     output = tmp_path / "report.json"
     result = checker(
-        "diff", f"lock:{MATCHED}#notebook", f"lock:{DRIFTED}#worker",
-        "--format", "json", "--output", str(output),
-    )  # fmt: skip
+        "diff",
+        f"lock:{MATCHED}#notebook",
+        f"lock:{DRIFTED}#worker",
+        "--format",
+        "json",
+        "--output",
+        str(output),
+    )
 
     assert result.returncode == 1
     assert result.stdout == "4 errors, 3 warnings, 3 packages only in notebook (not compared)\n"
     report = json.loads(output.read_text())
     assert set(report) == {
-        "subject", "ok", "errors", "warnings", "columns", "workers_checked",
-        "workers_left", "workers_unanswered", "notes", "mismatches",
-    }  # fmt: skip
+        "subject",
+        "ok",
+        "errors",
+        "warnings",
+        "columns",
+        "workers_checked",
+        "workers_left",
+        "workers_unanswered",
+        "notes",
+        "mismatches",
+    }
     assert (report["ok"], report["errors"], report["warnings"]) == (False, 4, 6)
     assert report["columns"] == ["notebook", "worker"] and report["workers_checked"] is None
     assert report["mismatches"][0] == {

@@ -46,12 +46,28 @@ def test_relocated_prefix_runs_in_the_runtime_image(installed_env: InstalledEnv)
         "import sys; print(sys.version); print(ssl.OPENSSL_VERSION)"
     )
     out = docker(
-        "run", "--rm", "--network", "none", "-v", f"{prefix}:{prefix}:ro", tag,
-        f"{prefix}/bin/python", "-c", code,
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{prefix}:{prefix}:ro",
+        tag,
+        f"{prefix}/bin/python",
+        "-c",
+        code,
+    )
     assert out.stdout.startswith(b"3.11.7 ")
     scheduler = docker(
-        "run", "--rm", "--network", "none", "-v", f"{prefix}:{prefix}:ro", tag,
-        f"{prefix}/bin/dask", "scheduler", "--help",
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{prefix}:{prefix}:ro",
+        tag,
+        f"{prefix}/bin/dask",
+        "scheduler",
+        "--help",
+    )
     assert b"--dashboard-address" in scheduler.stdout

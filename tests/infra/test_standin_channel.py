@@ -140,8 +140,11 @@ def test_a_stand_in_that_cannot_be_made_fails_loudly(tmp_path: Path) -> None:
     env = {**os.environ, "DASKHUB_CPYTHON": str(tmp_path / "no-python")}
     result = subprocess.run(
         [sys.executable, "-m", "devsupport.standin", "up"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert f"no CPython at {tmp_path / 'no-python'}" in result.stderr
     assert "STANDIN_CHANNEL" not in result.stdout

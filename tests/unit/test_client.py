@@ -145,8 +145,10 @@ def test_dask_gateway_from_the_notebook_set_or_left_out_with_a_comment() -> None
     assert "dask-gateway" not in [r.name for r in _requirements(files[REQUIREMENTS_FILE])]
     for text in files.values():
         assert "# dask-gateway is not in this lock, so it is not pinned here" in text
-    assert not any(d.startswith("dask-gateway") for d in
-                   yaml.safe_load(files[ENVIRONMENT_FILE])["dependencies"])  # fmt: skip
+    assert not any(
+        d.startswith("dask-gateway")
+        for d in yaml.safe_load(files[ENVIRONMENT_FILE])["dependencies"]
+    )
 
 
 def test_only_what_the_worker_set_has() -> None:
@@ -159,18 +161,21 @@ def test_only_what_the_worker_set_has() -> None:
 def test_conda_forges_dask_metapackage_gives_one_pin_and_dask_core_in_the_yml() -> None:
     lock = _lock("physlite")
     dask = next(p for p in lock.package if p.name == "dask")
-    core = dask.model_copy(update={
-        "name": "dask-core",
-        "url": dask.url.replace("/dask-2025.3.1-", "/dask-core-2025.3.1-"),
-    })  # fmt: skip
+    core = dask.model_copy(
+        update={
+            "name": "dask-core",
+            "url": dask.url.replace("/dask-2025.3.1-", "/dask-core-2025.3.1-"),
+        }
+    )
     lock = lock.model_copy(update={"package": [*lock.package, core]})
     files = client_files("physlite", lock, LOCKS["physlite"])
     assert [r.name for r in _requirements(files[REQUIREMENTS_FILE])].count("dask") == 1
     dependencies = yaml.safe_load(files[ENVIRONMENT_FILE])["dependencies"]
     assert "dask-core=2025.3.1" in dependencies and "dask=2025.3.1" not in dependencies
 
-    other = core.model_copy(update={"version": "2025.2.0",
-                                    "url": core.url.replace("2025.3.1", "2025.2.0")})  # fmt: skip
+    other = core.model_copy(
+        update={"version": "2025.2.0", "url": core.url.replace("2025.3.1", "2025.2.0")}
+    )
     clash = lock.model_copy(update={"package": [*_lock("physlite").package, other]})
     with pytest.raises(
         SpecError, match=r"dask \(linux-64\): 2025\.3\.1 and dask-core 2025\.2\.0 both install dask"
@@ -181,10 +186,14 @@ def test_conda_forges_dask_metapackage_gives_one_pin_and_dask_core_in_the_yml() 
 def test_a_worker_pip_pin_wins_over_the_conda_package() -> None:
     lock = _lock("physlite")
     wheel = PipLockedPackage(
-        name="toolz", version="1.0.0", platform="linux-64",
+        name="toolz",
+        version="1.0.0",
+        platform="linux-64",
         url="https://files.pythonhosted.org/packages/aa/bb/toolz-1.0.0-py3-none-any.whl",
-        hash=PipHash(sha256="0" * 64), category="main", optional=False,
-    )  # fmt: skip
+        hash=PipHash(sha256="0" * 64),
+        category="main",
+        optional=False,
+    )
     files = client_files("physlite", lock.model_copy(update={"pip": [wheel]}), LOCKS["physlite"])
     assert "toolz==1.0.0" in files[REQUIREMENTS_FILE].splitlines()
     dependencies = yaml.safe_load(files[ENVIRONMENT_FILE])["dependencies"]
@@ -225,16 +234,26 @@ def test_several_platforms_give_one_client_or_one_clear_line() -> None:
 
 def test_a_version_pip_cannot_read_is_one_line() -> None:
     lock = _lock("physlite")
-    package = [p.model_copy(update={"version": "6.6.1_custom"}) if p.name == "tornado" else p
-               for p in lock.package]  # fmt: skip
+    package = [
+        p.model_copy(update={"version": "6.6.1_custom"}) if p.name == "tornado" else p
+        for p in lock.package
+    ]
     with pytest.raises(SpecError, match=r"package tornado \(linux-64\): version '6\.6\.1_custom'"):
         client_pins("physlite", lock.model_copy(update={"package": package}), LOCKS["physlite"])
 
 
 def test_cli_writes_both_files_under_build(tmp_path: Path) -> None:
     build = tmp_path / "build"
-    result = buildtool("--root", REPO / "environments", "--build-dir", build,
-                       "client", "physlite", "e2e", cwd=tmp_path)  # fmt: skip
+    result = buildtool(
+        "--root",
+        REPO / "environments",
+        "--build-dir",
+        build,
+        "client",
+        "physlite",
+        "e2e",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     for name in ("physlite", "e2e"):
         expected = client_files(name, _lock(name), LOCKS[name])
@@ -243,8 +262,9 @@ def test_cli_writes_both_files_under_build(tmp_path: Path) -> None:
             assert path.read_text() == text
             assert f"wrote {path}" in result.stdout
 
-    missing = buildtool("--root", REPO / "environments", "--build-dir", build,
-                        "client", "no-such-env", cwd=tmp_path)  # fmt: skip
+    missing = buildtool(
+        "--root", REPO / "environments", "--build-dir", build, "client", "no-such-env", cwd=tmp_path
+    )
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "no-such-env" in missing.stderr
 
@@ -256,14 +276,26 @@ def test_docs_link_the_published_pairs_client(tmp_path: Path) -> None:
     (build / "physlite").mkdir(parents=True)
     shutil.copyfile(LOCKS["physlite"], build / "physlite" / "published-lock.yml")
     digest = "sha256:" + "ab" * 32
-    image = {"repository": "127.0.0.1:5000/d/x", "digest": digest, "tags": ["c-1"],
-             "ref": f"127.0.0.1:5000/d/x@{digest}"}  # fmt: skip
-    (build / "physlite" / "published.json").write_text(json.dumps({
-        "environment": "physlite", "registry": "127.0.0.1:5000/d", "content_tag": "c-1",
-        "date_tag": "20261201", "lock_sha256": "0" * 64,
-        "images": {"worker": image, "notebook": image}, "bytes_pushed": 1,
-        "published_at": "2026-12-01T00:00:00Z",
-    }))  # fmt: skip
+    image = {
+        "repository": "127.0.0.1:5000/d/x",
+        "digest": digest,
+        "tags": ["c-1"],
+        "ref": f"127.0.0.1:5000/d/x@{digest}",
+    }
+    (build / "physlite" / "published.json").write_text(
+        json.dumps(
+            {
+                "environment": "physlite",
+                "registry": "127.0.0.1:5000/d",
+                "content_tag": "c-1",
+                "date_tag": "20261201",
+                "lock_sha256": "0" * 64,
+                "images": {"worker": image, "notebook": image},
+                "bytes_pushed": 1,
+                "published_at": "2026-12-01T00:00:00Z",
+            }
+        )
+    )
 
     generate_docs(root, build, docs)
 

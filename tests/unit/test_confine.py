@@ -176,9 +176,12 @@ def extract(archive: Path, dest: Path, **options: bool) -> list[str]:
 def test_a_well_formed_tar_is_extracted(tmp_path: Path) -> None:
     archive = make_tar(
         tmp_path / "good.tar",
-        [("./usr/lib/a.py", b"a\n"), link("./usr/lib/b.py", "a.py"),
-         link("./usr/lib/c.py", "usr/lib/a.py", tarfile.LNKTYPE)],
-    )  # fmt: skip
+        [
+            ("./usr/lib/a.py", b"a\n"),
+            link("./usr/lib/b.py", "a.py"),
+            link("./usr/lib/c.py", "usr/lib/a.py", tarfile.LNKTYPE),
+        ],
+    )
     dest = tmp_path / "dest"
     assert extract(archive, dest) == []
     assert (dest / "usr/lib/b.py").read_text() == "a\n"
@@ -226,9 +229,12 @@ def test_a_hard_link_to_a_symlink_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("../../escape", "'..'"), ("/tmp/escape-absolute", "absolute path"),
-     ("a/../../escape", "'..'")],
-)  # fmt: skip
+    [
+        ("../../escape", "'..'"),
+        ("/tmp/escape-absolute", "absolute path"),
+        ("a/../../escape", "'..'"),
+    ],
+)
 def test_tar_members_that_climb_out_are_refused(tmp_path: Path, name: str, reason: str) -> None:
     archive = make_tar(tmp_path / "bad.tar", [(name, b"owned\n")])
     dest = tmp_path / "x" / "dest"

@@ -46,19 +46,27 @@ class Case:
 
 def spec(text: str, where: str, says: str) -> Case:
     """A spec `bad` (extending base) checked by `lock --check`, which solves nothing."""
-    return Case({"environments/bad/env.yaml": text}, ["lock", "--check", "bad"],
-                f"environments/bad/env.yaml:{where}", says)  # fmt: skip
+    return Case(
+        {"environments/bad/env.yaml": text},
+        ["lock", "--check", "bad"],
+        f"environments/bad/env.yaml:{where}",
+        says,
+    )
 
 
 def site(text: str | bytes, where: str, says: str) -> Case:
-    return Case({"environments/site.yaml": text}, ["helm-values"],
-                f"environments/site.yaml:{where}", says)  # fmt: skip
+    return Case(
+        {"environments/site.yaml": text}, ["helm-values"], f"environments/site.yaml:{where}", says
+    )
 
 
 def envfile(text: str | bytes, where: str, says: str, name: str = "imported") -> Case:
-    return Case({"environment.yml": text},
-                ["import", "environment.yml", "--name", name, "--extends", "base"],
-                f"environment.yml:{where}", says)  # fmt: skip
+    return Case(
+        {"environment.yml": text},
+        ["import", "environment.yml", "--name", name, "--extends", "base"],
+        f"environment.yml:{where}",
+        says,
+    )
 
 
 E2E_LOCK = (REPO / "environments" / "e2e" / "conda-lock.yml").read_text()
@@ -72,8 +80,9 @@ def lock(old: str, new: str, field: str, says: str, argv: str = "render") -> Cas
     line = E2E_LOCK[:at].count("\n") + 1
     command = ["lock", "--check", "e2e"] if argv == "check" else ["render", "e2e"]
     where = f"environments/e2e/conda-lock.yml:{line}: package[{record}].{field}:"
-    return Case({"environments/e2e/conda-lock.yml": E2E_LOCK.replace(old, new, 1)}, command,
-                where, says)  # fmt: skip
+    return Case(
+        {"environments/e2e/conda-lock.yml": E2E_LOCK.replace(old, new, 1)}, command, where, says
+    )
 
 
 FIRST_SHA = "    sha256: 0fe164f3b96791ae62a83b086bfc452f83819e431a3a3edddd2cddada0304e03"

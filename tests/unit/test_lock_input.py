@@ -105,24 +105,61 @@ HOSTILE_CONDA = [
     ("sha256", "sha256: " + "A" * 64, "hash.sha256", "is not 64 lowercase hex characters"),
     ("sha256", "sha256: " + "a" * 63, "hash.sha256", "is not 64 lowercase hex characters"),
     ("md5", "md5: " + "0" * 31 + "g", "hash.md5", "is not 32 lowercase hex characters"),
-    ("url", f"url: http://ci:{SECRET}@127.0.0.1:8321/conda-forge/linux-64/"
-     "python-3.11.7-h0_local.conda", "url", "holds a user name or password"),
-    ("url", "url: ftp://127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.conda",
-     "url", "is not an http(s) URL"),
-    ("url", "url: http://evil.example/conda-forge/linux-64/python-3.11.7-h0_local.conda",
-     "url", "lies under none of metadata.channels followed by linux-64/ or noarch/"),
-    ("url", "url: http://127.0.0.1:8321/conda-forge/linux-aarch64/python-3.11.7-h0_local.conda",
-     "url", "lies under none of metadata.channels followed by linux-64/ or noarch/"),
-    ("url", "url: http://127.0.0.1:8321/conda-forge/linux-64/../../x/python-3.11.7-h0_local.conda",
-     "url", "lies under none of metadata.channels"),
-    ("url", "url: http://127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.conda"
-     f"?token={SECRET}", "url", "has a query or a fragment"),
-    ("url", "url: http://127.0.0.1:8321/conda-forge/linux-64/evil-3.11.7-h0_local.conda",
-     "url", "is not python-3.11.7-<build>.conda or .tar.bz2"),
-    ("url", "url: http://127.0.0.1:8321/conda-forge/linux-64/python-3.12.0-h0_local.conda",
-     "url", "is not python-3.11.7-<build>.conda or .tar.bz2"),
-    ("url", "url: http://127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.whl",
-     "url", "is not python-3.11.7-<build>.conda or .tar.bz2"),
+    (
+        "url",
+        f"url: http://ci:{SECRET}@127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.conda",
+        "url",
+        "holds a user name or password",
+    ),
+    (
+        "url",
+        "url: ftp://127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.conda",
+        "url",
+        "is not an http(s) URL",
+    ),
+    (
+        "url",
+        "url: http://evil.example/conda-forge/linux-64/python-3.11.7-h0_local.conda",
+        "url",
+        "lies under none of metadata.channels followed by linux-64/ or noarch/",
+    ),
+    (
+        "url",
+        "url: http://127.0.0.1:8321/conda-forge/linux-aarch64/python-3.11.7-h0_local.conda",
+        "url",
+        "lies under none of metadata.channels followed by linux-64/ or noarch/",
+    ),
+    (
+        "url",
+        "url: http://127.0.0.1:8321/conda-forge/linux-64/../../x/python-3.11.7-h0_local.conda",
+        "url",
+        "lies under none of metadata.channels",
+    ),
+    (
+        "url",
+        "url: http://127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.conda"
+        f"?token={SECRET}",
+        "url",
+        "has a query or a fragment",
+    ),
+    (
+        "url",
+        "url: http://127.0.0.1:8321/conda-forge/linux-64/evil-3.11.7-h0_local.conda",
+        "url",
+        "is not python-3.11.7-<build>.conda or .tar.bz2",
+    ),
+    (
+        "url",
+        "url: http://127.0.0.1:8321/conda-forge/linux-64/python-3.12.0-h0_local.conda",
+        "url",
+        "is not python-3.11.7-<build>.conda or .tar.bz2",
+    ),
+    (
+        "url",
+        "url: http://127.0.0.1:8321/conda-forge/linux-64/python-3.11.7-h0_local.whl",
+        "url",
+        "is not python-3.11.7-<build>.conda or .tar.bz2",
+    ),
     ("platform", "platform: linux-aarch64", "platform", "'linux-aarch64' is not in metadata"),
     ("category", "category: admin", "category", "'admin' is not main or notebook"),
     ("name", "- name: ../python", "name", "holds a path separator"),
@@ -131,7 +168,7 @@ HOSTILE_CONDA = [
     ("version", 'version: "3.11.7\\x1b[2J"', "version", "holds the control character U+001B"),
     ("sha256", "", "hash.sha256", "required key is missing"),
     ("optional", "optional: false\n  extra_key: 1", "extra_key", "unknown key 'extra_key'"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("field", "new", "key", "says"), HOSTILE_CONDA)
@@ -163,18 +200,39 @@ def test_a_hostile_pip_record_is_one_line(tmp_path: Path) -> None:
     index, fields = _record(text, "tomli-w")
     url_line, sha_line = fields["url"], fields["sha256"]
     cases = [
-        (url_line, "url: https://evil.example/packages/tomli_w-1.2.0-py3-none-any.whl", "url",
-         "a pip record's wheel is not under https://files.pythonhosted.org/packages/"),
-        (url_line, "url: https://files.pythonhosted.org/packages/../x/tomli_w-1.2.0-py3-none-any.whl",
-         "url", "is not under"),
-        (url_line, "url: https://files.pythonhosted.org/packages/c7/evil-1.2.0-py3-none-any.whl",
-         "url", "'evil-1.2.0-py3-none-any.whl' is not a wheel of tomli-w 1.2.0"),
-        (url_line, "url: https://files.pythonhosted.org/packages/c7/tomli_w-1.2.0.tar.gz",
-         "url", "'tomli_w-1.2.0.tar.gz' is not a wheel of tomli-w 1.2.0"),
-        (url_line, f"url: https://u:{SECRET}@files.pythonhosted.org/packages/c7/"
-         "tomli_w-1.2.0-py3-none-any.whl", "url", "holds a user name or password"),
+        (
+            url_line,
+            "url: https://evil.example/packages/tomli_w-1.2.0-py3-none-any.whl",
+            "url",
+            "a pip record's wheel is not under https://files.pythonhosted.org/packages/",
+        ),
+        (
+            url_line,
+            "url: https://files.pythonhosted.org/packages/../x/tomli_w-1.2.0-py3-none-any.whl",
+            "url",
+            "is not under",
+        ),
+        (
+            url_line,
+            "url: https://files.pythonhosted.org/packages/c7/evil-1.2.0-py3-none-any.whl",
+            "url",
+            "'evil-1.2.0-py3-none-any.whl' is not a wheel of tomli-w 1.2.0",
+        ),
+        (
+            url_line,
+            "url: https://files.pythonhosted.org/packages/c7/tomli_w-1.2.0.tar.gz",
+            "url",
+            "'tomli_w-1.2.0.tar.gz' is not a wheel of tomli-w 1.2.0",
+        ),
+        (
+            url_line,
+            f"url: https://u:{SECRET}@files.pythonhosted.org/packages/c7/"
+            "tomli_w-1.2.0-py3-none-any.whl",
+            "url",
+            "holds a user name or password",
+        ),
         (sha_line, "sha256: nothex", "hash.sha256", "is not 64 lowercase hex characters"),
-    ]  # fmt: skip
+    ]
     for line, new, key, says in cases:
         path = _write(tmp_path, _replace_line(text, line, new))
         message = _error(path)
@@ -303,9 +361,14 @@ def test_a_written_pip_record_is_what_conda_lock_and_rattler_read(tmp_path: Path
 
     seed = read_lock(_write(tmp_path, _conda_only(), "conda-only.yml"))
     record = PipLockedPackage(
-        name="tomli-w", version="1.2.0", platform="linux-64", url=TOMLI_W,
-        hash=PipHash(sha256=TOMLI_W_SHA256), category="notebook", optional=True,
-    )  # fmt: skip
+        name="tomli-w",
+        version="1.2.0",
+        platform="linux-64",
+        url=TOMLI_W,
+        hash=PipHash(sha256=TOMLI_W_SHA256),
+        category="notebook",
+        optional=True,
+    )
     lock = LockFile(metadata=seed.metadata, package=seed.package, pip=[record])
     path = _write(tmp_path, dump_lock(lock))
     assert read_lock(path) == lock

@@ -37,8 +37,9 @@ imports: [distributed]
 def _channel(root: Path, pythons: dict[str, list[str]]) -> str:
     """pythons: the releases of python per platform; msgpack-python 1.0.7 on linux-64 only."""
     channel = root / "channel"
-    write_package(channel, "noarch", "distributed", "2024.8.0", "0",
-                  ["python >=3.10", "msgpack-python"])  # fmt: skip
+    write_package(
+        channel, "noarch", "distributed", "2024.8.0", "0", ["python >=3.10", "msgpack-python"]
+    )
     for platform, versions in pythons.items():
         for version in versions:
             write_package(channel, platform, "python", version, "h0", [])
@@ -70,8 +71,11 @@ def test_the_platforms_agree_on_the_newest_release_both_have(
     lock = read_lock(path)
     for platform in PLATFORMS:
         versions = {p.name: p.version for p in lock.packages("worker", platform)}
-        assert versions == {"python": "3.11.2", "msgpack-python": "1.0.5",
-                            "distributed": "2024.8.0"}  # fmt: skip
+        assert versions == {
+            "python": "3.11.2",
+            "msgpack-python": "1.0.5",
+            "distributed": "2024.8.0",
+        }
     assert disagreements(lock, path) == {}
     assert "agree on msgpack-python 1.0.5, python 3.11.2" in caplog.text
     assert "python==3.11.2" not in client_files("two", lock, path)["client-requirements.txt"]

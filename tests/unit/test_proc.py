@@ -51,8 +51,11 @@ def test_a_command_past_its_limit_is_killed_with_its_children(tmp_path: Path) ->
     pids = tmp_path / "pids"
     started = time.monotonic()
     with pytest.raises(CommandTimeout) as stopped:
-        run(["sh", "-c", SLEEPER.format(pids=pids) + " # token=secret"], timeout=0.5,
-            capture_output=True)  # fmt: skip
+        run(
+            ["sh", "-c", SLEEPER.format(pids=pids) + " # token=secret"],
+            timeout=0.5,
+            capture_output=True,
+        )
     assert time.monotonic() - started < 5
     assert str(stopped.value) == "sh did not finish within 0.5 s; it was stopped"
     assert "secret" not in str(stopped.value)
@@ -77,8 +80,13 @@ def test_a_grandchild_holding_the_output_open_is_killed(tmp_path: Path) -> None:
 
 
 def test_within_the_limit_nothing_changes() -> None:
-    done = run(["sh", "-c", "cat; echo err >&2; exit 3"], input="in\n", text=True,
-               capture_output=True, timeout=30)  # fmt: skip
+    done = run(
+        ["sh", "-c", "cat; echo err >&2; exit 3"],
+        input="in\n",
+        text=True,
+        capture_output=True,
+        timeout=30,
+    )
     assert (done.returncode, done.stdout, done.stderr) == (3, "in\n", "err\n")
     with pytest.raises(subprocess.CalledProcessError):
         run(["false"], timeout=30, check=True)
@@ -110,8 +118,10 @@ def test_an_interrupted_command_gets_sigint_first(tmp_path: Path) -> None:
     cleaned = tmp_path / "cleaned"
     process = subprocess.Popen(
         ["sh", "-c", f"trap 'echo yes > {cleaned}; exit 0' INT; echo ready; sleep 30 & wait"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
     interrupt_group(process, grace=5)
     assert process.returncode is not None
@@ -121,8 +131,10 @@ def test_an_interrupted_command_gets_sigint_first(tmp_path: Path) -> None:
 def test_an_interrupted_command_that_ignores_sigint_is_killed() -> None:
     process = subprocess.Popen(
         ["sh", "-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
     started = time.monotonic()
     interrupt_group(process, grace=0.5)

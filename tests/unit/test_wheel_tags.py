@@ -81,10 +81,14 @@ def test_platform_tags_stop_at_the_base_images_glibc() -> None:
 
 def _record(filename: str, version: str = "3.10.12") -> PipLockedPackage:
     return PipLockedPackage(
-        name="orjson", version=version, platform="linux-64",
+        name="orjson",
+        version=version,
+        platform="linux-64",
         url=f"https://files.pythonhosted.org/packages/00/{filename}",
-        hash=PipHash(sha256="0" * 64), category="main", optional=False,
-    )  # fmt: skip
+        hash=PipHash(sha256="0" * 64),
+        category="main",
+        optional=False,
+    )
 
 
 def test_a_locked_wheel_that_does_not_fit_stops_the_build(tmp_path: Path) -> None:

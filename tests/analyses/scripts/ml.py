@@ -22,8 +22,9 @@ def read_jets(path: str) -> tuple[np.ndarray, np.ndarray]:
     frame = ROOT.RDataFrame("Events", path)
     columns = {}
     for name in (*FEATURES, "Jet_partonFlavour"):
-        taken = frame.Take["ROOT::RVec<float>" if name != "Jet_partonFlavour" else
-                           "ROOT::RVec<int>"](name).GetValue()  # fmt: skip
+        taken = frame.Take[
+            "ROOT::RVec<float>" if name != "Jet_partonFlavour" else "ROOT::RVec<int>"
+        ](name).GetValue()
         columns[name] = np.concatenate([np.asarray(list(v), dtype=float) for v in taken])
     features = np.column_stack([columns[n] for n in FEATURES])
     features[:, 0] = np.log(features[:, 0])
@@ -48,13 +49,18 @@ def train_keras(data: tuple[np.ndarray, np.ndarray]) -> dict:
     features, labels = data
     features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
     model = keras.Sequential(
-        [keras.Input((features.shape[1],)), keras.layers.Dense(8, activation="relu"),
-         keras.layers.Dense(1, activation="sigmoid")]
-    )  # fmt: skip
+        [
+            keras.Input((features.shape[1],)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy")
     history = model.fit(features, labels, epochs=5, batch_size=32, shuffle=False, verbose=0)
-    return {"keras_loss_first": history.history["loss"][0],
-            "keras_loss_last": history.history["loss"][-1]}  # fmt: skip
+    return {
+        "keras_loss_first": history.history["loss"][0],
+        "keras_loss_last": history.history["loss"][-1],
+    }
 
 
 @dask.delayed
