@@ -37,6 +37,7 @@ from buildtool.engine import docker_cli
 from buildtool.errors import BuildToolError
 from buildtool.oci import BlobStore, Image, docker_load
 from buildtool.proc import run
+from compat.vocabulary import PLATFORMS
 from devsupport import log_progress
 from devsupport.cache import digest, locked
 from devsupport.dockercli import image_exists, require_docker
@@ -287,7 +288,7 @@ def _import(rootfs: Path, tag: str, arch: str) -> None:
             tar.stdout.close()
         if tar.wait() != 0:
             raise BuildToolError(f"tar of {rootfs} failed")
-        platform = {"amd64": "linux-64", "arm64": "linux-aarch64"}[arch]
+        (platform,) = [p.subdir for p in PLATFORMS.values() if p.debian_architecture == arch]
         image = Image(platform, {"config": {"Env": env, "Cmd": command}}, (layer,))
         try:
             docker_load(docker_cli(), {tag: image}, store)

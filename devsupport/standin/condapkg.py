@@ -23,6 +23,8 @@ from typing import BinaryIO
 
 import zstandard
 
+from compat.vocabulary import PLATFORMS
+
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 # 2020-01-01T00:00:00Z, for every entry's mtime and every package's timestamp.
 EPOCH = 1577836800
@@ -61,7 +63,7 @@ class PackageMeta:
         if self.subdir == "noarch":
             index["noarch"] = "generic"
         else:
-            index["arch"] = {"linux-64": "x86_64", "linux-aarch64": "aarch64"}[self.subdir]
+            index["arch"] = PLATFORMS[self.subdir].machine
             index["platform"] = "linux"
         if self.license:
             index["license"] = self.license

@@ -36,11 +36,11 @@ from buildtool.cache import cache_root
 from buildtool.confine import extract_tar
 from buildtool.errors import BuildToolError
 from buildtool.proc import run
+from compat.vocabulary import PLATFORMS
 from devsupport.cache import locked
 from devsupport.standin.pythonpkg import DROPPED, StagedPython, compile_pyc
 
-DEBIAN_ARCH = {"linux-64": "amd64", "linux-aarch64": "arm64"}
-DEBIAN_PLATFORMS = tuple(DEBIAN_ARCH)
+DEBIAN_PLATFORMS = tuple(PLATFORMS)
 PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11")
 # What those packages depend on (their Depends: fields): the base image needs them.
 DEBIAN_LIBRARIES = (
@@ -75,7 +75,7 @@ SITE_PTH = (
 
 def download_debs(platform: str) -> list[Path]:
     """Debian's CPython 3.11 packages for `platform`, kept in <cache>/debs-<arch>/."""
-    arch = DEBIAN_ARCH[platform]
+    arch = PLATFORMS[platform].debian_architecture
     root = cache_root() / f"debs-{arch}"
     apt = root / "apt"
     with locked(root.with_suffix(".lock")):

@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from buildtool.confine import UnsafeArchiveMember, check_name, confine
+from compat.vocabulary import PLATFORMS
 from devsupport.standin.condapkg import PLACEHOLDER, PackageMeta
 
 # PyPI names whose conda(-forge) package is named differently.
@@ -51,7 +52,7 @@ class Target:
 
     @property
     def machine(self) -> str:
-        return {"linux-64": "x86_64", "linux-aarch64": "aarch64"}[self.subdir]
+        return PLATFORMS[self.subdir].machine
 
     @property
     def short(self) -> str:
