@@ -115,7 +115,7 @@ def start_gateway(venv: Venv, workdir: Path) -> GatewayServer:
         },
     )
     deadline = time.monotonic() + 60
-    while not _healthy(public_port):
+    while not healthy(public_port):
         if server.popen.poll() is not None or time.monotonic() > deadline:
             gateway.stop()
             raise RuntimeError(f"the gateway did not start:\n{server.log_tail()}")
@@ -123,7 +123,7 @@ def start_gateway(venv: Venv, workdir: Path) -> GatewayServer:
     return gateway
 
 
-def _healthy(public_port: int) -> bool:
+def healthy(public_port: int) -> bool:
     """Whether the gateway's API answers through its public proxy."""
     url = f"http://127.0.0.1:{public_port}/api/health"
     try:

@@ -3,25 +3,17 @@ against a real dask-gateway server configured with the generated Helm values.
 
 The server is `dask-gateway-server` from the test extra, its config file the chart's
 `extraConfig.optionHandler` snippet, verbatim, after a preamble that says where to listen
-and which backend to run. The backend is dask-gateway's own local one (clusters are local
-processes: there is no Kubernetes here) with KubeBackend's cluster configuration class, so
-the option handler's output is checked against the traits KubeBackend has, and it records
-each cluster's configuration as the backend holds it. The test then makes the worker and
-scheduler pods from that configuration with dask-gateway's own KubeController.
+and which backend to run (`devsupport.chart.chart_gateway`): dask-gateway's own local
+backend with KubeBackend's cluster configuration class, recording each cluster's
+configuration as the backend holds it. The test then makes the worker and scheduler pods
+from that configuration with dask-gateway's own KubeController.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,8 +24,8 @@ from dask_gateway_server.utils import FrozenAttrDict
 from buildtool.errors import SpecError
 from buildtool.helm import generate_helm_values, write_helm_values
 from buildtool.sitesettings import load_site_settings
+from devsupport.chart import ChartGateway, chart_gateway
 from devsupport.published import write_published
-from devsupport.servers import free_port
 
 GIB = 2**30
 PUBLISHED = ("e2e", "physlite")
@@ -44,91 +36,6 @@ cluster_options:
   scheduler_cores: {min: 0.5, default: 0.5, max: 1}
   scheduler_memory: {min: 1, default: 3, max: 4}
 """
-
-PREAMBLE = """\
-# The test's part: where to listen, and a local backend with KubeBackend's cluster config.
-import json
-import pathlib
-
-from dask_gateway_server.backends.kubernetes.backend import KubeClusterConfig
-from dask_gateway_server.backends.local import LocalClusterConfig, UnsafeLocalBackend
-
-RECORDS = pathlib.Path({records!r})
-
-
-class KubeShapedClusterConfig(KubeClusterConfig, LocalClusterConfig):
-    pass
-
-
-class RecordingBackend(UnsafeLocalBackend):
-    async def do_start_cluster(self, cluster):
-        (RECORDS / (cluster.name + ".json")).write_text(json.dumps(dict(cluster.config)))
-        async for state in super().do_start_cluster(cluster):
-            yield state
-
-
-c.DaskGateway.address = "127.0.0.1:{api_port}"
-c.Proxy.address = "127.0.0.1:{public_port}"
-c.DaskGateway.backend_class = RecordingBackend
-c.RecordingBackend.cluster_config_class = KubeShapedClusterConfig
-c.LocalBackend.clusters_directory = {clusters!r}
-c.ClusterConfig.scheduler_cmd = [{python!r}, "-m", "dask", "scheduler"]
-c.ClusterConfig.worker_cmd = [{python!r}, "-m", "dask", "worker"]
-
-# The generated values' extraConfig.optionHandler, verbatim:
-"""
-
-#: A user's notebook code: the deployment's snippet, then what each attempt gave.
-CLIENT = """
-import json, sys
-from dask_gateway import GatewayCluster
-
-results = []
-for kwargs in json.loads(sys.argv[1]):
-    try:
-        cluster = GatewayCluster(**kwargs)
-    except Exception as exc:
-        results.append({"error": f"{type(exc).__name__}: {exc}"})
-    else:
-        results.append({"cluster": cluster.name})
-        cluster.shutdown()
-print(json.dumps(results))
-"""
-
-
-@dataclass
-class Gateway:
-    address: str
-    records: Path
-    log: Path
-
-    def attempts(self, *kwargs: dict, env: dict[str, str] | None = None) -> list[dict]:
-        """Run the notebook code once per set of keyword arguments, as user alice, each in
-        a process of its own: a client that starts and stops distributed's event loop
-        several times in one process trips over its LoopRunner now and then (`assert loop
-        is not None`, distributed 2026.8), which is not what these tests are about."""
-        results = []
-        for one in kwargs:
-            result = subprocess.run(
-                [sys.executable, "-c", CLIENT, json.dumps([one])],
-                env={
-                    **os.environ,
-                    "DASK_GATEWAY__ADDRESS": self.address,
-                    "DASK_GATEWAY__AUTH__TYPE": "basic",
-                    "JUPYTERHUB_USER": "alice",
-                    **(env or {}),
-                },
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert result.returncode == 0, result.stderr + self.log.read_text()[-3000:]
-            results += json.loads(result.stdout)
-        return results
-
-    def config(self, cluster: str) -> dict:
-        """The cluster's configuration as the backend holds it."""
-        return json.loads((self.records / f"{cluster}.json").read_text())
 
 
 @pytest.fixture
@@ -145,53 +52,9 @@ def values(envroot: Path, tmp_path: Path, published: dict[str, dict]) -> dict:
 
 
 @pytest.fixture
-def gateway(values: dict, tmp_path: Path) -> Iterator[Gateway]:
-    records, clusters = tmp_path / "records", tmp_path / "clusters"
-    records.mkdir()
-    api_port, public_port = free_port(), free_port()
-    config = tmp_path / "dask_gateway_config.py"
-    config.write_text(
-        PREAMBLE.format(
-            records=str(records),
-            clusters=str(clusters),
-            python=sys.executable,
-            api_port=api_port,
-            public_port=public_port,
-        )
-        + values["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
-    )
-    log = tmp_path / "gateway.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "dask_gateway_server", "-f", str(config)],
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not _healthy(public_port):
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield Gateway(f"http://127.0.0.1:{public_port}", records, log)
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+def gateway(values: dict, tmp_path: Path) -> Iterator[ChartGateway]:
+    with chart_gateway(values, tmp_path / "gateway") as running:
+        yield running
 
 
 def _pod(config: dict, worker: bool) -> dict:
@@ -201,7 +64,7 @@ def _pod(config: dict, worker: bool) -> dict:
 
 
 def test_the_deployments_snippet_starts_the_matched_worker_with_its_resources(
-    gateway: Gateway, published: dict[str, dict]
+    gateway: ChartGateway, published: dict[str, dict]
 ) -> None:
     e2e, physlite = (published[name]["images"] for name in PUBLISHED)
     by_content_tag = f"{e2e['worker']['repository']}:{published['e2e']['content_tag']}"
@@ -237,7 +100,7 @@ def test_the_deployments_snippet_starts_the_matched_worker_with_its_resources(
 
 
 def test_the_notebook_pods_own_image_option_needs_no_image_argument(
-    gateway: Gateway, values: dict, published: dict[str, dict]
+    gateway: ChartGateway, values: dict, published: dict[str, dict]
 ) -> None:
     """In a notebook pod the profile's environment names the image; users pass resources."""
     profile = values["jupyterhub"]["singleuser"]["profileList"][1]
@@ -256,7 +119,7 @@ def test_the_notebook_pods_own_image_option_needs_no_image_argument(
 
 
 def test_unpublished_images_and_over_limit_requests_are_refused(
-    gateway: Gateway, published: dict[str, dict]
+    gateway: ChartGateway, published: dict[str, dict]
 ) -> None:
     e2e = published["e2e"]
     date_tagged = f"{e2e['images']['worker']['repository']}:{e2e['date_tag']}"
