@@ -34,25 +34,25 @@ manifest, or with several platforms the image index (the files are the same for 
 platform). Its config is the empty descriptor and each file is one layer (`text/plain`,
 `application/yaml`) named by the `org.opencontainers.image.title` annotation, the layout
 ORAS uses, so `oras pull REPO@<artifact digest>` writes the two files by name. As for the
-SBOMs (`buildtool/sbom.py`), it is also listed under the referrers tag schema
+SBOMs (`buildtool/artifacts.py`), it is also listed under the referrers tag schema
 (`sha256-<hex>`), which is how `fetch_client_files` finds it on any registry.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from packaging.version import InvalidVersion, Version
 
+from buildtool import artifacts
+from buildtool.artifacts import ArtifactFile
 from buildtool.errors import SpecError
 from buildtool.files import write_if_changed
 from buildtool.lockfile import LockedPackage, LockFile, PipLockedPackage
-from buildtool.oci import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
+from buildtool.oci import Blob
 from buildtool.registry import Registry
-from buildtool.sbom import EMPTY_CONFIG, referrers_tag
 from compat.names import CONDA_TO_PYPI, from_conda, normalize
 from compat.rules import OPTIONAL, PYTHON, REQUIRED
 
@@ -60,7 +60,6 @@ REQUIREMENTS_FILE = "client-requirements.txt"
 ENVIRONMENT_FILE = "client-environment.yml"
 CLIENT_DIR = "client"  # build/<env>/client/
 ARTIFACT_TYPE = "application/vnd.daskhub.client.v1"
-TITLE = "org.opencontainers.image.title"
 MEDIA_TYPES = {REQUIREMENTS_FILE: "text/plain", ENVIRONMENT_FILE: "application/yaml"}
 GATEWAY = "dask-gateway"
 # The first line of both files begins with it (`buildtool docs` removes only such files).
@@ -250,62 +249,29 @@ def client_files(name: str, lock: LockFile, lock_path: Path) -> dict[str, str]:
 # -- the registry ----------------------------------------------------------------------
 
 
-def attach(registry: Registry, name: str, subject: Blob, files: dict[str, str]) -> str:
-    """Push the files as one artifact whose subject is `subject`; list it as a referrer
-    under the referrers tag schema. Returns the artifact manifest's digest."""
-    layers = [Blob.of(files[f].encode(), MEDIA_TYPES[f]) for f in MEDIA_TYPES]
-    manifest = Blob.of(
-        canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "artifactType": ARTIFACT_TYPE,
-                "config": EMPTY_CONFIG.descriptor(),
-                "layers": [
-                    layer.descriptor(annotations={TITLE: filename})
-                    for filename, layer in zip(MEDIA_TYPES, layers, strict=True)
-                ],
-                "subject": subject.descriptor(),
-            }
-        ),
-        OCI_MANIFEST,
-    )
-    for blob in (EMPTY_CONFIG, *layers):
-        registry.push_blob(name, blob)
-    registry.put_manifest(name, manifest.digest, manifest)
-    tag = referrers_tag(subject.digest)
-    listed = registry.get_manifest(name, tag)
-    entries = json.loads(listed)["manifests"] if listed else []
-    entries = [e for e in entries if e["digest"] != manifest.digest]
-    entries.append(manifest.descriptor(artifactType=ARTIFACT_TYPE))
-    index = Blob.of(
-        canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}),
-        OCI_INDEX,
-    )
-    registry.put_manifest(name, tag, index)
-    return manifest.digest
+def attach(
+    registry: Registry,
+    name: str,
+    subject: Blob,
+    files: dict[str, str],
+    mount_from: str | None = None,
+) -> str:
+    """Push the files as one artifact whose subject is `subject` (mounting them from
+    repository `mount_from` when it has them). Returns the artifact manifest's digest."""
+    attached = [ArtifactFile(f, MEDIA_TYPES[f], files[f].encode()) for f in MEDIA_TYPES]
+    return artifacts.attach(registry, name, subject, ARTIFACT_TYPE, attached, mount_from=mount_from)
 
 
 def fetch_client_files(registry: Registry, name: str, digest: str) -> dict[str, str]:
     """The client files attached to image `name@digest`: file name -> text.
 
-    Through the referrers tag schema; only the two known file names are returned (a
-    title is never used as a path). Empty when nothing is attached; the last listed
-    artifact wins if there are several."""
-    text = registry.get_manifest(name, referrers_tag(digest))
-    listed = json.loads(text)["manifests"] if text else []
+    Only the two known file names are returned (a title is never used as a path). Empty
+    when nothing is attached; the last listed artifact wins if there are several."""
     files: dict[str, str] = {}
-    for entry in listed:
-        if entry.get("artifactType") != ARTIFACT_TYPE:
-            continue
-        manifest = json.loads(registry.get_manifest(name, entry["digest"]) or "{}")
-        found = {}
-        for layer in manifest.get("layers", []):
-            title = layer.get("annotations", {}).get(TITLE)
-            if title in MEDIA_TYPES:
-                found[title] = registry.get_blob(name, layer["digest"]).decode()
-        if found:
-            files = found
+    for found in artifacts.fetch(registry, name, digest, ARTIFACT_TYPE):
+        known = {title: f.data.decode() for title, f in found.items() if title in MEDIA_TYPES}
+        if known:
+            files = known
     return files
 
 

@@ -7,18 +7,14 @@ in its system layers (`pkg:deb/debian/...`). The image itself is the SBOM's subj
 the digest users pull (the index's when there are several platforms). Everything is
 derived from the lock and the image, so the same pair always gives the same document.
 
-In the registry an SBOM is an OCI artifact whose `subject` is the platform's image
-manifest, so a registry with the referrers API lists it there by itself; it is also
-listed under the referrers tag schema (an index under the tag `sha256-<hex>`), which
-every registry can hold and which is how it is fetched here: one path, tested against the
-local registry (which has no referrers API). The cyclonedx-python-lib library writes the
+In the registry an SBOM is an OCI artifact (`artifacts.py`) whose `subject` is the
+platform's image manifest. The cyclonedx-python-lib library writes the
 document and validates it against the CycloneDX schema.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -30,14 +26,15 @@ from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from packageurl import PackageURL
 
+from buildtool import artifacts
+from buildtool.artifacts import ArtifactFile
 from buildtool.errors import BuildToolError
 from buildtool.lockfile import LockedPackage
-from buildtool.oci import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
+from buildtool.oci import Blob
 from buildtool.registry import Registry
 from compat.vocabulary import PLATFORMS
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
-EMPTY_CONFIG = Blob.of(b"{}", "application/vnd.oci.empty.v1+json")
 
 
 @dataclass(frozen=True)
@@ -144,55 +141,19 @@ def sbom_json(image: ImageContents) -> str:
     return text + "\n"
 
 
-def referrers_tag(digest: str) -> str:
-    return digest.replace(":", "-")
-
-
 def attach(registry: Registry, name: str, subject: Blob, document: str, platform: str) -> str:
     """Push the SBOM as an artifact whose subject is `subject`; list it as a referrer."""
-    layer = Blob.of(document.encode(), MEDIA_TYPE)
-    manifest = Blob.of(
-        canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "artifactType": MEDIA_TYPE,
-                "config": EMPTY_CONFIG.descriptor(),
-                "layers": [layer.descriptor()],
-                "subject": subject.descriptor(),
-                "annotations": {"io.daskhub.platform": platform},
-            }
-        ),
-        OCI_MANIFEST,
+    file = ArtifactFile(f"sbom-{platform}.cdx.json", MEDIA_TYPE, document.encode())
+    return artifacts.attach(
+        registry, name, subject, MEDIA_TYPE, [file], {"io.daskhub.platform": platform}
     )
-    for blob in (EMPTY_CONFIG, layer):
-        registry.push_blob(name, blob)
-    registry.put_manifest(name, manifest.digest, manifest)
-    tag = referrers_tag(subject.digest)
-    listed = registry.get_manifest(name, tag)
-    entries = json.loads(listed)["manifests"] if listed else []
-    entry = manifest.descriptor(
-        artifactType=MEDIA_TYPE, annotations={"io.daskhub.platform": platform}
-    )
-    entries = [e for e in entries if e["digest"] != manifest.digest] + [entry]
-    index = Blob.of(
-        canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}),
-        OCI_INDEX,
-    )
-    registry.put_manifest(name, tag, index)
-    return manifest.digest
 
 
 def fetch(registry: Registry, name: str, subject: str) -> list[str]:
     """The SBOM documents attached to `subject`, through the referrers tag schema."""
-    text = registry.get_manifest(name, referrers_tag(subject))
-    listed = json.loads(text)["manifests"] if text else []
-    documents = []
-    for entry in listed:
-        if entry.get("artifactType") != MEDIA_TYPE:
-            continue
-        manifest = json.loads(registry.get_manifest(name, entry["digest"]) or "{}")
-        for layer in manifest.get("layers", []):
-            if layer["mediaType"] == MEDIA_TYPE:
-                documents.append(registry.get_blob(name, layer["digest"]).decode())
-    return documents
+    return [
+        file.data.decode()
+        for found in artifacts.fetch(registry, name, subject, MEDIA_TYPE)
+        for file in found.values()
+        if file.media_type == MEDIA_TYPE
+    ]
