@@ -1,6 +1,7 @@
 """Which conda packages share an image layer: a stable plan, so a change moves few bytes.
 
-Each image gets a fixed number of layer slots (`Budget`). Within them:
+Each image gets a fixed number of layer slots (`Budget`), `EXTENSION_RESERVE` of the
+`MAX_LAYERS` being left for an extension pair's packages. Within them:
 
 - **own layers**: packages of at least `LARGE` installed bytes get a layer each, the
   largest first, up to half the slots; a new numpy is then one layer, not the environment;
@@ -31,6 +32,9 @@ MAX_LAYERS = 64
 LARGE = 8 * 1024 * 1024
 # The share of the conda layers that the notebook's own packages get (the rest: worker).
 NOTEBOOK_SHARE = 1 / 3
+# Layers a site pair leaves free for an extension pair (a user's packages on top of it,
+# `buildtool/extend.py`): its own layers and groups, and its pip wheels.
+EXTENSION_RESERVE = 4
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,15 @@ class Budget:
 
     @classmethod
     def after(cls, fixed_layers: int) -> Budget:
-        """Split what `MAX_LAYERS` leaves after the base and system layers of both images."""
-        free = MAX_LAYERS - fixed_layers
+        """Split what `MAX_LAYERS` leaves after the base and system layers of both images
+        and the extension reserve."""
+        free = MAX_LAYERS - EXTENSION_RESERVE - fixed_layers
         if free < 4:
             raise BuildToolError(
                 f"the base image and system stages have {fixed_layers} layers, which leaves "
                 f"{max(free, 0)} of the {MAX_LAYERS} an image may have for the conda packages "
-                "(at least 4 are needed): use a base image with fewer layers"
+                f"({EXTENSION_RESERVE} more are kept for extension pairs; at least 4 are "
+                "needed): use a base image with fewer layers"
             )
         notebook = max(2, int(free * NOTEBOOK_SHARE))
         return cls(worker=free - notebook, notebook=notebook)

@@ -40,7 +40,10 @@ TEMPLATES = Path(str(resources.files("buildtool") / "dockerfiles"))
 BASE_APT = ["tini", "ca-certificates"]
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 # Bumped when the assembly lays out images differently, so that the content tag moves.
-ASSEMBLY = f"layers-v1 max={layers.MAX_LAYERS} large={layers.LARGE} nb={layers.NOTEBOOK_SHARE}"
+ASSEMBLY = (
+    f"layers-v2 max={layers.MAX_LAYERS} reserve={layers.EXTENSION_RESERVE} "
+    f"large={layers.LARGE} nb={layers.NOTEBOOK_SHARE}"
+)
 
 
 @dataclass

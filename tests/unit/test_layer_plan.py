@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from buildtool.errors import BuildToolError
-from buildtool.layers import LARGE, MAX_LAYERS, Budget, Package, plan_layers
+from buildtool.layers import EXTENSION_RESERVE, LARGE, MAX_LAYERS, Budget, Package, plan_layers
 
 SMALL = [Package(f"pkg-{index:03d}", 10_000 + index) for index in range(120)]
 BIG = [Package("numpy", 60 * LARGE // 8), Package("libllvm", 12 * LARGE), Package("scipy", LARGE)]
@@ -43,9 +43,9 @@ def test_adding_or_bumping_a_package_moves_no_other_package() -> None:
 
 def test_the_budget_splits_what_the_base_leaves_and_a_full_base_is_one_line() -> None:
     budget = Budget.after(10)
-    assert budget.worker + budget.notebook == MAX_LAYERS - 10
+    assert budget.worker + budget.notebook == MAX_LAYERS - EXTENSION_RESERVE - 10
     assert budget.worker > budget.notebook >= 2
     with pytest.raises(BuildToolError) as raised:
-        Budget.after(MAX_LAYERS - 2)
+        Budget.after(MAX_LAYERS - EXTENSION_RESERVE - 2)
     message = str(raised.value)
-    assert "\n" not in message and "62 layers" in message and "fewer layers" in message
+    assert "\n" not in message and "58 layers" in message and "fewer layers" in message
