@@ -67,12 +67,16 @@ class AssembledPair:
     platform: str
     worker: Image
     notebook: Image
+    # What owns each file of the prefix (relative to it), in the notebook image: a conda
+    # package's name, or one of the layers that hold no package ("pip (worker)", ...).
+    # Published with the lock, so an extension pair can check it overwrites nothing.
+    owners: dict[str, list[str]]
 
     def image(self, role: str) -> Image:
         return of_role(self, role)
 
 
-def _records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> list:
+def locked_records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> list:
     environment = rattler.LockFile.from_path(lock_path).default_environment()
     if environment is None:
         raise BuildToolError(f"{lock_path}: no default environment")
@@ -93,10 +97,16 @@ def _records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> lis
 
 
 def install(
-    lock_path: Path, platform: str, packages: list[LockedPackage], stage: Path, cache: Path
+    lock_path: Path,
+    platform: str,
+    packages: list[LockedPackage],
+    stage: Path,
+    cache: Path,
+    reporter: rattler.InstallerReporter | None = None,
 ) -> None:
-    """A fresh staging prefix holding exactly `packages`, patched for PREFIX."""
-    records = _records(lock_path, platform, packages)
+    """A fresh staging prefix holding exactly `packages`, patched for PREFIX; `reporter`
+    hears of every download."""
+    records = locked_records(lock_path, platform, packages)
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
@@ -111,6 +121,7 @@ def install(
                 client=channel_client(TIMEOUT),
                 show_progress=False,
                 execute_link_scripts=False,
+                reporter=reporter,
             )
         )
     except Exception as exc:  # rattler's errors carry the URL or the file that failed
@@ -184,35 +195,35 @@ def _describe(packages: list[Installed]) -> str:
     return "conda: " + ", ".join(f"{p.name} {p.version} {p.build}" for p in packages)
 
 
-def _pip_layer(
+def pip_layer(
     stage: Path,
     locked: list[PipLockedPackage],
     platform: str,
-    installed: dict[str, Installed],
+    python: str,
     clamp: int,
     wheel_cache: Path,
     store: BlobStore,
-) -> Layer:
-    """The image's locked wheels as one layer on top of its conda layers."""
-    python = installed["python"].version
+) -> tuple[Layer, list[str]]:
+    """The image's locked wheels as one layer on top of its conda layers, and its files."""
     wheels = fetch_wheels(locked, platform, python, wheel_cache)
     files = install_wheels(wheels, stage, PREFIX, ".".join(python.split(".")[:2]))
     wheel = Installed("pip", "", "", None, tuple(files), 0, clamp)
     pins = sorted(f"{w.name}=={w.version}" for w in locked)
-    return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins))
+    return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins)), files
 
 
 def _checks_layer(
     stage: Path, installed: dict[str, Installed], clamp: int, store: BlobStore
-) -> Layer:
-    """The version checks (`versionchecks.py`) as the worker image's last layer."""
+) -> tuple[Layer, list[str]]:
+    """The version checks (`versionchecks.py`) as the worker image's last layer, and its
+    files."""
     python = ".".join(installed["python"].version.split(".")[:2])
     files = versionchecks.write(stage, python)
     checks = Installed("daskhub-compat", "", "", None, tuple(files), 0, clamp)
-    return store.write_layer(_entries(stage, [checks]), clamp, "version checks: compat")
+    return store.write_layer(_entries(stage, [checks]), clamp, "version checks: compat"), files
 
 
-def _layers(
+def package_layers(
     stage: Path, installed: dict[str, Installed], names: list[str], slots: int, store: BlobStore
 ) -> list[Layer]:
     plan = plan_layers([Package(n, installed[n].size) for n in names], slots)
@@ -259,21 +270,26 @@ def assemble(
         raise BuildToolError(f"{stage}: {missing[0]} was not installed")
     fixed = len(system.worker.layers) + len(system.notebook_extra)
     budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins) + 1)
-    worker_layers = _layers(stage, installed, worker_names, budget.worker, store)
-    notebook_layers = _layers(stage, installed, notebook_names, budget.notebook, store)
+    worker_layers = package_layers(stage, installed, worker_names, budget.worker, store)
+    notebook_layers = package_layers(stage, installed, notebook_names, budget.notebook, store)
+    owners = {
+        name: [*package.files, *([package.record] if package.record else [])]
+        for name, package in installed.items()
+    }
     for role, names, layers in (
         ("worker", worker_names, worker_layers),
         ("notebook", notebook_names, notebook_layers),
     ):
         if pip.get(role):
             clamp = max(installed[n].built for n in names)
-            layers.append(
-                _pip_layer(
-                    stage, pip[role], platform, installed, clamp, cache.parent / "wheels", store
-                )
+            python = installed["python"].version
+            layer, owners[f"pip ({role})"] = pip_layer(
+                stage, pip[role], platform, python, clamp, cache.parent / "wheels", store
             )
+            layers.append(layer)
     clamp = max(installed[n].built for n in worker_names)
-    worker_layers.append(_checks_layer(stage, installed, clamp, store))
+    layer, owners["version checks"] = _checks_layer(stage, installed, clamp, store)
+    worker_layers.append(layer)
     worker = Image(platform, system.worker.config, (*system.worker.layers, *worker_layers))
     notebook = Image(
         platform,
@@ -282,4 +298,4 @@ def assemble(
     )
     for role, image in (("worker", worker), ("notebook", notebook)):
         check_layers(image, f"{role} image ({platform})")
-    return AssembledPair(platform, worker, notebook)
+    return AssembledPair(platform, worker, notebook, owners)

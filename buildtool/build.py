@@ -35,6 +35,9 @@ from compat.vocabulary import ROLES, host_platform
 logger = logging.getLogger(__name__)
 
 IMAGES_FILE = "images.json"
+# What owns each file of the prefix, per platform (`AssembledPair.owners`); `publish`
+# attaches it to the images with their lock.
+FILES_FILE = "files.json"
 
 
 def date_tag() -> str:
@@ -109,6 +112,7 @@ def build_pair(
     store = store or store_for(pair)
     images: dict[str, dict[str, Image]] = {}
     apt: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    owners: dict[str, dict[str, list[str]]] = {}
     for platform in pair.platforms:
         started = time.monotonic()
         system = build_system(
@@ -141,6 +145,7 @@ def build_pair(
                 store,
             )
         images[platform] = {role: assembled.image(role) for role in ROLES}
+        owners[platform] = assembled.owners
         apt[platform] = {"worker": system.worker.apt, "notebook": system.notebook.apt}
         # What ran where: another platform's system steps run under emulation (qemu);
         # its conda layers are laid out on this host like this platform's.
@@ -152,6 +157,7 @@ def build_pair(
     built = BuiltPair(pair.content_tag, images, apt)
     if load:
         write_atomic(Path(pair.directory) / IMAGES_FILE, built.to_json())
+        write_atomic(Path(pair.directory) / FILES_FILE, json.dumps(owners, sort_keys=True))
         load_pair(pair, built, store)
     return built
 

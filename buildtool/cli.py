@@ -13,6 +13,7 @@ from buildtool import lock as locking
 from buildtool.build import build_pair
 from buildtool.docs import generate_docs
 from buildtool.errors import BuildToolError
+from buildtool.extend import check_extension_lock, publish_extension
 from buildtool.files import write_atomic, write_if_changed
 from buildtool.helm import (
     CHARTS_FILE,
@@ -25,12 +26,19 @@ from buildtool.helm import (
 from buildtool.imagetest import test_pair
 from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
-from buildtool.lockfile import dump_lock, read_lock
+from buildtool.lockfile import LockFile, dump_lock, read_lock
+from buildtool.parent import read_parent, resolve_from
 from buildtool.plan import plan, plan_json
 from buildtool.publish import publish
 from buildtool.published import read_published
 from buildtool.render import RenderedPair, render
-from buildtool.spec import check_environment_name, environment_names, load_environment
+from buildtool.spec import (
+    check_environment_name,
+    environment_names,
+    is_extension,
+    load_environment,
+    load_extension,
+)
 from buildtool.verify import verify
 from compat.vocabulary import PLATFORMS, ROLES
 
@@ -53,23 +61,51 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    envs = [load_environment(args.root, name) for name in _names(args)]
+    names = _names(args)
+    extensions = {name for name in names if is_extension(args.root, name)}
+    envs = [load_environment(args.root, name) for name in names if name not in extensions]
     if args.check:
         for env in envs:
             locking.check_lock(env)
             print(f"{env.name}: lock is up to date with its spec")
+        for name in sorted(extensions):
+            check_extension_lock(load_extension(args.root, name))
+            print(f"{name}: lock is up to date with its spec")
         return 0
     for env in envs:
-        old = read_lock(env.lock_path) if env.lock_path.exists() else None
-        lock = locking.lock_environment(env, args.channel, args.platform)
-        text = dump_lock(lock)
-        write_if_changed(env.lock_path, text)
-        changes = diff_locks(old, lock)
-        diff_path = args.build_dir / env.name / "lock-diff.md"
-        write_atomic(diff_path, diff_markdown(env.name, changes))
-        print(diff_text(env.name, changes))
-        print(f"wrote {env.lock_path} ({len(lock.package)} packages) and {diff_path}")
+        _write_lock(
+            args,
+            env.name,
+            env.lock_path,
+            locking.lock_environment(env, args.channel, args.platform),
+        )
+    for name in sorted(extensions):
+        if args.channel or args.platform:
+            raise BuildToolError(
+                f"{name}: an extension takes its channels and platforms from its parent; "
+                "--channel and --platform do not apply"
+            )
+        ext = load_extension(args.root, name)
+        parent = read_parent(resolve_from(ext.parent, args.build_dir))
+        lock = locking.lock_extension(ext, parent)
+        # The first lock's diff is against the parent's: what the extension adds.
+        _write_lock(
+            args, name, ext.lock_path, lock, None if ext.lock_path.exists() else parent.lock
+        )
     return 0
+
+
+def _write_lock(
+    args: argparse.Namespace, name: str, path: Path, lock: LockFile, old: LockFile | None = None
+) -> None:
+    """Write a lock and its diff against the lock it replaces (or `old`)."""
+    old = read_lock(path) if path.exists() else old
+    write_if_changed(path, dump_lock(lock))
+    changes = diff_locks(old, lock)
+    diff_path = args.build_dir / name / "lock-diff.md"
+    write_atomic(diff_path, diff_markdown(name, changes))
+    print(diff_text(name, changes))
+    print(f"wrote {path} ({len(lock.package)} packages) and {diff_path}")
 
 
 def _base_images(values: list[str] | None) -> dict[str, str]:
@@ -126,6 +162,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _publish_one(args: argparse.Namespace, name: str) -> None:
+    if is_extension(args.root, name):
+        ext = load_extension(args.root, name)
+        publication = publish_extension(ext, args.registry, args.build_dir)
+        for role in ROLES:
+            print(f"{role}: {publication.images.image(role).ref}")
+        print(f"bytes pushed: {publication.bytes_pushed}")
+        print(f"bytes fetched: {publication.bytes_fetched}")
+        return
     pair = _render(args, name)
     publication = publish(
         pair,

@@ -16,11 +16,13 @@ import hashlib
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import rattler
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from buildtool import grammar
@@ -38,8 +40,9 @@ from buildtool.lockfile import (
     PipLockedPackage,
     read_lock,
 )
-from buildtool.spec import Environment
-from buildtool.specfile import DEFAULT_VIRTUAL_PACKAGES, Requirement
+from buildtool.parent import Parent
+from buildtool.spec import Environment, Extension
+from buildtool.specfile import DEFAULT_VIRTUAL_PACKAGES, SPEC_FILE, Requirement
 from buildtool.wheels import find_wheel, parse_pin
 from compat.vocabulary import PLATFORMS
 
@@ -120,10 +123,12 @@ def solve_with_rattler(
     channels: Sequence[str],
     platform: str,
     declared_virtual: dict[str, str] | None = None,
+    pinned: Sequence[rattler.RepoDataRecord] = (),
 ) -> list[SolvedPackage]:
     """Solve in-process with py-rattler; works offline against file:// channels.
 
-    `declared_virtual` (`{"__cuda": "12.6"}`) adds to the default virtual packages.
+    `declared_virtual` (`{"__cuda": "12.6"}`) adds to the default virtual packages;
+    `pinned` records are held as installed, never changed (an extension's parent).
     """
     from rattler import BuildString, Channel, GenericVirtualPackage, PackageName, Version
     from rattler.exceptions import GatewayError, SolverError
@@ -144,6 +149,7 @@ def solve_with_rattler(
                 specs=list(specs),
                 platforms=[rattler.Subdir(platform), rattler.Subdir("noarch")],
                 virtual_packages=packages,
+                pinned_packages=list(pinned),
                 gateway=rattler.Gateway(client=channel_client(FETCH_TIMEOUT)),
             )
         )
@@ -433,3 +439,159 @@ def check_lock(env: Environment) -> None:
             f"{env.lock_path} is out of date for {', '.join(stale)}: the spec "
             f"({', '.join(str(f) for f in env.files)}) changed; run `buildtool lock {env.name}`"
         )
+
+
+# -- extension pairs -------------------------------------------------------------------
+
+
+def _parent_records(parent: Parent, platform: str) -> list[rattler.RepoDataRecord]:
+    """The parent lock's conda records of `platform`, as rattler reads them."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "conda-lock.yml"
+        path.write_text(parent.lock_text)
+        environment = rattler.LockFile.from_path(path).default_environment()
+    subdir = next(p for p in environment.platforms() if p.name == platform)  # type: ignore[union-attr]
+    return list(environment.conda_repodata_records_for_platform(subdir) or [])  # type: ignore[union-attr]
+
+
+def _conflict(
+    ext: Extension,
+    parent_name: str,
+    held: dict[str, rattler.RepoDataRecord],
+    channels: Sequence[str],
+    platform: str,
+) -> str | None:
+    """The one line that says which addition cannot live with which parent package: the
+    addition, the parent's package and locked version, and what the addition needs."""
+    gateway = rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
+    sources = [rattler.Channel(channel_url(c)) for c in channels]
+    subdirs = [rattler.Subdir(platform), rattler.Subdir("noarch")]
+    for requirement in ext.dependencies:
+        spec = rattler.MatchSpec(requirement.spec)
+        name = requirement.name
+        if name in held:
+            if not spec.matches(held[name]):
+                return (
+                    f"the addition {requirement.spec!r} needs {name} {spec.version}, but "
+                    f"{parent_name} holds {name} {held[name].version}"
+                )
+            continue
+        found = asyncio.run(gateway.query(sources, subdirs, [name], recursive=False))
+        candidates = sorted(
+            (r for records in found for r in records if spec.matches(r)),
+            key=lambda r: (r.version, r.build_number),
+            reverse=True,
+        )
+        if not candidates:
+            return f"the addition {requirement.spec!r} is in none of the channels for {platform}"
+        clashes = []
+        for candidate in candidates:
+            clash = next(
+                (
+                    (dep, held[_dep_name(dep)])
+                    for dep in candidate.depends
+                    if _dep_name(dep) in held
+                    and not rattler.MatchSpec(dep).matches(held[_dep_name(dep)])
+                ),
+                None,
+            )
+            if clash is None:
+                break
+            clashes.append((candidate, clash))
+        else:
+            candidate, (dep, record) = clashes[0]
+            return (
+                f"the addition {requirement.spec!r} ({name} {candidate.version}, the newest) "
+                f"needs {dep}, but {parent_name} holds {record.name.normalized} {record.version}"
+            )
+    return None
+
+
+def _extension_pip(
+    ext: Extension, parent: Parent, platform: str, python: str
+) -> list[PipLockedPackage]:
+    """One wheel per added pip pin; a pin of a package the parent holds is a conflict."""
+    conda = {p.name: p for p in parent.lock.package if p.platform == platform}
+    pip = {canonicalize_name(p.name): p for p in parent.lock.pip if p.platform == platform}
+    records = []
+    for pin in ext.pip:
+        name, version = parse_pin(pin)
+        held = pip.get(canonicalize_name(name)) or conda.get(canonicalize_name(name))
+        if held is not None:
+            raise SolveError(
+                f"extension {ext.name!r}: the addition {pin!r} needs {name} =={version}, but "
+                f"{parent.environment} holds {held.name} {held.version}"
+            )
+        wheel = find_wheel(pin, platform, python)
+        records.append(
+            PipLockedPackage(
+                name=wheel.name,
+                version=wheel.version,
+                platform=platform,
+                url=wheel.url,
+                hash=PipHash(sha256=wheel.sha256),
+                category=WORKER_CATEGORY,
+                optional=False,
+            )
+        )
+    return records
+
+
+def lock_extension(ext: Extension, parent: Parent) -> LockFile:
+    """Solve only the additions, every record of the parent's lock held fixed (rattler's
+    pinned packages: same version, build and sha256), and return the child lock: the
+    parent's records unchanged, plus the new ones, in both images (category `main`)."""
+    platforms = list(parent.lock.metadata.platforms)
+    channels = [c.url for c in parent.lock.metadata.channels]
+    specs = [_without_channel(r.spec) for r in ext.dependencies]
+    added: list[LockedPackage] = []
+    added_pip: list[PipLockedPackage] = []
+    for platform in platforms:
+        records = _parent_records(parent, platform)
+        held = {r.name.normalized: r for r in records}
+        virtual = dict(
+            item.split("=", 1)
+            for item in (parent.lock.metadata.custom_metadata or {})
+            .get(f"virtual_packages.{platform}", "")
+            .split()
+        )
+        try:
+            solved = solve_with_rattler(specs, channels, platform, virtual, records)
+        except SolveError as exc:
+            line = _conflict(ext, parent.environment, held, channels, platform)
+            raise SolveError(
+                f"extension {ext.name!r} on {parent.environment} ({platform}): "
+                + (line or str(exc).splitlines()[0])
+            ) from None
+        for package in solved:
+            if package.name in held:
+                if package.sha256 != (held[package.name].sha256 or b"").hex():
+                    raise SolveError(
+                        f"extension {ext.name!r}: the solve moved the parent's {package.name}"
+                    )
+                continue
+            added.append(_locked(package, platform, True))
+        python = next(p.version for p in parent.lock.package if p.name == "python")
+        added_pip += _extension_pip(ext, parent, platform, python)
+    custom = dict(parent.lock.metadata.custom_metadata or {})
+    custom.update(
+        {
+            "parent.environment": parent.environment,
+            "parent.notebook": parent.notebook.ref,
+            "parent.worker": parent.worker.ref,
+            "parent.lock_sha256": parent.lock.content_sha(),
+            "added": " ".join(sorted({p.name for p in added} | {p.name for p in added_pip})),
+        }
+    )
+    metadata = LockMetadata(
+        content_hash={p: ext.content_hash(parent.notebook.digest) for p in platforms},
+        channels=parent.lock.metadata.channels,
+        platforms=platforms,
+        sources=[SPEC_FILE],
+        custom_metadata=custom,
+    )
+    return LockFile(
+        metadata=metadata,
+        package=[*parent.lock.package, *sorted(added, key=lambda p: (p.platform, p.name))],
+        pip=[*parent.lock.pip, *sorted(added_pip, key=lambda p: (p.platform, p.name))],
+    )

@@ -7,7 +7,8 @@
    registry holds is not sent again, and the notebook's shared layers are mounted from
    the worker repository. With several platforms, each image is an OCI index over one
    manifest per platform. Each image gets its SBOMs and the matching client's pins
-   (`buildtool/client.py`) attached. Tags are written last.
+   (`buildtool/client.py`) attached, and the lock it was built from with its file list
+   (`buildtool/parent.py`), which extension pairs are built on. Tags are written last.
 
 `build/<env>/published.json` records the references and digests, and
 `build/<env>/published-lock.yml` the lock that was published.
@@ -16,18 +17,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.build import BuiltPair, date_tag, store_for
+from buildtool.build import FILES_FILE, BuiltPair, date_tag, store_for
 from buildtool.client import attach as attach_client
 from buildtool.client import client_files
 from buildtool.errors import BuildToolError
 from buildtool.files import write_atomic
 from buildtool.lockfile import read_lock
 from buildtool.oci import Blob, Image, index
+from buildtool.parent import attach_lock
 from buildtool.published import (
     PUBLISHED_FILE,
     PUBLISHED_IMAGES_FILE,
@@ -162,12 +165,26 @@ def attach_client_files(
 ) -> None:
     """The matching client's pins (`buildtool/client.py`), attached to both images by the
     digest users pull: the same files for every platform."""
+    _, worker_name = split_reference(pair.worker.repository)
     for role in ROLES:
         _, name = split_reference(pair.image(role).repository)
-        attach_client(registry, name, pushed[role].top, files)
+        mount = worker_name if role == "notebook" else None
+        attach_client(registry, name, pushed[role].top, files, mount)
         logger.info(
             f"attached client pins to {pair.image(role).repository}@{pushed[role].top.digest}"
         )
+
+
+def attach_locks(registry: Registry, pair: RenderedPair, pushed: dict[str, PushedImage]) -> None:
+    """The lock and the file owners, attached to both images by the digest users pull:
+    what an extension pair is built on (`buildtool/parent.py`)."""
+    owners = json.loads((Path(pair.directory) / FILES_FILE).read_text())
+    _, worker_name = split_reference(pair.worker.repository)
+    for role in ROLES:
+        _, name = split_reference(pair.image(role).repository)
+        mount = worker_name if role == "notebook" else None
+        attach_lock(registry, name, pushed[role].top, pair.lock_path.read_text(), owners, mount)
+    logger.info(f"attached the lock to {pair.notebook.repository}@{pushed['notebook'].top.digest}")
 
 
 def publish(
@@ -211,6 +228,7 @@ def publish(
     pushed = push_images(registry, pair, built)
     attach_sboms(registry, pair, built, pushed)
     attach_client_files(registry, pair, pushed, client)
+    attach_locks(registry, pair, pushed)
     # Both images are complete in the registry: now, and only now, the tags.
     tags = [pair.content_tag, today]
     images = {}

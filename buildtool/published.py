@@ -58,9 +58,14 @@ class Published(StrictModel):
     images: PublishedImages
     bytes_pushed: int
     published_at: str
+    # An extension pair's (`extend.py`): its parent's notebook image by digest, the
+    # packages it adds, and the bytes of archives and wheels it fetched.
+    parent: str | None = None
+    added: list[str] = []
+    bytes_fetched: int | None = None
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2) + "\n"
+        return self.model_dump_json(indent=2, exclude_defaults=True) + "\n"
 
 
 def read_published(build_dir: Path, name: str) -> Published | None:

@@ -303,6 +303,24 @@ class Registry:
         if status != 201:
             raise BuildToolError(f"{name}: upload of {digest} failed ({status}): {body[:200]!r}")
 
+    def mount_blob(self, name: str, digest: str, mount_from: str) -> None:
+        """Make blob `digest` of repository `mount_from` part of `name` without sending it
+        (a cross-repository mount), or fail in one line: the bytes are not here to send."""
+        if self.blob_exists(name, digest):
+            return
+        scope = f"repository:{name}:pull,push"
+        status, headers, _ = self.request(
+            "POST", f"/v2/{name}/blobs/uploads/?mount={digest}&from={mount_from}", scope=scope
+        )
+        if status == 201:
+            return
+        if status == 202 and "Location" in headers:  # an upload session instead: close it
+            self.request("DELETE", headers["Location"], scope=scope, ok=(200, 202, 204, 404))
+        raise BuildToolError(
+            f"{self.host}: cannot mount {digest} from {mount_from} into {name} ({status}); "
+            "the credentials need pull access to the parent's repository"
+        )
+
     def put_manifest(self, name: str, reference: str, manifest: Blob) -> str:
         assert manifest.data is not None
         status, headers, body = self.request(

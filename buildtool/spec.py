@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import grammar
+from buildtool import grammar, yamlfile
 from buildtool.errors import SpecError
 from buildtool.pins import check_pins
 from buildtool.specfile import (
@@ -21,6 +21,7 @@ from buildtool.specfile import (
     DEFAULT_PLATFORMS,
     LOCK_FILE,
     SPEC_FILE,
+    ExtensionFile,
     ImageSpec,
     LoadedSpec,
     PackageLists,
@@ -212,8 +213,86 @@ def check_environment_name(root: Path, name: str) -> None:
 
 
 def environment_names(root: Path) -> list[str]:
-    """Every buildable (not abstract) environment under `root`."""
+    """Every buildable (not abstract) site environment under `root`; extensions (`from:`)
+    are a user's, built on a published pair, and are not listed."""
     names = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}"))
     for name in names:
         check_environment_name(root, name)
-    return [name for name in names if not load_spec_file(root / name / SPEC_FILE).spec.abstract]
+    return [
+        name
+        for name in names
+        if not is_extension(root, name)
+        and not load_spec_file(root / name / SPEC_FILE).spec.abstract
+    ]
+
+
+@dataclass
+class Extension:
+    """An extension's spec (`from:`): a user's packages on a published pair."""
+
+    name: str
+    root: Path
+    path: Path
+    parent: str  # `from`: a site environment's name or a notebook image reference
+    description: str
+    display_name: str
+    dependencies: list[Requirement]
+    pip: list[str]
+    imports: list[str]
+    notebook_repository: str
+    worker_repository: str
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / LOCK_FILE
+
+    def repository(self, role: str) -> str:
+        return self.notebook_repository if role == "notebook" else self.worker_repository
+
+    def content_hash(self, parent_digest: str) -> str:
+        """Hash of what the lock depends on: the additions and the parent, by digest."""
+        payload = {
+            "parent": parent_digest,
+            "dependencies": [r.spec for r in self.dependencies],
+            "pip": sorted(self.pip),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def is_extension(root: Path, name: str) -> bool:
+    """Whether `root/name/env.yaml` layers on a published pair (has `from:`)."""
+    check_environment_name(root, name)
+    path = root / name / SPEC_FILE
+    if not path.exists():
+        return False
+    data, _ = yamlfile.load(path, yamlfile.read_text(path, what="spec"), "the spec")
+    return "from" in data
+
+
+def load_extension(root: Path, name: str) -> Extension:
+    """Load and validate the extension `root/name/env.yaml`."""
+    check_environment_name(root, name)
+    path = root / name / SPEC_FILE
+    spec, lines = yamlfile.load_file(path, ExtensionFile, "the spec")
+    dependencies = [
+        Requirement(value, path, key_text(("dependencies", i)), lines.get(("dependencies", i)))
+        for i, value in enumerate(spec.dependencies)
+    ]
+    check_pins(dependencies)
+    return Extension(
+        name=name,
+        root=root,
+        path=path,
+        parent=spec.from_,
+        description=spec.description,
+        display_name=spec.display_name or name,
+        dependencies=dependencies,
+        pip=list(dict.fromkeys(spec.pip)),
+        imports=spec.imports,
+        notebook_repository=spec.notebook.image or f"jupyter-{name}",
+        worker_repository=spec.worker.image or f"dask-gateway-{name}",
+    )

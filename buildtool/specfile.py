@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from rattler import MatchSpec, Version
 from rattler.exceptions import InvalidMatchSpecError, InvalidVersionError
 
@@ -92,25 +92,48 @@ def _environment_name(name: str) -> str:
 EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
 
 
+def _pip_pins(v: list[str]) -> list[str]:
+    # pip packages are not solved, so only exact pins keep the pair reproducible.
+    return _check_pattern(v, grammar.PIP_PIN, "an exact pip pin (name==version)")
+
+
+def _module_names(v: list[str]) -> list[str]:
+    return _check_pattern(v, grammar.MODULE, "a Python module name")
+
+
+def _repository_name(v: str | None) -> str | None:
+    if v is not None and (len(v) > 128 or not grammar.REPOSITORY.fullmatch(v)):
+        raise ValueError(f"{v!r} is not a valid image repository name")
+    return v
+
+
+def _one_line(v: str | None) -> str | None:
+    # Control characters (newlines among them) are refused for every value on reading.
+    if v is None:
+        return v
+    if not v.strip():
+        raise ValueError("must be one non-empty line")
+    if len(v.strip()) > TEXT_MAX:
+        raise ValueError(f"must be one line of at most {TEXT_MAX} characters")
+    return v.strip()
+
+
+# The fields the specs of site environments and of extensions share.
+MatchSpecs = Annotated[list[str], AfterValidator(_check_matchspecs)]
+PipPins = Annotated[list[str], AfterValidator(_pip_pins)]
+ModuleNames = Annotated[list[str], AfterValidator(_module_names)]
+RepositoryName = Annotated[str | None, AfterValidator(_repository_name)]
+OneLine = Annotated[str, AfterValidator(_one_line)]
+
+
 class PackageLists(StrictModel):
     """Fields shared by the top level and the per-image sections."""
 
-    dependencies: list[str] = Field(default_factory=list)
-    pip: list[str] = Field(default_factory=list)
+    dependencies: MatchSpecs = Field(default_factory=list)
+    pip: PipPins = Field(default_factory=list)
     apt: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    imports: list[str] = Field(default_factory=list)
-
-    @field_validator("dependencies")
-    @classmethod
-    def _matchspecs(cls, v: list[str]) -> list[str]:
-        return _check_matchspecs(v)
-
-    @field_validator("pip")
-    @classmethod
-    def _pip_pins(cls, v: list[str]) -> list[str]:
-        # pip packages are not solved, so only exact pins keep the pair reproducible.
-        return _check_pattern(v, grammar.PIP_PIN, "an exact pip pin (name==version)")
+    imports: ModuleNames = Field(default_factory=list)
 
     @field_validator("apt")
     @classmethod
@@ -125,23 +148,11 @@ class PackageLists(StrictModel):
                 raise ValueError(f"{{{key}}} {key!r} is not a valid environment variable name")
         return v
 
-    @field_validator("imports")
-    @classmethod
-    def _module_names(cls, v: list[str]) -> list[str]:
-        return _check_pattern(v, grammar.MODULE, "a Python module name")
-
 
 class ImageSpec(PackageLists):
     """`notebook:` or `worker:`: what only that image gets, and its repository name."""
 
-    image: str | None = None
-
-    @field_validator("image")
-    @classmethod
-    def _image_name(cls, v: str | None) -> str | None:
-        if v is not None and (len(v) > 128 or not grammar.REPOSITORY.fullmatch(v)):
-            raise ValueError(f"{v!r} is not a valid image repository name")
-        return v
+    image: RepositoryName = None
 
 
 class BuildSpec(StrictModel):
@@ -181,8 +192,8 @@ def _check_virtual_map(value: Any, where: str) -> dict[str, str]:
 class SpecFile(PackageLists):
     """The schema of one `env.yaml`, before inheritance."""
 
-    description: str
-    display_name: str | None = None
+    description: OneLine
+    display_name: OneLine | None = None
     # An abstract spec is only extended: it is never locked or built on its own.
     abstract: bool = False
     extends: EnvironmentName | None = None  # a folder beside this one, never a path
@@ -212,18 +223,6 @@ class SpecFile(PackageLists):
         per_platform = {k: v for k, v in self.virtual_packages.items() if isinstance(v, dict)}
         common = {k: v for k, v in self.virtual_packages.items() if isinstance(v, str)}
         return common, per_platform
-
-    @field_validator("description", "display_name")
-    @classmethod
-    def _one_line(cls, v: str | None) -> str | None:
-        # Control characters (newlines among them) are refused for every value on reading.
-        if v is None:
-            return v
-        if not v.strip():
-            raise ValueError("must be one non-empty line")
-        if len(v.strip()) > TEXT_MAX:
-            raise ValueError(f"must be one line of at most {TEXT_MAX} characters")
-        return v.strip()
 
     @field_validator("channels")
     @classmethod
@@ -271,3 +270,47 @@ def load_spec_file(path: Path) -> LoadedSpec:
     """Parse and validate one `env.yaml`, without following `extends`."""
     spec, lines = yamlfile.load_file(path, SpecFile, "the spec")
     return LoadedSpec(path, spec, lines)
+
+
+def _from_value(value: str) -> str:
+    """`from:` an environment's name or a notebook image reference."""
+    problem = (
+        grammar.image_reference_problem(value)
+        if "/" in value
+        else grammar.environment_name_problem(value)
+    )
+    if problem:
+        raise ValueError(f"{problem}; name a site environment or its notebook image")
+    return value
+
+
+class ExtensionImage(StrictModel):
+    """`notebook:` or `worker:` of an extension: only its repository name."""
+
+    image: RepositoryName = None
+
+
+class ExtensionFile(StrictModel):
+    """The schema of an extension's `env.yaml`: a user's packages on a published pair.
+
+    `from` names the parent, like a Dockerfile's FROM: the pair is built on the parent's
+    images (`extends` builds on a spec and solves everything again). `on`, the other
+    name that suggests itself, is a boolean in YAML 1.1, which PyYAML reads (`on:` would
+    be the key `True`). What a pair built without a Docker engine cannot change is not
+    here: Debian packages, environment variables, channels, platforms and virtual
+    packages all come from the parent."""
+
+    from_: Annotated[str, AfterValidator(_from_value)] = Field(alias="from")
+    description: OneLine
+    display_name: OneLine | None = None
+    dependencies: MatchSpecs = Field(default_factory=list)
+    pip: PipPins = Field(default_factory=list)
+    imports: ModuleNames = Field(default_factory=list)
+    notebook: ExtensionImage = Field(default_factory=ExtensionImage)
+    worker: ExtensionImage = Field(default_factory=ExtensionImage)
+
+    @model_validator(mode="after")
+    def _adds_something(self) -> ExtensionFile:
+        if not self.dependencies and not self.pip:
+            raise ValueError("an extension adds dependencies or pip pins; this one adds none")
+        return self
