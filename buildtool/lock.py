@@ -27,7 +27,7 @@ from packaging.version import Version
 
 from buildtool import grammar
 from buildtool.client import disagreements, platform_versions
-from buildtool.errors import InputError, LockStaleError, SolveError
+from buildtool.errors import InputError, LockStaleError, SolveError, SpecError
 from buildtool.lockfile import (
     NOTEBOOK_CATEGORY,
     WORKER_CATEGORY,
@@ -454,55 +454,97 @@ def _parent_records(parent: Parent, platform: str) -> list[rattler.RepoDataRecor
     return list(environment.conda_repodata_records_for_platform(subdir) or [])  # type: ignore[union-attr]
 
 
+# How deep the search for the parent package an addition cannot live with goes.
+CONFLICT_DEPTH = 4
+
+
+class _Candidates:
+    """The channels' records of a package name on one platform, newest first, cached."""
+
+    def __init__(self, channels: Sequence[str], platform: str) -> None:
+        self.gateway = rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
+        self.sources = [rattler.Channel(channel_url(c)) for c in channels]
+        self.subdirs = [rattler.Subdir(platform), rattler.Subdir("noarch")]
+        self.known: dict[str, list[rattler.RepoDataRecord]] = {}
+
+    def __call__(self, spec: rattler.MatchSpec, name: str) -> list[rattler.RepoDataRecord]:
+        if name not in self.known:
+            found = asyncio.run(
+                self.gateway.query(self.sources, self.subdirs, [name], recursive=False)
+            )
+            self.known[name] = sorted(
+                (r for records in found for r in records),
+                key=lambda r: (r.version, r.build_number),
+                reverse=True,
+            )
+        return [r for r in self.known[name] if spec.matches(r)]
+
+
+def _blocked(
+    spec: str,
+    held: dict[str, rattler.RepoDataRecord],
+    candidates: _Candidates,
+    depth: int,
+) -> tuple[list[str], str, rattler.RepoDataRecord] | None:
+    """Why no release of `spec` can join the parent, or None if one may (or the search
+    ends): the chain of packages down to the one that needs what the parent does not
+    hold, that need, and the parent's record."""
+    match = rattler.MatchSpec(spec)
+    name = _dep_name(spec)
+    if name in held:
+        return None if match.matches(held[name]) else ([], spec, held[name])
+    releases = candidates(match, name)
+    if not releases or depth == 0:
+        return None
+    first: tuple[list[str], str, rattler.RepoDataRecord] | None = None
+    for release in releases:
+        reason = next(
+            (
+                found
+                for dep in release.depends
+                if (found := _blocked(dep, held, candidates, depth - 1)) is not None
+            ),
+            None,
+        )
+        if reason is None:
+            return None  # this release may join: the conflict is elsewhere
+        if first is None:
+            chain, need, record = reason
+            first = ([f"{name} {release.version}", *chain], need, record)
+    return first
+
+
 def _conflict(
     ext: Extension,
     parent_name: str,
     held: dict[str, rattler.RepoDataRecord],
     channels: Sequence[str],
     platform: str,
-) -> str | None:
+) -> SpecError | None:
     """The one line that says which addition cannot live with which parent package: the
-    addition, the parent's package and locked version, and what the addition needs."""
-    gateway = rattler.Gateway(client=channel_client(FETCH_TIMEOUT))
-    sources = [rattler.Channel(channel_url(c)) for c in channels]
-    subdirs = [rattler.Subdir(platform), rattler.Subdir("noarch")]
+    addition (at its line in the spec), the parent's package and locked version, and
+    what the addition needs."""
+    candidates = _Candidates(channels, platform)
     for requirement in ext.dependencies:
-        spec = rattler.MatchSpec(requirement.spec)
-        name = requirement.name
-        if name in held:
-            if not spec.matches(held[name]):
-                return (
-                    f"the addition {requirement.spec!r} needs {name} {spec.version}, but "
-                    f"{parent_name} holds {name} {held[name].version}"
-                )
-            continue
-        found = asyncio.run(gateway.query(sources, subdirs, [name], recursive=False))
-        candidates = sorted(
-            (r for records in found for r in records if spec.matches(r)),
-            key=lambda r: (r.version, r.build_number),
-            reverse=True,
-        )
-        if not candidates:
-            return f"the addition {requirement.spec!r} is in none of the channels for {platform}"
-        clashes = []
-        for candidate in candidates:
-            clash = next(
-                (
-                    (dep, held[_dep_name(dep)])
-                    for dep in candidate.depends
-                    if _dep_name(dep) in held
-                    and not rattler.MatchSpec(dep).matches(held[_dep_name(dep)])
-                ),
-                None,
+        if not candidates(rattler.MatchSpec(requirement.spec), requirement.name) and (
+            requirement.name not in held
+        ):
+            return SpecError(
+                requirement.path,
+                requirement.key,
+                f"{requirement.spec!r} is in none of the channels for {platform}",
+                requirement.line,
             )
-            if clash is None:
-                break
-            clashes.append((candidate, clash))
-        else:
-            candidate, (dep, record) = clashes[0]
-            return (
-                f"the addition {requirement.spec!r} ({name} {candidate.version}, the newest) "
-                f"needs {dep}, but {parent_name} holds {record.name.normalized} {record.version}"
+        reason = _blocked(requirement.spec, held, candidates, CONFLICT_DEPTH)
+        if reason is not None:
+            chain, need, record = reason
+            via = f" (through {' -> '.join(chain)})" if chain else ""
+            return SpecError(
+                requirement.path,
+                requirement.key,
+                f"the addition {requirement.spec!r} needs {need}{via}, but {parent_name} "
+                f"holds {record.name.normalized} {record.version}",
+                requirement.line,
             )
     return None
 
@@ -518,9 +560,13 @@ def _extension_pip(
         name, version = parse_pin(pin)
         held = pip.get(canonicalize_name(name)) or conda.get(canonicalize_name(name))
         if held is not None:
-            raise SolveError(
-                f"extension {ext.name!r}: the addition {pin!r} needs {name} =={version}, but "
-                f"{parent.environment} holds {held.name} {held.version}"
+            index = ext.pip.index(pin)
+            raise SpecError(
+                ext.path,
+                f"pip[{index}]",
+                f"the addition {pin!r} needs {name} =={version}, but {parent.environment} "
+                f"holds {held.name} {held.version}",
+                ext.pip_lines[index],
             )
         wheel = find_wheel(pin, platform, python)
         records.append(
@@ -558,10 +604,12 @@ def lock_extension(ext: Extension, parent: Parent) -> LockFile:
         try:
             solved = solve_with_rattler(specs, channels, platform, virtual, records)
         except SolveError as exc:
-            line = _conflict(ext, parent.environment, held, channels, platform)
+            conflict = _conflict(ext, parent.environment, held, channels, platform)
+            if conflict is not None:
+                raise conflict from None
             raise SolveError(
                 f"extension {ext.name!r} on {parent.environment} ({platform}): "
-                + (line or str(exc).splitlines()[0])
+                + str(exc).splitlines()[0]
             ) from None
         for package in solved:
             if package.name in held:

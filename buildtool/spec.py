@@ -238,6 +238,7 @@ class Extension:
     display_name: str
     dependencies: list[Requirement]
     pip: list[str]
+    pip_lines: list[int | None]
     imports: list[str]
     notebook_repository: str
     worker_repository: str
@@ -291,7 +292,8 @@ def load_extension(root: Path, name: str) -> Extension:
         description=spec.description,
         display_name=spec.display_name or name,
         dependencies=dependencies,
-        pip=list(dict.fromkeys(spec.pip)),
+        pip=spec.pip,
+        pip_lines=[lines.get(("pip", i)) for i in range(len(spec.pip))],
         imports=spec.imports,
         notebook_repository=spec.notebook.image or f"jupyter-{name}",
         worker_repository=spec.worker.image or f"dask-gateway-{name}",
