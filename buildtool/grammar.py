@@ -30,6 +30,10 @@ REPOSITORY = re.compile(_PATH, re.ASCII)
 IMAGE_REFERENCE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH}(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
 # Where pairs are published: `host[:port]/namespace`.
 REGISTRY_NAMESPACE = re.compile(rf"{_DOMAIN}/{_PATH}", re.ASCII)
+# A registry host (`host[:port]`) and one component of a repository path, for templates
+# such as site.yaml's `user_images` (`host/daskhub-users/{username}`).
+REGISTRY_HOST = re.compile(_DOMAIN, re.ASCII)
+PATH_COMPONENT = re.compile(_PATH_COMPONENT, re.ASCII)
 REFERENCE_MAX = 255
 
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*", re.ASCII)

@@ -6,7 +6,11 @@ GiB, `scheduler_cores`, `scheduler_memory` in GiB), `profiles` (which published 
 hub offers, `hidden`, and which it preselects, `default`), and `version_checks` (default true):
 whether the images' version checks run (`buildtool/versionchecks.py`: the scheduler
 guard closes a mismatched worker, `Client(...)` fails on a mismatched client); false
-makes the Helm values turn both off. The file is optional; a missing key
+makes the Helm values turn both off. `user_images` (default none: off) is where hub users'
+own pairs live, a repository template with one `{username}` path component
+(`registry.example.org/daskhub-users/{username}`, see :mod:`buildtool.namespaces`): with it,
+the hub offers each user their own notebook images by digest, and the gateway starts a
+user's own worker images by digest, and no one else's. The file is optional; a missing key
 takes the default below. It is validated like the specs: an unknown key, a wrong type or
 a default outside its bounds is one line naming the file, the key and the line (exit 2).
 """
@@ -14,10 +18,11 @@ a default outside its bounds is one line naming the file, the key and the line (
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from buildtool import yamlfile
+from buildtool import namespaces, yamlfile
 from buildtool.models import StrictModel
 from buildtool.specfile import EnvironmentName
 
@@ -67,12 +72,21 @@ class Profiles(StrictModel):
         return self
 
 
+def _user_images(template: str) -> str:
+    problem = namespaces.template_problem(template)
+    if problem:
+        raise ValueError(problem)
+    return template
+
+
 class SiteSettings(StrictModel):
     """The schema of `site.yaml`."""
 
     cluster_options: ClusterOptions = ClusterOptions()
     version_checks: bool = True
     profiles: Profiles = Profiles()
+    # Where users' own pairs live: `host[:port]/path/{username}`; None: no user pairs.
+    user_images: Annotated[str, AfterValidator(_user_images)] | None = None
 
 
 def load_site_settings(root: Path) -> SiteSettings:
