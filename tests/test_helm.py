@@ -20,7 +20,7 @@ from distributed.cli.dask_scheduler import main as dask_scheduler_cli
 from traitlets.config import Config
 
 from buildtool.errors import BuildToolError
-from buildtool.helm import generate_helm_values, write_helm_values
+from buildtool.helm import dump_helm_values, generate_helm_values, write_helm_values
 from buildtool.versionchecks import CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD
 from devsupport.chart import IMAGE_ENV, cluster_config, gateway_backend, gateway_image, spawn
 from devsupport.published import write_published
@@ -85,8 +85,11 @@ VALUES_SCHEMA = _closed(
                             ),
                         }
                     }
-                )
-            }
+                ),
+                # Only with site.yaml's user_images: the hub's profile callable.
+                "hub": _closed({"extraConfig": _closed({"daskhubUserImages": _STRING})}),
+            },
+            required=["singleuser"],
         ),
         "dask-gateway": _closed(
             {"gateway": _closed({"extraConfig": _closed({"optionHandler": _STRING})})}
@@ -286,3 +289,33 @@ def test_one_site_setting_turns_both_version_checks_off(
     pods = spawn(values["jupyterhub"]["singleuser"]["profileList"], tmp_path)
     for _, pod_env in pods.values():
         assert pod_env[CLIENT_ENV] == "off"
+
+
+def test_user_images_add_the_hubs_profile_callable_and_change_nothing_else(
+    envroot: Path, tmp_path: Path, published: dict[str, dict]
+) -> None:
+    """The rules themselves are tested against the real servers in test_user_images.py."""
+    before = generate_helm_values(envroot, tmp_path / "build")
+    site = (envroot / "site.yaml").read_text()
+    template = "127.0.0.1:5000/daskhub-users/{username}"
+    (envroot / "site.yaml").write_text(site + f"user_images: {template}\n")
+    after = generate_helm_values(envroot, tmp_path / "build")
+    jsonschema.validate(after, VALUES_SCHEMA)
+    assert "hub" not in before["jupyterhub"]
+    assert after["jupyterhub"]["singleuser"] == before["jupyterhub"]["singleuser"]
+    hub = after["jupyterhub"]["hub"]["extraConfig"]["daskhubUserImages"]
+    assert f'DASKHUB_USER_IMAGES = "{template}"' in hub
+    assert hub.rstrip().endswith("c.KubeSpawner.profile_list = daskhub_profile_list")
+    handler = after["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
+    old = before["dask-gateway"]["gateway"]["extraConfig"]["optionHandler"]
+    assert handler != old and "user_worker_image(DASKHUB_USER_IMAGES" in handler
+    # The tables of the site's pairs are the same.
+    assert old.split("GIB = 2**30")[0] == handler.split("GIB = 2**30")[0]
+    text = dump_helm_values(after)  # both snippets stay readable blocks
+    assert "daskhubUserImages: |\n" in text and "optionHandler: |\n" in text
+
+    # A template whose namespaces hold the site's own images is refused: a user named
+    # `daskhub` could publish over them.
+    (envroot / "site.yaml").write_text(site + "user_images: 127.0.0.1:5000/{username}\n")
+    with pytest.raises(BuildToolError, match="user_images '127.0.0.1:5000/{username}' covers"):
+        generate_helm_values(envroot, tmp_path / "build")
