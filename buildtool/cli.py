@@ -23,7 +23,7 @@ from buildtool.helm import (
     write_charts,
     write_helm_values,
 )
-from buildtool.imagetest import test_pair
+from buildtool.imagetest import test_extension, test_pair
 from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import LockFile, dump_lock, read_lock
@@ -148,7 +148,18 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     for name in _names(args):
-        test_pair(args.root, args.build_dir, name)
+        if is_extension(args.root, name):
+            published = read_published(args.build_dir, name)
+            if published is None:
+                raise BuildToolError(f"{name}: not published yet; run `buildtool publish {name}`")
+            test_extension(
+                load_extension(args.root, name),
+                args.build_dir,
+                published.images.platform_refs(),
+                published.images.worker.ref,
+            )
+        else:
+            test_pair(args.root, args.build_dir, name)
         print(f"{name}: image tests passed")
     return 0
 
@@ -164,7 +175,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def _publish_one(args: argparse.Namespace, name: str) -> None:
     if is_extension(args.root, name):
         ext = load_extension(args.root, name)
-        publication = publish_extension(ext, args.registry, args.build_dir)
+        publication = publish_extension(
+            ext,
+            args.registry,
+            args.build_dir,
+            test=(
+                (lambda refs, worker: test_extension(ext, args.build_dir, refs, worker))
+                if args.test
+                else None
+            ),
+        )
         for role in ROLES:
             print(f"{role}: {publication.images.image(role).ref}")
         print(f"bytes pushed: {publication.bytes_pushed}")
@@ -316,12 +336,22 @@ def build_parser() -> argparse.ArgumentParser:
     _image_options(p)
     p.set_defaults(func=cmd_build)
 
-    p = add_parser("test", help="run the image tests (pytest + testinfra) on a built pair")
+    p = add_parser(
+        "test",
+        help="run the image tests (pytest + testinfra) on a built pair, or a published "
+        "extension pair (pulled by digest)",
+    )
     _env_options(p)
     p.set_defaults(func=cmd_test)
 
     p = add_parser("publish", help="build, test, then push the pair by digest and tag it")
     _image_options(p)
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="an extension pair: run the image tests (needs a Docker engine) before the tags; "
+        "without it an extension is published with no Docker call at all",
+    )
     p.set_defaults(func=cmd_publish)
 
     p = add_parser("plan", help="print, as JSON for a CI matrix, the pairs not yet in the registry")

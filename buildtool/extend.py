@@ -370,11 +370,12 @@ def publish_extension(
     ext: Extension,
     registry_prefix: str,
     build_dir: Path,
-    test: Callable[[dict[str, str]], None] | None = None,
+    test: Callable[[dict[str, dict[str, str]], str], None] | None = None,
     cache: Path | None = None,
 ) -> Published:
     """Build and publish the extension pair into `registry_prefix` (host/namespace),
-    without a Docker engine; `test`, given both refs by digest, runs before the tags."""
+    without a Docker engine. `test` runs before the tags, given each platform's images
+    by manifest digest (platform -> role -> ref) and the worker's top ref."""
     started = time.monotonic()
     lock = check_extension_lock(ext)
     custom = lock.metadata.custom_metadata or {}
@@ -463,9 +464,15 @@ def publish_extension(
         mount = names[Role.WORKER] if role == Role.NOTEBOOK else None
         attach_lock(registry, names[role], tops[role], lock_text, built.owners, mount)
         attach_client(registry, names[role], tops[role], client, mount)
-    refs = {str(role): f"{repositories[role]}@{tops[role].digest}" for role in ROLES}
-    if test is not None:
-        test(refs)  # raises before anything is tagged
+    if test is not None:  # raises before anything is tagged
+        by_platform = {
+            platform: {
+                str(role): f"{repositories[role]}@{platforms[role][platform].digest}"
+                for role in ROLES
+            }
+            for platform in platforms[Role.WORKER]
+        }
+        test(by_platform, worker_ref)
     today = date_tag()
     tags = [tag, today]
     for role in ROLES:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from buildtool.errors import BuildToolError
 from buildtool.models import StrictModel
-from compat.vocabulary import of_role
+from compat.vocabulary import ROLES, of_role
 
 PUBLISHED_FILE = "published.json"
 PUBLISHED_LOCK_FILE = "published-lock.yml"
@@ -45,6 +45,16 @@ class PublishedImages(StrictModel):
 
     def image(self, role: str) -> PublishedImage:
         return of_role(self, role)
+
+    def platform_refs(self) -> dict[str, dict[str, str]]:
+        """platform -> role -> that platform's image by its manifest digest."""
+        return {
+            platform: {
+                str(role): f"{self.image(role).repository}@{self.image(role).platforms[platform]}"
+                for role in ROLES
+            }
+            for platform in self.worker.platforms
+        }
 
 
 class Published(StrictModel):

@@ -1,8 +1,9 @@
-"""Fixtures for the image tests: the rendered pair, its spec and lock, and containers.
+"""Fixtures for the image tests: what they check (`buildtool.imagetest.Subject`), the lock,
+and containers.
 
-`buildtool test` sets BUILDTOOL_ROOT, BUILDTOOL_BUILD_DIR, BUILDTOOL_ENV and
-BUILDTOOL_PLATFORM (the tests run once per platform: another platform than the engine's
-runs under emulation).
+`buildtool test` writes the subject, one platform's, and names it in BUILDTOOL_SUBJECT
+(the tests run once per platform: another platform than the engine's runs under
+emulation).
 """
 
 from __future__ import annotations
@@ -16,39 +17,31 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from buildtool.build import BuiltPair
 from buildtool.engine import docker_cli
+from buildtool.imagetest import SUBJECT_ENV, Subject
 from buildtool.lockfile import LockFile, read_lock
-from buildtool.render import RenderedPair
-from buildtool.spec import Environment, load_environment
 from compat.vocabulary import PREFIX, ROLES
 
 
 @pytest.fixture(scope="session")
-def env() -> Environment:
-    return load_environment(Path(os.environ["BUILDTOOL_ROOT"]), os.environ["BUILDTOOL_ENV"])
+def subject() -> Subject:
+    return Subject.load(Path(os.environ[SUBJECT_ENV]))
 
 
 @pytest.fixture(scope="session")
-def lock(env: Environment) -> LockFile:
-    return read_lock(env.lock_path)
+def lock(subject: Subject) -> LockFile:
+    return read_lock(Path(subject.lock_path))
 
 
 @pytest.fixture(scope="session")
-def pair(env: Environment) -> RenderedPair:
-    return RenderedPair.load(Path(os.environ["BUILDTOOL_BUILD_DIR"]), env.name)
+def platform(subject: Subject) -> str:
+    return subject.platform
 
 
 @pytest.fixture(scope="session")
-def platform() -> str:
-    return os.environ["BUILDTOOL_PLATFORM"]
-
-
-@pytest.fixture(scope="session")
-def refs(pair: RenderedPair, platform: str) -> dict[str, str]:
-    """role -> the engine's tag for this platform's image."""
-    built = BuiltPair.load(pair)
-    return {role: built.local_tag(pair, role, platform) for role in ROLES}
+def refs(subject: Subject) -> dict[str, str]:
+    """role -> what the engine runs for this platform's image."""
+    return subject.refs
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,9 @@ import uuid
 import pytest
 import testinfra
 
+from buildtool.imagetest import Subject
 from buildtool.imagetests.conftest import docker, inspect
 from buildtool.lockfile import LockFile
-from buildtool.render import RenderedPair
-from buildtool.spec import Environment
 from compat.vocabulary import PREFIX, ROLES
 
 Hosts = dict[str, testinfra.host.Host]
@@ -37,8 +36,8 @@ def test_worker_set_is_inside_the_notebook_set(installed: dict[str, dict[str, di
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_spec_imports(role: str, env: Environment, containers: Hosts) -> None:
-    modules = env.image(role).imports
+def test_spec_imports(role: str, subject: Subject, containers: Hosts) -> None:
+    modules = subject.imports[role]
     assert modules, "the spec names no imports to test"
     code = "; ".join(f"import {m}" for m in modules)
     containers[role].check_output(f"{PREFIX}/bin/python -c '{code}'")
@@ -58,18 +57,18 @@ def test_runs_as_jovyan_under_an_init(role: str, refs: dict[str, str], container
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_labels(role: str, env: Environment, pair: RenderedPair, refs: dict[str, str]) -> None:
+def test_labels(role: str, subject: Subject, refs: dict[str, str]) -> None:
     labels = inspect(refs[role])["Config"]["Labels"]
-    assert labels["io.daskhub.environment"] == env.name
+    assert labels["io.daskhub.environment"] == subject.environment
     assert labels["io.daskhub.role"] == role
-    assert labels["io.daskhub.lock-sha256"] == pair.lock_sha256
+    assert labels["io.daskhub.lock-sha256"] == subject.lock_sha256
     assert labels["org.opencontainers.image.description"]
     # Nothing that moves from build to build: the same lock gives the same config.
     assert not {"org.opencontainers.image.created", "org.opencontainers.image.revision"} & set(
         labels
     )
     if role == "notebook":
-        assert labels["io.daskhub.worker-image"] == pair.worker.ref
+        assert labels["io.daskhub.worker-image"] == subject.worker_ref
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -87,13 +86,13 @@ def test_notebook_is_the_worker_plus_layers(refs: dict[str, str]) -> None:
     assert notebook[: len(worker)] == worker and len(notebook) > len(worker)
 
 
-def test_notebook_knows_its_worker(pair: RenderedPair, containers: Hosts) -> None:
+def test_notebook_knows_its_worker(subject: Subject, containers: Hosts) -> None:
     env = containers["notebook"].environment()
-    assert env["DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"] == pair.worker.ref
+    assert env["DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"] == subject.worker_ref
 
 
 def test_jupyter_only_where_the_spec_puts_it(
-    env: Environment,
+    subject: Subject,
     containers: Hosts,
     installed: dict[str, dict[str, dict]],
 ) -> None:
@@ -101,8 +100,7 @@ def test_jupyter_only_where_the_spec_puts_it(
     notebook.check_output("jupyter lab --version")
     if "jupyterhub-singleuser" in installed["notebook"]:
         notebook.check_output("jupyterhub-singleuser --version")
-    worker_asks = {r.name for r in env.roots("worker")}
-    if not worker_asks & {"jupyterlab", "notebook", "jupyter_server"}:
+    if not subject.worker_asks_jupyter:
         assert "jupyterlab" not in installed["worker"]
         assert not containers["worker"].exists("jupyter")
 
@@ -139,7 +137,7 @@ def _free_port() -> int:
 
 PAIR_CLIENT = textwrap.dedent(
     """
-    import sys, warnings
+    import importlib, json, sys, warnings
     from distributed import Client
     warnings.simplefilter("error")  # a VersionMismatchWarning fails the check
     with Client(sys.argv[1], timeout=60) as client:
@@ -149,13 +147,17 @@ PAIR_CLIENT = textwrap.dedent(
         client_packages = versions["client"]["packages"]
         for side in [versions["scheduler"], *versions["workers"].values()]:
             assert side["packages"] == client_packages, (side["packages"], client_packages)
+        modules = json.loads(sys.argv[2])
+        imported = client.run(lambda: [importlib.import_module(m).__name__ for m in modules])
+        assert all(found == modules for found in imported.values()), imported
     print("pair ok")
     """
 )
 
 
-def test_real_pair_scheduler_worker_and_client(refs: dict[str, str]) -> None:
-    """Scheduler and worker from the worker image, client from the notebook image."""
+def test_real_pair_scheduler_worker_and_client(refs: dict[str, str], subject: Subject) -> None:
+    """Scheduler and worker from the worker image, client from the notebook image; the
+    worker spec's imports are imported on the workers, through the client."""
     port, name = _free_port(), f"pairtest-{uuid.uuid4().hex[:8]}"
     address = f"tcp://127.0.0.1:{port}"
     started = []
@@ -199,6 +201,7 @@ def test_real_pair_scheduler_worker_and_client(refs: dict[str, str]) -> None:
                 "-c",
                 PAIR_CLIENT,
                 address,
+                json.dumps(subject.imports["worker"]),
             ],
             capture_output=True,
             text=True,
