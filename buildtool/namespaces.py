@@ -375,7 +375,7 @@ class RegistryReader:
             if status == 200:
                 return body
             if status == 404:
-                raise NamespaceError(f"{self.host}/{name}: {path.split('/')[-1]} not found")
+                raise NamespaceError(f"{self.host}/{name}: {path} not found")
             if status == 401 and _origin(answered) != self.origin:
                 raise NamespaceError(
                     f"{self.host}: {_shown_url(answered)} wants credentials; the registry's "

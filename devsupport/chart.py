@@ -206,6 +206,8 @@ class ChartGateway:
                     **os.environ,
                     "DASK_GATEWAY__ADDRESS": self.address,
                     "DASK_GATEWAY__AUTH__TYPE": "basic",
+                    # Basic auth's user name (else the process's own, getpass's).
+                    "DASK_GATEWAY__AUTH__KWARGS__USERNAME": user,
                     "JUPYTERHUB_USER": user,
                     **(env or {}),
                 },
