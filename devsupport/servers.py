@@ -215,12 +215,17 @@ class DockerEngine:
 
 
 class FrontProxy:
-    """Forwards to `upstream` (host:port), counting; blob GET/HEAD go to `redirect_to`
-    (a base URL) with a 307 when it is set."""
+    """Forwards to `upstream` (host:port), counting: requests, blob bytes pulled, and what
+    was pushed (the bytes of every request body, the digest of each blob upload that was
+    completed, and each mount); blob GET/HEAD go to `redirect_to` (a base URL) with a 307
+    when it is set."""
 
     def __init__(self, upstream: str, redirect_to: str | None = None) -> None:
         self.requests = 0
         self.blob_bytes = 0
+        self.pushed_bytes = 0
+        self.uploaded: list[str] = []  # digests of blobs sent in full
+        self.mounted: list[str] = []  # digests asked for by a cross-repository mount
         self._lock = threading.Lock()
         proxy = self
 
@@ -237,6 +242,13 @@ class FrontProxy:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                with proxy._lock:
+                    proxy.pushed_bytes += length if self.command in ("PUT", "PATCH", "POST") else 0
+                    if self.command == "PUT" and "digest" in query:
+                        proxy.uploaded += query["digest"]
+                    if self.command == "POST" and "mount" in query:
+                        proxy.mounted += query["mount"]
                 # A header sent several times (Docker sends one Accept per media type)
                 # is forwarded as one, its values comma-joined as HTTP allows. Host is
                 # kept, as reverse proxies do, so that the registry's upload Locations
@@ -268,7 +280,8 @@ class FrontProxy:
 
     def reset(self) -> None:
         with self._lock:
-            self.requests = self.blob_bytes = 0
+            self.requests = self.blob_bytes = self.pushed_bytes = 0
+            self.uploaded, self.mounted = [], []
 
     def close(self) -> None:
         self.server.shutdown()
