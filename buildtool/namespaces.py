@@ -233,7 +233,8 @@ def notebook_worker(image: str) -> str | None:
 
 
 def _is_loopback(host: str) -> bool:
-    """`localhost`, or an address in 127.0.0.0/8 or ::1 (not a name that looks like one)."""
+    """`localhost`, or an address in 127.0.0.0/8 or ::1 (not a name that looks like one):
+    `compat.registry.is_loopback`'s rule, which this part cannot import (a test ties them)."""
     host = host.strip("[]").lower()
     if host == "localhost":
         return True

@@ -30,6 +30,7 @@ from buildtool.namespaces import (
     user_profile_list,
 )
 from buildtool.sitesettings import load_site_settings
+from compat.registry import is_loopback
 
 TEMPLATE = "registry.example.org/daskhub-users/{username}"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -122,6 +123,27 @@ def test_two_users_never_share_a_namespace(a: str, b: str) -> None:
         return
     assert (first == second) == (a == b)
     assert (user_prefix(TEMPLATE, a) == user_prefix(TEMPLATE, b)) == (a == b)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "LOCALHOST",
+        "127.0.0.1",
+        "127.255.255.254",
+        "[::1]",
+        "128.0.0.1",
+        "10.0.0.1",
+        "localhost.example.com",
+        "127.0.0.1.nip.io",
+        "[::2]",
+        "registry.example.org",
+    ],
+)
+def test_plain_http_goes_where_publish_lets_it_go(host: str) -> None:
+    """The portable part cannot import compat's rule: it must give the same answers."""
+    assert namespaces._is_loopback(host) is is_loopback(host)
 
 
 def test_the_path_component_grammar_is_the_one_of_grammar_py() -> None:
