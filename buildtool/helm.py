@@ -43,12 +43,12 @@ set, the option handler also takes an image in a user namespace, but only the as
 own and only by digest: their worker image starts as it is, their notebook image starts the
 worker its `io.daskhub.worker-image` label names (read from the registry, with the pull
 credentials of the gateway's environment), which must be theirs and by digest too; any
-other image in a user namespace is refused. And `jupyterhub.hub.extraConfig.
-daskhubUserImages` makes `c.KubeSpawner.profile_list` a callable: for each user, the site's
-profiles as they are, then "My own image", a free-form field whose validation regex admits
-only that user's images by digest. Both run the portable part of `buildtool.namespaces`,
-embedded verbatim (neither server has daskhub packages), so the code they run is the code
-the tests run.
+other image in a user namespace is refused. And the hub's extraConfig
+(`jupyterhub.hub.extraConfig.daskhubUserImages`) makes `c.KubeSpawner.profile_list` a
+callable: for each user, the site's profiles as they are, then "My own image", a free-form
+field whose validation regex admits only that user's images by digest. Both run the
+portable part of `buildtool.namespaces`, embedded verbatim (neither server has daskhub
+packages), so the code they run is the code the tests run.
 
 One gateway, one version. A single dask-gateway server serves every environment, and its
 version must match the dask-gateway client in every notebook image (dask-gateway#161):
