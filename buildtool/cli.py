@@ -236,8 +236,12 @@ def cmd_client(args: argparse.Namespace) -> int:
     from buildtool.client import CLIENT_DIR, client_files, write_client_files
 
     for name in _names(args):
-        env = load_environment(args.root, name)
-        files = client_files(name, read_lock(env.lock_path), env.lock_path)
+        spec = (
+            load_extension(args.root, name)
+            if is_extension(args.root, name)
+            else load_environment(args.root, name)
+        )
+        files = client_files(name, read_lock(spec.lock_path), spec.lock_path)
         for path in write_client_files(files, args.build_dir / name / CLIENT_DIR):
             print(f"wrote {path}")
     return 0

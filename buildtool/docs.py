@@ -12,6 +12,10 @@ For every environment that is not abstract:
   client matching the published pair (`buildtool/client.py`), made from the published lock,
   so the same files `publish` attached; the images page links them.
 
+The images page also lists the users' extension pairs published from this site's build
+folder (`build/<name>/published.json` with a parent, `extend.py`): each pair by digest,
+its parent and what it adds.
+
 The pages hold nothing that changes between runs (no clock, no absolute path), and a page
 is only rewritten when its text changes, so a second run touches nothing.
 """
@@ -32,6 +36,7 @@ from buildtool.published import (
     SBOM_DIR,
     Published,
     PublishedImage,
+    published_extensions,
     read_published,
 )
 from buildtool.spec import Environment, environment_names, load_environment
@@ -113,7 +118,32 @@ def _publish_status(s: Sources) -> str:
     return f"published {s.published.date_tag} as `{s.published.content_tag}`"
 
 
-def images_page(sources: list[Sources]) -> str:
+def user_pairs_lines(extensions: list[Published]) -> list[str]:
+    """The users' extension pairs: each image by digest, its parent and its additions."""
+    if not extensions:
+        return []
+    rows = [
+        [
+            f"`{e.environment}`",
+            f"`{e.images.notebook.ref}`",
+            f"`{e.images.worker.ref}`",
+            f"{_said(e.parent_environment or '?')} (`{e.parent}`)",
+            _said(", ".join(e.added)),
+        ]
+        for e in extensions
+    ]
+    return [
+        "",
+        "## User pairs",
+        "",
+        "Extension pairs that users published on top of a site pair: the parent's packages",
+        "unchanged, plus theirs, in both images.",
+        "",
+        *_table(["Name", "Jupyter image", "Worker image", "Built on", "Adds"], rows),
+    ]
+
+
+def images_page(sources: list[Sources], extensions: list[Published] | None = None) -> str:
     rows = [
         [
             _image_cell(s, "notebook"),
@@ -152,6 +182,7 @@ def images_page(sources: list[Sources]) -> str:
             f"[Packages](packages/{name}.md), "
             f"[lock diff since publish](lock-diffs/{name}.md){client}"
         )
+    lines += user_pairs_lines(extensions or [])
     return "\n".join(lines) + "\n"
 
 
@@ -261,7 +292,7 @@ def _stale_pages(out_dir: Path, keep: set[Path]) -> list[Path]:
 def generate_docs(root: Path, build_dir: Path, out_dir: Path) -> list[Path]:
     """Write the pages under `out_dir`; returns the pages written or removed."""
     sources = [load_sources(root, build_dir, name) for name in environment_names(root)]
-    pages = {out_dir / "images.md": images_page(sources)}
+    pages = {out_dir / "images.md": images_page(sources, published_extensions(build_dir))}
     for s in sources:
         pages[out_dir / "packages" / f"{s.env.name}.md"] = manifest_page(s)
         pages[out_dir / "lock-diffs" / f"{s.env.name}.md"] = lock_diff_page(s)

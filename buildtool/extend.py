@@ -499,6 +499,7 @@ def publish_extension(
         bytes_pushed=registry.bytes_uploaded,
         published_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         parent=parent.notebook.ref,
+        parent_environment=parent.environment,
         added=built.added,
         bytes_fetched=built.fetched_bytes,
     )

@@ -71,11 +71,22 @@ class Published(StrictModel):
     # An extension pair's (`extend.py`): its parent's notebook image by digest, the
     # packages it adds, and the bytes of archives and wheels it fetched.
     parent: str | None = None
+    parent_environment: str | None = None
     added: list[str] = []
     bytes_fetched: int | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_defaults=True) + "\n"
+
+
+def published_extensions(build_dir: Path) -> list[Published]:
+    """The publish records of extension pairs (those with a parent) in `build_dir`."""
+    records = [
+        read_published(build_dir, p.parent.name) for p in build_dir.glob(f"*/{PUBLISHED_FILE}")
+    ]
+    return sorted(
+        (r for r in records if r and r.parent), key=lambda r: r.images.notebook.repository
+    )
 
 
 def read_published(build_dir: Path, name: str) -> Published | None:

@@ -181,6 +181,15 @@ def _merge_virtual(chain: list[LoadedSpec]) -> tuple[dict[str, str], dict[str, d
 
 def load_environment(root: Path, name: str) -> Environment:
     """Load `root/name/env.yaml` with its `extends` chain, validated and merged."""
+    line = _from_line(root, name)
+    if line is not None:
+        raise SpecError(
+            root / name / SPEC_FILE,
+            "from",
+            f"{name!r} is an extension of a published pair: `lock`, `publish`, `test` and "
+            "`client` take it; it is not rendered or built with Docker",
+            line or None,
+        )
     chain = _chain(root, name)
     own = chain[-1].spec
     virtual, platform_virtual = _merge_virtual(chain)
@@ -266,12 +275,17 @@ class Extension:
 
 def is_extension(root: Path, name: str) -> bool:
     """Whether `root/name/env.yaml` layers on a published pair (has `from:`)."""
+    return _from_line(root, name) is not None
+
+
+def _from_line(root: Path, name: str) -> int | None:
+    """The line of `root/name/env.yaml`'s `from:` (0 if unknown), None if it has none."""
     check_environment_name(root, name)
     path = root / name / SPEC_FILE
     if not path.exists():
-        return False
-    data, _ = yamlfile.load(path, yamlfile.read_text(path, what="spec"), "the spec")
-    return "from" in data
+        return None
+    data, lines = yamlfile.load(path, yamlfile.read_text(path, what="spec"), "the spec")
+    return lines.get(("from",), 0) if "from" in data else None
 
 
 def load_extension(root: Path, name: str) -> Extension:

@@ -173,6 +173,14 @@ def test_published_without_docker_mounting_every_parent_blob_then_tested_by_dige
     assert site.proxy.pushed_bytes == record["bytes_pushed"]
     assert record["bytes_pushed"] < 1_000_000
 
+    # The docs list the user pair with its parent and what it adds.
+    docs = _user(site, "docs", "--out", str(tmp_path / "docs"))
+    assert docs.returncode == 0, docs.stderr
+    page = (tmp_path / "docs" / "images.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `alice`"))
+    assert record["images"]["notebook"]["ref"] in row and record["parent"] in row
+    assert "physlite" in row and "hepunits, threadpoolctl, wurlitzer" in row
+
     # With an engine: the image tests, pulled by digest, the real pair test included.
     tested = _user(site, "test", "alice")
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
