@@ -12,7 +12,8 @@ every record of the parent's lock held fixed (`lock.lock_extension`). Publishing
    already has is an error naming both owners.
 3. The additions become layers by the parent's own rules (`layers.py`: own layers for
    large packages, groups by name hash, the wheels as one layer), within the layers the
-   parent left free (`layers.EXTENSION_RESERVE`), written reproducibly (`oci.py`).
+   parent left free (`layers.EXTENSION_RESERVE`), written reproducibly (`oci.py`) and
+   compressed harder than a site's (`oci.EXTENSION_GZIP_LEVEL`).
 4. worker   = the parent's worker layers + the additions;
    notebook = the child's worker layers + the parent notebook's own layers.
    The configs are the parent's, with labels naming the extension, its lock and the
@@ -45,12 +46,12 @@ from buildtool.assemble import Installed, check_layers, package_layers, pip_laye
 from buildtool.build import date_tag, package_cache
 from buildtool.client import attach as attach_client
 from buildtool.client import client_files
-from buildtool.errors import BuildToolError, LockStaleError
+from buildtool.errors import BuildToolError, LockStaleError, SpecError
 from buildtool.files import write_atomic
 from buildtool.layers import MAX_LAYERS
 from buildtool.lockfile import LockedPackage, LockFile, PipLockedPackage, read_lock
+from buildtool.oci import EXTENSION_GZIP_LEVEL, BlobStore, Image, Layer, index
 from buildtool.oci import Blob as OciBlob
-from buildtool.oci import BlobStore, Image, Layer, index
 from buildtool.parent import (
     ENVIRONMENT_LABEL,
     LOCK_LABEL,
@@ -206,20 +207,31 @@ def _added(
 
 
 def _check_no_overwrite(
-    parent: Parent, platform: str, installed: dict[str, Installed], wheels: list[str]
+    ext: Extension,
+    parent: Parent,
+    platform: str,
+    installed: dict[str, Installed],
+    wheels: list[str],
 ) -> None:
+    """No file of the parent is overwritten: one line at the spec's additions naming the
+    addition, the file and the parent's package that installs it."""
     owners = parent.owners.get(platform, {})
     mine = [
-        (name, path)
+        (f"the addition {name}", path)
         for name, package in installed.items()
         for path in (*package.files, *([package.record] if package.record else []))
     ]
-    mine += [("pip wheels", path) for path in wheels]
-    for name, path in mine:
+    mine += [(f"the pip wheels ({', '.join(ext.pip)})", path) for path in wheels]
+    for what, path in mine:
         if path in owners:
-            raise BuildToolError(
-                f"the addition {name} would overwrite {path}, which {owners[path]} of "
-                f"{parent.environment} installs"
+            key = "pip" if what.startswith("the pip") else "dependencies"
+            line = (ext.pip_lines if key == "pip" else [r.line for r in ext.dependencies])[0]
+            raise SpecError(
+                ext.path,
+                key,
+                f"{what} would overwrite {path}, which {owners[path]} of "
+                f"{parent.environment} installs",
+                line,
             )
 
 
@@ -303,7 +315,7 @@ def build_additions(
                     store,
                 )
                 layers.append(layer)
-            _check_no_overwrite(parent, platform, installed, wheels)
+            _check_no_overwrite(ext, parent, platform, installed, wheels)
         pair.owners[platform] = {}  # only its own files: the parent's are the parent's
         for name, package in installed.items():
             pair.owners[platform][name] = [
@@ -318,7 +330,9 @@ def build_additions(
         pair.new_layers |= {layer.diff_id for layer in layers}
         pair.blobs.update(worker_blobs)
         pair.blobs.update(notebook_blobs)
-        pair.blobs.update(store.gzip_blobs([layer.diff_id for layer in layers]))
+        pair.blobs.update(
+            store.gzip_blobs([layer.diff_id for layer in layers], EXTENSION_GZIP_LEVEL)
+        )
         parts[platform] = (layers, parent_worker, parent_notebook, notebook_blobs)
     return pair, parts
 

@@ -37,8 +37,11 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-# Fast compression: every layer is compressed once per content and cached.
+# Fast compression: every layer is compressed once per content and cached. An extension
+# pair's few layers take EXTENSION_GZIP_LEVEL: they travel over a user's network, and
+# are small enough that the better ratio costs seconds at most.
 GZIP_LEVEL = 1
+EXTENSION_GZIP_LEVEL = 6
 COPY_BUFFER = 1 << 20
 
 # Time limit, in seconds, of one `docker load` (every image of a build, gigabytes, into
@@ -242,10 +245,12 @@ class BlobStore:
                 raise BuildToolError(f"{source}: content is {written}, not {diff_id}")
         return Layer(diff_id, target.stat().st_size, created, created_by)
 
-    def gzip_blob(self, diff_id: str) -> Blob:
-        """The layer gzipped without name or time, cached by diff_id."""
+    def gzip_blob(self, diff_id: str, level: int = GZIP_LEVEL) -> Blob:
+        """The layer gzipped at `level` without name or time, cached by diff_id (and by
+        level, when it is not the default)."""
         hexid = diff_id.removeprefix("sha256:")
-        target = self.root / "gzip" / f"{hexid}.tar.gz"
+        suffix = "" if level == GZIP_LEVEL else f"-{level}"
+        target = self.root / "gzip" / f"{hexid}{suffix}.tar.gz"
         record = target.with_suffix(".digest")
         if not (target.exists() and record.exists()):
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
@@ -256,7 +261,7 @@ class BlobStore:
                 ):
                     hashing = _HashingWriter(raw)
                     with gzip.GzipFile(
-                        filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=GZIP_LEVEL
+                        filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=level
                     ) as out:
                         shutil.copyfileobj(source, out, COPY_BUFFER)
                 os.replace(tmp, target)
@@ -266,11 +271,12 @@ class BlobStore:
             record.write_text(f"sha256:{hashing.sha.hexdigest()}\n")
         return Blob(record.read_text().strip(), target.stat().st_size, OCI_LAYER_GZIP, target)
 
-    def gzip_blobs(self, diff_ids: list[str]) -> dict[str, Blob]:
+    def gzip_blobs(self, diff_ids: list[str], level: int = GZIP_LEVEL) -> dict[str, Blob]:
         """Compress many layers at once (zlib works outside the GIL)."""
         unique = list(dict.fromkeys(diff_ids))
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            return dict(zip(unique, pool.map(self.gzip_blob, unique), strict=True))
+            blobs = pool.map(lambda diff_id: self.gzip_blob(diff_id, level), unique)
+            return dict(zip(unique, blobs, strict=True))
 
 
 @dataclass(frozen=True)

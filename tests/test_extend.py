@@ -201,3 +201,18 @@ def _get(site: Site, name: str, digest: str) -> str:
     text = registry.get_manifest(name, digest)
     assert text is not None
     return text
+
+
+def test_an_addition_that_would_overwrite_a_parent_file_publishes_nothing(site: Site) -> None:
+    """The wheel `msgpack` installs the files of physlite's conda `msgpack-python`."""
+    _user_spec(site, "clobber", "description: msgpack from PyPI\npip: ['msgpack==1.1.0']\n")
+    assert _user(site, "lock", "clobber").returncode == 0
+    site.proxy.reset()
+    users = f"{site.proxy.address}/users{uuid.uuid4().hex[:8]}/bob"
+    result = _user(site, "publish", "clobber", "--registry", users)
+    assert result.returncode == 2
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert ":3: pip: the pip wheels (msgpack==1.1.0) would overwrite " in line
+    assert "site-packages/msgpack/" in line and "msgpack-python of physlite" in line
+    assert site.proxy.pushed_bytes == 0 and not site.proxy.uploaded
+    assert not (site.users / "build" / "clobber" / "published.json").exists()
