@@ -27,11 +27,13 @@ from buildtool.imagetest import test_extension, test_pair
 from buildtool.importer import import_environment
 from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
 from buildtool.lockfile import LockFile, dump_lock, read_lock
+from buildtool.namespaces import user_prefix
 from buildtool.parent import read_parent, resolve_from
 from buildtool.plan import plan, plan_json
 from buildtool.publish import publish
 from buildtool.published import read_published
 from buildtool.render import RenderedPair, render
+from buildtool.sitesettings import SITE_FILE, load_site_settings
 from buildtool.spec import (
     check_environment_name,
     environment_names,
@@ -165,8 +167,19 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    if args.user:
+        site_pairs = [n for n in _names(args) if not is_extension(args.root, n)]
+        if site_pairs:
+            raise BuildToolError(
+                f"--user: {site_pairs[0]} is a site environment; only extension pairs go "
+                "into a user's namespace"
+            )
+        template = load_site_settings(args.root).user_images
+        if template is None:
+            raise BuildToolError(f"--user: {args.root / SITE_FILE} names no user_images")
+        args.registry = user_prefix(template, args.user)
     if not args.registry:
-        raise BuildToolError("publish needs --registry HOST[:PORT]/NAMESPACE")
+        raise BuildToolError("publish needs --registry HOST[:PORT]/NAMESPACE (or --user)")
     for name in _names(args):
         _publish_one(args, name)
     return 0
@@ -355,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an extension pair: run the image tests (needs a Docker engine) before the tags; "
         "without it an extension is published with no Docker call at all",
+    )
+    p.add_argument(
+        "--user",
+        help="an extension pair: publish into this hub user's namespace (site.yaml's "
+        "user_images) instead of --registry",
     )
     p.set_defaults(func=cmd_publish)
 

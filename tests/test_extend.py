@@ -19,6 +19,9 @@ import pytest
 import yaml
 from conda_lock.lockfile import parse_conda_lock_file
 
+from buildtool.helm import generate_helm_values
+from buildtool.namespaces import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
+from devsupport.chart import chart_gateway
 from devsupport.cli import buildtool, locked_site
 from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
 from devsupport.servers import FrontProxy
@@ -153,10 +156,15 @@ def test_published_without_docker_mounting_every_parent_blob_then_tested_by_dige
     no_docker.mkdir()
     env = {**site.env, "PATH": str(no_docker), "DOCKER_HOST": "unix:///nonexistent.sock"}
     site.proxy.reset()
-    users = f"{site.proxy.address}/users{uuid.uuid4().hex[:8]}/alice"
-    result = _user(site, "publish", "alice", "--registry", users, env=env)
+    # Into alice's namespace, as the site's user_images names it.
+    template = f"{site.proxy.address}/users{uuid.uuid4().hex[:8]}/{{username}}"
+    (site.users / "site.yaml").write_text(f"user_images: {template}\n")
+    result = _user(site, "publish", "alice", "--user", "alice", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((site.users / "build" / "alice" / "published.json").read_text())
+    assert record["images"]["notebook"]["repository"] == template.format(username="alice") + (
+        "/jupyter-alice"
+    )
     assert record["parent"] == site.published["images"]["notebook"]["ref"]
     assert record["added"] == sorted([*ADDED_CONDA, "hepunits"])
 
@@ -180,6 +188,21 @@ def test_published_without_docker_mounting_every_parent_blob_then_tested_by_dige
     row = next(line for line in page.splitlines() if line.startswith("| `alice`"))
     assert record["images"]["notebook"]["ref"] in row and record["parent"] in row
     assert "physlite" in row and "hepunits, threadpoolctl, wurlitzer" in row
+
+    # The real gateway, configured by the site's values, starts alice's matched worker by
+    # digest from her notebook image, and refuses it to bob.
+    (site.root / "site.yaml").write_text(f"user_images: {template}\n")
+    values = generate_helm_values(site.root, site.work / "build")
+    pull = {
+        REGISTRY_USER_ENV: site.credentials.user,
+        REGISTRY_PASSWORD_ENV: site.credentials.password,
+    }
+    notebook, worker = (record["images"][role]["ref"] for role in ("notebook", "worker"))
+    with chart_gateway(values, tmp_path / "gateway", pull) as gateway:
+        (started,) = gateway.attempts({"image": notebook}, user="alice")
+        (refused,) = gateway.attempts({"image": notebook}, user="bob")
+    assert gateway.config(started["cluster"])["image"] == worker
+    assert "another user's namespace" in refused["error"]
 
     # With an engine: the image tests, pulled by digest, the real pair test included.
     tested = _user(site, "test", "alice")
