@@ -3,7 +3,8 @@
 #
 # Idempotent: every step checks before it acts, so re-running is cheap.
 #   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl nodejs
-#      qemu-user-static binfmt-support
+#      qemu-user-static binfmt-support chromium chromium-driver (the browser tests' headless
+#      browser and its WebDriver, devsupport/browser.py)
 #   2. pip install -e ./compat -e ./devsupport -e '.[test]' of the repository (the parent of
 #      this folder)
 #   3. arm64 binaries run under qemu (binfmt_misc mounted, qemu-aarch64 enabled), so that
@@ -23,7 +24,7 @@ REGISTRY_DIR="${STATE_DIR}/registry"
 CREDENTIALS="${REGISTRY_DIR}/credentials.env"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(docker.io docker-registry debootstrap patchelf apache2-utils curl ca-certificates nodejs
-              qemu-user-static binfmt-support)
+              qemu-user-static binfmt-support chromium chromium-driver)
 
 say() { printf '[machine-setup] %s\n' "$*"; }
 die() { printf '[machine-setup] ERROR: %s\n' "$*" >&2; exit 1; }
