@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-#: One size for every screenshot, so that pictures of two runs compare.
+#: The page's size (the viewport, so every screenshot's), one for all, so that pictures
+#: of two runs compare.
 WINDOW = (1280, 900)
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -134,6 +135,11 @@ def browser(artifacts: Path) -> Iterator[Browser]:
     service = Service(str(CHROMEDRIVER), log_output=str(artifacts / "chromedriver.log"))
     driver = webdriver.Chrome(options=options, service=service)
     try:
+        # The window's size holds chromium's own bars too: the page gets exactly WINDOW.
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False},
+        )
         driver.set_page_load_timeout(60)
         yield Browser(driver, artifacts)
     finally:
