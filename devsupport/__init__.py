@@ -20,6 +20,9 @@ The helpers the tests and the benchmarks import (each module says more):
   clients.py        Dask clients and workers from venvs, against clusters in containers
   gateway.py        a real dask-gateway server from its own venv
   chart.py          the chart's consumers of generated Helm values (gateway, KubeSpawner)
+  hub.py            a real JupyterHub (DummyAuthenticator, DockerSpawner) behind its proxy;
+                    its login form and users' API tokens
+  browser.py        headless chromium through selenium; numbered screenshots per test
   published.py      a publish record, as the publish stage writes it
   lockdata.py       the compat tests' fixture lockfiles, and prefixes laid out from them
   solver_channel.py, metadata_channel.py  channels to solve and lock against, no payload

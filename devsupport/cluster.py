@@ -136,11 +136,11 @@ class DaskProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signum)
 
-    def stop(self) -> None:
-        """SIGTERM the group, then SIGKILL whatever is left after 10 s."""
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
         self.signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
+            self.popen.wait(timeout=grace)
         self.signal(signal.SIGKILL)
         self.popen.wait()
 
