@@ -103,3 +103,13 @@ def fetch(
             files[title] = ArtifactFile(title, str(layer.get("mediaType", "")), data)
         found.append(files)
     return found
+
+
+def delete_all(registry: Registry, name: str, subject: str) -> None:
+    """Delete every artifact attached to `name@subject`, and their referrers index."""
+    text = registry.get_manifest(name, referrers_tag(subject))
+    if text is None:
+        return
+    for entry in json.loads(text).get("manifests", []):
+        registry.delete_manifest(name, entry["digest"])
+    registry.delete_manifest(name, Blob.of(text.encode(), OCI_INDEX).digest)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,6 +160,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                 args.build_dir,
                 published.images.platform_refs(),
                 published.images.worker.ref,
+                published.imports,
             )
         else:
             test_pair(args.root, args.build_dir, name)
@@ -193,7 +195,11 @@ def _publish_one(args: argparse.Namespace, name: str) -> None:
             args.registry,
             args.build_dir,
             test=(
-                (lambda refs, worker: test_extension(ext, args.build_dir, refs, worker))
+                (
+                    lambda refs, worker, imports: test_extension(
+                        ext, args.build_dir, refs, worker, imports
+                    )
+                )
                 if args.test
                 else None
             ),
@@ -265,6 +271,34 @@ def cmd_docs(args: argparse.Namespace) -> int:
     for path in changed:
         print(f"{'wrote' if path.exists() else 'removed'} {path}")
     print(f"{args.out}: {len(changed)} page(s) changed")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # The service's own dependencies (JupyterHub's service-auth) are the `serve` extra.
+    from buildtool.runner import engine_available
+    from buildtool.service import Settings, serve
+
+    site = load_site_settings(args.root)
+    if site.user_images is None or site.self_service is None:
+        raise BuildToolError(f"{args.root / SITE_FILE}: serve needs user_images and self_service")
+    port = args.port
+    if port is None:  # a service the hub starts is told where to listen
+        url = os.environ.get("JUPYTERHUB_SERVICE_URL", "")
+        port = urllib.parse.urlsplit(url).port if url else None
+    if port is None:
+        raise BuildToolError("serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub")
+    test = engine_available() if args.test_images == "auto" else args.test_images == "yes"
+    settings = Settings(
+        root=args.root,
+        build_dir=args.build_dir,
+        state=args.state,
+        test_images=test,
+        limits=site.self_service,
+        user_images=site.user_images,
+        **({"spawn_query": args.spawn_query} if args.spawn_query else {}),
+    )
+    serve(settings, port)
     return 0
 
 
@@ -396,6 +430,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser("docs", help="write the image table, package manifests and lock diffs")
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the pages")
     p.set_defaults(func=cmd_docs)
+
+    p = add_parser("serve", help="run the hub service where users build their own pairs")
+    p.add_argument("--port", type=int, help="where to listen (else from JUPYTERHUB_SERVICE_URL)")
+    p.add_argument(
+        "--state", type=Path, default=Path("build/service"), help="the service's own folder"
+    )
+    p.add_argument(
+        "--test-images",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="image-test each pair before it is tagged (auto: when a Docker engine answers)",
+    )
+    p.add_argument(
+        "--spawn-query",
+        help="the hub's spawn query that starts an image, with {image} (default: "
+        "KubeSpawner's own-image profile)",
+    )
+    p.set_defaults(func=cmd_serve)
 
     p = add_parser("helm-values", help="write the daskhub chart values of the published pairs")
     p.add_argument("--output", type=Path, default=VALUES_PATH, help="the values file to write")

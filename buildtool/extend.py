@@ -34,6 +34,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -80,6 +81,10 @@ LAYOUT = "extension-v1"
 IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 TITLE_LABEL = "org.opencontainers.image.title"
 DESCRIPTION_LABEL = "org.opencontainers.image.description"
+# A top-level module in site-packages: a package's __init__ or a module file.
+_TOP_LEVEL = re.compile(
+    r"lib/python[0-9.]+/site-packages/(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:/__init__)?\.py"
+)
 # What `Image.config_blob` writes from the layers and the platform.
 _DERIVED = ("architecture", "os", "variant", "created", "rootfs", "history")
 
@@ -164,6 +169,19 @@ class ExtensionPair:
     fetched: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
 
+    @property
+    def modules(self) -> list[str]:
+        """The top-level Python modules the additions install (what the image tests
+        import when the spec names none)."""
+        found = set()
+        for owners in self.owners.values():
+            for files in owners.values():
+                for path in files:
+                    match = _TOP_LEVEL.fullmatch(path)
+                    if match and not match["name"].startswith("_"):
+                        found.add(match["name"])
+        return sorted(found)
+
 
 def _seconds(text: str) -> int:
     return int(dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp())
@@ -236,15 +254,18 @@ def _check_no_overwrite(
 
 
 def _config(
-    base: dict[str, Any],
+    parent: ParentImage,
+    platform: str,
     ext: Extension,
     role: str,
     lock_sha: str,
-    parent_ref: str,
     worker_ref: str | None,
 ) -> dict[str, Any]:
-    """The parent's config for `role`, saying what the extension is."""
-    config = json.loads(json.dumps(base))
+    """The parent image's config on `platform` (what `Image` does not derive), saying
+    what the extension is and, for the notebook, its worker by digest."""
+    parent_ref = parent.ref
+    config = {k: v for k, v in parent.configs[platform].items() if k not in _DERIVED}
+    config = json.loads(json.dumps(config))
     inner = config.setdefault("config", {})
     labels = dict(inner.get("Labels") or {})
     labels.update(
@@ -289,6 +310,11 @@ def build_additions(
             stage = Path(folder) / "prefix"
             stage.mkdir()
             installed: dict[str, Installed] = {}
+            logger.info(
+                "fetching and installing %s (%s)",
+                ", ".join([p.name for p in conda] + [p.name for p in pip]) or "nothing",
+                platform,
+            )
             if conda:
                 assemble.install(ext.lock_path, platform, conda, stage, cache, counter)
                 installed = read_installed(stage)
@@ -296,6 +322,7 @@ def build_additions(
                 [p.built for p in installed.values()]
                 + [layer.created for layer in parent_worker.layers]
             )
+            logger.info("writing the layers (%s)", platform)
             slots = MAX_LAYERS - len(parent_notebook.layers) - (1 if pip else 0)
             if conda and slots < 2:
                 raise BuildToolError(
@@ -384,12 +411,13 @@ def publish_extension(
     ext: Extension,
     registry_prefix: str,
     build_dir: Path,
-    test: Callable[[dict[str, dict[str, str]], str], None] | None = None,
+    test: Callable[[dict[str, dict[str, str]], str, list[str]], None] | None = None,
     cache: Path | None = None,
 ) -> Published:
     """Build and publish the extension pair into `registry_prefix` (host/namespace),
     without a Docker engine. `test` runs before the tags, given each platform's images
-    by manifest digest (platform -> role -> ref) and the worker's top ref."""
+    by manifest digest (platform -> role -> ref), the worker's top ref and the modules
+    to import (the spec's `imports`, else the top-level modules the additions install)."""
     started = time.monotonic()
     lock = check_extension_lock(ext)
     custom = lock.metadata.custom_metadata or {}
@@ -419,18 +447,12 @@ def publish_extension(
         ", ".join(built.fetched) or "nothing",
     )
     lock_sha = lock.content_sha()
+    logger.info("pushing %s and %s", repositories[Role.WORKER], repositories[Role.NOTEBOOK])
     # The worker first: the notebook's config names it by digest.
     workers = {
         platform: Image(
             platform,
-            _config(
-                {k: v for k, v in parent.worker.configs[platform].items() if k not in _DERIVED},
-                ext,
-                Role.WORKER,
-                lock_sha,
-                parent.worker.ref,
-                None,
-            ),
+            _config(parent.worker, platform, ext, Role.WORKER, lock_sha, None),
             (*parent_worker.layers, *layers),
         )
         for platform, (layers, parent_worker, _, _) in parts.items()
@@ -446,14 +468,7 @@ def publish_extension(
     notebooks = {
         platform: Image(
             platform,
-            _config(
-                {k: v for k, v in parent.notebook.configs[platform].items() if k not in _DERIVED},
-                ext,
-                Role.NOTEBOOK,
-                lock_sha,
-                parent.notebook.ref,
-                worker_ref,
-            ),
+            _config(parent.notebook, platform, ext, Role.NOTEBOOK, lock_sha, worker_ref),
             (*workers[platform].layers, *parent_notebook.layers[len(parent_worker.layers) :]),
         )
         for platform, (_, parent_worker, parent_notebook, _) in parts.items()
@@ -479,6 +494,7 @@ def publish_extension(
         attach_lock(registry, names[role], tops[role], lock_text, built.owners, mount)
         attach_client(registry, names[role], tops[role], client, mount)
     if test is not None:  # raises before anything is tagged
+        logger.info("running the image tests")
         by_platform = {
             platform: {
                 str(role): f"{repositories[role]}@{platforms[role][platform].digest}"
@@ -486,7 +502,7 @@ def publish_extension(
             }
             for platform in platforms[Role.WORKER]
         }
-        test(by_platform, worker_ref)
+        test(by_platform, worker_ref, ext.imports or built.modules)
     today = date_tag()
     tags = [tag, today]
     for role in ROLES:
@@ -516,6 +532,7 @@ def publish_extension(
         parent_environment=parent.environment,
         added=built.added,
         bytes_fetched=built.fetched_bytes,
+        imports=ext.imports or built.modules,
     )
     directory = build_dir / ext.name
     write_atomic(directory / PUBLISHED_FILE, published.to_json())

@@ -106,11 +106,13 @@ def test_extension(
     build_dir: Path,
     refs: dict[str, dict[str, str]],
     worker_ref: str,
+    imports: list[str],
     extra_args: list[str] | None = None,
 ) -> None:
     """The same image tests on a published extension pair: each platform's images
     (`refs`: platform -> role -> repository@manifest digest) are pulled by digest;
-    `worker_ref` is the worker image the notebook names (its top digest)."""
+    `worker_ref` is the worker image the notebook names (its top digest); `imports`
+    what both images must import."""
     lock = read_lock(ext.lock_path)
     worker_names = {p.name for p in lock.package if p.in_worker}
     for platform, by_role in refs.items():
@@ -123,7 +125,7 @@ def test_extension(
             lock_sha256=lock.content_sha(),
             refs=by_role,
             worker_ref=worker_ref,
-            imports={role: ext.imports for role in ROLES},
+            imports={role: imports for role in ROLES},
             worker_asks_jupyter=bool(worker_names & JUPYTER),
         )
         report = build_dir / ext.name / platform / "image-tests.xml"

@@ -276,6 +276,20 @@ def lock_content_hash(env: Environment, platform: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _pip_record(pin: str, platform: str, python: str, category: str) -> PipLockedPackage:
+    """The lock's record of the one wheel on PyPI that `pin` takes on `platform`."""
+    wheel = find_wheel(pin, platform, python)
+    return PipLockedPackage(
+        name=wheel.name,
+        version=wheel.version,
+        platform=platform,
+        url=wheel.url,
+        hash=PipHash(sha256=wheel.sha256),
+        category=category,
+        optional=category != WORKER_CATEGORY,
+    )
+
+
 def _locked_pip(
     env: Environment, platform: str, solved: Sequence[SolvedPackage]
 ) -> list[PipLockedPackage]:
@@ -301,16 +315,7 @@ def _locked_pip(
                         f"{records[name].name}=={records[name].version} contradict"
                     )
                 continue  # the worker's pin, written another way: in both images already
-            wheel = find_wheel(pin, platform, python)
-            records[name] = PipLockedPackage(
-                name=wheel.name,
-                version=wheel.version,
-                platform=platform,
-                url=wheel.url,
-                hash=PipHash(sha256=wheel.sha256),
-                category=category,
-                optional=category != WORKER_CATEGORY,
-            )
+            records[name] = _pip_record(pin, platform, python, category)
     return list(records.values())
 
 
@@ -568,18 +573,7 @@ def _extension_pip(
                 f"holds {held.name} {held.version}",
                 ext.pip_lines[index],
             )
-        wheel = find_wheel(pin, platform, python)
-        records.append(
-            PipLockedPackage(
-                name=wheel.name,
-                version=wheel.version,
-                platform=platform,
-                url=wheel.url,
-                hash=PipHash(sha256=wheel.sha256),
-                category=WORKER_CATEGORY,
-                optional=False,
-            )
-        )
+        records.append(_pip_record(pin, platform, python, WORKER_CATEGORY))
     return records
 
 
@@ -593,6 +587,14 @@ def lock_extension(ext: Extension, parent: Parent) -> LockFile:
     added: list[LockedPackage] = []
     added_pip: list[PipLockedPackage] = []
     for platform in platforms:
+        logger.info(
+            "%s: solving %s on %s (%s), its %d records held",
+            ext.name,
+            ", ".join([*specs, *ext.pip]),
+            parent.environment,
+            platform,
+            sum(1 for p in parent.lock.package if p.platform == platform),
+        )
         records = _parent_records(parent, platform)
         held = {r.name.normalized: r for r in records}
         virtual = dict(

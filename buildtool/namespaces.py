@@ -182,13 +182,26 @@ def user_worker_image(template: str, image: str, username: str) -> str | None:
     return worker
 
 
-def own_image_profile(template: str, username: str) -> dict:
-    """The hub profile "My own image": a free-form field that admits only the user's own
+def own_image_profile(template: str, username: str, pairs: Any = ()) -> dict:
+    """The hub profile "My own image": the user's published `pairs` (as the hub service
+    lists them) to choose from, and a free-form field; both admit only the user's own
     images by digest, which becomes the notebook pod's image. It sets no
     DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE: the image's own baked variable names its
     worker by digest."""
     prefix = user_prefix(template, username)
     shape = f"{prefix}/<repository>@sha256:<64 hex>"
+    own = re.compile(own_image_regex(template, username))
+    choices: dict = {}
+    for index, pair in enumerate(pairs):
+        image = pair.get("notebook") if isinstance(pair, dict) else None
+        if not isinstance(image, str) or not own.fullmatch(image):
+            continue  # only the user's own images, whatever the service said
+        added = ", ".join(str(a) for a in pair.get("added", []))[:200]
+        choices[f"pair-{index}"] = {
+            "display_name": f"{pair.get('name', '?')}: {pair.get('environment', '?')} + {added}",
+            "default": not choices,
+            "kubespawner_override": {"image": image},
+        }
     return {
         "display_name": "My own image",
         "description": f"A notebook image you published, by digest: {shape}",
@@ -196,7 +209,7 @@ def own_image_profile(template: str, username: str) -> dict:
         "profile_options": {
             "image": {
                 "display_name": "Image",
-                "choices": {},
+                "choices": choices,
                 "unlisted_choice": {
                     "enabled": True,
                     "display_name": "Your notebook image, by digest",
@@ -210,14 +223,35 @@ def own_image_profile(template: str, username: str) -> dict:
     }
 
 
-def user_profile_list(site_profiles: list, template: str, username: str) -> list:
-    """The hub's profiles for one user: the site's as they are, then "My own image" when
-    the user's name has a namespace (a name that has none gets the site's alone)."""
+def user_profile_list(site_profiles: list, template: str, username: str, pairs: Any = ()) -> list:
+    """The hub's profiles for one user: the site's as they are, then "My own image" with
+    the user's published `pairs`, when the user's name has a namespace (a name that has
+    none gets the site's alone)."""
     try:
-        own = own_image_profile(template, username)
+        own = own_image_profile(template, username, pairs)
     except NamespaceError:
         return list(site_profiles)
     return [*site_profiles, own]
+
+
+#: The hub service where users build their pairs (`buildtool serve`), and its hub prefix.
+SERVICE_NAME = "daskhub-builder"
+SERVICE_TIMEOUT_S = 5.0
+
+
+def service_pairs(url: str, token: str, username: str) -> list:
+    """A user's published pairs, as the hub service lists them for the hub's spawner
+    (`url`: the service's base URL; `token`: the service's own API token, which the hub
+    holds too). None of the spawn page hangs on the service: on any failure, no pairs."""
+    quoted = urllib.parse.quote(username, safe="")
+    base = url.rstrip("/") + f"/services/{SERVICE_NAME}/api/hub/pairs/{quoted}"
+    request = urllib.request.Request(base, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=SERVICE_TIMEOUT_S) as response:
+            pairs = json.loads(response.read(MAX_MANIFEST_BYTES)).get("pairs", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return pairs if isinstance(pairs, list) else []
 
 
 # -- the registry read: one notebook image's worker label ------------------------------

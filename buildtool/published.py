@@ -74,6 +74,7 @@ class Published(StrictModel):
     parent_environment: str | None = None
     added: list[str] = []
     bytes_fetched: int | None = None
+    imports: list[str] = []  # what its image tests import
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_defaults=True) + "\n"

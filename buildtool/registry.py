@@ -321,6 +321,18 @@ class Registry:
             "the credentials need pull access to the parent's repository"
         )
 
+    def delete_manifest(self, name: str, digest: str) -> None:
+        """Delete a manifest by digest (its tags go with it); one that is gone already is
+        no error."""
+        status, _, body = self.request(
+            "DELETE",
+            f"/v2/{name}/manifests/{digest}",
+            scope=f"repository:{name}:pull,push,delete",
+            ok=(202, 404),
+        )
+        if status not in (202, 404):
+            raise BuildToolError(f"{name}@{digest}: delete refused ({status}): {body[:200]!r}")
+
     def put_manifest(self, name: str, reference: str, manifest: Blob) -> str:
         assert manifest.data is not None
         status, headers, body = self.request(

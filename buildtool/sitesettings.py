@@ -17,8 +17,9 @@ a default outside its bounds is one line naming the file, the key and the line (
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -72,11 +73,36 @@ class Profiles(StrictModel):
         return self
 
 
+def _group_name(name: str) -> str:
+    """A hub group's name: `group:NAME`, so it can never be mistaken for "all"."""
+    if not name.startswith("group:") or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,255}", name[6:]):
+        raise ValueError(f"{name!r} is neither 'all' nor 'group:NAME' (a hub group)")
+    return name
+
+
 def _user_images(template: str) -> str:
     problem = namespaces.template_problem(template)
     if problem:
         raise ValueError(problem)
     return template
+
+
+class SelfService(StrictModel):
+    """`self_service:` the limits of the hub service where users build their own pairs
+    (`buildtool serve`)."""
+
+    # Who may build: every hub user ("all"), or the members of one hub group.
+    builders: Literal["all"] | Annotated[str, AfterValidator(_group_name)] = "all"
+    max_pairs: int = Field(default=5, ge=1, le=1000)  # published pairs per user
+    max_added_mb: float = Field(default=2000, gt=0, allow_inf_nan=False)  # added archives
+    build_timeout: int = Field(default=900, ge=30, le=24 * 3600)  # seconds
+    max_queued: int = Field(default=8, ge=1, le=1000)  # builds waiting or running, all users
+    concurrent: int = Field(default=1, ge=1, le=64)  # builds running at once
+
+    @property
+    def group(self) -> str | None:
+        """The hub group whose members may build, or None: every user may."""
+        return None if self.builders == "all" else self.builders.removeprefix("group:")
 
 
 class SiteSettings(StrictModel):
@@ -87,6 +113,8 @@ class SiteSettings(StrictModel):
     profiles: Profiles = Profiles()
     # Where users' own pairs live: `host[:port]/path/{username}`; None: no user pairs.
     user_images: Annotated[str, AfterValidator(_user_images)] | None = None
+    # The hub service where users build their own pairs (`buildtool serve`); None: none.
+    self_service: SelfService | None = None
 
 
 def load_site_settings(root: Path) -> SiteSettings:

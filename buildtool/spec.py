@@ -44,8 +44,23 @@ class ImageSet:
     imports: list[str] = field(default_factory=list)
 
 
+class _InRoot:
+    """A spec's folder (`root/name`) and its lock there."""
+
+    name: str
+    root: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / LOCK_FILE
+
+
 @dataclass
-class Environment:
+class Environment(_InRoot):
     """A spec resolved through `extends`: what `lock`, `render` and `docs` work from."""
 
     name: str
@@ -63,14 +78,6 @@ class Environment:
     # Declared through `extends` (children override): for every platform, and per platform.
     virtual_packages: dict[str, str] = field(default_factory=dict)
     platform_virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    @property
-    def directory(self) -> Path:
-        return self.root / self.name
-
-    @property
-    def lock_path(self) -> Path:
-        return self.directory / LOCK_FILE
 
     def roots(self, role: str) -> list[Requirement]:
         """The MatchSpecs an image asks for: the shared ones plus its own."""
@@ -236,7 +243,7 @@ def environment_names(root: Path) -> list[str]:
 
 
 @dataclass
-class Extension:
+class Extension(_InRoot):
     """An extension's spec (`from:`): a user's packages on a published pair."""
 
     name: str
@@ -251,14 +258,6 @@ class Extension:
     imports: list[str]
     notebook_repository: str
     worker_repository: str
-
-    @property
-    def directory(self) -> Path:
-        return self.root / self.name
-
-    @property
-    def lock_path(self) -> Path:
-        return self.directory / LOCK_FILE
 
     def repository(self, role: str) -> str:
         return self.notebook_repository if role == "notebook" else self.worker_repository

@@ -226,6 +226,9 @@ class FrontProxy:
         self.pushed_bytes = 0
         self.uploaded: list[str] = []  # digests of blobs sent in full
         self.mounted: list[str] = []  # digests asked for by a cross-repository mount
+        # While set, blob uploads wait here: a push that is under way, for as long as a
+        # test needs (to kill it mid-push).
+        self.hold_uploads = threading.Event()
         self._lock = threading.Lock()
         proxy = self
 
@@ -242,6 +245,9 @@ class FrontProxy:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                uploading = self.command in ("PATCH", "PUT") and "/blobs/uploads/" in self.path
+                while uploading and proxy.hold_uploads.is_set():
+                    time.sleep(0.05)
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 with proxy._lock:
                     proxy.pushed_bytes += length if self.command in ("PUT", "PATCH", "POST") else 0

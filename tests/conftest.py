@@ -16,6 +16,7 @@ from devsupport import REPO
 from devsupport import metadata_channel as metadata
 from devsupport import standin as standin_module
 from devsupport.servers import RecordingServer
+from devsupport.sitepair import PublishedSite, publish_site
 from devsupport.solver_channel import build_channel
 from devsupport.standin.server import ChannelRequestHandler
 
@@ -69,3 +70,14 @@ def servers() -> Iterator[list[RecordingServer]]:
     yield started
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def physlite_site(
+    standin: standin_module.StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PublishedSite]:
+    """physlite locked and published once per session, through a counting proxy in front
+    of the local registry: the parent of the extension pairs' and the hub service's tests."""
+    site = publish_site(standin, tmp_path_factory.mktemp("physlite-site"))
+    yield site
+    site.proxy.close()

@@ -9,7 +9,6 @@ in one line and writes nothing.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,25 +21,18 @@ from conda_lock.lockfile import parse_conda_lock_file
 from buildtool.helm import generate_helm_values
 from buildtool.namespaces import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
 from devsupport.chart import chart_gateway
-from devsupport.cli import buildtool, locked_site
-from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
-from devsupport.servers import FrontProxy
-from devsupport.standin import StandIn
+from devsupport.cli import buildtool
+from devsupport.sitepair import PublishedSite
 
 ADDED_CONDA = ("threadpoolctl", "wurlitzer")  # in the stand-in, not in physlite
 ADDED_PIP = "hepunits==2.3.5"  # a pure-Python wheel from PyPI
 
 
 @dataclass
-class Site:
-    work: Path
-    root: Path  # the site's environments
-    users: Path  # a user's folder: no checkout of the site, only the registry
-    namespace: str  # where the site publishes, through the proxy
-    proxy: FrontProxy
-    env: dict[str, str]
-    published: dict  # physlite's publish record
-    credentials: RegistryCredentials
+class Site(PublishedSite):
+    """The published site, and a user's folder: no checkout of the site, the registry only."""
+
+    users: Path
 
 
 def _user_spec(site: Site, name: str, body: str) -> Path:
@@ -64,38 +56,9 @@ def _user(site: Site, *args: str, env: dict[str, str] | None = None):  # type: i
 
 
 @pytest.fixture(scope="module")
-def site(standin: StandIn, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    credentials = registry_credentials()
-    proxy = FrontProxy(credentials.registry)
-    work = tmp_path_factory.mktemp("extend")
-    root = locked_site(work, standin.channel, "physlite")
-    env = {
-        **os.environ,
-        "REGISTRY_USER": credentials.user,
-        "REGISTRY_PASSWORD": credentials.password,
-        "DOCKER_CONFIG": str(work / "docker"),
-    }
-    docker_login(
-        RegistryCredentials(proxy.address, credentials.user, credentials.password), work / "docker"
-    )
-    namespace = f"{proxy.address}/x{uuid.uuid4().hex[:8]}"
-    result = buildtool(
-        "--root",
-        root,
-        "publish",
-        "physlite",
-        "--registry",
-        namespace,
-        *standin.image_flags,
-        cwd=work,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    published = json.loads((work / "build" / "physlite" / "published.json").read_text())
-    try:
-        yield Site(work, root, work / "users", namespace, proxy, env, published, credentials)
-    finally:
-        proxy.close()
+def site(physlite_site: PublishedSite, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The session's published physlite, and a user's folder of this module's own."""
+    return Site(**vars(physlite_site), users=tmp_path_factory.mktemp("users"))
 
 
 @pytest.fixture(scope="module")

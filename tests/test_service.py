@@ -1,0 +1,268 @@
+"""The hub service's JSON API (`buildtool serve`), run by a real JupyterHub with its proxy,
+called with real hub tokens, building real extension pairs of the session's published
+physlite into the local registry: who may see and do what, hostile input, limits, a
+build killed mid-push, two users at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from buildtool.namespaces import user_prefix
+from buildtool.registry import Registry, split_reference
+from compat.registry import Credentials
+from devsupport.builder import Builder, running_builder
+from devsupport.sitepair import PublishedSite
+
+SMALL = ["threadpoolctl", "wurlitzer"]  # in the stand-in, not in physlite
+HUB_GROUPS = 'c.JupyterHub.load_groups = {"builders": {"users": ["alice", "bob"]}}\n'
+
+
+@pytest.fixture(scope="module")
+def builder(
+    physlite_site: PublishedSite, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Builder]:
+    with running_builder(
+        physlite_site,
+        tmp_path_factory.mktemp("service"),
+        ["alice", "bob", "carol"],
+        self_service="{builders: 'group:builders', max_pairs: 2, max_queued: 4}",
+        extra_config=HUB_GROUPS,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tokens(builder: Builder) -> dict[str, str]:
+    return {user: builder.hub.token(user) for user in ("alice", "bob", "carol")}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def call(
+    builder: Builder, method: str, path: str, token: str | None, body: Any = None
+) -> tuple[int, Any]:
+    """The service's API through the hub's proxy: (status, the JSON answer or the text)."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"token {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(builder.api(path), data, headers, method=method)
+    try:
+        with OPENER.open(request, timeout=120) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+def wait(builder: Builder, token: str, build_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, build = call(builder, "GET", f"builds/{build_id}", token)
+        assert status == 200, build
+        if build["state"] in ("succeeded", "failed"):
+            return build
+        assert time.monotonic() < deadline, build
+        time.sleep(0.5)
+
+
+def tags(site: PublishedSite, repository: str) -> list[str]:
+    host, name = split_reference(repository)
+    registry = Registry(host, Credentials(site.credentials.user, site.credentials.password))
+    status, _, body = registry.request(
+        "GET", f"/v2/{name}/tags/list", scope=f"repository:{name}:pull", ok=(200, 404)
+    )
+    return (json.loads(body).get("tags") or []) if status == 200 else []
+
+
+def test_without_a_hub_token_nothing_is_answered_or_built(builder: Builder) -> None:
+    for method, path, body in (
+        ("GET", "pairs", None),
+        ("GET", "builds", None),
+        ("POST", "builds", {"environment": "physlite", "dependencies": SMALL}),
+        ("GET", "hub/pairs/alice", None),
+    ):
+        status, answer = call(builder, method, path, None, body)
+        assert status in (302, 403), (path, status, answer)
+    status, answer = call(builder, "GET", "hub/pairs/alice", "not-the-service-token")
+    assert status == 403
+    assert not (builder.state / "builds").exists() or not any((builder.state / "builds").iterdir())
+
+
+def test_hostile_or_conflicting_input_is_one_line(builder: Builder, tokens: dict[str, str]) -> None:
+    alice = tokens["alice"]
+    cases = [
+        (
+            {"environment": "physlite", "dependencies": ["numpy >>1"]},
+            "dependencies[0]: invalid MatchSpec 'numpy >>1'",
+        ),
+        ({"environment": "physlite", "pip": ["numpy"]}, "pip[0]: 'numpy' is not an exact pip pin"),
+        ({"environment": "physlite", "dependencies": ["x\ny"]}, "dependencies[0]"),
+        ({"environment": "physlite", "name": "../../etc", "dependencies": SMALL}, "name:"),
+        ({"environment": "physlite", "dependencies": SMALL, "user": "bob"}, "unknown key 'user'"),
+        ({"environment": "nope", "dependencies": SMALL}, "environment: one of physlite"),
+        ({"environment": "physlite", "dependencies": ["numpy<2"]}, "physlite holds numpy 2.4.6"),
+        (
+            {"environment": "physlite", "environment_yml": "dependencies: [numpy >>1]\n"},
+            "environment.yml:1",
+        ),
+    ]
+    for body, said in cases:
+        for path in ("preview", "builds"):
+            status, answer = call(builder, "POST", path, alice, body)
+            assert status == 400, (body, answer)
+            assert said in answer["error"] and "\n" not in answer["error"], (body, answer)
+            assert str(builder.state) not in answer["error"]  # no path of the service's
+    status, answer = call(builder, "GET", "builds", alice)
+    assert answer == {"builds": []}
+
+
+def test_a_preview_says_what_is_added(builder: Builder, tokens: dict[str, str]) -> None:
+    status, answer = call(
+        builder,
+        "POST",
+        "preview",
+        tokens["alice"],
+        {
+            "environment": "physlite",
+            "dependencies": "threadpoolctl\nwurlitzer",
+            "pip": "hepunits==2.3.5",
+        },
+    )
+    assert status == 200, answer
+    assert sorted(p["name"] for p in answer["added"]) == ["hepunits", "threadpoolctl", "wurlitzer"]
+
+
+def test_two_users_build_at_once_and_neither_reaches_the_other(
+    builder: Builder, tokens: dict[str, str], physlite_site: PublishedSite
+) -> None:
+    alice, bob = tokens["alice"], tokens["bob"]
+    started: dict[str, Any] = {}
+
+    def submit(user: str, token: str) -> None:
+        started[user] = call(
+            builder,
+            "POST",
+            "builds",
+            token,
+            {"environment": "physlite", "name": f"{user}-extra", "dependencies": SMALL},
+        )
+
+    threads = [
+        threading.Thread(target=submit, args=item) for item in (("alice", alice), ("bob", bob))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {user: status for user, (status, _) in started.items()} == {"alice": 202, "bob": 202}
+    # One build per user at a time.
+    again = call(
+        builder, "POST", "builds", alice, {"environment": "physlite", "dependencies": SMALL}
+    )
+    assert again[0] in (409, 202), again  # 202 only if alice's first build ended already
+    builds = {
+        user: wait(builder, token, started[user][1]["id"])
+        for user, token in (("alice", alice), ("bob", bob))
+    }
+    if again[0] == 202:
+        wait(builder, alice, again[1]["id"])
+    for user, build in builds.items():
+        assert build["state"] == "succeeded", build
+        prefix = user_prefix(builder.template, user)
+        assert build["notebook"].startswith(f"{prefix}/jupyter-{user}-extra@sha256:")
+        assert build["worker"].startswith(f"{prefix}/dask-gateway-{user}-extra@sha256:")
+        assert tags(physlite_site, build["notebook"].split("@")[0])
+
+    # bob sees nothing of alice's: her build, her pairs; and cannot delete them.
+    alice_build = builds["alice"]["id"]
+    assert call(builder, "GET", f"builds/{alice_build}", bob)[0] == 404
+    status, pairs = call(builder, "GET", "pairs", bob)
+    assert [p["name"] for p in pairs["pairs"]] == ["bob-extra"]
+    assert call(builder, "DELETE", "pairs/alice-extra", bob)[0] == 404
+    status, pairs = call(builder, "GET", "pairs", alice)
+    assert "alice-extra" in [p["name"] for p in pairs["pairs"]]
+    # The hub's spawner asks with the service's own token: alice's pairs, by digest.
+
+    # alice deletes her own: gone from the registry and her list.
+    notebook = builds["alice"]["notebook"]
+    assert call(builder, "DELETE", "pairs/alice-extra", alice)[0] == 204
+    status, pairs = call(builder, "GET", "pairs", alice)
+    assert "alice-extra" not in [p["name"] for p in pairs["pairs"]]
+    assert tags(physlite_site, notebook.split("@")[0]) == []
+
+
+def test_limits_are_one_line_each(builder: Builder, tokens: dict[str, str]) -> None:
+    # carol is not in the hub group that may build.
+    status, answer = call(
+        builder,
+        "POST",
+        "builds",
+        tokens["carol"],
+        {"environment": "physlite", "dependencies": SMALL},
+    )
+    assert status == 403 and "hub group 'builders'" in answer["error"], answer
+    # bob has bob-extra; two pairs at most: a second is allowed, a third is not.
+    body = {"environment": "physlite", "dependencies": ["wurlitzer"]}
+    status, answer = call(builder, "POST", "builds", tokens["bob"], {**body, "name": "bob-two"})
+    assert status == 202, answer
+    assert wait(builder, tokens["bob"], answer["id"])["state"] == "succeeded"
+    status, answer = call(builder, "POST", "builds", tokens["bob"], {**body, "name": "bob-three"})
+    assert status == 403 and "self_service.max_pairs" in answer["error"], answer
+
+
+def test_a_build_killed_mid_push_leaves_no_tag(
+    builder: Builder, tokens: dict[str, str], physlite_site: PublishedSite
+) -> None:
+    alice = tokens["alice"]
+    proxy = physlite_site.proxy
+    proxy.hold_uploads.set()  # blob uploads wait at the proxy until released
+    try:
+        status, answer = call(
+            builder,
+            "POST",
+            "builds",
+            alice,
+            {"environment": "physlite", "name": "alice-cut", "dependencies": ["threadpoolctl"]},
+        )
+        assert status == 202, answer
+        deadline = time.monotonic() + 120
+        while call(builder, "GET", f"builds/{answer['id']}", alice)[1]["step"] != "push":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        publish = subprocess.run(
+            ["pgrep", "-f", "buildtool.cli .*publish alice-cut"], capture_output=True, text=True
+        ).stdout.split()
+        assert publish, "the publish process was not found"
+        for pid in publish:
+            os.kill(int(pid), signal.SIGKILL)
+    finally:
+        proxy.hold_uploads.clear()
+    build = wait(builder, alice, answer["id"])
+    assert build["state"] == "failed" and build["notebook"] is None, build
+    prefix = user_prefix(builder.template, "alice")
+    for repository in (f"{prefix}/jupyter-alice-cut", f"{prefix}/dask-gateway-alice-cut"):
+        assert tags(physlite_site, repository) == []
+    status, pairs = call(builder, "GET", "pairs", alice)
+    assert "alice-cut" not in [p["name"] for p in pairs["pairs"]]
