@@ -11,7 +11,10 @@ published into the local registry; then, --repeat times each:
   publish` (no image tests, no Docker), each run with an EMPTY package cache, so every
   added archive is fetched over HTTP. Two sets of additions: two small conda packages
   and one pip pin (the issue's example), and a larger one (scikit-learn, which brings
-  joblib and threadpoolctl, plus mimesis).
+  joblib and threadpoolctl, plus mimesis);
+* through the hub service: a real JupyterHub runs `buildtool serve`; from the page's
+  submit (the API call it makes, with a hub token) to the published pair, two small
+  packages, no image tests.
 
 The physical limit of the bytes is the added packages' own compressed size: each added
 archive's and wheel's Content-Length, asked of the server that serves it. The archives are
@@ -39,6 +42,8 @@ import zstandard
 
 from bench.common import Bench, Row, main, mb, run, table, timed, verdict
 from buildtool.lockfile import read_lock
+from devsupport.builder import running_builder
+from devsupport.sitepair import publish_site
 
 ENV_NAME = "physlite"
 # name -> (conda additions, pip pins)
@@ -175,7 +180,70 @@ def report(bench: Bench) -> str:
             f"pushed {pushed - limit:+,.0f} bytes beyond the archives (configs, manifests "
             "written once by digest and once per tag, the attached lock and client pins)."
         )
+    service_row, service_note = _service(bench, full)
+    rows.append(service_row)
+    notes.append(service_note)
     return table(rows) + "\n\n" + "\n".join(f"- {note}" for note in notes)
+
+
+SERVICE_ADDITIONS = ["threadpoolctl", "wurlitzer"]
+
+
+def _service(bench: Bench, full: float) -> tuple[Row, str]:
+    """Through the hub service (`buildtool serve` under a real JupyterHub): from the page's
+    submit (its POST to the service's API, with alice's hub token) to the published
+    pair, two small packages on physlite, no image tests; each run a new pair."""
+    site = publish_site(bench.standin, bench.work / "service-site")
+    try:
+        with running_builder(
+            site, bench.work / "service", ["alice"], self_service="{max_pairs: 100}"
+        ) as builder:
+            token = builder.hub.token("alice")
+            times = []
+            for run_index in range(bench.repeat):
+                body = {
+                    "environment": ENV_NAME,
+                    "name": f"bench-{run_index}",
+                    "dependencies": SERVICE_ADDITIONS,
+                }
+                bench.progress(f"through the service {run_index + 1}/{bench.repeat}")
+                started = time.perf_counter()
+                build = _api(builder.api("builds"), token, body)
+                while build.get("state") not in ("succeeded", "failed"):
+                    time.sleep(0.2)
+                    build = _api(builder.api(f"builds/{build['id']}"), token)
+                if build["state"] != "succeeded":
+                    raise RuntimeError(f"the service's build failed: {build.get('error')}")
+                times.append(time.perf_counter() - started)
+    finally:
+        site.proxy.close()
+    ours = statistics.median(times)
+    row = Row(
+        f"service: page submit to published pair, median of {bench.repeat} (no image tests)",
+        f"{ours:.1f} s",
+        f"{full:.1f} s (full publish)",
+        f"{ours / full:.3f}",
+        "< 60 s",
+        verdict(ours < 60),
+    )
+    note = (
+        f"service: adds {', '.join(SERVICE_ADDITIONS)} through `buildtool serve` under "
+        f"JupyterHub; runs (s): {', '.join(f'{t:.1f}' for t in times)} (each a new pair; "
+        "the package cache warm after the first)."
+    )
+    return row, note
+
+
+def _api(url: str, token: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer: dict = json.loads(response.read())
+    return answer
 
 
 if __name__ == "__main__":

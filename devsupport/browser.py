@@ -91,7 +91,16 @@ class Browser:
         field.send_keys(value)
 
     def click(self, selector: str) -> None:
-        self.wait_for(selector).click()
+        """Click the element, scrolled into the window first, as a person scrolls to a
+        button below the fold."""
+        self.show(selector).click()
+
+    def show(self, selector: str) -> WebElement:
+        """Scroll the element `selector` names to the top of the window (for a screenshot
+        of it, or a click)."""
+        element = self.wait_for(selector)
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
+        return element
 
     def text(self, selector: str = "body") -> str:
         """The text a person reads in the element `selector` names (the whole page by

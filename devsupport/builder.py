@@ -36,6 +36,8 @@ class Builder:
     template: str  # site.yaml's user_images
     state: Path  # the service's own folder
     log: Path
+    root: Path  # the copy of the site's environments it serves
+    service: dict  # its entry in c.JupyterHub.services: url, api_token, ...
 
     def api(self, path: str) -> str:
         return f"{self.url}api/{path}"
@@ -100,4 +102,6 @@ def running_builder(
         {"users": users, **(hub_settings or {})},
         config + extra_config,
     ) as hub:
-        yield Builder(hub, f"{hub.url}/services/{SERVICE_NAME}/", template, state, log)
+        yield Builder(
+            hub, f"{hub.url}/services/{SERVICE_NAME}/", template, state, log, root, service
+        )

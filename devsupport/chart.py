@@ -68,6 +68,13 @@ jupyterhub, requests = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 # hub.extraConfig snippet in key order, run with `c` in scope.
 c = Config()
 c.KubeSpawner.profile_list = jupyterhub["singleuser"]["profileList"]
+# hub.services, as the chart makes them JupyterHub's services (apiToken: api_token).
+c.JupyterHub.services = []
+for name, given in jupyterhub.get("hub", {}).get("services", {}).items():
+    service = {"name": name, **{k: v for k, v in given.items() if k != "apiToken"}}
+    if given.get("apiToken"):
+        service["api_token"] = given["apiToken"]
+    c.JupyterHub.services.append(service)
 for _, snippet in sorted(jupyterhub.get("hub", {}).get("extraConfig", {}).items()):
     exec(snippet, {"c": c})
 

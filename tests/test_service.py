@@ -15,14 +15,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from buildtool.namespaces import user_prefix
+from buildtool.helm import generate_helm_values
+from buildtool.namespaces import OWN_IMAGE_SLUG, SERVICE_NAME, user_prefix
 from buildtool.registry import Registry, split_reference
 from compat.registry import Credentials
 from devsupport.builder import Builder, running_builder
+from devsupport.chart import hub_spawn
 from devsupport.sitepair import PublishedSite
 
 SMALL = ["threadpoolctl", "wurlitzer"]  # in the stand-in, not in physlite
@@ -230,6 +233,32 @@ def test_limits_are_one_line_each(builder: Builder, tokens: dict[str, str]) -> N
     assert wait(builder, tokens["bob"], answer["id"])["state"] == "succeeded"
     status, answer = call(builder, "POST", "builds", tokens["bob"], {**body, "name": "bob-three"})
     assert status == 403 and "self_service.max_pairs" in answer["error"], answer
+
+
+def test_the_spawn_form_offers_a_user_their_own_pairs_from_the_service(
+    builder: Builder, physlite_site: PublishedSite, tmp_path: Path
+) -> None:
+    """The real KubeSpawner with the generated hub config, which asks the running service
+    (with the service's own token, as the chart gives it) for the user's pairs."""
+    values = generate_helm_values(builder.root, physlite_site.build_dir)
+    services = values["jupyterhub"]["hub"]["services"]
+    # Where this service runs, and its token: what a site's own values would say.
+    services[SERVICE_NAME].update(url=builder.service["url"], apiToken=builder.service["api_token"])
+    bob_pairs = {
+        p["name"]: p["notebook"]
+        for p in call(builder, "GET", "pairs", builder.hub.token("bob"))[1]["pairs"]
+    }
+    assert bob_pairs, "bob published pairs in the tests before"
+    pods = hub_spawn(
+        values["jupyterhub"],
+        [
+            ("bob", {"profile": OWN_IMAGE_SLUG, "image": "pair-0"}),
+            ("alice", {"profile": OWN_IMAGE_SLUG, "image": "pair-0"}),
+        ],
+        tmp_path,
+    )
+    assert pods[0].get("image") in bob_pairs.values(), pods[0]
+    assert "error" in pods[1] and pods[1].get("image") not in bob_pairs.values(), pods[1]
 
 
 def test_a_build_killed_mid_push_leaves_no_tag(

@@ -93,6 +93,7 @@ def test_alice_builds_a_pair_in_the_browser_and_starts_it(
         page.wait_for("#progress")
         page.screenshot("building")
         page.wait_for("#result", timeout=600)
+        page.show("#result")
         page.screenshot("published")
         notebook = page.text("#notebook-ref")
         worker = page.text("#worker-ref")
@@ -106,10 +107,11 @@ def test_alice_builds_a_pair_in_the_browser_and_starts_it(
         # digest (pulled as a node pulls it: DockerSpawner cannot pull a digest itself).
         docker("pull", notebook, env=docker_env)
         page.click("#spawn-link")
+        hub.login("alice", next_path="/hub/home")  # the harness's own session, to check
         status = hub.wait_for_server("alice", timeout=300)
         assert "started" in status
         page.open(hub.url + "/user/alice/lab")
-        page.wait_for("#jp-main-dock-panel, .jp-LabShell", timeout=120)
+        page.wait_for(".jp-Launcher", timeout=120)
         page.screenshot("server")
         container = hub.container("alice")
         inspected = json.loads(docker("inspect", container).stdout)[0]
@@ -136,7 +138,7 @@ def test_alice_builds_a_pair_in_the_browser_and_starts_it(
         result = json.loads(said.stdout.decode().strip().splitlines()[-1])
         assert result == {"workers": 2, "imported": ["threadpoolctl", "wurlitzer"]}
         page.open(builder.url)
-        page.wait_for("#pairs tbody tr")
+        page.show("#pairs tbody tr")
         page.screenshot("my-pairs")
     for name in started:
         docker("rm", "--force", name, check=False)
