@@ -10,7 +10,9 @@ makes the Helm values turn both off. `user_images` (default none: off) is where 
 own pairs live, a repository template with one `{username}` path component
 (`registry.example.org/daskhub-users/{username}`, see :mod:`buildtool.namespaces`): with it,
 the hub offers each user their own notebook images by digest, and the gateway starts a
-user's own worker images by digest, and no one else's. The file is optional; a missing key
+user's own worker images by digest, and no one else's. `self_service` (default none: off)
+turns on the hub service where users build their pairs (`buildtool serve`) and sets its
+limits. The file is optional; a missing key
 takes the default below. It is validated like the specs: an unknown key, a wrong type or
 a default outside its bounds is one line naming the file, the key and the line (exit 2).
 """

@@ -23,6 +23,9 @@ The helpers the tests and the benchmarks import (each module says more):
   hub.py            a real JupyterHub (DummyAuthenticator, DockerSpawner) behind its proxy;
                     its login form and users' API tokens
   browser.py        headless chromium through selenium; numbered screenshots per test
+  sitepair.py       a site with a pair published through a counting proxy (the parent of
+                    the extension and service tests)
+  builder.py        the hub service (`buildtool serve`) run by a real JupyterHub
   published.py      a publish record, as the publish stage writes it
   lockdata.py       the compat tests' fixture lockfiles, and prefixes laid out from them
   solver_channel.py, metadata_channel.py  channels to solve and lock against, no payload
