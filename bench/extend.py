@@ -41,7 +41,9 @@ from pathlib import Path
 import zstandard
 
 from bench.common import Bench, Row, main, mb, run, table, timed, verdict
+from buildtool.extend import added_records
 from buildtool.lockfile import read_lock
+from buildtool.service import content_length
 from devsupport.builder import running_builder
 from devsupport.sitepair import publish_site
 
@@ -51,11 +53,6 @@ ADDITIONS = {
     "small": (["threadpoolctl", "wurlitzer"], ["hepunits==2.3.5"]),
     "larger": (["scikit-learn", "mimesis"], []),
 }
-
-
-def _content_length(url: str) -> int:
-    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
-        return int(r.headers["Content-Length"])
 
 
 def _gzip_floor(url: str) -> int:
@@ -131,11 +128,9 @@ def report(bench: Bench) -> str:
             times.append(seconds)
             records.append(record)
         lock = read_lock(bench.work / "users" / name / "conda-lock.yml")
-        parent_lock = read_lock(bench.root / ENV_NAME / "conda-lock.yml")
-        added = [p for p in lock.package if p.name not in {q.name for q in parent_lock.package}]
-        added_pip = [p for p in lock.pip if p.name not in {q.name for q in parent_lock.pip}]
+        added, added_pip = added_records(lock, read_lock(bench.root / ENV_NAME / "conda-lock.yml"))
         urls = [p.url for p in added] + [p.url for p in added_pip]
-        limit = sum(_content_length(url) for url in urls)
+        limit = sum(content_length(url) for url in urls)
         floor = sum(_gzip_floor(url) for url in urls)
         pushed = statistics.median(r["bytes_pushed"] for r in records)
         fetched = statistics.median(r["bytes_fetched"] for r in records)

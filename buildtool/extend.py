@@ -214,13 +214,18 @@ def _parent_image(image: ParentImage, platform: str) -> tuple[Image, dict[str, O
     return modeled, blobs
 
 
-def _added(
-    lock: LockFile, parent: Parent, platform: str
+def added_records(
+    lock: LockFile, parent_lock: LockFile, platform: str | None = None
 ) -> tuple[list[LockedPackage], list[PipLockedPackage]]:
-    held = {(p.platform, p.name) for p in parent.lock.package}
-    held_pip = {(p.platform, p.name) for p in parent.lock.pip}
-    conda = [p for p in lock.package if p.platform == platform and (p.platform, p.name) not in held]
-    pip = [p for p in lock.pip if p.platform == platform and (p.platform, p.name) not in held_pip]
+    """The conda and pip records an extension's lock adds to its parent's (on `platform`,
+    or on every platform): what is fetched, installed, layered and shown as added."""
+    held = {(p.platform, p.name) for p in parent_lock.package}
+    held_pip = {(p.platform, p.name) for p in parent_lock.pip}
+    conda = [p for p in lock.package if (p.platform, p.name) not in held]
+    pip = [p for p in lock.pip if (p.platform, p.name) not in held_pip]
+    if platform is not None:
+        conda = [p for p in conda if p.platform == platform]
+        pip = [p for p in pip if p.platform == platform]
     return conda, pip
 
 
@@ -296,7 +301,7 @@ def build_additions(
     pair = ExtensionPair()
     parts = {}
     for platform in parent.lock.metadata.platforms:
-        conda, pip = _added(lock, parent, platform)
+        conda, pip = added_records(lock, parent.lock, platform)
         parent_worker, worker_blobs = _parent_image(parent.worker, platform)
         parent_notebook, notebook_blobs = _parent_image(parent.notebook, platform)
         shared = len(parent_worker.layers)
@@ -353,7 +358,6 @@ def build_additions(
             pair.owners[platform]["pip (extension)"] = wheels
         pair.fetched_bytes += counter.bytes
         pair.fetched += counter.names
-        pair.added = sorted({p.name for p in conda} | {p.name for p in pip})
         pair.new_layers |= {layer.diff_id for layer in layers}
         pair.blobs.update(worker_blobs)
         pair.blobs.update(notebook_blobs)
@@ -361,6 +365,8 @@ def build_additions(
             store.gzip_blobs([layer.diff_id for layer in layers], EXTENSION_GZIP_LEVEL)
         )
         parts[platform] = (layers, parent_worker, parent_notebook, notebook_blobs)
+    conda, pip = added_records(lock, parent.lock)
+    pair.added = sorted({p.name for p in conda} | {p.name for p in pip})
     return pair, parts
 
 

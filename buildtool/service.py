@@ -53,6 +53,7 @@ from tornado.httpserver import HTTPServer
 
 from buildtool import artifacts, grammar, importer
 from buildtool.errors import BuildToolError, SpecError
+from buildtool.extend import added_records
 from buildtool.lock import lock_extension
 from buildtool.lockfile import read_lock
 from buildtool.namespaces import OWN_IMAGE_SLUG, escape_username, user_prefix
@@ -120,7 +121,7 @@ _PLAIN = re.compile(r"[^A-Za-z0-9_.=<>!~*,:\[\] -]")
 REQUEST_KEYS = ("environment", "name", "dependencies", "pip", "environment_yml")
 
 
-def parse_request(body: dict[str, Any], settings: Settings, offered: list[str]) -> Request:
+def parse_request(body: dict[str, Any], offered: list[str]) -> Request:
     """The request's additions (from lists or a pasted environment.yml), bounded. Who
     builds, and into which namespace, is never the request's to say."""
     unknown = sorted(set(body) - set(REQUEST_KEYS))
@@ -218,7 +219,7 @@ class Builder:
         return self._parents[ref]
 
     def request(self, body: dict[str, Any]) -> Request:
-        return parse_request(body, self.settings, [e["name"] for e in self.environments()])
+        return parse_request(body, [e["name"] for e in self.environments()])
 
     # -- what a request adds ------------------------------------------------------------
     def preview(self, request: Request) -> dict[str, Any]:
@@ -233,16 +234,11 @@ class Builder:
                 raise Rejected(400, str(exc).replace(folder + "/", "")) from None
             except BuildToolError as exc:
                 raise Rejected(400, str(exc).replace(folder + "/", "")) from None
-        held = {(p.platform, p.name) for p in parent.lock.package}
-        held_pip = {(p.platform, p.name) for p in parent.lock.pip}
+        conda, pip = added_records(lock, parent.lock)
         added = [
-            {"name": p.name, "version": p.version, "platform": p.platform, "manager": "conda"}
-            for p in lock.package
-            if (p.platform, p.name) not in held
-        ] + [
-            {"name": p.name, "version": p.version, "platform": p.platform, "manager": "pip"}
-            for p in lock.pip
-            if (p.platform, p.name) not in held_pip
+            {"name": p.name, "version": p.version, "platform": p.platform, "manager": manager}
+            for manager, records in (("conda", conda), ("pip", pip))
+            for p in records
         ]
         return {"environment": request.environment, "parent": parent.notebook.ref, "added": added}
 
@@ -290,11 +286,8 @@ class Builder:
 
     def _check_size(self, workspace: Path, name: str, parent: Parent) -> None:
         """The added archives' size within `max_added_mb` (asked of their servers)."""
-        lock = read_lock(workspace / name / "conda-lock.yml")
-        held = {p.url for p in parent.lock.package} | {p.url for p in parent.lock.pip}
-        urls = [p.url for p in lock.package if p.url not in held]
-        urls += [p.url for p in lock.pip if p.url not in held]
-        size = sum(_content_length(url) for url in urls)
+        conda, pip = added_records(read_lock(workspace / name / "conda-lock.yml"), parent.lock)
+        size = sum(content_length(p.url) for p in conda) + sum(content_length(p.url) for p in pip)
         limit = self.settings.limits.max_added_mb
         if size > limit * 1e6:
             raise BuildToolError(
@@ -358,9 +351,14 @@ class Builder:
         return True
 
 
-def _content_length(url: str) -> int:
+def content_length(url: str) -> int:
+    """The size of what `url` serves, as its server says (a HEAD request); a server that
+    does not say is an error, never a size of 0."""
     with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
-        return int(r.headers.get("Content-Length") or 0)
+        length = r.headers.get("Content-Length")
+    if length is None:
+        raise BuildToolError(f"{url}: its server does not say how large it is")
+    return int(length)
 
 
 def hub_group_members(group: str) -> set[str]:
