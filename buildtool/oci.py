@@ -23,9 +23,9 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -77,6 +77,69 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
+# What a tar member's bytes come from: a file on disk, bytes, an open file, or nothing.
+Content = Path | bytes | IO[bytes] | None
+
+
+class TarWriter:
+    """Writes a tar archive byte for byte as `tarfile` does (PAX headers, members padded
+    to 512 bytes, two zero blocks, the whole padded to 10240), much faster: `tarfile`'s
+    stream mode copies every byte several times through its buffer, which capped a layer
+    at a few hundred MB/s of Python CPU. File data is copied in large chunks, or, with
+    `sendfile`, handed to the kernel (`os.sendfile`) from the file to `out`'s descriptor."""
+
+    def __init__(self, out: BinaryIO, sendfile: bool = False) -> None:
+        self.out = out
+        self.sendfile = sendfile
+        self.offset = 0
+        self._buffer = bytearray(COPY_BUFFER)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def add(self, info: tarfile.TarInfo, content: Content = None) -> None:
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if not info.isreg() or info.size == 0:
+            return
+        if isinstance(content, bytes):
+            self._write(content)
+        elif isinstance(content, Path):
+            with content.open("rb") as source:
+                self._copy(source, info.size)
+        else:
+            assert content is not None, info.name
+            self._copy(content, info.size)
+        remainder = info.size % tarfile.BLOCKSIZE
+        if remainder:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
+
+    def _copy(self, source: IO[bytes], size: int) -> None:
+        if self.sendfile:
+            self.out.flush()
+            while size:
+                sent = os.sendfile(self.out.fileno(), source.fileno(), None, size)
+                if sent == 0:
+                    break
+                size -= sent
+                self.offset += sent
+        view = memoryview(self._buffer)
+        while size:
+            got = source.readinto(view[: min(size, len(view))])  # type: ignore[attr-defined]
+            if not got:
+                raise BuildToolError(
+                    f"{getattr(source, 'name', 'a member')}: shorter than its size"
+                )
+            self._write(view[:got])
+            size -= got
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+        remainder = self.offset % tarfile.RECORDSIZE
+        if remainder:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
+
+
 @dataclass(frozen=True)
 class Entry:
     """One member of a layer to write: a file, directory or symlink under `path`."""
@@ -90,6 +153,7 @@ class Entry:
     source: Path | None = None  # for "file": where the bytes are
     size: int = 0
     linkname: str = ""
+    data: bytes | None = None  # for "file": the bytes themselves, instead of `source`
 
     def tarinfo(self) -> tarfile.TarInfo:
         info = tarfile.TarInfo(self.path + ("/" if self.kind == "dir" else ""))
@@ -121,6 +185,39 @@ class BlobStore:
         self.root = root
         (root / "layers").mkdir(parents=True, exist_ok=True)
         (root / "gzip").mkdir(parents=True, exist_ok=True)
+        # What this process wrote into the store: (diff_id, bytes) of each layer.
+        self.written: list[tuple[str, int]] = []
+
+    def recall(self, kind: str, key: str) -> dict[str, Any] | None:
+        """What was kept of `kind` under `key` (a hex digest of its inputs), if anything."""
+        path = self.root / kind / f"{key}.json"
+        try:
+            value: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return value
+
+    def remember(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        path = self.root / kind / f"{key}.json"
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            json.dump(value, out, sort_keys=True)
+        os.replace(tmp, path)
+
+    def recall_layer(self, key: str) -> tuple[Layer, list[str]] | None:
+        """The layer made from the inputs `key` stands for, and the files it holds, if
+        it is still in the store."""
+        value = self.recall("keys", key)
+        if value is None:
+            return None
+        layer = Layer(**value["layer"])
+        if not self.layer_path(layer.diff_id).exists():
+            return None
+        return layer, value["files"]
+
+    def remember_layer(self, key: str, layer: Layer, files: list[str]) -> None:
+        self.remember("keys", key, {"layer": asdict(layer), "files": files})
 
     def layer_path(self, diff_id: str) -> Path:
         return self.root / "layers" / f"{diff_id.removeprefix('sha256:')}.tar"
@@ -134,6 +231,7 @@ class BlobStore:
                 write(hashing)  # type: ignore[arg-type]
             diff_id = f"sha256:{hashing.sha.hexdigest()}"
             os.replace(tmp, self.layer_path(diff_id))
+            self.written.append((diff_id, hashing.size))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -143,16 +241,10 @@ class BlobStore:
         ordered = sorted(entries, key=lambda e: e.path)
 
         def write(out: BinaryIO) -> None:
-            with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
-                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
-            ) as tar:
-                for entry in ordered:
-                    if entry.kind == "file":
-                        assert entry.source is not None
-                        with entry.source.open("rb") as data:
-                            tar.addfile(entry.tarinfo(), data)
-                    else:
-                        tar.addfile(entry.tarinfo())
+            tar = TarWriter(out)
+            for entry in ordered:
+                tar.add(entry.tarinfo(), entry.data if entry.data is not None else entry.source)
+            tar.close()
 
         diff_id, size = self._store(write)
         return Layer(diff_id, size, created, created_by)
@@ -192,31 +284,28 @@ class BlobStore:
                     link_to[name] = first
 
             def write(out: BinaryIO) -> None:
-                with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
-                    fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
-                ) as new:
-                    for name in sorted(by_name):
-                        member = by_name[name]
-                        content = data_of.get(name, member)
-                        info = tarfile.TarInfo(name)
-                        info.mode, info.uid, info.gid = member.mode, member.uid, member.gid
-                        info.mtime = min(int(member.mtime), clamp)
-                        info.uname = info.gname = ""
-                        info.devmajor, info.devminor = member.devmajor, member.devminor
-                        info.pax_headers = {
-                            k: v
-                            for k, v in member.pax_headers.items()
-                            if k.startswith("SCHILY.xattr.")
-                        }
-                        if name in link_to:
-                            info.type, info.linkname = tarfile.LNKTYPE, link_to[name]
-                            new.addfile(info)
-                        elif content.isreg() or content.islnk():
-                            info.type, info.size = tarfile.REGTYPE, content.size
-                            new.addfile(info, tar.extractfile(content))
-                        else:
-                            info.type, info.linkname = member.type, member.linkname
-                            new.addfile(info)
+                new = TarWriter(out)
+                for name in sorted(by_name):
+                    member = by_name[name]
+                    content = data_of.get(name, member)
+                    info = tarfile.TarInfo(name)
+                    info.mode, info.uid, info.gid = member.mode, member.uid, member.gid
+                    info.mtime = min(int(member.mtime), clamp)
+                    info.uname = info.gname = ""
+                    info.devmajor, info.devminor = member.devmajor, member.devminor
+                    info.pax_headers = {
+                        k: v for k, v in member.pax_headers.items() if k.startswith("SCHILY.xattr.")
+                    }
+                    if name in link_to:
+                        info.type, info.linkname = tarfile.LNKTYPE, link_to[name]
+                        new.add(info)
+                    elif content.isreg() or content.islnk():
+                        info.type, info.size = tarfile.REGTYPE, content.size
+                        new.add(info, tar.extractfile(content))
+                    else:
+                        info.type, info.linkname = member.type, member.linkname
+                        new.add(info)
+                new.close()
 
             diff_id, size = self._store(write)
         return Layer(diff_id, size, clamp, created_by)
@@ -371,22 +460,29 @@ def chain_ids(diff_ids: Iterable[str]) -> list[str]:
     together with everything under it (the OCI image spec's ChainID)."""
     chains: list[str] = []
     for diff_id in diff_ids:
-        chains.append(sha256_digest(f"{chains[-1]} {diff_id}".encode()) if chains else diff_id)
+        chains.append(next_chain(chains[-1] if chains else None, diff_id))
     return chains
 
 
+def next_chain(below: str | None, diff_id: str) -> str:
+    """The chain ID of a layer `diff_id` on the stack whose chain ID is `below`."""
+    return diff_id if below is None else sha256_digest(f"{below} {diff_id}".encode())
+
+
 def docker_archive(
-    images: dict[str, Image], store: BlobStore, held: frozenset[str] = frozenset()
-) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
-    """The members of a `docker save` archive holding `images` (tag -> image): each layer
-    once, each config, and manifest.json.
+    images: Sequence[tuple[str | None, Image]],
+    store: BlobStore,
+    held: frozenset[str] = frozenset(),
+) -> Iterator[tuple[tarfile.TarInfo, Content]]:
+    """The members of a `docker save` archive holding `images` (tag or None, image): each
+    layer once, each config, and manifest.json. An image without a tag is loaded untagged.
 
     A layer whose chain the engine already `held` is named in the manifest but left out
     of the archive: the engine's loader finds the chain in its layer store and never opens
     that file (moby's image/tarexport/load.go), so only what it lacks is sent."""
     manifest = []
     seen: set[str] = set()
-    for tag, image in images.items():
+    for tag, image in images:
         config = image.config_blob()
         config_name = f"{config.digest.removeprefix('sha256:')}.json"
         layer_names = []
@@ -399,30 +495,33 @@ def docker_archive(
                 path = store.layer_path(layer.diff_id)
                 info = tarfile.TarInfo(name)
                 info.size = path.stat().st_size
-                yield info, path.open("rb")
+                yield info, path
         if config_name not in seen:
             seen.add(config_name)
             info = tarfile.TarInfo(config_name)
             info.size = config.size
-            yield info, config.open()
-        manifest.append({"Config": config_name, "RepoTags": [tag], "Layers": layer_names})
+            yield info, config.data
+        manifest.append(
+            {"Config": config_name, "RepoTags": [tag] if tag else None, "Layers": layer_names}
+        )
     data = json.dumps(manifest).encode()
     info = tarfile.TarInfo("manifest.json")
     info.size = len(data)
-    yield info, io.BytesIO(data)
+    yield info, data
 
 
 def docker_load(
     docker: str,
-    images: dict[str, Image],
+    images: Sequence[tuple[str | None, Image]],
     store: BlobStore,
     held: frozenset[str] = frozenset(),
     timeout: float = LOAD_TIMEOUT,
-) -> int:
+) -> tuple[int, int]:
     """Stream `images` into the engine's `docker load`, leaving out the layers whose chains
-    it `held`: nothing is written twice here. Returns the layer bytes sent. After `timeout`
-    seconds the load is killed and CommandTimeout raised."""
-    sent = 0
+    it `held`; the layers go from the store to the engine's pipe by `os.sendfile`. Returns
+    how many layers and bytes of layers were sent. After `timeout` seconds the load is
+    killed and CommandTimeout raised."""
+    sent = layers = 0
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             [docker, "load", "--quiet"],
@@ -434,13 +533,13 @@ def docker_load(
         assert process.stdin is not None
         with Watchdog(process, timeout, "docker load") as watchdog:
             try:
-                with tarfile.open(  # type: ignore[call-overload]  # typeshed lacks copybufsize
-                    fileobj=process.stdin, mode="w|", copybufsize=COPY_BUFFER
-                ) as tar:
-                    for info, data in docker_archive(images, store, held):
-                        with data or io.BytesIO():
-                            tar.addfile(info, data)
-                        sent += info.size if info.name.endswith("/layer.tar") else 0
+                tar = TarWriter(process.stdin, sendfile=True)  # type: ignore[arg-type]
+                for info, content in docker_archive(images, store, held):
+                    tar.add(info, content)
+                    if info.name.endswith("/layer.tar"):
+                        layers += 1
+                        sent += info.size
+                tar.close()
                 process.stdin.close()
             except BrokenPipeError:
                 pass  # the engine stopped reading: its message says why
@@ -450,7 +549,7 @@ def docker_load(
             err.seek(0)
             said = err.read().decode(errors="replace").strip()
             raise RuntimeError(f"docker load failed: {said or 'no message'}")
-    return sent
+    return layers, sent
 
 
 def file_entry(

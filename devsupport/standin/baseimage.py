@@ -291,7 +291,7 @@ def _import(rootfs: Path, tag: str, arch: str) -> None:
         (platform,) = [p.subdir for p in PLATFORMS.values() if p.debian_architecture == arch]
         image = Image(platform, {"config": {"Env": env, "Cmd": command}}, (layer,))
         try:
-            docker_load(docker_cli(), {tag: image}, store)
+            docker_load(docker_cli(), [(tag, image)], store)
         except RuntimeError as exc:
             raise BuildToolError(f"importing {rootfs} as {tag}: {exc}") from None
 
