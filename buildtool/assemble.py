@@ -1,38 +1,57 @@
 """Put the locked conda packages on the system images, as layers by package.
 
-1. py-rattler installs the image's locked set into a staging folder on the build host,
-   with the image's prefix (`/srv/conda/envs/notebook`) patched into the files, for the
-   image's platform: installing is copying and patching, so an aarch64 environment is
-   laid out on an x86 host without emulating anything. The archives come from their
-   locked URLs, checked against the lock's sha256, through rattler's package cache.
+1. py-rattler installs the image's locked set into the environment's staging prefix on
+   the build host, with the image's prefix (`/srv/conda/envs/notebook`) patched into the
+   files, for the image's platform: installing is copying and patching, so an aarch64
+   environment is laid out on an x86 host without emulating anything. The archives come
+   from their locked URLs, checked against the lock's sha256, through rattler's package
+   cache. The staging prefix is kept between builds, one per environment and platform,
+   beside the package cache (so files are hard links into it), and updated in place:
+   a new lock unlinks and links only the packages it changed.
 2. Each package's files and its `conda-meta` record are grouped by `layers.plan_layers`
    and written by `oci.BlobStore` as reproducible layers: owned by jovyan (1000:100),
    times clamped to the package's own build time (the newest time in its archive), so
    the byte-compiled files that packages ship stay valid and nothing depends on when
    the build ran.
-3. The worker image is its system image plus the worker set's layers (its pip wheels
+3. Every layer is keyed by its inputs (`_key`): how layers are written (`LAYOUT`),
+   py-rattler's version, the platform, prefix and owner, and each member's name and
+   locked sha256 (the wheels layer: its pins and their sha256). A layer whose key is in
+   the store is taken as it is: nothing is installed, tarred or compressed for it. What
+   the planner needs of a package (its files, size and build time) is kept by its
+   sha256 too, so a lock that changed nothing installs nothing.
+4. The worker image is its system image plus the worker set's layers (its pip wheels
    and the version checks, `versionchecks.py`, on top); the notebook image is the worker
-   image plus the notebook stage's layers and the notebook-only packages'.
+   image plus the notebook stage's layers and the notebook-only packages'. Layers are
+   made in that order, each handed to `on_layer` as soon as it is in the store, so the
+   engine can take them while the next ones are written.
 
 Nothing the build host has leaks in: the records' cache paths are rewritten to where a
-conda cache would be in the image, and a file in the staging folder that no package owns
+conda cache would be in the image, and a file in the staging prefix that no package owns
 fails the build.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import functools
+import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata, resources
 from pathlib import Path
 
 import rattler
 
+import compat
 from buildtool import versionchecks
 from buildtool.errors import BuildToolError
-from buildtool.layers import MAX_LAYERS, Budget, Package, plan_layers
+from buildtool.layers import MAX_LAYERS, Budget, Package, PlannedLayer, plan_layers
 from buildtool.lock import channel_client
 from buildtool.lockfile import LockedPackage, PipLockedPackage
 from buildtool.oci import BlobStore, Entry, Image, Layer, file_entry
@@ -47,6 +66,8 @@ JOVYAN = (1000, 100)
 NOT_PACKAGED = frozenset({"CACHEDIR.TAG", "conda-meta/history"})
 # Seconds for one request: a slow mirror fails the build instead of hanging it.
 TIMEOUT = 600
+# Part of every layer's key: bumped when `_entries` writes a layer's members differently.
+LAYOUT = "entries-v1"
 
 
 @dataclass(frozen=True)
@@ -71,9 +92,21 @@ class AssembledPair:
     # package's name, or one of the layers that hold no package ("pip (worker)", ...).
     # Published with the lock, so an extension pair can check it overwrites nothing.
     owners: dict[str, list[str]]
+    installed: int = 0  # the packages py-rattler linked into the staging prefix
 
     def image(self, role: str) -> Image:
         return of_role(self, role)
+
+
+@functools.cache
+def _rattler_version() -> str:
+    return metadata.version("py-rattler")
+
+
+def _key(*parts: object) -> str:
+    """The key of something made from `parts` by this module's rules."""
+    inputs = [LAYOUT, _rattler_version(), PREFIX, JOVYAN, *parts]
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def locked_records(lock_path: Path, platform: str, wanted: list[LockedPackage]) -> list:
@@ -103,13 +136,17 @@ def install(
     stage: Path,
     cache: Path,
     reporter: rattler.InstallerReporter | None = None,
-) -> None:
-    """A fresh staging prefix holding exactly `packages`, patched for PREFIX; `reporter`
-    hears of every download."""
+    *,
+    fresh: bool = True,
+) -> int:
+    """Make `stage` hold exactly `packages`, patched for PREFIX: a new prefix if `fresh`,
+    else the one there updated in place. `reporter` hears of every download. Returns how
+    many packages were linked."""
     records = locked_records(lock_path, platform, packages)
-    if stage.exists():
+    if fresh and stage.exists():
         shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+    stage.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(stage / "conda-meta")) if (stage / "conda-meta").is_dir() else set()
     try:
         asyncio.run(
             rattler.install(
@@ -126,6 +163,7 @@ def install(
         )
     except Exception as exc:  # rattler's errors carry the URL or the file that failed
         raise BuildToolError(f"installing {platform} packages: {exc}") from None
+    return len(set(os.listdir(stage / "conda-meta")) - before)
 
 
 def _newest_time(folder: Path) -> int:
@@ -136,37 +174,52 @@ def _newest_time(folder: Path) -> int:
     return newest
 
 
-def read_installed(stage: Path) -> dict[str, Installed]:
-    """The staged packages, their records rewritten so no host path stays in them."""
-    installed = {}
+def read_installed(stage: Path, names: set[str] | None = None) -> dict[str, Installed]:
+    """The staged packages (those in `names`, or all), as their records say."""
+    installed: dict[str, Installed] = {}
+    if names is not None and not names:
+        return installed
     for path in sorted((stage / "conda-meta").glob("*.json")):
         record = json.loads(path.read_text())
-        dist = path.stem
-        built = _newest_time(Path(record["extracted_package_dir"]))
-        in_image = f"{PKGS_IN_IMAGE}/{dist}"
-        record["extracted_package_dir"] = in_image
-        if isinstance(record.get("link"), dict):
-            record["link"]["source"] = in_image
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        os.utime(path, (built, built))
+        if names is not None and record["name"] not in names:
+            continue
         files = tuple(record.get("files", []))
-        size = sum((stage / f).lstat().st_size for f in files)
         installed[record["name"]] = Installed(
             record["name"],
             record["version"],
             record["build"],
             f"conda-meta/{path.name}",
             files,
-            size,
-            built,
+            sum((stage / f).lstat().st_size for f in files),
+            _newest_time(Path(record["extracted_package_dir"])),
         )
-    owned = {f for p in installed.values() for f in (*p.files, p.record)} | NOT_PACKAGED
-    for directory, _, names in os.walk(stage):
-        for name in names:
-            relative = os.path.relpath(os.path.join(directory, name), stage)
-            if relative not in owned:
-                raise BuildToolError(f"{stage}: {relative} belongs to no installed package")
     return installed
+
+
+def check_owned(stage: Path, installed: dict[str, Installed]) -> None:
+    """Every file in the staging prefix belongs to one of `installed`."""
+    owned = {f for p in installed.values() for f in (*p.files, p.record)} | NOT_PACKAGED
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(stage / folder) as entries:
+            for entry in entries:
+                relative = f"{folder}{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relative + "/")
+                elif relative not in owned:
+                    raise BuildToolError(f"{stage}: {relative} belongs to no installed package")
+
+
+def _image_record(path: Path) -> bytes:
+    """A package's conda-meta record as the image has it: the build host's cache paths
+    rewritten to where a conda cache would be in the image."""
+    record = json.loads(path.read_text())
+    in_image = f"{PKGS_IN_IMAGE}/{path.stem}"
+    record["extracted_package_dir"] = in_image
+    if isinstance(record.get("link"), dict):
+        record["link"]["source"] = in_image
+    return (json.dumps(record, indent=2) + "\n").encode()
 
 
 def _entries(stage: Path, packages: list[Installed]) -> list[Entry]:
@@ -185,9 +238,14 @@ def _entries(stage: Path, packages: list[Installed]) -> list[Entry]:
                 name = f"{root}/{parent}"
                 entries[name] = file_entry(stage / parent, name, uid, gid, clamp)
                 parent = os.path.dirname(parent)
-            mode = 0o644 if relative == package.record else None
             name = f"{root}/{relative}"
-            entries[name] = file_entry(stage / relative, name, uid, gid, package.built, mode)
+            if relative == package.record:
+                data = _image_record(stage / relative)
+                entries[name] = Entry(
+                    name, "file", 0o644, uid, gid, package.built, size=len(data), data=data
+                )
+            else:
+                entries[name] = file_entry(stage / relative, name, uid, gid, package.built)
     return list(entries.values())
 
 
@@ -196,7 +254,6 @@ def _describe(packages: list[Installed]) -> str:
 
 
 def pip_layer(
-    stage: Path,
     locked: list[PipLockedPackage],
     platform: str,
     python: str,
@@ -204,31 +261,58 @@ def pip_layer(
     wheel_cache: Path,
     store: BlobStore,
 ) -> tuple[Layer, list[str]]:
-    """The image's locked wheels as one layer on top of its conda layers, and its files."""
-    wheels = fetch_wheels(locked, platform, python, wheel_cache)
-    files = install_wheels(wheels, stage, PREFIX, ".".join(python.split(".")[:2]))
-    wheel = Installed("pip", "", "", None, tuple(files), 0, clamp)
+    """The image's locked wheels as one layer on top of its conda layers, and its files
+    (relative to the prefix), kept in the store by the wheels' pins and sha256."""
     pins = sorted(f"{w.name}=={w.version}" for w in locked)
-    return store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins)), files
+    key = _key(
+        "pip",
+        platform,
+        python,
+        clamp,
+        sorted(f"{w.name}=={w.version} {w.hash.sha256}" for w in locked),
+    )
+    known = store.recall_layer(key)
+    if known is not None:
+        return known
+    wheels = fetch_wheels(locked, platform, python, wheel_cache)
+    with tempfile.TemporaryDirectory(prefix="pip-", dir=store.root) as folder:
+        stage = Path(folder)
+        files = install_wheels(wheels, stage, PREFIX, ".".join(python.split(".")[:2]))
+        wheel = Installed("pip", "", "", None, tuple(files), 0, clamp)
+        layer = store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins))
+    store.remember_layer(key, layer, files)
+    return layer, files
 
 
 def _checks_layer(
-    stage: Path, installed: dict[str, Installed], clamp: int, store: BlobStore
+    python: str, platform: str, clamp: int, store: BlobStore
 ) -> tuple[Layer, list[str]]:
     """The version checks (`versionchecks.py`) as the worker image's last layer, and its
-    files."""
-    python = ".".join(installed["python"].version.split(".")[:2])
-    files = versionchecks.write(stage, python)
-    checks = Installed("daskhub-compat", "", "", None, tuple(files), 0, clamp)
-    return store.write_layer(_entries(stage, [checks]), clamp, "version checks: compat"), files
+    files, kept in the store by their content."""
+    package = resources.files(compat)
+    sources = {
+        name: hashlib.sha256((package / name).read_bytes()).hexdigest()
+        for name in versionchecks.MODULES
+    }
+    key = _key("checks", platform, python, clamp, sources, versionchecks.CONFIG_TEXT)
+    known = store.recall_layer(key)
+    if known is not None:
+        return known
+    with tempfile.TemporaryDirectory(prefix="checks-", dir=store.root) as folder:
+        stage = Path(folder)
+        files = versionchecks.write(stage, python)
+        checks = Installed("daskhub-compat", "", "", None, tuple(files), 0, clamp)
+        layer = store.write_layer(_entries(stage, [checks]), clamp, "version checks: compat")
+    store.remember_layer(key, layer, files)
+    return layer, files
 
 
 def package_layers(
     stage: Path, installed: dict[str, Installed], names: list[str], slots: int, store: BlobStore
 ) -> list[Layer]:
-    plan = plan_layers([Package(n, installed[n].size) for n in names], slots)
+    """`names` as layers by the plan, written from `stage` (an extension's additions)."""
     layers = []
-    for planned in plan:
+    for planned in plan_layers([Package(n, installed[n].size) for n in names], slots):
         members = [installed[n] for n in planned.packages]
         layers.append(
             store.write_layer(
@@ -248,54 +332,171 @@ def check_layers(image: Image, what: str) -> None:
         raise BuildToolError(f"{what}: two layers are both {twice}")
 
 
+@contextlib.contextmanager
+def _held(stage: Path) -> Iterator[None]:
+    """The staging prefix for this build alone: a build of the same environment elsewhere
+    (another checkout with the same cache) waits."""
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    with open(stage.parent / f"{stage.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@dataclass
+class _Staging:
+    """The staging prefix, installed when a layer or a package's facts are first needed
+    and at most once a build."""
+
+    lock_path: Path
+    platform: str
+    packages: list[LockedPackage]
+    stage: Path
+    cache: Path
+    linked: int = 0
+    ready: bool = False
+    facts: dict[str, Installed] = field(default_factory=dict)
+
+    def prefix(self, known: dict[str, Installed]) -> Path:
+        """The prefix holding the whole set; `known`: the packages' facts as far as kept
+        (the rest are read from the prefix)."""
+        if self.ready:
+            return self.stage
+        for attempt in (0, 1):
+            # A prefix that a killed build left half-linked is made again, once.
+            self.linked = install(
+                self.lock_path,
+                self.platform,
+                self.packages,
+                self.stage,
+                self.cache,
+                fresh=attempt == 1,
+            )
+            unknown = {p.name for p in self.packages} - set(known)
+            self.facts = read_installed(self.stage, unknown)
+            try:
+                check_owned(self.stage, {**known, **self.facts})
+                break
+            except BuildToolError:
+                if attempt:
+                    raise
+        self.ready = True
+        return self.stage
+
+
 def assemble(
     lock_path: Path,
     platform: str,
     worker_set: list[LockedPackage],
     notebook_set: list[LockedPackage],
     pip: dict[str, list[PipLockedPackage]],
-    system: SystemPair,
+    system: Callable[[], SystemPair],
     stage: Path,
     cache: Path,
     store: BlobStore,
+    on_layer: Callable[[Layer], None] = lambda layer: None,
 ) -> AssembledPair:
-    """Both images of one platform, from one install of the notebook set; `pip`: each
-    role's own locked wheels (the notebook's beyond the worker's)."""
-    install(lock_path, platform, notebook_set, stage, cache)
-    installed = read_installed(stage)
+    """Both images of one platform, from the staging prefix `stage` holding the notebook
+    set; `pip`: each role's own locked wheels (the notebook's beyond the worker's);
+    `system`: waits for the system stages (built meanwhile); `on_layer` gets each layer
+    of the notebook image, bottom first, once it is in the store."""
+    with _held(stage):
+        return _assemble(
+            lock_path,
+            platform,
+            worker_set,
+            notebook_set,
+            pip,
+            system,
+            stage,
+            cache,
+            store,
+            on_layer,
+        )
+
+
+def _assemble(
+    lock_path: Path,
+    platform: str,
+    worker_set: list[LockedPackage],
+    notebook_set: list[LockedPackage],
+    pip: dict[str, list[PipLockedPackage]],
+    system: Callable[[], SystemPair],
+    stage: Path,
+    cache: Path,
+    store: BlobStore,
+    on_layer: Callable[[Layer], None],
+) -> AssembledPair:
+    sha = {p.name: p.hash.sha256 for p in notebook_set}
+    staging = _Staging(lock_path, platform, notebook_set, stage, cache)
+    known: dict[str, Installed] = {}
+    for name, digest in sha.items():
+        kept = store.recall("packages", _key("package", platform, digest))
+        if kept is not None:
+            known[name] = Installed(**{**kept, "files": tuple(kept["files"])})
+    if len(known) < len(sha):
+        staging.prefix(known)
+        for name, facts in staging.facts.items():
+            store.remember("packages", _key("package", platform, sha[name]), asdict(facts))
+        known.update(staging.facts)
     worker_names = sorted(p.name for p in worker_set)
-    notebook_names = sorted(p.name for p in notebook_set if p.name not in set(worker_names))
-    missing = sorted({*worker_names, *notebook_names} - set(installed))
+    notebook_names = sorted(n for n in sha if n not in set(worker_names))
+    missing = sorted({*worker_names, *notebook_names} - set(known))
     if missing:
         raise BuildToolError(f"{stage}: {missing[0]} was not installed")
-    fixed = len(system.worker.layers) + len(system.notebook_extra)
+
+    def conda_layer(planned: PlannedLayer) -> Layer:
+        members = [known[n] for n in planned.packages]
+        key = _key("conda", platform, [[n, sha[n]] for n in planned.packages])
+        kept = store.recall_layer(key)
+        if kept is None:
+            prefix = staging.prefix(known)
+            layer = store.write_layer(
+                _entries(prefix, members), max(p.built for p in members), _describe(members)
+            )
+            store.remember_layer(key, layer, [])
+        else:
+            layer = kept[0]
+        on_layer(layer)
+        return layer
+
+    pair = system()
+    for layer in pair.worker.layers:
+        on_layer(layer)
+    fixed = len(pair.worker.layers) + len(pair.notebook_extra)
     budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins) + 1)
-    worker_layers = package_layers(stage, installed, worker_names, budget.worker, store)
-    notebook_layers = package_layers(stage, installed, notebook_names, budget.notebook, store)
+    python = known["python"].version
     owners = {
         name: [*package.files, *([package.record] if package.record else [])]
-        for name, package in installed.items()
+        for name, package in known.items()
     }
-    for role, names, layers in (
-        ("worker", worker_names, worker_layers),
-        ("notebook", notebook_names, notebook_layers),
+    layers: dict[str, list[Layer]] = {"worker": [], "notebook": []}
+    for role, names, slots in (
+        ("worker", worker_names, budget.worker),
+        ("notebook", notebook_names, budget.notebook),
     ):
+        if role == "notebook":
+            for layer in pair.notebook_extra:
+                on_layer(layer)
+        plan = plan_layers([Package(n, known[n].size) for n in names], slots)
+        layers[role] = [conda_layer(planned) for planned in plan]
+        clamp = max(known[n].built for n in names)
+        extra: list[tuple[str, tuple[Layer, list[str]]]] = []
         if pip.get(role):
-            clamp = max(installed[n].built for n in names)
-            python = installed["python"].version
-            layer, owners[f"pip ({role})"] = pip_layer(
-                stage, pip[role], platform, python, clamp, cache.parent / "wheels", store
-            )
-            layers.append(layer)
-    clamp = max(installed[n].built for n in worker_names)
-    layer, owners["version checks"] = _checks_layer(stage, installed, clamp, store)
-    worker_layers.append(layer)
-    worker = Image(platform, system.worker.config, (*system.worker.layers, *worker_layers))
+            wheels = pip_layer(pip[role], platform, python, clamp, cache.parent / "wheels", store)
+            extra.append((f"pip ({role})", wheels))
+        if role == "worker":
+            checks = _checks_layer(".".join(python.split(".")[:2]), platform, clamp, store)
+            extra.append(("version checks", checks))
+        for owner, (layer, files) in extra:
+            owners[owner] = files
+            layers[role].append(layer)
+            on_layer(layer)
+    worker = Image(platform, pair.worker.config, (*pair.worker.layers, *layers["worker"]))
     notebook = Image(
         platform,
-        system.notebook.config,
-        (*worker.layers, *system.notebook_extra, *notebook_layers),
+        pair.notebook.config,
+        (*worker.layers, *pair.notebook_extra, *layers["notebook"]),
     )
     for role, image in (("worker", worker), ("notebook", notebook)):
         check_layers(image, f"{role} image ({platform})")
-    return AssembledPair(platform, worker, notebook, owners)
+    return AssembledPair(platform, worker, notebook, owners, staging.linked)

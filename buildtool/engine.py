@@ -85,6 +85,17 @@ def held_layer_chains() -> frozenset[str]:
     return frozenset(held)
 
 
+def local_tags() -> dict[str, str]:
+    """Every tag the engine has, and the id of the image under it."""
+    listing = docker("image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    tags = {}
+    for line in listing.decode().splitlines():
+        tag, _, image_id = line.rpartition(" ")
+        if not tag.endswith(":<none>"):
+            tags[tag] = image_id
+    return tags
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "DOCKER_BUILDKIT": "1"}
 

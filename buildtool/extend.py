@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import assemble
-from buildtool.assemble import Installed, check_layers, package_layers, pip_layer, read_installed
+from buildtool.assemble import (
+    Installed,
+    check_layers,
+    check_owned,
+    package_layers,
+    pip_layer,
+    read_installed,
+)
 from buildtool.build import date_tag, package_cache
 from buildtool.client import attach as attach_client
 from buildtool.client import client_files
@@ -55,9 +62,7 @@ from buildtool.oci import EXTENSION_GZIP_LEVEL, BlobStore, Image, Layer, index
 from buildtool.oci import Blob as OciBlob
 from buildtool.parent import (
     ENVIRONMENT_LABEL,
-    LOCK_LABEL,
     PARENT_LABEL,
-    WORKER_LABEL,
     Parent,
     ParentImage,
     attach_lock,
@@ -72,13 +77,12 @@ from buildtool.published import (
 )
 from buildtool.registry import Registry, credentials_for, split_reference
 from buildtool.spec import Extension
-from compat.vocabulary import ROLES, Role
+from compat.vocabulary import IMAGE_OPTION_ENV, LOCK_LABEL, ROLES, WORKER_LABEL, Role
 
 logger = logging.getLogger(__name__)
 
 # Bumped when extension pairs are laid out differently, so that the content tag moves.
 LAYOUT = "extension-v1"
-IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 TITLE_LABEL = "org.opencontainers.image.title"
 DESCRIPTION_LABEL = "org.opencontainers.image.description"
 # A top-level module in site-packages: a package's __init__ or a module file.
@@ -323,6 +327,7 @@ def build_additions(
             if conda:
                 assemble.install(ext.lock_path, platform, conda, stage, cache, counter)
                 installed = read_installed(stage)
+                check_owned(stage, installed)
             clamp = max(
                 [p.built for p in installed.values()]
                 + [layer.created for layer in parent_worker.layers]
@@ -338,7 +343,6 @@ def build_additions(
             wheels: list[str] = []
             if pip:
                 layer, wheels = pip_layer(
-                    stage,
                     pip,
                     platform,
                     ".".join(python.split(".")[:2]),

@@ -85,12 +85,12 @@ from buildtool.lockfile import LockFile, read_lock
 from buildtool.published import PUBLISHED_LOCK_FILE, read_published
 from buildtool.sitesettings import SITE_FILE, ClusterOptions, load_site_settings
 from buildtool.spec import environment_names, load_environment
+from compat.vocabulary import IMAGE_OPTION_ENV
 
 VALUES_PATH = Path("deploy/daskhub-values.yaml")
 # Written beside the values file: the dask-gateway chart version that matches them.
 CHARTS_FILE = "charts.yaml"
 GATEWAY = "dask-gateway"
-IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 # Doubled braces survive KubeSpawner's expansion as `{JUPYTER_IMAGE_SPEC}`.
 NOTEBOOK_IMAGE_PLACEHOLDER = "{{JUPYTER_IMAGE_SPEC}}"
 EXTRA_CONFIG_KEY = "optionHandler"

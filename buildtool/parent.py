@@ -30,7 +30,7 @@ from buildtool.oci import OCI_INDEX, Blob
 from buildtool.published import read_published
 from buildtool.registry import Registry, credentials_for, split_reference
 from compat.registry import parse_reference
-from compat.vocabulary import PLATFORMS, Role, of_role
+from compat.vocabulary import LOCK_LABEL, PLATFORMS, WORKER_LABEL, Role, of_role
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ FILES_TITLE = "files.json.gz"
 LOCK_MEDIA_TYPE = "application/vnd.daskhub.conda-lock.v1+yaml+gzip"
 FILES_MEDIA_TYPE = "application/vnd.daskhub.files.v1+json+gzip"
 # The labels every image of a pair carries (dockerfiles/_labels.j2).
-LOCK_LABEL = "io.daskhub.lock-sha256"
-WORKER_LABEL = "io.daskhub.worker-image"
 ENVIRONMENT_LABEL = "io.daskhub.environment"
 ROLE_LABEL = "io.daskhub.role"
 # What an extension pair's images say of their parent.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,7 @@ def publish(
     registry = Registry(host, credentials_for(host))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     today = date_tag()
+    started = time.monotonic()
 
     existing = published_digests(registry, pair)
     if existing is not None:
@@ -222,8 +224,13 @@ def publish(
 
     compat_gate(pair)
     client = client_files(pair.environment, read_lock(pair.lock_path), pair.lock_path)
+    begun = time.monotonic()
     built = build()
+    timings = {"build": time.monotonic() - begun}
+    begun = time.monotonic()
     test()  # raises before anything is pushed
+    timings["image_tests"] = time.monotonic() - begun
+    begun = time.monotonic()
 
     pushed = push_images(registry, pair, built)
     attach_sboms(registry, pair, built, pushed)
@@ -241,6 +248,9 @@ def publish(
         )
         logger.info(f"tagged {pair.image(role).repository}:{{{','.join(tags)}}}")
     publication = _record(pair, registry_prefix, today, images, registry.bytes_uploaded, now)
+    timings["push"] = time.monotonic() - begun
+    timings["total"] = time.monotonic() - started
+    publication.timings = {step: round(seconds, 2) for step, seconds in timings.items()}
     _write_record(pair, publication, built)
     return publication
 

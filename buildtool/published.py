@@ -75,6 +75,9 @@ class Published(StrictModel):
     added: list[str] = []
     bytes_fetched: int | None = None
     imports: list[str] = []  # what its image tests import
+    # Seconds of a site pair's publish: build, image_tests, push (compressing, uploading,
+    # attaching, tagging) and total.
+    timings: dict[str, float] = {}
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_defaults=True) + "\n"

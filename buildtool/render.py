@@ -33,7 +33,14 @@ from buildtool.files import write_atomic, write_if_changed
 from buildtool.lockfile import LockedPackage, LockFile
 from buildtool.spec import Environment, ImageSet
 from buildtool.yamlfile import unsafe_character
-from compat.vocabulary import PREFIX, ROLES, of_role
+from compat.vocabulary import (
+    IMAGE_OPTION_ENV,
+    LOCK_LABEL,
+    PREFIX,
+    ROLES,
+    WORKER_LABEL,
+    of_role,
+)
 
 TEMPLATES = Path(str(resources.files("buildtool") / "dockerfiles"))
 # What every image needs from Debian: an init process and TLS roots.
@@ -74,6 +81,17 @@ class RenderedPair:
 
     def image(self, role: str) -> ImageRef:
         return of_role(self, role)
+
+    def lock_config(self, role: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The labels and variables a role's image config gets from the lock, which the
+        system Dockerfile leaves out so that its stages do not change with the lock."""
+        labels = {LOCK_LABEL: self.lock_sha256}
+        env = {}
+        if role == "notebook":
+            labels[WORKER_LABEL] = self.worker.ref
+            # Clusters started from this notebook default to the matched worker image.
+            env[IMAGE_OPTION_ENV] = self.worker.ref
+        return labels, env
 
     def system_dockerfile(self, platform: str) -> Path:
         return Path(self.directory) / platform / "system.Dockerfile"
@@ -198,10 +216,8 @@ def render(
             prefix=PREFIX,
             base_apt=BASE_APT,
             base_image=chosen[platform],
-            lock_sha256=pair.lock_sha256,
             worker=env.worker,
             notebook=_notebook_only(env),
-            worker_ref=pair.worker.ref,
         )
     for name, text in files.items():
         path = directory / name

@@ -1,7 +1,9 @@
 """The system part of a pair: base image, Debian packages, the jovyan user, image config.
 
 BuildKit builds the two stages of the rendered `system.Dockerfile` (`worker`, and
-`notebook` on top of it). `docker save` hands over their layers:
+`notebook` on top of it), unless the store has them under the key of their inputs (the
+Dockerfile, which holds nothing of the lock, and the base image's id): a new lock does
+not build them again. `docker save` hands over their layers:
 
 - the base image's layers are kept byte for byte: they are the base's, by digest;
 - each layer the Dockerfile adds is rewritten reproducibly: members sorted, times
@@ -18,6 +20,7 @@ BuildKit made, so an unchanged stage (BuildKit's cache hit) is not rewritten aga
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import tarfile
@@ -102,8 +105,43 @@ def build_system(
     store: BlobStore,
     echo: bool,
     no_cache: bool = False,
+) -> tuple[SystemPair, bool]:
+    """Both stages' reproducible layers, and whether BuildKit ran: not when the store has
+    them under their inputs' key (unless `no_cache`)."""
+    key = None if no_cache else _input_key(dockerfile, base_image, platform)
+    by_inputs = store.root / "system" / f"in-{key}.json"
+    if key and by_inputs.exists():
+        kept = SystemPair.from_json(by_inputs.read_text())
+        if all(store.layer_path(layer.diff_id).exists() for layer in kept.notebook.layers):
+            return kept, False
+    pair = _build(dockerfile, base_image, platform, tag, store, echo, no_cache)
+    if key:
+        by_inputs.write_text(pair.to_json())
+    return pair, True
+
+
+def _input_key(dockerfile: Path, base_image: str, platform: str) -> str | None:
+    """What the stages are made from: the rendered Dockerfile (which copies nothing from
+    its folder and holds nothing of the lock), the base image by its id, the platform and
+    how layers are normalized. None if the engine does not have the base image yet."""
+    try:
+        base = _inspect(base_image)["Id"]
+    except BuildToolError:
+        return None
+    inputs = [NORMALIZATION, platform, base, dockerfile.read_text()]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def _build(
+    dockerfile: Path,
+    base_image: str,
+    platform: str,
+    tag: str,
+    store: BlobStore,
+    echo: bool,
+    no_cache: bool,
 ) -> SystemPair:
-    """Build both stages with BuildKit and return their reproducible layers."""
+    """Build both stages with BuildKit and normalize what they add."""
     context = dockerfile.parent
     for role in ROLES:
         command = [

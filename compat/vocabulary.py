@@ -46,6 +46,11 @@ def categories(role: str) -> frozenset[str]:
 
 #: Where the conda environment is installed in both images of every pair.
 PREFIX = "/srv/conda/envs/notebook"
+# What an image's config says of its pair: the lock it was built from, and (the notebook's)
+# the matched worker image, which its clusters start by default.
+LOCK_LABEL = "io.daskhub.lock-sha256"
+WORKER_LABEL = "io.daskhub.worker-image"
+IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 
 #: A platform's name, as a spec writes it (a conda subdir).
 PlatformName = Literal["linux-64", "linux-aarch64"]

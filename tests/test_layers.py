@@ -1,9 +1,12 @@
-"""Package-layered, bit-reproducible pairs: the e2e pair built twice from nothing.
+"""Package-layered, bit-reproducible pairs: the e2e pair built twice from nothing, then
+again with nothing changed, and with one package bumped.
 
-Between the two builds the images, the system stages, BuildKit's cache (apt's cache
-mounts included), the layer store and the package cache are all removed, so the second
-build shares nothing with the first but the lock, the base image and the stand-in.
-Nothing here skips: a missing engine fails.
+Between the two clean builds the images, the system stages, BuildKit's cache (apt's
+cache mounts included), the layer store, the staging prefix and the package cache are
+all removed, so the second build shares nothing with the first but the lock, the base
+image and the stand-in. The build after a bump, which reuses everything it can, must
+give the same images as a clean build of the new lock. Nothing here skips: a missing
+engine fails.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build import BuiltPair
+from buildtool.build import PARTIAL_LABEL, STATS_FILE, BuiltPair
 from buildtool.layers import MAX_LAYERS
 from buildtool.oci import BlobStore
 from buildtool.render import RenderedPair
@@ -27,6 +30,8 @@ from devsupport.standin import StandIn
 
 pytestmark = pytest.mark.docker
 REGISTRY = "localhost/layers-test"
+# The older toolz the stand-in keeps (devsupport/standin/channel.py: OLDER).
+TOOLZ_PIN = "dependencies:\n  - toolz <1.2\n"
 # What no layer may keep: apt's lists and archives, logs, caches.
 LEFTOVERS = (
     "var/lib/apt/lists/",
@@ -74,6 +79,7 @@ def _build(work: Path, standin: StandIn, cache: Path) -> dict:
         "work": work,
         "cache": cache,
         "log": result.stderr,
+        "stats": json.loads((work / "build" / "e2e" / STATS_FILE).read_text()),
     }
 
 
@@ -109,14 +115,26 @@ def _files(store: BlobStore, diff_id: str) -> list[str]:
         return [m.name.removeprefix("./") for m in tar.getmembers() if not m.isdir()]
 
 
-def test_a_rebuild_with_nothing_changed_sends_the_engine_no_layer(
+def test_a_rebuild_with_nothing_changed_writes_installs_and_sends_nothing(
     twice: list[dict], standin: StandIn
 ) -> None:
     second = twice[1]
+    assert second["stats"]["layers_sent"] > 0 and second["stats"]["system_built"]
     again = _build(second["work"], standin, second["cache"])
-    assert "sent the engine 0.0 MB of layers" in again["log"], again["log"][-2000:]
+    assert again["stats"] | {"seconds": 0} == {
+        "seconds": 0,
+        "layers": second["stats"]["layers"],
+        "layers_written": 0,
+        "bytes_written": 0,
+        "layers_sent": 0,
+        "bytes_sent": 0,
+        "packages_installed": 0,
+        "system_built": False,
+    }, again["log"][-2000:]
     for role in ROLES:
         assert again["digests"][role]["image id"] == second["digests"][role]["image id"]
+    # The images that carried parts of the chain into the engine are gone.
+    assert not docker("images", "-q", "--filter", f"label={PARTIAL_LABEL}").stdout.strip()
 
 
 def test_two_clean_builds_give_identical_digests(twice: list[dict]) -> None:
@@ -156,3 +174,29 @@ def test_no_layer_keeps_caches_or_apt_lists(twice: list[dict]) -> None:
     for diff_id, names in twice[0]["layer files"].items():
         kept = [n for n in names if n.startswith(LEFTOVERS)]
         assert not kept, (diff_id, kept[:5])
+
+
+def test_a_bump_rewrites_its_own_layers_and_equals_a_clean_build(
+    twice: list[dict], standin: StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """toolz moves back to its older release in the stand-in: the rebuild links one
+    package into the staging prefix, writes the few layers that hold it or take its
+    time, builds no system stage, and gives the images a clean build of that lock gives."""
+    second = twice[1]
+    work, root = second["work"], second["work"] / "environments"
+    spec = root / "e2e" / "env.yaml"
+    spec.write_text(spec.read_text().replace("extends: base\n", f"extends: base\n{TOOLZ_PIN}"))
+    relock = buildtool("--root", root, "lock", "e2e", "--channel", standin.channel, cwd=work)
+    assert relock.returncode == 0, relock.stderr
+    bumped = _build(work, standin, second["cache"])
+    stats = bumped["stats"]
+    assert stats["packages_installed"] == 1 and not stats["system_built"], stats
+    assert 1 <= stats["layers_written"] <= 3, stats
+    # The engine holds the layers under toolz's; those above it moved with their chain.
+    assert 0 < stats["bytes_sent"] < second["stats"]["bytes_sent"], stats
+    assert stats["layers_sent"] < stats["layers"], stats
+    _forget_everything(work, second["cache"])
+    clean = _build(work, standin, tmp_path_factory.mktemp("cache-3"))
+    assert clean["stats"]["packages_installed"] > 100
+    for role in ROLES:
+        assert bumped["digests"][role] == clean["digests"][role], role

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.render import RenderedPair
 from devsupport.cli import buildtool
 
 
@@ -56,10 +57,16 @@ def test_render_writes_the_system_stages_of_a_matched_pair(locked: Path) -> None
     assert "--mount=type=cache,id=daskhub-apt-lists-linux-64,target=/var/lib/apt/lists" in text
     # no conda package is installed by the Dockerfile: the assembly adds them as layers
     assert "rattler" not in text and "conda-lock.yml" not in text
-    # the notebook names its matched worker by content tag; no label moves between builds
+    # nothing in it follows from the lock, so a new lock reuses the system stages; the
+    # build puts the lock's labels and the matched worker (by content tag) in the config
     worker_ref = f"reg.example:5000/ns/dask-gateway-physlite:{meta['content_tag']}"
-    assert f'DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE="{worker_ref}"' in notebook
-    assert f'io.daskhub.worker-image="{worker_ref}"' in notebook
+    assert meta["lock_sha256"] not in text and meta["content_tag"] not in text
+    pair = RenderedPair.load(locked.parent / "build", "physlite")
+    assert pair.lock_config("notebook") == (
+        {"io.daskhub.lock-sha256": meta["lock_sha256"], "io.daskhub.worker-image": worker_ref},
+        {"DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE": worker_ref},
+    )
+    assert pair.lock_config("worker") == ({"io.daskhub.lock-sha256": meta["lock_sha256"]}, {})
     assert "created" not in text and "revision" not in text
     assert meta["worker"] == {
         "repository": "reg.example:5000/ns/dask-gateway-physlite",

@@ -153,6 +153,8 @@ OLDER = (
     "jaxlib==0.7.1",
     "ml-dtypes==0.5.4",
     "pandas==3.0.6",
+    # Notebook-only in every seed environment: bench.layers bumps it.
+    "send2trash==1.8.3",
 )
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Time limits, in seconds, of the commands that talk to PyPI: one `uv pip compile` of the
