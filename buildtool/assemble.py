@@ -358,29 +358,35 @@ class _Staging:
 
     def prefix(self, known: dict[str, Installed]) -> Path:
         """The prefix holding the whole set; `known`: the packages' facts as far as kept
-        (the rest are read from the prefix)."""
+        (the rest are read from the prefix).
+
+        A new prefix is checked whole: every file in it belongs to a package. An update in
+        place is not walked again (layers hold only the files packages list, so a stray
+        file could not reach one); if it fails, the prefix is made again from nothing,
+        once, as a killed build may have left it half-linked."""
         if self.ready:
             return self.stage
-        for attempt in (0, 1):
-            # A prefix that a killed build left half-linked is made again, once.
-            self.linked = install(
-                self.lock_path,
-                self.platform,
-                self.packages,
-                self.stage,
-                self.cache,
-                fresh=attempt == 1,
-            )
-            unknown = {p.name for p in self.packages} - set(known)
-            self.facts = read_installed(self.stage, unknown)
-            try:
-                check_owned(self.stage, {**known, **self.facts})
-                break
-            except BuildToolError:
-                if attempt:
-                    raise
+        unknown = {p.name for p in self.packages} - set(known)
+        new = not (self.stage / "conda-meta").is_dir()
+        try:
+            self._install(known, unknown, fresh=new)
+        except BuildToolError:
+            if new:
+                raise
+            self._install(known, unknown, fresh=True)
         self.ready = True
         return self.stage
+
+    def _install(self, known: dict[str, Installed], unknown: set[str], fresh: bool) -> None:
+        self.linked = install(
+            self.lock_path, self.platform, self.packages, self.stage, self.cache, fresh=fresh
+        )
+        self.facts = read_installed(self.stage, unknown)
+        missing = sorted(unknown - set(self.facts))
+        if missing:
+            raise BuildToolError(f"{self.stage}: {missing[0]} was not installed")
+        if fresh:
+            check_owned(self.stage, {**known, **self.facts})
 
 
 def assemble(

@@ -289,7 +289,7 @@ def build_pair(
         write_atomic(Path(pair.directory) / IMAGES_FILE, built_pair.to_json())
         write_atomic(Path(pair.directory) / FILES_FILE, json.dumps(owners, sort_keys=True))
         try:
-            layers, sent = load_pair(pair, built_pair, store)
+            layers, sent = load_pair(pair, built_pair, store, frozenset(held))
         finally:
             _remove_partials(partials)
         stats.layers_sent += layers
@@ -328,10 +328,13 @@ def _remove_partials(image_ids: list[str]) -> None:
             logger.warning("left partial images %s in the engine: %s", " ".join(image_ids), exc)
 
 
-def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> tuple[int, int]:
+def load_pair(
+    pair: RenderedPair, built: BuiltPair, store: BlobStore, held: frozenset[str] | None = None
+) -> tuple[int, int]:
     """Load every image into the engine, under its content tag and today's date tag,
-    sending only the layers it does not hold already; nothing when it has every image
-    under its tags. Returns the layers and bytes of layers sent."""
+    sending only the layers it does not hold already (`held`: the chains it holds, if
+    known); nothing when it has every image under its tags. Returns the layers and bytes
+    of layers sent."""
     tagged: dict[str, Image] = {}
     for platform, roles in built.images.items():
         for role, image in roles.items():
@@ -343,7 +346,7 @@ def load_pair(pair: RenderedPair, built: BuiltPair, store: BlobStore) -> tuple[i
     if all(there.get(tag) == image.image_id for tag, image in tagged.items()):
         logger.info("the engine has every image under its tags already")
         return 0, 0
-    held = held_layer_chains()
+    held = held_layer_chains() if held is None else held
     try:
         layers, sent = docker_load(docker_cli(), list(tagged.items()), store, held)
     except RuntimeError as exc:
