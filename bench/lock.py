@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bench.common import table
 from buildtool.lock import solve_with_rattler
@@ -354,9 +354,9 @@ class ChannelGenerator:
         if package.kind in ("lib", "python", "pyext"):
             depends.append("__glibc >=2.17,<3.0.a0")
         if build.python is not None:
-            minor = int(build.python.split(".")[1])
-            depends.append(f"python >={build.python},<3.{minor + 1}.0a0")
-            depends.append(f"python_abi {build.python}.* *_cp3{minor}")
+            python_minor = int(build.python.split(".")[1])
+            depends.append(f"python >={build.python},<3.{python_minor + 1}.0a0")
+            depends.append(f"python_abi {build.python}.* *_cp3{python_minor}")
         if package.kind == "noarch":
             depends.append(f"python >=3.{8 + build.release.epoch // 4}")
         return sorted(depends)
@@ -388,7 +388,7 @@ def write_channel(generator: ChannelGenerator, dest: Path) -> ChannelStats:
     started = time.perf_counter()
     packages = generator.generate()
     rng = generator.rng
-    repodata = {
+    repodata: dict[str, dict[str, Any]] = {
         subdir: {
             "info": {"subdir": subdir},
             "packages": {},

@@ -9,6 +9,7 @@ Engine node and the proxy that counts the bytes pulled are shared with the tests
 from __future__ import annotations
 
 import subprocess
+import time
 
 from devsupport.registry import RegistryCredentials
 
@@ -35,4 +36,24 @@ class ContainerdNode:
         listing = self.ctr("images", "ls", "-q").stdout.split()
         if listing:
             self.ctr("images", "rm", *listing)
-        self.ctr("content", "prune", "references")
+        # Right after the images go, containerd's own collector may hold the content
+        # store: pruning then fails once, and a second try goes through.
+        for attempt in range(3):
+            result = subprocess.run(
+                [
+                    "ctr",
+                    "--address",
+                    CONTAINERD,
+                    "-n",
+                    self.namespace,
+                    "content",
+                    "prune",
+                    "references",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode == 0:
+                return
+            time.sleep(1 + attempt)
+        raise RuntimeError(f"ctr content prune in {self.namespace}: {result.stderr.strip()}")

@@ -175,6 +175,10 @@ def test_publish_pull_back_and_noop(
     assert images["worker"]["digest"] != images["notebook"]["digest"]
     assert _tags(offline, credentials) == {r: images[r]["digest"] for r in ROLES}
     assert published["bytes_pushed"] > 0
+    # Where the publish's time went: each part, and the whole at least their sum.
+    timings = published["timings"]
+    assert set(timings) == {"build", "image_tests", "push", "total"}
+    assert timings["total"] >= timings["build"] + timings["image_tests"] + timings["push"] > 0
     assert "compat-report.md" in {p.name for p in build.iterdir()}
     # The production path: every package fetched over HTTP, nothing from the host's disk.
     lock = (offline["root"] / "e2e" / "conda-lock.yml").read_text()

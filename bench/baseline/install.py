@@ -42,6 +42,8 @@ def read_explicit(path: Path) -> dict[str, str]:
 
 def locked_records(lock: Path, platform: str, wanted: dict[str, str]) -> list:
     environment = rattler.LockFile.from_path(lock).default_environment()
+    if environment is None:
+        sys.exit(f"{lock}: no default environment")
     for candidate in environment.platforms():
         if candidate.name == platform:
             break
