@@ -406,103 +406,79 @@ def assemble(
     `system`: waits for the system stages (built meanwhile); `on_layer` gets each layer
     of the notebook image, bottom first, once it is in the store."""
     with _held(stage):
-        return _assemble(
-            lock_path,
-            platform,
-            worker_set,
-            notebook_set,
-            pip,
-            system,
-            stage,
-            cache,
-            store,
-            on_layer,
-        )
+        sha = {p.name: p.hash.sha256 for p in notebook_set}
+        staging = _Staging(lock_path, platform, notebook_set, stage, cache)
+        known: dict[str, Installed] = {}
+        for name, digest in sha.items():
+            kept = store.recall("packages", _key("package", platform, digest))
+            if kept is not None:
+                known[name] = Installed(**{**kept, "files": tuple(kept["files"])})
+        if len(known) < len(sha):
+            staging.prefix(known)
+            for name, facts in staging.facts.items():
+                store.remember("packages", _key("package", platform, sha[name]), asdict(facts))
+            known.update(staging.facts)
+        worker_names = sorted(p.name for p in worker_set)
+        notebook_names = sorted(n for n in sha if n not in set(worker_names))
+        missing = sorted({*worker_names, *notebook_names} - set(known))
+        if missing:
+            raise BuildToolError(f"{stage}: {missing[0]} was not installed")
 
-
-def _assemble(
-    lock_path: Path,
-    platform: str,
-    worker_set: list[LockedPackage],
-    notebook_set: list[LockedPackage],
-    pip: dict[str, list[PipLockedPackage]],
-    system: Callable[[], SystemPair],
-    stage: Path,
-    cache: Path,
-    store: BlobStore,
-    on_layer: Callable[[Layer], None],
-) -> AssembledPair:
-    sha = {p.name: p.hash.sha256 for p in notebook_set}
-    staging = _Staging(lock_path, platform, notebook_set, stage, cache)
-    known: dict[str, Installed] = {}
-    for name, digest in sha.items():
-        kept = store.recall("packages", _key("package", platform, digest))
-        if kept is not None:
-            known[name] = Installed(**{**kept, "files": tuple(kept["files"])})
-    if len(known) < len(sha):
-        staging.prefix(known)
-        for name, facts in staging.facts.items():
-            store.remember("packages", _key("package", platform, sha[name]), asdict(facts))
-        known.update(staging.facts)
-    worker_names = sorted(p.name for p in worker_set)
-    notebook_names = sorted(n for n in sha if n not in set(worker_names))
-    missing = sorted({*worker_names, *notebook_names} - set(known))
-    if missing:
-        raise BuildToolError(f"{stage}: {missing[0]} was not installed")
-
-    def conda_layer(planned: PlannedLayer) -> Layer:
-        members = [known[n] for n in planned.packages]
-        key = _key("conda", platform, [[n, sha[n]] for n in planned.packages])
-        kept = store.recall_layer(key)
-        if kept is None:
-            prefix = staging.prefix(known)
-            layer = store.write_layer(
-                _entries(prefix, members), max(p.built for p in members), _describe(members)
-            )
-            store.remember_layer(key, layer, [])
-        else:
-            layer = kept[0]
-        on_layer(layer)
-        return layer
-
-    pair = system()
-    for layer in pair.worker.layers:
-        on_layer(layer)
-    fixed = len(pair.worker.layers) + len(pair.notebook_extra)
-    budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins) + 1)
-    python = known["python"].version
-    owners = {
-        name: [*package.files, *([package.record] if package.record else [])]
-        for name, package in known.items()
-    }
-    layers: dict[str, list[Layer]] = {"worker": [], "notebook": []}
-    for role, names, slots in (
-        ("worker", worker_names, budget.worker),
-        ("notebook", notebook_names, budget.notebook),
-    ):
-        if role == "notebook":
-            for layer in pair.notebook_extra:
-                on_layer(layer)
-        plan = plan_layers([Package(n, known[n].size) for n in names], slots)
-        layers[role] = [conda_layer(planned) for planned in plan]
-        clamp = max(known[n].built for n in names)
-        extra: list[tuple[str, tuple[Layer, list[str]]]] = []
-        if pip.get(role):
-            wheels = pip_layer(pip[role], platform, python, clamp, cache.parent / "wheels", store)
-            extra.append((f"pip ({role})", wheels))
-        if role == "worker":
-            checks = _checks_layer(".".join(python.split(".")[:2]), platform, clamp, store)
-            extra.append(("version checks", checks))
-        for owner, (layer, files) in extra:
-            owners[owner] = files
-            layers[role].append(layer)
+        def conda_layer(planned: PlannedLayer) -> Layer:
+            members = [known[n] for n in planned.packages]
+            key = _key("conda", platform, [[n, sha[n]] for n in planned.packages])
+            kept = store.recall_layer(key)
+            if kept is None:
+                prefix = staging.prefix(known)
+                layer = store.write_layer(
+                    _entries(prefix, members), max(p.built for p in members), _describe(members)
+                )
+                store.remember_layer(key, layer, [])
+            else:
+                layer = kept[0]
             on_layer(layer)
-    worker = Image(platform, pair.worker.config, (*pair.worker.layers, *layers["worker"]))
-    notebook = Image(
-        platform,
-        pair.notebook.config,
-        (*worker.layers, *pair.notebook_extra, *layers["notebook"]),
-    )
-    for role, image in (("worker", worker), ("notebook", notebook)):
-        check_layers(image, f"{role} image ({platform})")
-    return AssembledPair(platform, worker, notebook, owners, staging.linked)
+            return layer
+
+        pair = system()
+        for layer in pair.worker.layers:
+            on_layer(layer)
+        fixed = len(pair.worker.layers) + len(pair.notebook_extra)
+        budget = Budget.after(fixed + sum(1 for pins in pip.values() if pins) + 1)
+        python = known["python"].version
+        owners = {
+            name: [*package.files, *([package.record] if package.record else [])]
+            for name, package in known.items()
+        }
+        layers: dict[str, list[Layer]] = {"worker": [], "notebook": []}
+        for role, names, slots in (
+            ("worker", worker_names, budget.worker),
+            ("notebook", notebook_names, budget.notebook),
+        ):
+            if role == "notebook":
+                for layer in pair.notebook_extra:
+                    on_layer(layer)
+            plan = plan_layers([Package(n, known[n].size) for n in names], slots)
+            layers[role] = [conda_layer(planned) for planned in plan]
+            clamp = max(known[n].built for n in names)
+            extra: list[tuple[str, tuple[Layer, list[str]]]] = []
+            if pip.get(role):
+                wheels = pip_layer(
+                    pip[role], platform, python, clamp, cache.parent / "wheels", store
+                )
+                extra.append((f"pip ({role})", wheels))
+            if role == "worker":
+                checks = _checks_layer(".".join(python.split(".")[:2]), platform, clamp, store)
+                extra.append(("version checks", checks))
+            for owner, (layer, files) in extra:
+                owners[owner] = files
+                layers[role].append(layer)
+                on_layer(layer)
+        worker = Image(platform, pair.worker.config, (*pair.worker.layers, *layers["worker"]))
+        notebook = Image(
+            platform,
+            pair.notebook.config,
+            (*worker.layers, *pair.notebook_extra, *layers["notebook"]),
+        )
+        for role, image in (("worker", worker), ("notebook", notebook)):
+            check_layers(image, f"{role} image ({platform})")
+        return AssembledPair(platform, worker, notebook, owners, staging.linked)

@@ -114,34 +114,6 @@ def build_system(
         kept = SystemPair.from_json(by_inputs.read_text())
         if all(store.layer_path(layer.diff_id).exists() for layer in kept.notebook.layers):
             return kept, False
-    pair = _build(dockerfile, base_image, platform, tag, store, echo, no_cache)
-    if key:
-        by_inputs.write_text(pair.to_json())
-    return pair, True
-
-
-def _input_key(dockerfile: Path, base_image: str, platform: str) -> str | None:
-    """What the stages are made from: the rendered Dockerfile (which copies nothing from
-    its folder and holds nothing of the lock), the base image by its id, the platform and
-    how layers are normalized. None if the engine does not have the base image yet."""
-    try:
-        base = _inspect(base_image)["Id"]
-    except BuildToolError:
-        return None
-    inputs = [NORMALIZATION, platform, base, dockerfile.read_text()]
-    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
-
-
-def _build(
-    dockerfile: Path,
-    base_image: str,
-    platform: str,
-    tag: str,
-    store: BlobStore,
-    echo: bool,
-    no_cache: bool,
-) -> SystemPair:
-    """Build both stages with BuildKit and normalize what they add."""
     context = dockerfile.parent
     for role in ROLES:
         command = [
@@ -164,15 +136,34 @@ def _build(
         log = context / f"system-{role}-build.log"
         logger.info(f"building the {role} system stage ({platform}), its output in {log}")
         run_logged(command, log, echo)
+    # What BuildKit made, by its images' ids: a cache hit of its own is not normalized again.
     ids = [_inspect(f"{tag}-{role}")["Id"] for role in ROLES]
-    key = "-".join([NORMALIZATION, *(i.removeprefix("sha256:")[:24] for i in ids)])
-    record = store.root / "system" / f"{key}.json"
+    record = (
+        store.root
+        / "system"
+        / ("-".join([NORMALIZATION, *(i.removeprefix("sha256:")[:24] for i in ids)]) + ".json")
+    )
     if record.exists():
-        return SystemPair.from_json(record.read_text())
-    pair = _normalize(base_image, platform, tag, store)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(pair.to_json())
-    return pair
+        pair = SystemPair.from_json(record.read_text())
+    else:
+        pair = _normalize(base_image, platform, tag, store)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(pair.to_json())
+    if key:
+        by_inputs.write_text(pair.to_json())
+    return pair, True
+
+
+def _input_key(dockerfile: Path, base_image: str, platform: str) -> str | None:
+    """What the stages are made from: the rendered Dockerfile (which copies nothing from
+    its folder and holds nothing of the lock), the base image by its id, the platform and
+    how layers are normalized. None if the engine does not have the base image yet."""
+    try:
+        base = _inspect(base_image)["Id"]
+    except BuildToolError:
+        return None
+    inputs = [NORMALIZATION, platform, base, dockerfile.read_text()]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 
 def _inspect(ref: str) -> dict[str, Any]:
