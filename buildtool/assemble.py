@@ -367,7 +367,10 @@ class _Staging:
         if self.ready:
             return self.stage
         unknown = {p.name for p in self.packages} - set(known)
-        new = not (self.stage / "conda-meta").is_dir()
+        # A package in the prefix under another sha256 than the lock's is not replaced by
+        # an update in place (same name, version and build): the prefix is made anew, so
+        # that py-rattler checks the archive against the lock.
+        new = not (self.stage / "conda-meta").is_dir() or self._differs(unknown)
         try:
             self._install(known, unknown, fresh=new)
         except BuildToolError:
@@ -376,6 +379,14 @@ class _Staging:
             self._install(known, unknown, fresh=True)
         self.ready = True
         return self.stage
+
+    def _differs(self, names: set[str]) -> bool:
+        locked = {p.name: p.hash.sha256 for p in self.packages if p.name in names}
+        for path in (self.stage / "conda-meta").glob("*.json"):
+            record = json.loads(path.read_text())
+            if record.get("name") in locked and record.get("sha256") != locked[record["name"]]:
+                return True
+        return False
 
     def _install(self, known: dict[str, Installed], unknown: set[str], fresh: bool) -> None:
         self.linked = install(
