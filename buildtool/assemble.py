@@ -381,10 +381,17 @@ class _Staging:
         return self.stage
 
     def _differs(self, names: set[str]) -> bool:
-        locked = {p.name: p.hash.sha256 for p in self.packages if p.name in names}
-        for path in (self.stage / "conda-meta").glob("*.json"):
-            record = json.loads(path.read_text())
-            if record.get("name") in locked and record.get("sha256") != locked[record["name"]]:
+        """Whether the prefix holds one of `names` in the locked name, version and build
+        but under another sha256 than the lock's."""
+        for package in self.packages:
+            if package.name not in names:
+                continue
+            dist = package.url.rsplit("/", 1)[-1].removesuffix(".conda").removesuffix(".tar.bz2")
+            record = self.stage / "conda-meta" / f"{dist}.json"
+            if (
+                record.exists()
+                and json.loads(record.read_text()).get("sha256") != package.hash.sha256
+            ):
                 return True
         return False
 
