@@ -49,7 +49,7 @@ from pathlib import Path
 import rattler
 
 import compat
-from buildtool import versionchecks
+from buildtool import pkgcache, versionchecks
 from buildtool.errors import BuildToolError
 from buildtool.layers import MAX_LAYERS, Budget, Package, PlannedLayer, plan_layers
 from buildtool.lock import channel_client
@@ -147,22 +147,24 @@ def install(
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(stage / "conda-meta")) if (stage / "conda-meta").is_dir() else set()
-    try:
-        asyncio.run(
-            rattler.install(
-                records,
-                target_prefix=stage,
-                cache_dir=cache,
-                alternative_target_prefix=PREFIX,
-                platform=rattler.Platform(platform),
-                client=channel_client(TIMEOUT),
-                show_progress=False,
-                execute_link_scripts=False,
-                reporter=reporter,
+    with pkgcache.view(cache, [pkgcache.Facts.of(r) for r in records]) as view:
+        try:
+            asyncio.run(
+                rattler.install(
+                    records,
+                    target_prefix=stage,
+                    cache_dir=view.path,
+                    alternative_target_prefix=PREFIX,
+                    platform=rattler.Platform(platform),
+                    client=channel_client(TIMEOUT),
+                    show_progress=False,
+                    execute_link_scripts=False,
+                    reporter=reporter,
+                )
             )
-        )
-    except Exception as exc:  # rattler's errors carry the URL or the file that failed
-        raise BuildToolError(f"installing {platform} packages: {exc}") from None
+        except Exception as exc:  # rattler's errors carry the URL or the file that failed
+            raise BuildToolError(f"installing {platform} packages: {exc}") from None
+        view.publish()
     return len(set(os.listdir(stage / "conda-meta")) - before)
 
 
@@ -174,8 +176,9 @@ def _newest_time(folder: Path) -> int:
     return newest
 
 
-def read_installed(stage: Path, names: set[str] | None = None) -> dict[str, Installed]:
-    """The staged packages (those in `names`, or all), as their records say."""
+def read_installed(stage: Path, cache: Path, names: set[str] | None = None) -> dict[str, Installed]:
+    """The staged packages (those in `names`, or all), as their records say; their build
+    times from their entries in the package `cache`."""
     installed: dict[str, Installed] = {}
     if names is not None and not names:
         return installed
@@ -191,7 +194,7 @@ def read_installed(stage: Path, names: set[str] | None = None) -> dict[str, Inst
             f"conda-meta/{path.name}",
             files,
             sum((stage / f).lstat().st_size for f in files),
-            _newest_time(Path(record["extracted_package_dir"])),
+            _newest_time(cache / record["sha256"] / path.stem),
         )
     return installed
 
@@ -399,7 +402,7 @@ class _Staging:
         self.linked = install(
             self.lock_path, self.platform, self.packages, self.stage, self.cache, fresh=fresh
         )
-        self.facts = read_installed(self.stage, unknown)
+        self.facts = read_installed(self.stage, self.cache, unknown)
         missing = sorted(unknown - set(self.facts))
         if missing:
             raise BuildToolError(f"{self.stage}: {missing[0]} was not installed")

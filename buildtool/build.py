@@ -53,8 +53,9 @@ def date_tag() -> str:
 
 
 def package_cache() -> Path:
-    """py-rattler's package cache, shared by every build and environment."""
-    return cache_root() / "rattler" / "pkgs"
+    """The package cache (`pkgcache`: packages under their sha256), shared by every build
+    and environment; the staging prefixes and the wheels are kept beside it."""
+    return cache_root() / "build" / "pkgs"
 
 
 def store_for(pair: RenderedPair) -> BlobStore:

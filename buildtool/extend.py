@@ -326,7 +326,7 @@ def build_additions(
             )
             if conda:
                 assemble.install(ext.lock_path, platform, conda, stage, cache, counter)
-                installed = read_installed(stage)
+                installed = read_installed(stage, cache)
                 check_owned(stage, installed)
             clamp = max(
                 [p.built for p in installed.values()]

@@ -6,9 +6,10 @@ with their sha256. The wheel is chosen by its tags, as pip chooses (`packaging.t
 image's CPython, manylinux up to the base image's glibc, pure Python last), and recorded
 in the lock as a `manager: pip` record: its URL on PyPI and its sha256.
 
-At build, each locked wheel comes from the platform's own cache folder or from its locked
-URL; its tags must fit the image's platform and Python, and its sha256 must be the
-lock's, or the build stops. pypa's `installer` unpacks it into the staged prefix with the
+At build, each locked wheel comes from the cache, where it is kept under its locked
+sha256 (`<cache>/<sha256>/<file>`, checked again on every hit), or from its locked URL;
+its tags must fit the image's platform and Python, and its sha256 must be the lock's, or
+the build stops. pypa's `installer` unpacks it into the staged prefix with the
 image's interpreter in its scripts. No byte code is compiled, so the files are the
 wheel's own and the layer is the same on every build.
 
@@ -236,10 +237,8 @@ def fetch_wheels(
     cache: Path,
     timeout: float = TIMEOUT,
 ) -> list[Path]:
-    """The locked `wheels`, from `cache/<platform>/` or their locked URLs, each checked:
+    """The locked `wheels`, from `cache/<sha256>/` or their locked URLs, each checked:
     its tags fit `platform` and CPython `python`, its sha256 is the lock's."""
-    folder = cache / platform
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for wheel in wheels:
         what = f"{wheel.name} {wheel.version} ({platform})"
@@ -248,7 +247,8 @@ def fetch_wheels(
                 f"{what}: the locked wheel {wheel.filename} does not fit {platform} and "
                 f"Python {python}; run `buildtool lock`"
             )
-        path = folder / wheel.filename
+        path = cache / wheel.hash.sha256 / wheel.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and file_sha256(path) == wheel.hash.sha256:
             paths.append(path)
             continue

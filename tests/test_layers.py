@@ -1,20 +1,24 @@
 """Package-layered, bit-reproducible pairs: the e2e pair built twice from nothing, then
 again with nothing changed, and with one package bumped.
 
-Between the two clean builds the images, the system stages, BuildKit's cache (apt's
-cache mounts included), the layer store, the staging prefix and the package cache are
-all removed, so the second build shares nothing with the first but the lock, the base
-image and the stand-in. The build after a bump, which reuses everything it can, must
-give the same images as a clean build of the new lock. Nothing here skips: a missing
-engine fails.
+The builds go to a Docker daemon of this module's own (`DockerEngine`), which starts
+with nothing but the base image: a cold build is cold whatever the suite's engine holds
+(`make demo` leaves the same layers there under other names), and nothing here cleans
+the suite's engine. Between the two clean builds the images, the system stages,
+BuildKit's cache (apt's cache mounts included), the layer store, the staging prefix and
+the package cache are all removed, so the second build shares nothing with the first
+but the lock, the base image and the stand-in. The build after a bump, which reuses
+everything it can, must give the same images as a clean build of the new lock. Nothing
+here skips: a missing engine fails.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +29,8 @@ from buildtool.oci import BlobStore
 from buildtool.render import RenderedPair
 from compat.vocabulary import ROLES
 from devsupport.cli import buildtool, locked_site
-from devsupport.dockercli import docker, remove_local_tags, require_docker
+from devsupport.dockercli import require_docker
+from devsupport.servers import DockerEngine
 from devsupport.standin import StandIn
 
 pytestmark = pytest.mark.docker
@@ -43,9 +48,9 @@ LEFTOVERS = (
 )
 
 
-def _build(work: Path, standin: StandIn, cache: Path) -> dict:
-    """`buildtool build e2e` from nothing; the digests of what it made."""
-    env = {**os.environ, "DASKHUB_CACHE": str(cache)}
+def _build(work: Path, standin: StandIn, cache: Path, engine: DockerEngine) -> dict:
+    """`buildtool build e2e` on `engine`; the digests of what it made."""
+    env = {**engine.env(), "DASKHUB_CACHE": str(cache)}
     result = buildtool(
         "build",
         "e2e",
@@ -64,11 +69,11 @@ def _build(work: Path, standin: StandIn, cache: Path) -> dict:
     for role in ROLES:
         image = built.images["linux-64"][role]
         blobs = store.gzip_blobs([layer.diff_id for layer in image.layers])
-        engine = json.loads(docker("image", "inspect", pair.image(role).ref).stdout)[0]
+        held = json.loads(engine.docker("image", "inspect", pair.image(role).ref).stdout)[0]
         digests[role] = {
             "manifest": image.manifest(blobs).digest,
-            "image id": engine["Id"],
-            "layers": engine["RootFS"]["Layers"],
+            "image id": held["Id"],
+            "layers": held["RootFS"]["Layers"],
             "blobs": [blobs[layer.diff_id].digest for layer in image.layers],
         }
     return {
@@ -83,30 +88,45 @@ def _build(work: Path, standin: StandIn, cache: Path) -> dict:
     }
 
 
-def _forget_everything(work: Path, cache: Path) -> None:
-    remove_local_tags(REGISTRY + "/")
-    remove_local_tags("buildtool-system/e2e:")
-    docker("builder", "prune", "-af")
+def _forget_everything(work: Path, cache: Path, engine: DockerEngine) -> None:
+    """Every image but the base, BuildKit's cache, the layer store and the caches."""
+    listing = engine.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode()
+    made = [ref for ref in listing.split() if ref.startswith((REGISTRY, "buildtool-system/"))]
+    engine.docker("rmi", *made)
+    engine.docker("image", "prune", "-f")
+    engine.docker("builder", "prune", "-af")
     shutil.rmtree(work / "build")
     shutil.rmtree(cache)
 
 
 @pytest.fixture(scope="module")
-def twice(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+def engine(standin: StandIn) -> Iterator[DockerEngine]:
+    """A daemon of this module's own, holding only the base image."""
     require_docker()
+    cold = DockerEngine(Path(f"/tmp/dockerd-{uuid.uuid4().hex[:8]}"))  # a short socket path
+    try:
+        cold.adopt(standin.base_image)
+        yield cold
+    finally:
+        cold.stop()
+
+
+@pytest.fixture(scope="module")
+def twice(
+    standin: StandIn, engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict]:
     work = tmp_path_factory.mktemp("layers")
     locked_site(work, standin.channel)
     cache = tmp_path_factory.mktemp("cache-1")
-    first = _build(work, standin, cache)
+    first = _build(work, standin, cache, engine)
     first["layer files"] = {
         layer.diff_id: _files(first["store"], layer.diff_id)
         for image in first["built"].images["linux-64"].values()
         for layer in image.layers
     }
-    _forget_everything(work, cache)
-    second = _build(work, standin, tmp_path_factory.mktemp("cache-2"))
-    yield [first, second]
-    remove_local_tags(REGISTRY + "/")
+    _forget_everything(work, cache, engine)
+    second = _build(work, standin, tmp_path_factory.mktemp("cache-2"), engine)
+    return [first, second]
 
 
 def _files(store: BlobStore, diff_id: str) -> list[str]:
@@ -116,11 +136,11 @@ def _files(store: BlobStore, diff_id: str) -> list[str]:
 
 
 def test_a_rebuild_with_nothing_changed_writes_installs_and_sends_nothing(
-    twice: list[dict], standin: StandIn
+    twice: list[dict], standin: StandIn, engine: DockerEngine
 ) -> None:
     second = twice[1]
     assert second["stats"]["layers_sent"] > 0 and second["stats"]["system_built"]
-    again = _build(second["work"], standin, second["cache"])
+    again = _build(second["work"], standin, second["cache"], engine)
     assert again["stats"] | {"seconds": 0} == {
         "seconds": 0,
         "layers": second["stats"]["layers"],
@@ -134,7 +154,8 @@ def test_a_rebuild_with_nothing_changed_writes_installs_and_sends_nothing(
     for role in ROLES:
         assert again["digests"][role]["image id"] == second["digests"][role]["image id"]
     # The images that carried parts of the chain into the engine are gone.
-    assert not docker("images", "-q", "--filter", f"label={PARTIAL_LABEL}").stdout.strip()
+    partial = engine.docker("images", "-q", "--filter", f"label={PARTIAL_LABEL}").stdout
+    assert not partial.strip()
 
 
 def test_two_clean_builds_give_identical_digests(twice: list[dict]) -> None:
@@ -177,7 +198,10 @@ def test_no_layer_keeps_caches_or_apt_lists(twice: list[dict]) -> None:
 
 
 def test_a_bump_rewrites_its_own_layers_and_equals_a_clean_build(
-    twice: list[dict], standin: StandIn, tmp_path_factory: pytest.TempPathFactory
+    twice: list[dict],
+    standin: StandIn,
+    engine: DockerEngine,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """toolz moves back to its older release in the stand-in: the rebuild links one
     package into the staging prefix, writes the few layers that hold it or take its
@@ -188,15 +212,15 @@ def test_a_bump_rewrites_its_own_layers_and_equals_a_clean_build(
     spec.write_text(spec.read_text().replace("extends: base\n", f"extends: base\n{TOOLZ_PIN}"))
     relock = buildtool("--root", root, "lock", "e2e", "--channel", standin.channel, cwd=work)
     assert relock.returncode == 0, relock.stderr
-    bumped = _build(work, standin, second["cache"])
+    bumped = _build(work, standin, second["cache"], engine)
     stats = bumped["stats"]
     assert stats["packages_installed"] == 1 and not stats["system_built"], stats
     assert 1 <= stats["layers_written"] <= 3, stats
     # The engine holds the layers under toolz's; those above it moved with their chain.
     assert 0 < stats["bytes_sent"] < second["stats"]["bytes_sent"], stats
     assert stats["layers_sent"] < stats["layers"], stats
-    _forget_everything(work, second["cache"])
-    clean = _build(work, standin, tmp_path_factory.mktemp("cache-3"))
+    _forget_everything(work, second["cache"], engine)
+    clean = _build(work, standin, tmp_path_factory.mktemp("cache-3"), engine)
     assert clean["stats"]["packages_installed"] > 100
     for role in ROLES:
         assert bumped["digests"][role] == clean["digests"][role], role
