@@ -78,9 +78,9 @@ from bench.common import (
     uncompressed_size,
     verdict,
 )
-from buildtool.engine import docker_cli
-from buildtool.lockfile import read_lock
-from buildtool.render import RenderedPair
+from buildtool.image.engine import docker_cli
+from buildtool.image.render import RenderedPair
+from buildtool.lock.lockfile import read_lock
 from compat.vocabulary import ROLES
 from devsupport.registry import docker_login
 

@@ -32,11 +32,11 @@ from typing import Any
 
 import rattler
 
-from buildtool.assemble import locked_records
-from buildtool.build import STATS_FILE, BuildStats
-from buildtool.lockfile import read_lock
-from buildtool.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
-from buildtool.spec import Environment, load_environment
+from buildtool.image.assemble import locked_records
+from buildtool.image.build import STATS_FILE, BuildStats
+from buildtool.lock.lockfile import read_lock
+from buildtool.publish.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
+from buildtool.spec.environments import Environment, load_environment
 from devsupport import log_progress, standin
 from devsupport.dockercli import docker, remove_local_tags
 from devsupport.registry import RegistryCredentials, registry_credentials

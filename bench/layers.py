@@ -70,9 +70,9 @@ from bench.common import (
     verdict,
 )
 from bench.node import ContainerdNode
-from buildtool.engine import docker_cli
-from buildtool.lockdiff import Change, diff_locks
-from buildtool.lockfile import LockFile, read_lock
+from buildtool.image.engine import docker_cli
+from buildtool.lock.diff import Change, diff_locks
+from buildtool.lock.lockfile import LockFile, read_lock
 from compat.vocabulary import ROLES
 from devsupport.registry import docker_login
 from devsupport.servers import DockerEngine, FrontProxy

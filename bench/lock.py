@@ -50,10 +50,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.common import table
-from buildtool.lock import solve_with_rattler
-from buildtool.lockfile import read_lock
-from buildtool.spec import Environment, load_environment
-from buildtool.specfile import LOCK_FILE
+from buildtool.lock.lockfile import read_lock
+from buildtool.lock.solve import solve_with_rattler
+from buildtool.spec.environments import Environment, load_environment
+from buildtool.spec.schema import LOCK_FILE
 from compat.vocabulary import ROLES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,13 +10,22 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from buildtool import lock as locking
-from buildtool.build import build_pair
-from buildtool.docs import generate_docs
-from buildtool.errors import BuildToolError
-from buildtool.extend import check_extension_lock, publish_extension
-from buildtool.files import write_atomic, write_if_changed
-from buildtool.helm import (
+from buildtool.common.errors import BuildToolError
+from buildtool.common.files import write_atomic, write_if_changed
+from buildtool.common.records import read_published
+from buildtool.image.build import build_pair
+from buildtool.image.render import RenderedPair, render
+from buildtool.image.testing import test_extension, test_pair
+from buildtool.lock import solve as locking
+from buildtool.lock.diff import diff_locks, diff_markdown, diff_text
+from buildtool.lock.lockfile import LockFile, dump_lock, read_lock
+from buildtool.publish.extend import check_extension_lock, publish_extension
+from buildtool.publish.parent import read_parent, resolve_from
+from buildtool.publish.plan import plan, plan_json
+from buildtool.publish.sitepair import publish
+from buildtool.publish.verify import verify
+from buildtool.site.docs import generate_docs
+from buildtool.site.helm import (
     CHARTS_FILE,
     VALUES_PATH,
     gateway_chart,
@@ -24,25 +33,16 @@ from buildtool.helm import (
     write_charts,
     write_helm_values,
 )
-from buildtool.imagetest import test_extension, test_pair
-from buildtool.importer import import_environment
-from buildtool.lockdiff import diff_locks, diff_markdown, diff_text
-from buildtool.lockfile import LockFile, dump_lock, read_lock
-from buildtool.namespaces import user_prefix
-from buildtool.parent import read_parent, resolve_from
-from buildtool.plan import plan, plan_json
-from buildtool.publish import publish
-from buildtool.published import read_published
-from buildtool.render import RenderedPair, render
-from buildtool.sitesettings import SITE_FILE, load_site_settings
-from buildtool.spec import (
+from buildtool.site.namespaces import user_prefix
+from buildtool.site.settings import SITE_FILE, load_site_settings
+from buildtool.spec.environments import (
     check_environment_name,
     environment_names,
     is_extension,
     load_environment,
     load_extension,
 )
-from buildtool.verify import verify
+from buildtool.spec.importer import import_environment
 from compat.vocabulary import PLATFORMS, ROLES
 
 
@@ -252,7 +252,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from buildtool.client import CLIENT_DIR, client_files, write_client_files
+    from buildtool.lock.laptop import CLIENT_DIR, client_files, write_client_files
 
     for name in _names(args):
         spec = (
@@ -276,8 +276,8 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The service's own dependencies (JupyterHub's service-auth) are the `serve` extra.
-    from buildtool.runner import engine_available
-    from buildtool.service import Settings, serve
+    from buildtool.site.builds import engine_available
+    from buildtool.site.service import Settings, serve
 
     site = load_site_settings(args.root)
     if site.user_images is None or site.self_service is None:

@@ -39,7 +39,7 @@ COMPARED = rules.ERROR_LEVEL | {GATEWAY}
 CLIENT, WORKERS = "client", "workers"
 GATEWAY_REASON = "gateway client and server must match"
 LOCK_FILE = "conda-lock.yml"
-# An environment's folder name (buildtool/grammar.py's ENVIRONMENT_NAME).
+# An environment's folder name (buildtool/common/grammar.py's ENVIRONMENT_NAME).
 _ENVIRONMENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
 
 
@@ -102,7 +102,7 @@ def _properties(component: dict[str, Any]) -> dict[str, str]:
 
 
 def sbom_records(document: dict[str, Any], where: str) -> list[PackageRecord]:
-    """The conda packages, then the pip pins, of a CycloneDX SBOM from ``buildtool.sbom``."""
+    """The conda packages, then the pip pins, of a CycloneDX SBOM (``buildtool.publish.sbom``)."""
     components = document.get("components")
     if not isinstance(components, list):
         raise CheckError(f"{where}: the SBOM lists no components")

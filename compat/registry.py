@@ -8,14 +8,14 @@ notebook), so it can use neither an OCI library nor buildtool's own client. It o
   platform's manifest;
 * the referrers tag ``sha256-<hex>`` of that manifest: an index of the artifacts whose
   subject it is, among them the CycloneDX SBOM (``artifactType``
-  ``application/vnd.cyclonedx+json``), the one way ``buildtool.sbom`` lists it;
+  ``application/vnd.cyclonedx+json``), the one way ``buildtool.publish.sbom`` lists it;
 * blobs, each checked against its digest and size.
 
 Everything read is checked before it is used: a manifest fetched by digest must have
 that digest, and every answer has a size limit. A registry on 127.0.0.1 or localhost is
 spoken to over http, any other over https; every request has a timeout.
 
-Where credentials go, as in ``buildtool/registry.py`` (which explains the rules at length):
+Where credentials go, as in ``buildtool/publish/registry.py`` (which explains the rules at length):
 
 * Registry credentials (Basic, and a Bearer token obtained for this registry) go only to
   the registry's own origin: scheme, host and port, exactly.
@@ -57,7 +57,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 CONFIG_TYPES = frozenset(
     {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 )
-#: What ``buildtool.sbom`` attaches: the artifact type and its one layer's media type.
+#: What ``buildtool.publish.sbom`` attaches: the artifact type and its one layer's media type.
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -70,7 +70,7 @@ MAX_BLOB_BYTES = 64 * 1024 * 1024
 API_HOSTS = {"docker.io": "registry-1.docker.io"}
 CONFIG_KEYS = {"docker.io": "https://index.docker.io/v1/"}
 
-# distribution/reference's grammar (as buildtool/grammar.py, which compat cannot import).
+# distribution/reference's grammar (as buildtool/common/grammar.py, which compat cannot import).
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -505,7 +505,7 @@ def sbom_of(client: Client, name: str, manifest: str, where: str) -> dict[str, A
     artifacts = [e for e in entries if e.get("artifactType") == SBOM_MEDIA_TYPE]
     if not artifacts:
         raise RegistryError(f"{where}: no SBOM attached (nothing under the referrers tag {tag})")
-    # `buildtool.sbom.attach` lists the newest last.
+    # `buildtool.publish.sbom.attach` lists the newest last.
     artifact_digest = artifacts[-1].get("digest")
     if not isinstance(artifact_digest, str) or not _SHA256.fullmatch(artifact_digest):
         raise RegistryError(f"{where}: the SBOM entry has no sha256 digest")

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from buildtool.render import RenderedPair
+from buildtool.image.render import RenderedPair
 from devsupport import REPO
 from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import docker

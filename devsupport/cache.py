@@ -1,6 +1,6 @@
 """How the development infrastructure keys what it builds and keeps builds from racing.
 
-Where it is kept is the product's: `buildtool.cache.cache_root`, the package cache's
+Where it is kept is the product's: `buildtool.common.cachedir.cache_root`, the package cache's
 folder, which the stand-in, the test venvs and the tools share.
 """
 

@@ -1,9 +1,9 @@
 """The docker command line for the tests, the benchmarks and the stand-in, failing loudly
 when the engine is missing.
 
-It runs the product's own client (`buildtool.engine.docker_cli`: $DOCKER_CLI, else a
+It runs the product's own client (`buildtool.image.engine.docker_cli`: $DOCKER_CLI, else a
 `docker` that builds with BuildKit), with the same environment, so that a test talks to
-the engine through the same docker as the build does. Unlike `buildtool.engine.docker`,
+the engine through the same docker as the build does. Unlike `buildtool.image.engine.docker`,
 it hands back the whole result (exit code, stdout, stderr) and can leave a failure to
 the caller (`check=False`).
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import subprocess
 
-from buildtool.engine import docker_cli
-from buildtool.errors import BuildToolError
-from buildtool.proc import CommandTimeout, run
+from buildtool.common.errors import BuildToolError
+from buildtool.common.proc import CommandTimeout, run
+from buildtool.image.engine import docker_cli
 
 # Time limits, in seconds. `docker info`: an engine that answers does so at once.
 INFO_TIMEOUT = 30

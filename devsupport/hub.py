@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool.cache import cache_root
-from buildtool.errors import BuildToolError
+from buildtool.common.cachedir import cache_root
+from buildtool.common.errors import BuildToolError
 from devsupport.cache import locked
 from devsupport.cluster import Venv, ensure_venv, spawn
 from devsupport.dockercli import docker

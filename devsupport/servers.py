@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from buildtool.engine import docker_cli
+from buildtool.image.engine import docker_cli
 from devsupport.dockercli import docker
 from devsupport.registry import DEFAULT_STATE_DIR, RegistryCredentials
 

@@ -19,10 +19,10 @@ import traceback
 
 import pytest
 
-from buildtool import registry as registry_module
-from buildtool.errors import BuildToolError
-from buildtool.oci import Blob
-from buildtool.registry import Credentials, Origin, Registry, realm_may_receive_credentials
+from buildtool.common.errors import BuildToolError
+from buildtool.image.oci import Blob
+from buildtool.publish import registry as registry_module
+from buildtool.publish.registry import Credentials, Origin, Registry, realm_may_receive_credentials
 from devsupport.servers import (
     OciServer,
     OciStore,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.docs import generate_docs
-from buildtool.errors import BuildToolError
-from buildtool.lockfile import read_lock
-from buildtool.spec import environment_names, load_environment
+from buildtool.common.errors import BuildToolError
+from buildtool.lock.lockfile import read_lock
+from buildtool.site.docs import generate_docs
+from buildtool.spec.environments import environment_names, load_environment
 from compat.vocabulary import ROLES
 from devsupport.cli import buildtool
 from devsupport.published import CONTENT_TAG, DATE_TAG, REGISTRY, write_published

@@ -27,12 +27,12 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from buildtool import sbom
-from buildtool.cache import cache_root
-from buildtool.client import REQUIREMENTS_FILE
-from buildtool.helm import generate_helm_values
-from buildtool.lockfile import read_lock
-from buildtool.registry import Credentials, Registry, split_reference
+from buildtool.common.cachedir import cache_root
+from buildtool.lock.laptop import REQUIREMENTS_FILE
+from buildtool.lock.lockfile import read_lock
+from buildtool.publish import sbom
+from buildtool.publish.registry import Credentials, Registry, split_reference
+from buildtool.site.helm import generate_helm_values
 from compat.vocabulary import ROLES
 from devsupport import clients
 from devsupport import cluster as dask_cluster
@@ -340,7 +340,7 @@ def test_both_published_images_carry_the_client_pins(
 ) -> None:
     """After test_publish_pull_back_and_noop: the client artifact is attached to both images
     by the digest users pull, and holds what `buildtool client e2e` writes."""
-    from buildtool.client import ENVIRONMENT_FILE, REQUIREMENTS_FILE, fetch_client_files
+    from buildtool.lock.laptop import ENVIRONMENT_FILE, REQUIREMENTS_FILE, fetch_client_files
 
     published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
     result = _buildtool(offline, "--root", offline["root"], "client", "e2e")

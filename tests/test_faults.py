@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import sbom
-from buildtool.registry import Credentials, Registry
+from buildtool.publish import sbom
+from buildtool.publish.registry import Credentials, Registry
 from compat.vocabulary import ROLES
 from devsupport import REPO
 from devsupport.cli import buildtool

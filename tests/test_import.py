@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.lockfile import read_lock
-from buildtool.spec import load_environment
+from buildtool.lock.lockfile import read_lock
+from buildtool.spec.environments import load_environment
 from devsupport import REPO
 from devsupport.cli import buildtool
 

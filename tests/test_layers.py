@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build import PARTIAL_LABEL, STATS_FILE, BuiltPair
-from buildtool.layers import MAX_LAYERS
-from buildtool.oci import BlobStore
-from buildtool.render import RenderedPair
+from buildtool.image.build import PARTIAL_LABEL, STATS_FILE, BuiltPair
+from buildtool.image.layers import MAX_LAYERS
+from buildtool.image.oci import BlobStore
+from buildtool.image.render import RenderedPair
 from compat.vocabulary import ROLES
 from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import require_docker

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import rattler
 
-from buildtool.lock import solve_with_rattler
-from buildtool.lockfile import read_lock
-from buildtool.spec import load_environment
+from buildtool.lock.lockfile import read_lock
+from buildtool.lock.solve import solve_with_rattler
+from buildtool.spec.environments import load_environment
 from devsupport.cli import buildtool
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.oci import OCI_INDEX
-from buildtool.registry import Credentials, Registry, split_reference
+from buildtool.image.oci import OCI_INDEX
+from buildtool.publish.registry import Credentials, Registry, split_reference
 from compat.vocabulary import ROLES
 from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import docker, remove_local_tags, require_docker

@@ -26,7 +26,7 @@ SEEDS = ("e2e", "ml", "physlite", "pyhep")
 
 
 def _checkout(dest: Path) -> Path:
-    """The tracked files, symlinks as symlinks (buildtool/dockerfiles is one)."""
+    """The tracked files, symlinks as symlinks (buildtool/image/dockerfiles is one)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
     for name in files.stdout.decode().split("\0"):
         source = REPO / name

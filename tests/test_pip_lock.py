@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.errors import BuildToolError
-from buildtool.lock import check_lock, lock_content_hash
-from buildtool.lockfile import read_lock
-from buildtool.spec import load_environment
-from buildtool.wheels import fetch_wheels
+from buildtool.common.errors import BuildToolError
+from buildtool.lock.lockfile import read_lock
+from buildtool.lock.solve import check_lock, lock_content_hash
+from buildtool.lock.wheels import fetch_wheels
+from buildtool.spec.environments import load_environment
 from devsupport.cli import buildtool
 
 REPO = Path(__file__).resolve().parents[1]

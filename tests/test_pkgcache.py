@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build import BuiltPair
-from buildtool.lockfile import read_lock
-from buildtool.oci import BlobStore
-from buildtool.pkgcache import MARKER, VIEWS, Facts
-from buildtool.render import RenderedPair
+from buildtool.image.build import BuiltPair
+from buildtool.image.oci import BlobStore
+from buildtool.image.pkgcache import MARKER, VIEWS, Facts
+from buildtool.image.render import RenderedPair
+from buildtool.lock.lockfile import read_lock
 from devsupport.cli import buildtool, locked_site
 from devsupport.dockercli import remove_local_tags, require_docker
 from devsupport.standin import StandIn

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from buildtool.helm import generate_helm_values
-from buildtool.namespaces import OWN_IMAGE_SLUG, SERVICE_NAME, user_prefix
-from buildtool.registry import Registry, split_reference
+from buildtool.publish.registry import Registry, split_reference
+from buildtool.site.helm import generate_helm_values
+from buildtool.site.namespaces import OWN_IMAGE_SLUG, SERVICE_NAME, user_prefix
 from compat.registry import Credentials
 from devsupport.builder import Builder, running_builder
 from devsupport.chart import hub_spawn

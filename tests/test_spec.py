@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.spec import environment_names, load_environment
-from buildtool.specfile import normalize_matchspec
+from buildtool.spec.environments import environment_names, load_environment
+from buildtool.spec.schema import normalize_matchspec
 from devsupport import REPO
 from devsupport.cli import buildtool
 

@@ -9,7 +9,7 @@
   code asks it for clusters as alice and as bob.
 - The real KubeSpawner runs the hub's generated extraConfig, loaded as the jupyterhub chart
   loads it (`devsupport.chart.hub_spawn`), for alice's and bob's choices.
-- The handler's registry reads (the same code, `buildtool.namespaces`) run against small
+- The handler's registry reads (the same code, `buildtool.site.namespaces`) run against small
   real HTTP servers (`devsupport.servers`) for what the local registry cannot show: the
   Bearer flow, a token realm it must not trust, blobs behind a redirect, a wrong manifest.
 """
@@ -27,18 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildtool import namespaces
-from buildtool.helm import dump_helm_values, generate_helm_values
-from buildtool.namespaces import (
-    OWN_IMAGE_SLUG,
-    REGISTRY_PASSWORD_ENV,
-    REGISTRY_USER_ENV,
-    WORKER_LABEL,
-    NamespaceError,
-    user_prefix,
-    user_worker_image,
-)
-from buildtool.oci import (
+from buildtool.image.oci import (
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER_GZIP,
@@ -47,7 +36,18 @@ from buildtool.oci import (
     canonical_json,
     sha256_digest,
 )
-from buildtool.registry import Credentials, Registry
+from buildtool.publish.registry import Credentials, Registry
+from buildtool.site import namespaces
+from buildtool.site.helm import dump_helm_values, generate_helm_values
+from buildtool.site.namespaces import (
+    OWN_IMAGE_SLUG,
+    REGISTRY_PASSWORD_ENV,
+    REGISTRY_USER_ENV,
+    WORKER_LABEL,
+    NamespaceError,
+    user_prefix,
+    user_worker_image,
+)
 from devsupport.chart import IMAGE_ENV, chart_gateway, hub_spawn
 from devsupport.published import write_published
 from devsupport.registry import RegistryCredentials, registry_credentials

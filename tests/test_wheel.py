@@ -175,7 +175,7 @@ def test_the_installed_tool_locks_and_renders_a_site_repository(
     ]
     check = (
         "import pytest, testinfra\n"
-        "from buildtool.imagetest import TESTS\n"
+        "from buildtool.image.testing import TESTS\n"
         "assert (TESTS / 'test_image.py').is_file() and (TESTS / 'conftest.py').is_file()\n"
     )
     _run("python", "-c", check, cwd=elsewhere, env=env)
@@ -191,9 +191,9 @@ def test_the_wheels_ship_the_product_and_nothing_test_only(wheels: dict[str, Pat
     # What the tool needs at run time is there: its templates and its image tests.
     assert {
         "buildtool/cli.py",
-        "buildtool/cache.py",
-        "buildtool/imagetests/test_image.py",
-        "buildtool/dockerfiles/system.Dockerfile.j2",
+        "buildtool/common/cachedir.py",
+        "buildtool/image/suite/test_image.py",
+        "buildtool/image/dockerfiles/system.Dockerfile.j2",
     } <= names
 
 

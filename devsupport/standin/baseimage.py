@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.cache import cache_root
-from buildtool.engine import docker_cli
-from buildtool.errors import BuildToolError
-from buildtool.oci import BlobStore, Image, docker_load
-from buildtool.proc import run
+from buildtool.common.cachedir import cache_root
+from buildtool.common.errors import BuildToolError
+from buildtool.common.proc import run
+from buildtool.image.engine import docker_cli
+from buildtool.image.oci import BlobStore, Image, docker_load
 from compat.vocabulary import PLATFORMS
 from devsupport import log_progress
 from devsupport.cache import digest, locked

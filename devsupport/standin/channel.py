@@ -52,9 +52,9 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from buildtool.cache import cache_root
-from buildtool.errors import BuildToolError
-from buildtool.proc import run
+from buildtool.common.cachedir import cache_root
+from buildtool.common.errors import BuildToolError
+from buildtool.common.proc import run
 from devsupport import log_progress
 from devsupport.cache import digest, file_sha256, locked
 from devsupport.standin.condaenv import index_channel

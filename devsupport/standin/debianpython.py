@@ -8,7 +8,7 @@ for both platforms needs one Python release that both have (distributed compares
 version between client and workers), as conda-forge builds every release for both. The
 .debs need nothing executed to unpack: `apt-get download` with a view of the host's own
 sources for that architecture fetches them, and they are unpacked on the x86 host (`dpkg-deb
---fsys-tarfile`, extracted by `buildtool.confine.extract_tar`: nothing lands outside the
+--fsys-tarfile`, extracted by `buildtool.common.confine.extract_tar`: nothing lands outside the
 folder, and Debian's links to the system's own files, such as sitecustomize.py's to /etc,
 are left out).
 
@@ -32,10 +32,10 @@ import sys
 import tarfile
 from pathlib import Path
 
-from buildtool.cache import cache_root
-from buildtool.confine import extract_tar
-from buildtool.errors import BuildToolError
-from buildtool.proc import run
+from buildtool.common.cachedir import cache_root
+from buildtool.common.confine import extract_tar
+from buildtool.common.errors import BuildToolError
+from buildtool.common.proc import run
 from compat.vocabulary import PLATFORMS
 from devsupport.cache import locked
 from devsupport.standin.pythonpkg import DROPPED, StagedPython, compile_pyc

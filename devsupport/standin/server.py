@@ -22,8 +22,8 @@ import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from buildtool.cache import cache_root
-from buildtool.errors import BuildToolError
+from buildtool.common.cachedir import cache_root
+from buildtool.common.errors import BuildToolError
 from devsupport.standin.channel import CHANNEL_NAME, KEY_FILE
 
 DEFAULT_PORT = 8321

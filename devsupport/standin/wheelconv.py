@@ -10,7 +10,7 @@ requirement with extras (`jsonschema[format-nongpl]`) depends on the extra's own
 requirements too, since conda has no extras.
 
 Wheels are input: every member name and entry point name goes through
-`buildtool.confine`, so a member named `../x` or `/x`, a symlink member, or an entry point
+`buildtool.common.confine`, so a member named `../x` or `/x`, a symlink member, or an entry point
 named `../evil` is refused before anything is written outside the package's folder.
 """
 
@@ -30,7 +30,7 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from buildtool.confine import UnsafeArchiveMember, check_name, confine
+from buildtool.common.confine import UnsafeArchiveMember, check_name, confine
 from compat.vocabulary import PLATFORMS
 from devsupport.standin.condapkg import PLACEHOLDER, PackageMeta
 

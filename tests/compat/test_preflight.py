@@ -4,7 +4,7 @@ The worker set comes from a site's lock (an environment name) or from the SBOM a
 to a published image (an image reference). The lock tests run in this process, against
 a copy of environments/e2e and base and against small locks written here from this
 interpreter's own versions. The registry tests push a small image and its SBOM to the
-suite's registry (127.0.0.1:5000) with buildtool's client and `buildtool.sbom.attach`,
+suite's registry (127.0.0.1:5000) with buildtool's client and `buildtool.publish.sbom.attach`,
 as `buildtool publish` does, and run the checker as a subprocess; the credential rules of
 compat's registry client are checked against the real servers of devsupport/servers.py.
 
@@ -33,10 +33,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildtool.lockfile import LockedPackage, read_lock
-from buildtool.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Blob, canonical_json, index
-from buildtool.registry import Credentials, Registry
-from buildtool.sbom import ImageContents, attach, sbom_json
+from buildtool.image.oci import (
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Blob,
+    canonical_json,
+    index,
+)
+from buildtool.lock.lockfile import LockedPackage, read_lock
+from buildtool.publish.registry import Credentials, Registry
+from buildtool.publish.sbom import ImageContents, attach, sbom_json
 from compat import cli, preflight, rules
 from compat import registry as oci
 from compat.model import Package, PackageSet

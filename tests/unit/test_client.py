@@ -16,16 +16,16 @@ import yaml
 from packaging.requirements import Requirement
 from rattler import MatchSpec
 
-from buildtool.client import (
+from buildtool.common.errors import SpecError
+from buildtool.lock.laptop import (
     ENVIRONMENT_FILE,
     GENERATED_MARK,
     REQUIREMENTS_FILE,
     client_files,
     client_pins,
 )
-from buildtool.docs import generate_docs
-from buildtool.errors import SpecError
-from buildtool.lockfile import LockFile, PipHash, PipLockedPackage, read_lock
+from buildtool.lock.lockfile import LockFile, PipHash, PipLockedPackage, read_lock
+from buildtool.site.docs import generate_docs
 from compat.names import from_conda
 from compat.rules import OPTIONAL, REQUIRED
 from devsupport.cli import buildtool

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.errors import SpecError
-from buildtool.parent import _gunzip
-from buildtool.spec import environment_names, is_extension, load_environment, load_extension
+from buildtool.common.errors import SpecError
+from buildtool.publish.parent import _gunzip
+from buildtool.spec.environments import (
+    environment_names,
+    is_extension,
+    load_environment,
+    load_extension,
+)
 
 PARENT = "registry.example.org/daskhub/jupyter-physlite@sha256:" + "a" * 64
 

@@ -1,11 +1,18 @@
-"""The layer plan (buildtool/layers.py), without Docker: stable, bounded and complete."""
+"""The layer plan (buildtool/image/layers.py), without Docker: stable, bounded and complete."""
 
 from __future__ import annotations
 
 import pytest
 
-from buildtool.errors import BuildToolError
-from buildtool.layers import EXTENSION_RESERVE, LARGE, MAX_LAYERS, Budget, Package, plan_layers
+from buildtool.common.errors import BuildToolError
+from buildtool.image.layers import (
+    EXTENSION_RESERVE,
+    LARGE,
+    MAX_LAYERS,
+    Budget,
+    Package,
+    plan_layers,
+)
 
 SMALL = [Package(f"pkg-{index:03d}", 10_000 + index) for index in range(120)]
 BIG = [Package("numpy", 60 * LARGE // 8), Package("libllvm", 12 * LARGE), Package("scipy", LARGE)]

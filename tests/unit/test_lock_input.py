@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildtool.errors import SpecError
-from buildtool.lockfile import (
+from buildtool.common.errors import SpecError
+from buildtool.lock.lockfile import (
     MAX_LOCK_BYTES,
     LockFile,
     PipHash,

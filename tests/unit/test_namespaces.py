@@ -1,4 +1,4 @@
-"""Per-user namespaces (buildtool/namespaces.py): the escape of a user name, the site's
+"""Per-user namespaces (buildtool/site/namespaces.py): the escape of a user name, the site's
 `user_images` template, and the rules for a user's own images, as pure functions. No
 Docker, no registry, no network; the portable part also runs under `python -S`, with the
 standard library alone, as it runs inside the gateway and the hub.
@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildtool import grammar, namespaces
-from buildtool.errors import BuildToolError, SpecError
-from buildtool.helm import hub_user_images_config
-from buildtool.namespaces import (
+from buildtool.common import grammar
+from buildtool.common.errors import BuildToolError, SpecError
+from buildtool.site import namespaces
+from buildtool.site.helm import hub_user_images_config
+from buildtool.site.namespaces import (
     NamespaceError,
     escape_username,
     in_any_user_namespace,
@@ -29,7 +30,7 @@ from buildtool.namespaces import (
     user_prefix,
     user_profile_list,
 )
-from buildtool.sitesettings import load_site_settings
+from buildtool.site.settings import load_site_settings
 from compat.registry import is_loopback
 
 TEMPLATE = "registry.example.org/daskhub-users/{username}"

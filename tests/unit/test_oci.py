@@ -1,4 +1,4 @@
-"""OCI layers, configs and indexes (buildtool/oci.py), without Docker: the same inputs give
+"""OCI layers, configs and indexes (buildtool/image/oci.py), without Docker: the same inputs give
 the same bytes, whatever the files' times after the clamp, and what a layer cannot hold is
 one line."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.errors import BuildToolError
-from buildtool.oci import BlobStore, Image, file_entry, index
+from buildtool.common.errors import BuildToolError
+from buildtool.image.oci import BlobStore, Image, file_entry, index
 
 CLAMP = 1_700_000_000
 

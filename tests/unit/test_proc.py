@@ -1,6 +1,6 @@
 """Time limits on child processes, for real: commands that sleep past a short limit.
 
-The same helpers the product uses (`buildtool.proc.run`, and `engine.run_logged` with its
+The same helpers the product uses (`buildtool.common.proc.run`, and `engine.run_logged` with its
 Watchdog, which `docker build` goes through), with the limit as a parameter.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.engine import run_logged
-from buildtool.proc import CommandTimeout, describe, interrupt_group, run
+from buildtool.common.proc import CommandTimeout, describe, interrupt_group, run
+from buildtool.image.engine import run_logged
 
 
 def gone(pid: int) -> bool:

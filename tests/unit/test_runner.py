@@ -1,4 +1,4 @@
-"""The hub service's build queue (`buildtool/runner.py`) with its real local runner,
+"""The hub service's build queue (`buildtool/site/builds.py`) with its real local runner,
 running small real commands: one build per user, the queue's bound, the time limit, the
 step read from the log, and a restart that finds builds cut short."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.errors import BuildToolError
-from buildtool.runner import Build, BuildQueue, BuildRefused, Job, LocalRunner, step_of
+from buildtool.common.errors import BuildToolError
+from buildtool.site.builds import Build, BuildQueue, BuildRefused, Job, LocalRunner, step_of
 
 
 def _job(queue: BuildQueue, build: Build, *scripts: str, timeout: float = 30) -> Job:

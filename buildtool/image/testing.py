@@ -1,0 +1,132 @@
+"""Run the image tests (pytest + testinfra, in `buildtool/image/suite/`) against a pair:
+a built site pair, or a published extension pair pulled by digest.
+
+What the tests check is handed to them as a `Subject` (a JSON file named by
+`BUILDTOOL_SUBJECT`), one per platform, so the same tests run on both kinds of pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from buildtool.common.errors import BuildToolError
+from buildtool.common.proc import run
+from buildtool.image.build import BuiltPair
+from buildtool.image.engine import docker
+from buildtool.image.render import RenderedPair
+from buildtool.lock.lockfile import read_lock
+from buildtool.spec.environments import Extension, load_environment
+from compat.vocabulary import ROLES
+
+TESTS = Path(__file__).resolve().parent / "suite"
+# Time limit, in seconds, of one platform's image tests: containers of both images, arm64
+# ones under qemu, a Dask cluster among them. Past it they hang; pytest and every process
+# it started (docker clients) are killed; containers they started may stay behind.
+IMAGE_TESTS_TIMEOUT = 60 * 60
+SUBJECT_ENV = "BUILDTOOL_SUBJECT"
+JUPYTER = frozenset({"jupyterlab", "notebook", "jupyter_server"})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the image tests check on one platform."""
+
+    environment: str
+    platform: str
+    lock_path: str
+    lock_sha256: str  # the images' io.daskhub.lock-sha256
+    refs: dict[str, str]  # role -> what the engine runs
+    worker_ref: str  # what the notebook names as its worker (label and variable)
+    imports: dict[str, list[str]]  # role -> modules the spec says it imports
+    worker_asks_jupyter: bool  # the worker's roots name Jupyter itself
+
+    @classmethod
+    def load(cls, path: Path) -> Subject:
+        return cls(**json.loads(path.read_text()))
+
+
+def _run_tests(subject: Subject, report: Path, extra_args: list[str] | None) -> None:
+    report.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TESTS),
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(TESTS),
+        f"--junitxml={report}",
+        "-q",
+        *(extra_args or []),
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        file.write(json.dumps(asdict(subject)))
+        file.flush()
+        result = run(
+            command,
+            env={**os.environ, SUBJECT_ENV: file.name},
+            timeout=IMAGE_TESTS_TIMEOUT,
+            what=f"the image tests of {subject.environment} on {subject.platform}",
+        )
+    if result.returncode != 0:
+        raise BuildToolError(
+            f"image tests failed for {subject.environment} on {subject.platform} (report: {report})"
+        )
+
+
+def test_pair(root: Path, build_dir: Path, env: str, extra_args: list[str] | None = None) -> None:
+    """Raise BuildToolError unless every image test passes on every platform of a built
+    site pair; a JUnit report per platform stays behind."""
+    pair = RenderedPair.load(build_dir, env)
+    spec = load_environment(root, env)
+    built = BuiltPair.load(pair)
+    for platform in pair.platforms:
+        subject = Subject(
+            environment=env,
+            platform=platform,
+            lock_path=str(spec.lock_path.resolve()),
+            lock_sha256=pair.lock_sha256,
+            refs={role: built.local_tag(pair, role, platform) for role in ROLES},
+            worker_ref=pair.worker.ref,
+            imports={role: spec.image(role).imports for role in ROLES},
+            worker_asks_jupyter=bool({r.name for r in spec.roots("worker")} & JUPYTER),
+        )
+        report = Path(pair.directory) / platform / "image-tests.xml"
+        _run_tests(subject, report, extra_args)
+
+
+def test_extension(
+    ext: Extension,
+    build_dir: Path,
+    refs: dict[str, dict[str, str]],
+    worker_ref: str,
+    imports: list[str],
+    extra_args: list[str] | None = None,
+) -> None:
+    """The same image tests on a published extension pair: each platform's images
+    (`refs`: platform -> role -> repository@manifest digest) are pulled by digest;
+    `worker_ref` is the worker image the notebook names (its top digest); `imports`
+    what both images must import."""
+    lock = read_lock(ext.lock_path)
+    worker_names = {p.name for p in lock.package if p.in_worker}
+    for platform, by_role in refs.items():
+        for role in ROLES:
+            docker("pull", "--quiet", by_role[role], timeout=IMAGE_TESTS_TIMEOUT)
+        subject = Subject(
+            environment=ext.name,
+            platform=platform,
+            lock_path=str(ext.lock_path.resolve()),
+            lock_sha256=lock.content_sha(),
+            refs=by_role,
+            worker_ref=worker_ref,
+            imports={role: imports for role in ROLES},
+            worker_asks_jupyter=bool(worker_names & JUPYTER),
+        )
+        report = build_dir / ext.name / platform / "image-tests.xml"
+        _run_tests(subject, report, extra_args)

@@ -1,0 +1,321 @@
+"""The builds of the hub service (`service.py`): each a user's extension pair, built and
+published into that user's namespace, one at a time per user, in a bounded queue.
+
+A build is this tool's own command line, as a user would run it: `buildtool lock` of the
+extension's spec in the user's workspace, a check of the added size, then `buildtool
+publish` into the user's namespace (with `--test` where a Docker engine is beside the
+service, so a pair is tagged only after its image tests pass). Each runs as a subprocess
+of the service with a time limit; its log is kept beside the build's record, and the
+build's step (lock, fetch, layers, push, test, tag) is read from the log's lines.
+
+`Runner` is the interface the service uses; `LocalRunner`, the one here, runs builds in
+the service's own pool of processes. A site whose users outgrow one pod would give each
+build to a Kubernetes Job instead (see the README); the records and the queue rules stay
+as they are, because they live in `BuildQueue`, not in the runner.
+
+A build that fails, times out or is cut short by a restart publishes nothing: publish
+writes tags last, and a record left `queued` or `running` by a service that stopped is
+marked failed when it starts again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import ValidationError
+
+from buildtool.common.errors import BuildToolError
+from buildtool.common.files import write_atomic
+from buildtool.common.models import StrictModel
+from buildtool.common.proc import CommandTimeout, run
+
+logger = logging.getLogger(__name__)
+
+State = Literal["queued", "running", "succeeded", "failed"]
+# What the log's lines say of the step a build is at: the first line holding the text.
+STEPS = (
+    ("lock", "solving"),
+    ("fetch", "fetching"),
+    ("layers", "writing the layers"),
+    ("push", "pushing"),
+    ("test", "running the image tests"),
+    ("tag", "tagged"),
+)
+LOG_FILE = "build.log"
+RECORD_FILE = "build.json"
+
+
+class BuildRefused(BuildToolError):
+    """A build the queue will not take: the user has one already, or the queue is full.
+    `status` is the HTTP status the service answers with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Build(StrictModel):
+    """One build's record (`<state>/builds/<id>/build.json`)."""
+
+    id: str
+    user: str
+    name: str  # the extension's name, in the user's workspace
+    environment: str  # the site environment it extends
+    state: State = "queued"
+    step: str = "queued"
+    created: str
+    finished: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+    tested: bool = False
+    notebook: str | None = None  # the published images, by digest
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a runner runs: the commands of one build, in order, with their time limit."""
+
+    build: Build
+    commands: list[list[str]]
+    cwd: Path
+    env: dict[str, str]
+    timeout: float
+    log: Path
+    # Run after the first command (the lock): raises BuildToolError to stop the build.
+    after_lock: Callable[[], None]
+    # Run when the last command succeeded: the published refs, and whether it was tested.
+    on_success: Callable[[], tuple[str, str, bool]]
+
+
+class Runner(Protocol):
+    """Runs jobs; calls `done(job, error)` when one ends (error None: it succeeded)."""
+
+    def submit(
+        self, job: Job, started: Callable[[], None], done: Callable[[str | None], None]
+    ) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class LocalRunner:
+    """Each job's commands as subprocesses of the service, `concurrent` jobs at once."""
+
+    def __init__(self, concurrent: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="build")
+
+    def submit(
+        self, job: Job, started: Callable[[], None], done: Callable[[str | None], None]
+    ) -> None:
+        self._pool.submit(self._run, job, started, done)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _run(job: Job, started: Callable[[], None], done: Callable[[str | None], None]) -> None:
+        started()
+        deadline = time.monotonic() + job.timeout
+        try:
+            with job.log.open("a") as log:
+                for index, command in enumerate(job.commands):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CommandTimeout("the build", job.timeout)
+                    result = run(
+                        command,
+                        cwd=job.cwd,
+                        env=job.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=left,
+                        what="the build",
+                    )
+                    if result.returncode != 0:
+                        raise BuildToolError(_last_error(job.log))
+                    if index == 0:
+                        job.after_lock()
+        except CommandTimeout:
+            done(f"the build took longer than {job.timeout:.0f} s (self_service.build_timeout)")
+        except BuildToolError as exc:
+            done(str(exc))
+        except Exception as exc:  # a bug here must not leave the build running forever
+            logger.exception("build %s", job.build.id)
+            done(f"the build failed: {type(exc).__name__}")
+        else:
+            done(None)
+
+
+def _last_error(log: Path) -> str:
+    """The build's one error line (`error: ...`), or its last line."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
+    return (errors or lines[-1:] or ["the build failed"])[-1]
+
+
+def step_of(log_text: str) -> str:
+    """The latest step the log's lines show."""
+    step = "lock"
+    for line in log_text.splitlines():
+        for name, marker in STEPS:
+            if marker in line:
+                step = name
+    return step
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class BuildQueue:
+    """The builds' records and the queue's rules: one build per user at a time, at most
+    `max_queued` waiting or running in all. Records live in `<state>/builds/<id>/`."""
+
+    def __init__(self, state: Path, runner: Runner, max_queued: int) -> None:
+        self.folder = state / "builds"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.runner = runner
+        self.max_queued = max_queued
+        self._lock = threading.Lock()
+        self._builds: dict[str, Build] = {}
+        for path in sorted(self.folder.glob(f"*/{RECORD_FILE}")):
+            try:
+                build = Build.model_validate_json(path.read_text())
+            except ValidationError:
+                logger.warning("%s: not a build record; left alone", path)
+                continue
+            if build.state in ("queued", "running"):  # the service stopped mid-build
+                build = build.model_copy(
+                    update={
+                        "state": "failed",
+                        "error": "the service restarted; nothing was published",
+                        "finished": _now(),
+                    }
+                )
+                self._save(build)
+            self._builds[build.id] = build
+
+    def _save(self, build: Build) -> None:
+        write_atomic(self.folder / build.id / RECORD_FILE, build.model_dump_json(indent=1))
+
+    def _update(self, build_id: str, **changes: object) -> Build:
+        with self._lock:
+            build = self._builds[build_id].model_copy(update=changes)
+            self._builds[build_id] = build
+            self._save(build)
+            return build
+
+    def log_path(self, build_id: str) -> Path:
+        return self.folder / build_id / LOG_FILE
+
+    def get(self, build_id: str) -> Build | None:
+        with self._lock:
+            build = self._builds.get(build_id)
+        if build is not None and build.state == "running":
+            log = self.log_path(build_id)
+            step = step_of(log.read_text(errors="replace")) if log.exists() else "lock"
+            build = build.model_copy(update={"step": step})
+        return build
+
+    def of_user(self, user: str) -> list[Build]:
+        with self._lock:
+            return sorted(
+                (b for b in self._builds.values() if b.user == user),
+                key=lambda b: b.created,
+                reverse=True,
+            )
+
+    def new(self, user: str, name: str, environment: str) -> Build:
+        """A queued build's record, once the queue's rules allow it."""
+        with self._lock:
+            active = [b for b in self._builds.values() if b.state in ("queued", "running")]
+            if any(b.user == user for b in active):
+                raise BuildRefused("you have a build queued or running; wait for it to end", 409)
+            if len(active) >= self.max_queued:
+                raise BuildRefused(
+                    f"{len(active)} builds are queued or running, the most this hub allows "
+                    "(self_service.max_queued); try again in a few minutes",
+                    429,
+                )
+            build = Build(
+                id=secrets.token_hex(8),
+                user=user,
+                name=name,
+                environment=environment,
+                created=_now(),
+            )
+            self._builds[build.id] = build
+            (self.folder / build.id).mkdir()
+            self._save(build)
+            return build
+
+    def start(self, job: Job) -> None:
+        build_id = job.build.id
+        begun = time.monotonic()
+
+        def started() -> None:
+            self._update(build_id, state="running", step="lock")
+
+        def done(error: str | None) -> None:
+            seconds = round(time.monotonic() - begun, 1)
+            if error is not None:
+                log = self.log_path(build_id)
+                step = step_of(log.read_text(errors="replace")) if log.exists() else "lock"
+                self._update(
+                    build_id,
+                    state="failed",
+                    step=step,
+                    error=error,
+                    finished=_now(),
+                    seconds=seconds,
+                )
+                return
+            try:
+                notebook, worker, tested = job.on_success()
+            except BuildToolError as exc:
+                self._update(build_id, state="failed", error=str(exc), finished=_now())
+                return
+            self._update(
+                build_id,
+                state="succeeded",
+                step="done",
+                notebook=notebook,
+                worker=worker,
+                tested=tested,
+                finished=_now(),
+                seconds=seconds,
+            )
+
+        self.runner.submit(job, started, done)
+
+
+def cli_command(*args: str) -> list[str]:
+    """This tool's command line, in this Python."""
+    return [sys.executable, "-m", "buildtool.cli", *args]
+
+
+def engine_available() -> bool:
+    """Whether a Docker engine answers beside the service (then pairs are image-tested)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    probe = subprocess.run(
+        [docker, "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        timeout=30,
+        env=os.environ,
+    )
+    return probe.returncode == 0

@@ -1,0 +1,575 @@
+"""`buildtool serve`: the hub service where users build their own matched pairs.
+
+A JupyterHub service (the Helm values register it: `hub.services.daskhub-builder`). It
+has no login of its own: JupyterHub's service-auth library (`HubOAuthenticated`) gives it
+the hub's user, by OAuth for the page and by a hub token for the API, and the user is only
+ever that one, never a name in a request. It holds the registry's push credentials, which
+no user sees, and builds as `buildtool publish` builds an extension pair (`extend.py`):
+without a Docker engine, into the user's own namespace (site.yaml `user_images`).
+
+The page (server-rendered, plus a little JavaScript that calls the JSON API below) lets a
+user pick a site environment, add conda packages and exact pip pins or paste an
+environment.yml, see what the solve adds (or the one-line conflict) before building,
+follow the build, and get the notebook image by digest, a link that spawns it and the
+`GatewayCluster()` line; it lists and deletes their pairs.
+
+The JSON API, under the service's prefix (`/services/daskhub-builder/api/`):
+
+    GET    environments        the site pairs one may extend
+    POST   preview             {environment, dependencies, pip, environment_yml} -> added
+    POST   builds              the same, with {name} -> 202 {id}
+    GET    builds              the user's builds;  GET builds/<id>: one, with its log
+    GET    pairs               the user's published pairs;  DELETE pairs/<name>
+    GET    hub/pairs/<user>    for the hub's spawner (the service's own token only)
+
+Limits come from site.yaml's `self_service` (`sitesettings.SelfService`); each refusal is
+one line, on the page and in the API (`{"error": ...}` with 400, 403, 404, 409 or 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment as Jinja
+from jinja2 import PackageLoader, select_autoescape
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+from buildtool.common import grammar
+from buildtool.common.errors import BuildToolError, SpecError
+from buildtool.common.records import published_extensions, read_published
+from buildtool.lock.lockfile import read_lock
+from buildtool.lock.solve import lock_extension
+from buildtool.publish import artifacts
+from buildtool.publish.extend import added_records
+from buildtool.publish.parent import Parent, read_parent
+from buildtool.publish.registry import Registry, credentials_for, split_reference
+from buildtool.site.builds import BuildQueue, BuildRefused, Job, LocalRunner, cli_command
+from buildtool.site.namespaces import OWN_IMAGE_SLUG, escape_username, user_prefix
+from buildtool.site.settings import SITE_FILE, SelfService, load_site_settings
+from buildtool.spec import importer
+from buildtool.spec.environments import environment_names, load_environment, load_extension
+from buildtool.spec.schema import SPEC_FILE
+
+logger = logging.getLogger(__name__)
+
+# The most packages and pins one request may add, and the longest text it may send.
+MAX_ADDITIONS = 50
+MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the service works from."""
+
+    root: Path  # the site's environments
+    build_dir: Path  # the site's build folder: its published pairs
+    state: Path  # the service's own: users' workspaces, builds
+    test_images: bool  # a Docker engine is beside the service: test before tagging
+    limits: SelfService
+    user_images: str  # site.yaml's template
+    # The hub's spawn page query that starts a notebook image (`{image}`): KubeSpawner's
+    # own-image profile by default (`helm-values`); DockerSpawner takes `image={image}`.
+    spawn_query: str = f"profile={OWN_IMAGE_SLUG}&image--unlisted-choice={{image}}"
+
+    def workspace(self, user: str) -> Path:
+        return self.state / "users" / escape_username(user)
+
+
+class Rejected(Exception):
+    """A request refused in one line, with its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Request:
+    """A user's additions, checked: the spec written into a folder, as a user would."""
+
+    environment: str
+    name: str
+    dependencies: list[str]
+    pip: list[str]
+
+
+def _text_list(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if isinstance(value, str):  # one per line, as the page's text areas send them
+        value = [line.strip() for line in value.splitlines() if line.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Rejected(400, f"{key}: a list of strings, or one per line")
+    return value
+
+
+_PLAIN = re.compile(r"[^A-Za-z0-9_.=<>!~*,:\[\] -]")
+REQUEST_KEYS = ("environment", "name", "dependencies", "pip", "environment_yml")
+
+
+def parse_request(body: dict[str, Any], offered: list[str]) -> Request:
+    """The request's additions (from lists or a pasted environment.yml), bounded. Who
+    builds, and into which namespace, is never the request's to say."""
+    unknown = sorted(set(body) - set(REQUEST_KEYS))
+    if unknown:
+        raise Rejected(400, f"unknown key {unknown[0]!r} (a request has {', '.join(REQUEST_KEYS)})")
+    environment = body.get("environment")
+    if not isinstance(environment, str) or environment not in offered:
+        raise Rejected(400, f"environment: one of {', '.join(offered)}")
+    name = body.get("name") or f"my-{environment}"
+    if not isinstance(name, str) or grammar.environment_name_problem(name):
+        raise Rejected(400, f"name: {grammar.environment_name_problem(str(name))}")
+    dependencies, pip = _text_list(body, "dependencies"), _text_list(body, "pip")
+    pasted = body.get("environment_yml")
+    if pasted:
+        if not isinstance(pasted, str):
+            raise Rejected(400, "environment_yml: the text of an environment.yml")
+        more, more_pip = _imported(pasted)
+        dependencies, pip = dependencies + more, pip + more_pip
+    if not dependencies and not pip:
+        raise Rejected(400, "add at least one conda package or pip pin")
+    if len(dependencies) + len(pip) > MAX_ADDITIONS:
+        raise Rejected(400, f"at most {MAX_ADDITIONS} packages and pins at once")
+    return Request(environment, name, dependencies, pip)
+
+
+def _imported(text: str) -> tuple[list[str], list[str]]:
+    """The dependencies and pip pins of a pasted environment.yml, by the importer."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "environment.yml"
+        source.write_text(text)
+        try:
+            imported = importer.convert(source, None, Path(folder))
+        except BuildToolError as exc:
+            raise Rejected(400, str(exc).replace(folder + "/", "")) from None
+    data = yaml.safe_load(imported.text) or {}
+    # The importer adds python when the file names none; an extension keeps its parent's.
+    dependencies = [d for d in data.get("dependencies", []) if not d.startswith("python")]
+    return dependencies, list(data.get("pip", []))
+
+
+def write_spec(folder: Path, request: Request, parent: str) -> Path:
+    """The extension's env.yaml, as a user would write it (every value checked on
+    reading, by the same schema as any spec)."""
+    # The description says what was asked, every character outside a spec's plain ones
+    # shown as "?": the additions themselves are checked, at their lines, on reading.
+    asked = ", ".join(request.dependencies + request.pip)
+    spec = {
+        "from": parent,
+        "description": f"{request.environment} and {_PLAIN.sub('?', asked)}"[:300],
+        "dependencies": request.dependencies,
+        "pip": request.pip,
+    }
+    (folder / request.name).mkdir(parents=True, exist_ok=True)
+    path = folder / request.name / SPEC_FILE
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
+    return path
+
+
+class Builder:
+    """The service's state and its operations, apart from HTTP."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.queue = BuildQueue(
+            settings.state, LocalRunner(settings.limits.concurrent), settings.limits.max_queued
+        )
+        self._parents: dict[str, Parent] = {}
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="solve")
+
+    # -- the site ---------------------------------------------------------------------
+    def environments(self) -> list[dict[str, str]]:
+        hidden = set(load_site_settings(self.settings.root).profiles.hidden)
+        offered = []
+        for name in environment_names(self.settings.root):
+            published = read_published(self.settings.build_dir, name)
+            if published is None or name in hidden:
+                continue
+            env = load_environment(self.settings.root, name)
+            offered.append(
+                {
+                    "name": name,
+                    "display_name": env.display_name,
+                    "description": env.description,
+                    "notebook": published.images.notebook.ref,
+                }
+            )
+        return offered
+
+    def parent(self, environment: str) -> Parent:
+        published = read_published(self.settings.build_dir, environment)
+        assert published is not None
+        ref = published.images.notebook.ref
+        if ref not in self._parents:
+            self._parents[ref] = read_parent(ref)
+        return self._parents[ref]
+
+    def request(self, body: dict[str, Any]) -> Request:
+        return parse_request(body, [e["name"] for e in self.environments()])
+
+    # -- what a request adds ------------------------------------------------------------
+    def preview(self, request: Request) -> dict[str, Any]:
+        """Solve the additions on the parent, writing nothing the user keeps."""
+        parent = self.parent(request.environment)
+        with tempfile.TemporaryDirectory() as folder:
+            write_spec(Path(folder), request, parent.notebook.ref)
+            try:
+                ext = load_extension(Path(folder), request.name)
+                lock = lock_extension(ext, parent)
+            except SpecError as exc:  # the user's own words, at their place in the spec
+                raise Rejected(400, str(exc).replace(folder + "/", "")) from None
+            except BuildToolError as exc:
+                raise Rejected(400, str(exc).replace(folder + "/", "")) from None
+        conda, pip = added_records(lock, parent.lock)
+        added = [
+            {"name": p.name, "version": p.version, "platform": p.platform, "manager": manager}
+            for manager, records in (("conda", conda), ("pip", pip))
+            for p in records
+        ]
+        return {"environment": request.environment, "parent": parent.notebook.ref, "added": added}
+
+    # -- builds ---------------------------------------------------------------------
+    def allowed(self, user: str) -> None:
+        group = self.settings.limits.group
+        if group is not None and user not in hub_group_members(group):
+            raise Rejected(403, f"only members of the hub group {group!r} may build pairs here")
+
+    def start(self, user: str, request: Request) -> dict[str, Any]:
+        self.allowed(user)
+        workspace = self.settings.workspace(user)
+        pairs = [p for p in self.pairs(user) if p["name"] != request.name]
+        if len(pairs) >= self.settings.limits.max_pairs:
+            raise Rejected(
+                403,
+                f"you have {len(pairs)} pairs, the most this hub allows "
+                "(self_service.max_pairs); delete one first",
+            )
+        parent = self.parent(request.environment)
+        self.preview(request)  # a hostile or conflicting spec fails here, in one line
+        try:
+            build = self.queue.new(user, request.name, request.environment)
+        except BuildRefused as exc:
+            raise Rejected(exc.status, str(exc)) from None
+        write_spec(workspace, request, parent.notebook.ref)
+        registry = user_prefix(self.settings.user_images, user)
+        common = ["--root", str(workspace), "--build-dir", str(workspace / "build")]
+        publish = [*common, "publish", request.name, "--registry", registry]
+        job = Job(
+            build=build,
+            commands=[
+                cli_command(*common, "lock", request.name),
+                cli_command(*publish, *(["--test"] if self.settings.test_images else [])),
+            ],
+            cwd=workspace,
+            env=dict(os.environ),
+            timeout=self.settings.limits.build_timeout,
+            log=self.queue.log_path(build.id),
+            after_lock=lambda: self._check_size(workspace, request.name, parent),
+            on_success=lambda: self._published(workspace, request.name),
+        )
+        self.queue.start(job)
+        return {"id": build.id, "state": build.state}
+
+    def _check_size(self, workspace: Path, name: str, parent: Parent) -> None:
+        """The added archives' size within `max_added_mb` (asked of their servers)."""
+        conda, pip = added_records(read_lock(workspace / name / "conda-lock.yml"), parent.lock)
+        size = sum(content_length(p.url) for p in conda) + sum(content_length(p.url) for p in pip)
+        limit = self.settings.limits.max_added_mb
+        if size > limit * 1e6:
+            raise BuildToolError(
+                f"the additions are {size / 1e6:.1f} MB, more than this hub's "
+                f"{limit:g} MB (self_service.max_added_mb)"
+            )
+
+    def _published(self, workspace: Path, name: str) -> tuple[str, str, bool]:
+        published = read_published(workspace / "build", name)
+        if published is None:
+            raise BuildToolError("the build published no record")
+        return published.images.notebook.ref, published.images.worker.ref, self.settings.test_images
+
+    def build(self, user: str, build_id: str) -> dict[str, Any]:
+        build = self.queue.get(build_id)
+        if build is None or build.user != user:  # another user's build is no build
+            raise Rejected(404, "no such build")
+        log = self.queue.log_path(build_id)
+        lines = log.read_text(errors="replace").splitlines()[-200:] if log.exists() else []
+        # The user's own workspace is "~" to them: the service's folders are its own.
+        workspace = str(self.settings.workspace(user))
+        shown = build.model_dump()
+        shown["error"] = build.error and build.error.replace(workspace, "~")
+        return {**shown, "log": [line.replace(workspace, "~") for line in lines]}
+
+    def builds(self, user: str) -> list[dict[str, Any]]:
+        return [b.model_dump() for b in self.queue.of_user(user)]
+
+    # -- pairs ------------------------------------------------------------------------
+    def pairs(self, user: str) -> list[dict[str, Any]]:
+        workspace = self.settings.workspace(user)
+        tested = {b.name: b.tested for b in reversed(self.queue.of_user(user)) if b.notebook}
+        return [
+            {
+                "name": p.environment,
+                "notebook": p.images.notebook.ref,
+                "worker": p.images.worker.ref,
+                "parent": p.parent,
+                "environment": p.parent_environment,
+                "added": p.added,
+                "published_at": p.published_at,
+                "tested": tested.get(p.environment, False),
+            }
+            for p in published_extensions(workspace / "build")
+        ]
+
+    def delete(self, user: str, name: str) -> bool:
+        if grammar.environment_name_problem(name):
+            raise Rejected(404, "no such pair")
+        workspace = self.settings.workspace(user)
+        published = read_published(workspace / "build", name)
+        if published is None:
+            raise Rejected(404, "no such pair")
+        for image in (published.images.notebook, published.images.worker):
+            host, repository = split_reference(image.repository)
+            registry = Registry(host, credentials_for(host))
+            artifacts.delete_all(registry, repository, image.digest)
+            registry.delete_manifest(repository, image.digest)
+        shutil.rmtree(workspace / "build" / name, ignore_errors=True)
+        shutil.rmtree(workspace / name, ignore_errors=True)
+        return True
+
+
+def content_length(url: str) -> int:
+    """The size of what `url` serves, as its server says (a HEAD request); a server that
+    does not say is an error, never a size of 0."""
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
+        length = r.headers.get("Content-Length")
+    if length is None:
+        raise BuildToolError(f"{url}: its server does not say how large it is")
+    return int(length)
+
+
+def hub_group_members(group: str) -> set[str]:
+    """The members of a hub group, asked of the hub's API with the service's token."""
+    api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
+    request = urllib.request.Request(
+        f"{api}/groups/{urllib.parse.quote(group, safe='')}",
+        headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return set(json.loads(response.read()).get("users", []))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return set()
+        raise
+
+
+# -- HTTP -------------------------------------------------------------------------------
+
+
+class _Base(HubOAuthenticated, web.RequestHandler):
+    """The hub's user, and one line for every refusal."""
+
+    builder: Builder
+
+    def initialize(self, builder: Builder) -> None:
+        self.builder = builder
+
+    @property
+    def user(self) -> str:
+        model = self.current_user
+        assert model is not None
+        return str(model["name"])
+
+    def check_xsrf_cookie(self) -> None:
+        # A request with a hub token in its header cannot come from another site's page.
+        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
+            return
+        super().check_xsrf_cookie()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish({"error": self._reason})
+
+    def reject(self, exc: Rejected) -> None:
+        """Answer with the refusal's status and its one line."""
+        self.set_status(exc.status)
+        self.finish({"error": str(exc)})
+
+    def body(self) -> dict[str, Any]:
+        if len(self.request.body) > MAX_BODY:
+            raise Rejected(400, f"a request is at most {MAX_BODY // 1024} KiB")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise Rejected(400, "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise Rejected(400, "the body is a JSON object")
+        return body
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run `fn` off the event loop (a solve, the registry); a Rejected becomes the
+        answer, and None is returned."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.builder.pool, fn, *args)
+        except Rejected as exc:
+            self.reject(exc)
+            return None
+
+    def parsed(self) -> Request | None:
+        """The request's additions, or None once it was answered with a refusal."""
+        try:
+            return self.builder.request(self.body())
+        except Rejected as exc:
+            self.reject(exc)
+            return None
+
+
+class PageHandler(_Base):
+    @web.authenticated
+    def get(self) -> None:
+        template = _templates().get_template("service.html")
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
+        self.finish(
+            template.render(
+                user=self.user,
+                prefix=prefix,
+                hub_prefix=hub_prefix,
+                xsrf=self.xsrf_token.decode(),
+                environments=self.builder.environments(),
+                limits=self.builder.settings.limits,
+                tested=self.builder.settings.test_images,
+                spawn_query=self.builder.settings.spawn_query,
+            )
+        )
+
+
+class EnvironmentsHandler(_Base):
+    @web.authenticated
+    async def get(self) -> None:
+        found = await self.call(self.builder.environments)
+        if found is not None:
+            self.finish({"environments": found})
+
+
+class PreviewHandler(_Base):
+    @web.authenticated
+    async def post(self) -> None:
+        request = self.parsed()
+        found = None if request is None else await self.call(self.builder.preview, request)
+        if found is not None:
+            self.finish(found)
+
+
+class BuildsHandler(_Base):
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish({"builds": self.builder.builds(self.user)})
+
+    @web.authenticated
+    async def post(self) -> None:
+        request = self.parsed()
+        started = (
+            None if request is None else await self.call(self.builder.start, self.user, request)
+        )
+        if started is not None:
+            self.set_status(202)
+            self.finish(started)
+
+
+class BuildHandler(_Base):
+    @web.authenticated
+    async def get(self, build_id: str) -> None:
+        found = await self.call(self.builder.build, self.user, build_id)
+        if found is not None:
+            self.finish(found)
+
+
+class PairsHandler(_Base):
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish({"pairs": self.builder.pairs(self.user)})
+
+
+class PairHandler(_Base):
+    @web.authenticated
+    async def delete(self, name: str) -> None:
+        if await self.call(self.builder.delete, self.user, name) is not None:
+            self.set_status(204)
+            self.finish()
+
+
+class HubPairsHandler(web.RequestHandler):
+    """A user's pairs for the hub's spawner: only the service's own token opens it."""
+
+    def initialize(self, builder: Builder) -> None:
+        self.builder = builder
+
+    def get(self, user: str) -> None:
+        given = self.request.headers.get("Authorization", "").removeprefix("token ")
+        own = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not own or not hmac.compare_digest(given.encode(), own.encode()):
+            raise web.HTTPError(403)
+        self.finish({"pairs": self.builder.pairs(user)})
+
+
+def _templates() -> Jinja:
+    return Jinja(
+        loader=PackageLoader("buildtool.site", "templates"), autoescape=select_autoescape()
+    )
+
+
+def make_app(settings: Settings) -> web.Application:
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    builder = Builder(settings)
+    kwargs = {"builder": builder}
+    api = prefix + "api/"
+    return web.Application(
+        [
+            (prefix, PageHandler, kwargs),
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+            (api + "environments", EnvironmentsHandler, kwargs),
+            (api + "preview", PreviewHandler, kwargs),
+            (api + "builds", BuildsHandler, kwargs),
+            (api + r"builds/([0-9a-f]{16})", BuildHandler, kwargs),
+            (api + "pairs", PairsHandler, kwargs),
+            (api + r"pairs/([^/]+)", PairHandler, kwargs),
+            (api + r"hub/pairs/([^/]+)", HubPairsHandler, kwargs),
+        ],
+        cookie_secret=os.urandom(32),
+        xsrf_cookies=True,
+    )
+
+
+def serve(settings: Settings, port: int) -> None:
+    """Run the service until it is stopped."""
+    if not re.fullmatch(r"[0-9]+", str(port)):
+        raise BuildToolError(f"--port {port!r}")
+    site = load_site_settings(settings.root)
+    if site.user_images is None:
+        raise BuildToolError(f"{settings.root / SITE_FILE}: serve needs user_images")
+    app = make_app(settings)
+
+    async def main() -> None:
+        server = HTTPServer(app, xheaders=True)
+        server.listen(port, address=os.environ.get("DASKHUB_BUILDER_ADDRESS", "127.0.0.1"))
+        logger.info("serving on port %d", port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())

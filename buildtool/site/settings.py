@@ -1,0 +1,129 @@
+"""Site settings: `site.yaml` in the environments root, beside the environment folders.
+
+What belongs to the DaskHub site rather than to one environment: the bounds of the
+cluster options that users may pass to dask-gateway (`worker_cores`, `worker_memory` in
+GiB, `scheduler_cores`, `scheduler_memory` in GiB), `profiles` (which published pairs the
+hub offers, `hidden`, and which it preselects, `default`), and `version_checks` (default true):
+whether the images' version checks run (`buildtool/image/versionchecks.py`: the scheduler
+guard closes a mismatched worker, `Client(...)` fails on a mismatched client); false
+makes the Helm values turn both off. `user_images` (default none: off) is where hub users'
+own pairs live, a repository template with one `{username}` path component
+(`registry.example.org/daskhub-users/{username}`, see :mod:`buildtool.site.namespaces`): with it,
+the hub offers each user their own notebook images by digest, and the gateway starts a
+user's own worker images by digest, and no one else's. `self_service` (default none: off)
+turns on the hub service where users build their pairs (`buildtool serve`) and sets its
+limits. The file is optional; a missing key
+takes the default below. It is validated like the specs: an unknown key, a wrong type or
+a default outside its bounds is one line naming the file, the key and the line (exit 2).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from buildtool.common import yamlfile
+from buildtool.common.models import StrictModel
+from buildtool.site import namespaces
+from buildtool.spec.schema import EnvironmentName
+
+SITE_FILE = "site.yaml"
+
+
+class Bounds(StrictModel):
+    """What a user may ask for one option, and what they get when they do not ask."""
+
+    # Finite numbers only: each is written into the gateway's Python.
+    min: float = Field(gt=0, allow_inf_nan=False)
+    default: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(
+                f"needs min <= default <= max, got {self.min:g}, {self.default:g}, {self.max:g}"
+            )
+        return self
+
+
+class ClusterOptions(StrictModel):
+    """`cluster_options:` the bounds of each option the gateway offers."""
+
+    worker_cores: Bounds = Bounds(min=1, default=1, max=4)
+    worker_memory: Bounds = Bounds(min=1, default=2, max=16)  # GiB
+    scheduler_cores: Bounds = Bounds(min=1, default=1, max=2)
+    scheduler_memory: Bounds = Bounds(min=1, default=2, max=8)  # GiB
+
+
+class Profiles(StrictModel):
+    """`profiles:` which published pairs the hub offers, and which one it preselects."""
+
+    # Preselected in the hub's profile list (else the first offered, in name order);
+    # `helm-values --default` overrides it.
+    default: EnvironmentName | None = None
+    # Published pairs the hub does not offer and the gateway does not start (a site's
+    # own check pairs, such as e2e).
+    hidden: list[EnvironmentName] = []
+
+    @model_validator(mode="after")
+    def _default_offered(self) -> Profiles:
+        if self.default is not None and self.default in self.hidden:
+            raise ValueError(f"the default profile {self.default!r} is also hidden")
+        return self
+
+
+def _group_name(name: str) -> str:
+    """A hub group's name: `group:NAME`, so it can never be mistaken for "all"."""
+    if not name.startswith("group:") or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,255}", name[6:]):
+        raise ValueError(f"{name!r} is neither 'all' nor 'group:NAME' (a hub group)")
+    return name
+
+
+def _user_images(template: str) -> str:
+    problem = namespaces.template_problem(template)
+    if problem:
+        raise ValueError(problem)
+    return template
+
+
+class SelfService(StrictModel):
+    """`self_service:` the limits of the hub service where users build their own pairs
+    (`buildtool serve`)."""
+
+    # Who may build: every hub user ("all"), or the members of one hub group.
+    builders: Literal["all"] | Annotated[str, AfterValidator(_group_name)] = "all"
+    max_pairs: int = Field(default=5, ge=1, le=1000)  # published pairs per user
+    max_added_mb: float = Field(default=2000, gt=0, allow_inf_nan=False)  # added archives
+    build_timeout: int = Field(default=900, ge=30, le=24 * 3600)  # seconds
+    max_queued: int = Field(default=8, ge=1, le=1000)  # builds waiting or running, all users
+    concurrent: int = Field(default=1, ge=1, le=64)  # builds running at once
+
+    @property
+    def group(self) -> str | None:
+        """The hub group whose members may build, or None: every user may."""
+        return None if self.builders == "all" else self.builders.removeprefix("group:")
+
+
+class SiteSettings(StrictModel):
+    """The schema of `site.yaml`."""
+
+    cluster_options: ClusterOptions = ClusterOptions()
+    version_checks: bool = True
+    profiles: Profiles = Profiles()
+    # Where users' own pairs live: `host[:port]/path/{username}`; None: no user pairs.
+    user_images: Annotated[str, AfterValidator(_user_images)] | None = None
+    # The hub service where users build their own pairs (`buildtool serve`); None: none.
+    self_service: SelfService | None = None
+
+
+def load_site_settings(root: Path) -> SiteSettings:
+    """`root/site.yaml`, validated; the defaults when there is no such file."""
+    path = root / SITE_FILE
+    if not path.exists():
+        return SiteSettings()
+    settings, _ = yamlfile.load_file(path, SiteSettings, "the site settings")
+    return settings
