@@ -10,6 +10,9 @@ because daskhub-images depends on daskhub-compat and not the other way round.
   carries what each tool calls the same machine: OCI's architecture and variant, Debian's
   architecture and the kernel's machine name (``uname -m``).
 * **PREFIX** is where the conda environment lives inside both images.
+* The **label keys**: what an image's config (and an attached artifact's annotations)
+  says of its pair, the OCI keys and this project's `io.daskhub.*` keys. The Dockerfile
+  templates get them from `LABEL_KEYS`.
 """
 
 from __future__ import annotations
@@ -46,10 +49,35 @@ def categories(role: str) -> frozenset[str]:
 
 #: Where the conda environment is installed in both images of every pair.
 PREFIX = "/srv/conda/envs/notebook"
-# What an image's config says of its pair: the lock it was built from, and (the notebook's)
-# the matched worker image, which its clusters start by default.
+
+# -- label keys: what an image's config says of its pair ----------------------------------
+#: The OCI keys an image's config carries: its repository's name and its description.
+TITLE_LABEL = "org.opencontainers.image.title"
+DESCRIPTION_LABEL = "org.opencontainers.image.description"
+#: What a reproducible image never carries: its build time and its source revision.
+CREATED_LABEL = "org.opencontainers.image.created"
+REVISION_LABEL = "org.opencontainers.image.revision"
+#: The environment a pair was built from, and which of the two an image is.
+ENVIRONMENT_LABEL = "io.daskhub.environment"
+ROLE_LABEL = "io.daskhub.role"
+#: The lock an image was built from (its content sha256), on both images of a pair.
 LOCK_LABEL = "io.daskhub.lock-sha256"
+#: The notebook's matched worker image, which its clusters start by default.
 WORKER_LABEL = "io.daskhub.worker-image"
+#: An extension pair's images: the notebook image of the pair they extend.
+PARENT_LABEL = "io.daskhub.parent"
+#: An untagged image that carries part of a chain into the engine while a build runs.
+PARTIAL_LABEL = "io.daskhub.partial"
+#: An SBOM artifact's annotation: the platform whose image it describes.
+PLATFORM_ANNOTATION = "io.daskhub.platform"
+#: The keys the Dockerfile templates write (dockerfiles/_labels.j2), by what they hold.
+LABEL_KEYS = {
+    "title": TITLE_LABEL,
+    "description": DESCRIPTION_LABEL,
+    "environment": ENVIRONMENT_LABEL,
+    "role": ROLE_LABEL,
+}
+#: The variable that names, in the notebook image, the worker its clusters start.
 IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 
 #: A platform's name, as a spec writes it (a conda subdir).

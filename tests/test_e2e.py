@@ -340,7 +340,8 @@ def test_both_published_images_carry_the_client_pins(
 ) -> None:
     """After test_publish_pull_back_and_noop: the client artifact is attached to both images
     by the digest users pull, and holds what `buildtool client e2e` writes."""
-    from buildtool.lock.laptop import ENVIRONMENT_FILE, REQUIREMENTS_FILE, fetch_client_files
+    from buildtool.lock.laptop import ENVIRONMENT_FILE, REQUIREMENTS_FILE
+    from buildtool.publish.attachments import fetch_client_files
 
     published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
     result = _buildtool(offline, "--root", offline["root"], "client", "e2e")

@@ -37,7 +37,7 @@ from buildtool.image.render import RenderedPair
 from buildtool.image.system import SystemImage, SystemPair, build_system
 from buildtool.lock.lockfile import read_lock
 from buildtool.lock.wheels import locked_wheels
-from compat.vocabulary import ROLES, host_platform, of_role
+from compat.vocabulary import PARTIAL_LABEL, ROLES, host_platform, of_role
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ class BuiltPair:
 # Layers the engine is sent at once while the build goes on: small enough that it starts
 # early, large enough that each `docker load`'s own cost (a second or less) stays small.
 LOAD_STEP = 256 * 1024 * 1024
-# Marks the images that carry a part of a chain into the engine; removed after the build.
-PARTIAL_LABEL = "io.daskhub.partial"
 
 
 def stage_for(cache: Path, environment: str, platform: str) -> Path:

@@ -36,6 +36,7 @@ from buildtool.lock.lockfile import LockedPackage, LockFile
 from buildtool.spec.environments import Environment, ImageSet
 from compat.vocabulary import (
     IMAGE_OPTION_ENV,
+    LABEL_KEYS,
     LOCK_LABEL,
     PREFIX,
     ROLES,
@@ -215,6 +216,7 @@ def render(
             env=env,
             platform=platform,
             prefix=PREFIX,
+            labels=LABEL_KEYS,
             base_apt=BASE_APT,
             base_image=chosen[platform],
             worker=env.worker,

@@ -40,8 +40,8 @@ from buildtool.lock.lockfile import (
     PipLockedPackage,
     read_lock,
 )
+from buildtool.lock.parent import Parent
 from buildtool.lock.wheels import find_wheel, parse_pin
-from buildtool.publish.parent import Parent
 from buildtool.spec.environments import Environment, Extension
 from buildtool.spec.schema import DEFAULT_VIRTUAL_PACKAGES, SPEC_FILE, Requirement
 from compat.vocabulary import PLATFORMS

@@ -20,9 +20,9 @@ from typing import Any
 
 from buildtool.image.oci import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
 from buildtool.publish.registry import Registry
+from compat.vocabulary import TITLE_LABEL as TITLE
 
 EMPTY_CONFIG = Blob.of(b"{}", "application/vnd.oci.empty.v1+json")
-TITLE = "org.opencontainers.image.title"
 
 
 @dataclass(frozen=True)

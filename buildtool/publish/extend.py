@@ -64,27 +64,29 @@ from buildtool.image.build import date_tag, package_cache
 from buildtool.image.layers import MAX_LAYERS
 from buildtool.image.oci import EXTENSION_GZIP_LEVEL, BlobStore, Image, Layer, index
 from buildtool.image.oci import Blob as OciBlob
-from buildtool.lock.laptop import attach as attach_client
 from buildtool.lock.laptop import client_files
 from buildtool.lock.lockfile import LockedPackage, LockFile, PipLockedPackage, read_lock
-from buildtool.publish.parent import (
-    ENVIRONMENT_LABEL,
-    PARENT_LABEL,
-    Parent,
-    ParentImage,
-    attach_lock,
-    read_parent,
-)
+from buildtool.lock.parent import Parent, ParentImage
+from buildtool.publish.attachments import attach_client_files, attach_lock
+from buildtool.publish.parent import read_parent
 from buildtool.publish.registry import Registry, credentials_for, split_reference
 from buildtool.spec.environments import Extension
-from compat.vocabulary import IMAGE_OPTION_ENV, LOCK_LABEL, ROLES, WORKER_LABEL, Role
+from compat.vocabulary import (
+    DESCRIPTION_LABEL,
+    ENVIRONMENT_LABEL,
+    IMAGE_OPTION_ENV,
+    LOCK_LABEL,
+    PARENT_LABEL,
+    ROLES,
+    TITLE_LABEL,
+    WORKER_LABEL,
+    Role,
+)
 
 logger = logging.getLogger(__name__)
 
 # Bumped when extension pairs are laid out differently, so that the content tag moves.
 LAYOUT = "extension-v1"
-TITLE_LABEL = "org.opencontainers.image.title"
-DESCRIPTION_LABEL = "org.opencontainers.image.description"
 # A top-level module in site-packages: a package's __init__ or a module file.
 _TOP_LEVEL = re.compile(
     r"lib/python[0-9.]+/site-packages/(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:/__init__)?\.py"
@@ -502,7 +504,7 @@ def publish_extension(
     for role in ROLES:
         mount = names[Role.WORKER] if role == Role.NOTEBOOK else None
         attach_lock(registry, names[role], tops[role], lock_text, built.owners, mount)
-        attach_client(registry, names[role], tops[role], client, mount)
+        attach_client_files(registry, names[role], tops[role], client, mount)
     if test is not None:  # raises before anything is tagged
         logger.info("running the image tests")
         by_platform = {

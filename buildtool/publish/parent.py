@@ -18,99 +18,34 @@ import json
 import logging
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from buildtool.common.errors import BuildToolError
 from buildtool.common.records import read_published
 from buildtool.image.oci import OCI_INDEX, Blob
-from buildtool.lock.lockfile import MAX_LOCK_BYTES, LockFile, read_lock
+from buildtool.lock.lockfile import MAX_LOCK_BYTES, read_lock
+from buildtool.lock.parent import Parent, ParentImage
 from buildtool.publish import artifacts
-from buildtool.publish.artifacts import ArtifactFile
-from buildtool.publish.registry import Registry, credentials_for, split_reference
+from buildtool.publish.attachments import FILES_TITLE, LOCK_ARTIFACT_TYPE, LOCK_TITLE
+from buildtool.publish.registry import Registry, credentials_for
 from compat.registry import parse_reference
-from compat.vocabulary import LOCK_LABEL, PLATFORMS, WORKER_LABEL, Role, of_role
+from compat.vocabulary import (
+    ENVIRONMENT_LABEL,
+    LOCK_LABEL,
+    PLATFORMS,
+    ROLE_LABEL,
+    WORKER_LABEL,
+    Role,
+)
 
 logger = logging.getLogger(__name__)
 
-LOCK_ARTIFACT_TYPE = "application/vnd.daskhub.lock.v1"
-LOCK_TITLE = "conda-lock.yml.gz"
-FILES_TITLE = "files.json.gz"
-LOCK_MEDIA_TYPE = "application/vnd.daskhub.conda-lock.v1+yaml+gzip"
-FILES_MEDIA_TYPE = "application/vnd.daskhub.files.v1+json+gzip"
-# The labels every image of a pair carries (dockerfiles/_labels.j2).
-ENVIRONMENT_LABEL = "io.daskhub.environment"
-ROLE_LABEL = "io.daskhub.role"
-# What an extension pair's images say of their parent.
-PARENT_LABEL = "io.daskhub.parent"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The largest file list attached (uncompressed): a seed pair's is about 3.5 MB.
 MAX_FILES_BYTES = 256 * 1024 * 1024
 # How many extensions deep a chain of parents may go (each takes layers of the 64).
 MAX_DEPTH = 8
-
-
-def attach_lock(
-    registry: Registry,
-    name: str,
-    subject: Blob,
-    lock_text: str,
-    owners: dict[str, Any],
-    mount_from: str | None = None,
-) -> str:
-    """Attach the lock and the file owners (platform -> owner -> files) to `subject`, both
-    gzipped; an extension pair's owners are only its own files (its parent's are read
-    from the parent). Files already in repository `mount_from` are mounted."""
-    files = [
-        ArtifactFile(LOCK_TITLE, LOCK_MEDIA_TYPE, gzip.compress(lock_text.encode(), mtime=0)),
-        ArtifactFile(
-            FILES_TITLE,
-            FILES_MEDIA_TYPE,
-            gzip.compress(json.dumps(owners, sort_keys=True).encode(), mtime=0),
-        ),
-    ]
-    return artifacts.attach(
-        registry, name, subject, LOCK_ARTIFACT_TYPE, files, mount_from=mount_from
-    )
-
-
-@dataclass(frozen=True)
-class ParentImage:
-    """One image of the parent pair: its top digest, and per platform its manifest and
-    config as the registry holds them."""
-
-    repository: str  # host/name
-    digest: str  # what users pull: the index's with several platforms
-    manifests: dict[str, dict[str, Any]]  # platform -> OCI manifest
-    configs: dict[str, dict[str, Any]]  # platform -> image config
-
-    @property
-    def ref(self) -> str:
-        return f"{self.repository}@{self.digest}"
-
-    @property
-    def name(self) -> str:
-        return split_reference(self.repository)[1]
-
-
-@dataclass(frozen=True)
-class Parent:
-    """A published pair read from the registry: both images, the lock, the file owners."""
-
-    worker: ParentImage
-    notebook: ParentImage
-    lock: LockFile
-    lock_text: str
-    owners: dict[str, dict[str, str]]  # platform -> prefix-relative path -> owner
-
-    def image(self, role: str) -> ParentImage:
-        return of_role(self, role)
-
-    @property
-    def environment(self) -> str:
-        config = next(iter(self.notebook.configs.values()))
-        return str(config.get("config", {}).get("Labels", {}).get(ENVIRONMENT_LABEL, "?"))
 
 
 def resolve_from(value: str, build_dir: Path) -> str:

@@ -32,7 +32,7 @@ from buildtool.lock.lockfile import LockedPackage
 from buildtool.publish import artifacts
 from buildtool.publish.artifacts import ArtifactFile
 from buildtool.publish.registry import Registry
-from compat.vocabulary import PLATFORMS
+from compat.vocabulary import PLATFORM_ANNOTATION, PLATFORMS
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
@@ -145,7 +145,7 @@ def attach(registry: Registry, name: str, subject: Blob, document: str, platform
     """Push the SBOM as an artifact whose subject is `subject`; list it as a referrer."""
     file = ArtifactFile(f"sbom-{platform}.cdx.json", MEDIA_TYPE, document.encode())
     return artifacts.attach(
-        registry, name, subject, MEDIA_TYPE, [file], {"io.daskhub.platform": platform}
+        registry, name, subject, MEDIA_TYPE, [file], {PLATFORM_ANNOTATION: platform}
     )
 
 

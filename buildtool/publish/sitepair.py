@@ -39,10 +39,10 @@ from buildtool.common.records import (
 from buildtool.image.build import FILES_FILE, BuiltPair, date_tag, store_for
 from buildtool.image.oci import Blob, Image, index
 from buildtool.image.render import RenderedPair
-from buildtool.lock.laptop import attach as attach_client
 from buildtool.lock.laptop import client_files
 from buildtool.lock.lockfile import read_lock
-from buildtool.publish.parent import attach_lock
+from buildtool.publish.attachments import attach_client_files as attach_pins
+from buildtool.publish.attachments import attach_lock
 from buildtool.publish.registry import Registry, credentials_for, split_reference
 from buildtool.publish.sbom import ImageContents, attach, sbom_json
 from compat.gate import IncompatibleImagesError, gate_lockfile
@@ -170,7 +170,7 @@ def attach_client_files(
     for role in ROLES:
         _, name = split_reference(pair.image(role).repository)
         mount = worker_name if role == "notebook" else None
-        attach_client(registry, name, pushed[role].top, files, mount)
+        attach_pins(registry, name, pushed[role].top, files, mount)
         logger.info(
             f"attached client pins to {pair.image(role).repository}@{pushed[role].top.digest}"
         )

@@ -14,7 +14,17 @@ import testinfra
 from buildtool.image.suite.conftest import docker, inspect
 from buildtool.image.testing import Subject
 from buildtool.lock.lockfile import LockFile
-from compat.vocabulary import PREFIX, ROLES
+from compat.vocabulary import (
+    CREATED_LABEL,
+    DESCRIPTION_LABEL,
+    ENVIRONMENT_LABEL,
+    LOCK_LABEL,
+    PREFIX,
+    REVISION_LABEL,
+    ROLE_LABEL,
+    ROLES,
+    WORKER_LABEL,
+)
 
 Hosts = dict[str, testinfra.host.Host]
 
@@ -59,16 +69,14 @@ def test_runs_as_jovyan_under_an_init(role: str, refs: dict[str, str], container
 @pytest.mark.parametrize("role", ROLES)
 def test_labels(role: str, subject: Subject, refs: dict[str, str]) -> None:
     labels = inspect(refs[role])["Config"]["Labels"]
-    assert labels["io.daskhub.environment"] == subject.environment
-    assert labels["io.daskhub.role"] == role
-    assert labels["io.daskhub.lock-sha256"] == subject.lock_sha256
-    assert labels["org.opencontainers.image.description"]
+    assert labels[ENVIRONMENT_LABEL] == subject.environment
+    assert labels[ROLE_LABEL] == role
+    assert labels[LOCK_LABEL] == subject.lock_sha256
+    assert labels[DESCRIPTION_LABEL]
     # Nothing that moves from build to build: the same lock gives the same config.
-    assert not {"org.opencontainers.image.created", "org.opencontainers.image.revision"} & set(
-        labels
-    )
+    assert not {CREATED_LABEL, REVISION_LABEL} & set(labels)
     if role == "notebook":
-        assert labels["io.daskhub.worker-image"] == subject.worker_ref
+        assert labels[WORKER_LABEL] == subject.worker_ref
 
 
 @pytest.mark.parametrize("role", ROLES)
