@@ -89,7 +89,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
                 "--channel and --platform do not apply"
             )
         ext = load_extension(args.root, name)
-        parent = read_parent(resolve_from(ext.parent, args.build_dir))
+        reference = resolve_from(ext.parent, args.build_dir)
+        # A parent named by environment is the site's own publish, in its configured
+        # registry; a reference in the spec gets REGISTRY's credentials only.
+        configured = None if "/" in ext.parent else reference.partition("/")[0]
+        parent = read_parent(reference, configured)
         lock = locking.lock_extension(ext, parent)
         # The first lock's diff is against the parent's: what the extension adds.
         _write_lock(

@@ -12,41 +12,38 @@ notebook), so it can use neither an OCI library nor buildtool's own client. It o
 * blobs, each checked against its digest and size.
 
 Everything read is checked before it is used: a manifest fetched by digest must have
-that digest, and every answer has a size limit. A registry on 127.0.0.1 or localhost is
-spoken to over http, any other over https; every request has a timeout.
-
-Where credentials go, as in ``buildtool/publish/registry.py`` (which explains the rules at length):
-
-* Registry credentials (Basic, and a Bearer token obtained for this registry) go only to
-  the registry's own origin: scheme, host and port, exactly.
-* A token realm (``WWW-Authenticate: Bearer realm=...``) gets the Basic credentials only
-  over https, or over http on a loopback address; any other realm is refused before
-  anything is sent to it. Without credentials, the realm is asked for an anonymous token.
-* Redirects are followed here, not by urllib (which copies ``Authorization`` to any
-  host): once a redirect leaves the origin the credentials were meant for, the rest of
-  the chain goes without them, even if it comes back.
-* Credentials come from REGISTRY_USER and REGISTRY_PASSWORD, or from the docker config's
-  ``auths``. When REGISTRY (``host[/namespace]``, as ``make push`` takes it) is set, the
-  variables are for that host only. They go into request headers, never into messages.
+that digest, and every answer has a size limit; every request has a timeout. Where
+requests and credentials may go is `compat.registry_rules` (http only on this machine's
+loopback; credentials only to the registry they are for, and to a token realm over https
+or on loopback; redirects followed here, without credentials once they leave the
+registry). A reference read from the command line names the registry the environment's
+REGISTRY_USER and REGISTRY_PASSWORD are for, unless REGISTRY names another.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
-import ipaddress
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+from compat import registry_rules as rules
 from compat.model import CheckError
+from compat.registry_rules import (
+    MAX_REDIRECTS,
+    REDIRECTS,
+    SHA256,
+    Credentials,
+    Origin,
+    Reference,
+    display_url,
+    realm_may_receive_credentials,
+)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -67,65 +64,35 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: An SBOM of a large image is a few MiB.
 MAX_BLOB_BYTES = 64 * 1024 * 1024
 #: ``docker.io`` names Docker Hub, whose API lives elsewhere; its docker config key too.
-API_HOSTS = {"docker.io": "registry-1.docker.io"}
-CONFIG_KEYS = {"docker.io": "https://index.docker.io/v1/"}
-
-# distribution/reference's grammar (as buildtool/common/grammar.py, which compat cannot import).
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE = re.compile(
-    rf"(?:(?P<host>{_DOMAIN})/)?(?P<name>{_PATH})"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?",
-    re.ASCII,
-)
-_SHA256 = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
-REDIRECTS = (301, 302, 303, 307, 308)
-MAX_REDIRECTS = 10
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SHA256 = re.compile(SHA256, re.ASCII)
 
 
 class RegistryError(CheckError):
     """The registry could not be read, or answered with something unusable (exit code 2)."""
 
 
-# -- names ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reference:
-    """``host[:port]/name[:tag][@sha256:...]``; the digest wins over the tag."""
-
-    host: str
-    name: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def reference(self) -> str:
-        """What goes after ``/manifests/``."""
-        return self.digest or self.tag or "latest"
-
-    def __str__(self) -> str:
-        text = f"{self.host}/{self.name}"
-        if self.tag:
-            text += f":{self.tag}"
-        return text + (f"@{self.digest}" if self.digest else "")
+def _origin(url: str) -> Origin:
+    try:
+        return Origin.of(url)
+    except rules.RegistryRuleError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def parse_reference(text: str) -> Reference:
-    """An image reference as ``docker pull`` reads it; without a host, Docker Hub."""
-    match = _REFERENCE.fullmatch(text) if len(text) <= 255 else None
-    if match is None:
-        raise RegistryError(
-            f"{text[:100]!r} is not an image reference (host/name[:tag][@sha256:<64 hex>])"
-        )
-    host, name = match["host"], match["name"]
-    if host is None or not ("." in host or ":" in host or host == "localhost"):
-        # `team/app` is Docker Hub's; so is `library/app` for a bare `app`.
-        name = f"{host}/{name}" if host else name
-        host = "docker.io"
-        name = name if "/" in name else f"library/{name}"
-    return Reference(host, name, match["tag"], match["digest"])
+    """An image reference as `docker pull` reads it (`registry_rules.parse_reference`)."""
+    try:
+        return rules.parse_reference(text)
+    except rules.RegistryRuleError as exc:
+        raise RegistryError(str(exc)) from None
+
+
+def credentials_for(host: str) -> Credentials | None:
+    """`registry_rules.credentials_for`, the registry a reader reads being the one the
+    user named."""
+    try:
+        return rules.credentials_for(host, configured=host)
+    except rules.RegistryRuleError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -152,92 +119,8 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
-# -- where credentials may go ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a URL's requests go: scheme, host (lower case) and port (defaults filled in)."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, url: str) -> Origin:
-        parts = urllib.parse.urlsplit(url)
-        scheme = parts.scheme.lower()
-        try:
-            port = parts.port
-        except ValueError:
-            raise RegistryError(f"{display_url(url)}: not a valid URL (bad port)") from None
-        if scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise RegistryError(f"{display_url(url)}: not an http or https URL")
-        return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-def display_url(url: str) -> str:
-    """A URL for a message: no user info, no query (pre-signed URLs keep secrets there)."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:200]
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost``, or an address in 127.0.0.0/8 or ::1 (not a name that looks like one)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def realm_may_receive_credentials(realm: str, registry: Origin) -> bool:
-    """Over https, yes; over plain http only on this machine, or at the registry itself."""
-    origin = Origin.of(realm)
-    return origin == registry or origin.scheme == "https" or is_loopback(origin.host)
-
-
-def credentials_for(host: str) -> Credentials | None:
-    """From REGISTRY_USER/REGISTRY_PASSWORD (for REGISTRY's host, when it is set), else
-    from the docker config's ``auths``."""
-    user, password = os.environ.get("REGISTRY_USER"), os.environ.get("REGISTRY_PASSWORD")
-    meant_for = os.environ.get("REGISTRY", "").partition("/")[0]
-    if user and password and meant_for in ("", host):
-        return Credentials(user, password)
-    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        auths = json.loads(config.read_text()).get("auths", {})
-        auth = auths.get(CONFIG_KEYS.get(host, host), {}).get("auth")
-        if not auth:
-            return None
-        name, _, secret = base64.b64decode(auth).decode().partition(":")
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
-        raise RegistryError(f"{config}: unreadable docker config (auths)") from None
-    return Credentials(name, secret)
-
-
 # -- transport -------------------------------------------------------------------------------
-class NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Hand every 3xx back as an HTTPError: the clients follow redirects themselves."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
-
-
-OPENER = urllib.request.build_opener(NoRedirects)
+OPENER = urllib.request.build_opener(rules.NoRedirects)
 
 
 @dataclass
@@ -267,11 +150,9 @@ class Client:
     def __init__(
         self, host: str, credentials: Credentials | None, timeout: float = DEFAULT_TIMEOUT_S
     ) -> None:
-        api = API_HOSTS.get(host, host)
-        local = api.split(":")[0] in ("127.0.0.1", "localhost")
-        self.base = f"{'http' if local else 'https'}://{api}"
+        self.base = rules.base_url(host)
         self.host = host
-        self.origin = Origin.of(self.base)
+        self.origin = _origin(self.base)
         self.credentials = credentials
         self.timeout = timeout
         self._auth: dict[str, str] = {}  # scope -> Authorization value ("*": Basic)
@@ -290,7 +171,7 @@ class Client:
         """One GET and its redirects. ``authorization`` goes only to ``trusted``, and only
         until a redirect leaves it: the rest of the chain goes without it."""
         for _ in range(MAX_REDIRECTS + 1):
-            here = Origin.of(url)
+            here = _origin(url)
             sent = dict(headers)
             if authorization is not None and here == trusted:
                 sent["Authorization"] = authorization
@@ -311,17 +192,14 @@ class Client:
             if answer.status not in REDIRECTS or location is None:
                 return answer
             target = urllib.parse.urljoin(url, location)
-            if Origin.of(target) != here:
+            if _origin(target) != here:
                 authorization = None  # left the origin: never again in this chain
             url = target
         raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects")
 
     def _authorize(self, challenge: str, scope: str) -> str:
         """The Authorization value a 401's challenge asks for."""
-        basic = None
-        if self.credentials is not None:
-            pair = f"{self.credentials.username}:{self.credentials.password}"
-            basic = f"Basic {base64.b64encode(pair.encode()).decode()}"
+        basic = self.credentials.basic() if self.credentials is not None else None
         if not challenge.lower().startswith("bearer"):
             if basic is None:
                 raise RegistryError(
@@ -333,7 +211,7 @@ class Client:
         realm = params.get("realm")
         if not realm:
             raise RegistryError(f"{self.host}: a Bearer challenge without a token realm")
-        realm_origin = Origin.of(realm)
+        realm_origin = _origin(realm)
         if not realm_may_receive_credentials(realm, self.origin):
             raise RegistryError(
                 f"{self.host}: refusing the token realm {realm_origin}: plain http to a "
@@ -368,9 +246,9 @@ class Client:
                 return answer
             if answer.status == 404:
                 return None
-            if answer.status == 401 and Origin.of(answer.url) != self.origin:
+            if answer.status == 401 and _origin(answer.url) != self.origin:
                 raise RegistryError(
-                    f"{self.host}: {Origin.of(answer.url)} wants credentials for "
+                    f"{self.host}: {_origin(answer.url)} wants credentials for "
                     f"{display_url(answer.url)}; the registry's go only to {self.origin}"
                 )
             if answer.status == 401 and attempt == 0:

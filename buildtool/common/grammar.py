@@ -3,7 +3,8 @@
 Every pattern is matched whole (`re.fullmatch`, ASCII only): `re.match(...$)` let a
 trailing newline through, and a newline in a value became a new Dockerfile instruction.
 The image reference grammar is the distribution project's (the one `docker pull` and every
-registry parse); the rest follow what the consuming tool accepts (Debian package names,
+registry parse), from `compat.registry_rules`, where every registry client gets it; the
+rest follow what the consuming tool accepts (Debian package names,
 PEP 508 names, POSIX shell variable names), narrowed to what a spec needs.
 """
 
@@ -12,13 +13,10 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-# distribution/reference's grammar.
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_DIGEST = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}"
+from compat.registry_rules import DOMAIN as _DOMAIN
+from compat.registry_rules import PATH as _PATH
+from compat.registry_rules import PATH_COMPONENT as _PATH_COMPONENT
+from compat.registry_rules import REFERENCE, REFERENCE_MAX
 
 # An environment's folder name: one path component, since it names images
 # (`jupyter-<env>`) and folders. 64 characters leave room in a 128-character repository.
@@ -27,14 +25,13 @@ ENVIRONMENT_NAME_MAX = 64
 # A repository name without its registry (`jupyter-physlite`, `team/jupyter-x`).
 REPOSITORY = re.compile(_PATH, re.ASCII)
 # `[registry/]path[:tag][@digest]`, as `FROM` and `docker pull` take it.
-IMAGE_REFERENCE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH}(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
+IMAGE_REFERENCE = REFERENCE
 # Where pairs are published: `host[:port]/namespace`.
 REGISTRY_NAMESPACE = re.compile(rf"{_DOMAIN}/{_PATH}", re.ASCII)
 # A registry host (`host[:port]`) and one component of a repository path, for templates
 # such as site.yaml's `user_images` (`host/daskhub-users/{username}`).
 REGISTRY_HOST = re.compile(_DOMAIN, re.ASCII)
 PATH_COMPONENT = re.compile(_PATH_COMPONENT, re.ASCII)
-REFERENCE_MAX = 255
 
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*", re.ASCII)
 ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)

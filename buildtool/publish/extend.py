@@ -433,19 +433,19 @@ def publish_extension(
     started = time.monotonic()
     lock = check_extension_lock(ext)
     custom = lock.metadata.custom_metadata or {}
-    parent = read_parent(custom["parent.notebook"])
+    host, _ = split_reference(f"{registry_prefix}/{ext.worker_repository}")
+    parent = read_parent(custom["parent.notebook"], configured=host)
     if parent.lock.content_sha() != custom.get("parent.lock_sha256"):
         raise BuildToolError(f"{ext.lock_path}: the parent's lock changed; relock")
     lock_text = ext.lock_path.read_text()
     tag = content_tag(ext, lock_text, parent)
-    host, _ = split_reference(f"{registry_prefix}/{ext.worker_repository}")
     parent_host, _ = split_reference(parent.notebook.repository)
     if host != parent_host:
         raise BuildToolError(
             f"{registry_prefix}: the parent is in {parent_host}; an extension pair mounts "
             "its parent's layers, so it is published in that registry"
         )
-    registry = Registry(host, credentials_for(host))
+    registry = Registry(host, credentials_for(host, configured=host))
     repositories = {role: f"{registry_prefix}/{ext.repository(role)}" for role in ROLES}
     names = {role: split_reference(repositories[role])[1] for role in ROLES}
     store = BlobStore(build_dir / ".store")

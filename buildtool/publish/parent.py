@@ -29,7 +29,7 @@ from buildtool.lock.parent import Parent, ParentImage
 from buildtool.publish import artifacts
 from buildtool.publish.attachments import FILES_TITLE, LOCK_ARTIFACT_TYPE, LOCK_TITLE
 from buildtool.publish.registry import Registry, credentials_for
-from compat.registry import parse_reference
+from compat import registry_rules
 from compat.vocabulary import (
     ENVIRONMENT_LABEL,
     LOCK_LABEL,
@@ -62,6 +62,13 @@ def resolve_from(value: str, build_dir: Path) -> str:
     return published.images.notebook.ref
 
 
+def _reference(text: str) -> registry_rules.Reference:
+    try:
+        return registry_rules.parse_reference(text)
+    except registry_rules.RegistryRuleError as exc:
+        raise BuildToolError(str(exc)) from None
+
+
 def _platform_of(descriptor: dict[str, Any]) -> str:
     described = descriptor.get("platform", {})
     for subdir, platform in PLATFORMS.items():
@@ -83,7 +90,7 @@ def _json(registry: Registry, name: str, reference: str, what: str) -> tuple[str
 
 
 def _read_image(registry: Registry, reference: str, what: str) -> ParentImage:
-    ref = parse_reference(reference)
+    ref = _reference(reference)
     if ref.host != registry.host:
         raise BuildToolError(
             f"{reference}: the {what} is in another registry than {registry.host}; an "
@@ -120,10 +127,12 @@ def _labels(image: ParentImage) -> dict[str, str]:
     return labels
 
 
-def read_parent(notebook_reference: str, depth: int = 0) -> Parent:
-    """The pair whose notebook image is `notebook_reference` (by digest or tag)."""
-    host = parse_reference(notebook_reference).host
-    registry = Registry(host, credentials_for(host))
+def read_parent(notebook_reference: str, configured: str | None, depth: int = 0) -> Parent:
+    """The pair whose notebook image is `notebook_reference` (by digest or tag), read with
+    the credentials of `configured`, the registry the command works with (see
+    `compat.registry_rules.credentials_for`)."""
+    host = _reference(notebook_reference).host
+    registry = Registry(host, credentials_for(host, configured))
     notebook = _read_image(registry, notebook_reference, "parent notebook image")
     labels = _labels(notebook)
     if labels.get(ROLE_LABEL) != Role.NOTEBOOK or WORKER_LABEL not in labels:
@@ -181,7 +190,7 @@ def read_parent(notebook_reference: str, depth: int = 0) -> Parent:
     if grandparent:  # an extension's list holds its own files: its parent's come from there
         if depth >= MAX_DEPTH:
             raise BuildToolError(f"{notebook_reference}: more than {MAX_DEPTH} parents")
-        inherited = read_parent(grandparent, depth + 1).owners
+        inherited = read_parent(grandparent, configured, depth + 1).owners
         owners = {p: {**inherited.get(p, {}), **own} for p, own in owners.items()}
     return Parent(worker, notebook, lock, lock_text, owners)
 

@@ -26,7 +26,7 @@ def plan(pairs: list[RenderedPair]) -> dict[str, list[dict[str, str]]]:
     for pair in pairs:
         host, _ = split_reference(pair.worker.repository)
         if host not in registries:
-            registries[host] = Registry(host, credentials_for(host))
+            registries[host] = Registry(host, credentials_for(host, configured=host))
         if published_digests(registries[host], pair) is None:
             include.append(
                 {

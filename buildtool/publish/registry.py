@@ -1,18 +1,16 @@
 """A small client for the registry HTTP API (OCI distribution spec), enough to publish.
 
-It speaks Basic auth and the Bearer token flow. Credentials come from REGISTRY_USER and
-REGISTRY_PASSWORD, or from the docker config's `auths`; they only ever go into request
-headers, never into messages, reprs or logs.
+It speaks Basic auth and the Bearer token flow, by `compat.registry_rules`, the rules
+every registry client of this project follows (which it states at length):
 
-Where credentials go (one rule, checked on every request and every redirect hop):
-
-- Registry credentials (Basic, and the Bearer token obtained for this registry) go only
-  to the registry's own origin: scheme, host and port, exactly. Another port on the same
-  host, or http where the registry is https, is another origin.
-- The one exception is the token realm named by `WWW-Authenticate: Bearer realm=...`,
-  which gets the Basic credentials to exchange them for a token, and only when it is
-  https, or http on a loopback address (127.0.0.0/8, ::1, localhost). Any other realm is
-  refused in one line, before anything is sent to it.
+- Credentials come from REGISTRY_USER and REGISTRY_PASSWORD, for the configured registry
+  only (REGISTRY's host, else the registry the command publishes to), or from the docker
+  config's `auths`, each for its own host. They go only into request headers, never
+  into messages, reprs or logs.
+- They go only to the registry's own origin (scheme, host and port, exactly), and to the
+  token realm a Bearer challenge names only over https, at the registry itself, or on
+  this machine's loopback; any other realm is refused in one line before anything is
+  sent to it.
 - Redirects are followed here, not by urllib, for every method (307/308 keep the method
   and body). Once a redirect leaves the origin the credentials were meant for, the rest
   of the chain goes without `Authorization`, even if it comes back.
@@ -24,38 +22,32 @@ Where credentials go (one rule, checked on every request and every redirect hop)
   protect nothing, since the credentials are withheld anyway. If such a host asks for
   credentials (401), the push fails in one line naming it.
 
-The rule's parts (`Origin`, `is_loopback`, `realm_may_receive_credentials`, the opener
-that follows no redirect) live in `compat.registry`, which reads published images with
-the same rule; this module adds what a push needs: every method, uploads, the Bearer
-flow per scope. The redirect loop is written out rather than delegated to urllib's
-handler (which copies `Authorization` to any host and follows redirects only for GET,
-HEAD and POST) or to `requests` (not a dependency, and it re-adds .netrc credentials on
-redirects): it is a few lines, and the rule is easier to check when it is in one place.
+What this module adds to the rules is what a push needs: every method, uploads, mounts,
+the Bearer flow per scope. The redirect loop is written out rather than delegated to
+urllib's handler (which copies `Authorization` to any host and follows redirects only for
+GET, HEAD and POST) or to `requests` (not a dependency, and it re-adds .netrc credentials
+on redirects): it is a few lines, and the rule is easier to check when it is in one place.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
+from dataclasses import dataclass
 
 from buildtool.common.errors import BuildToolError
 from buildtool.image.oci import OCI_INDEX, OCI_MANIFEST, Blob
-from compat.registry import (
+from compat import registry_rules as rules
+from compat.registry_rules import (
     MAX_REDIRECTS,
-    OPENER,
     REDIRECTS,
-    Answer,
     Credentials,
     Origin,
-    RegistryError,
     display_url,
     realm_may_receive_credentials,
 )
@@ -69,35 +61,42 @@ MANIFEST_TYPES = (
 CHUNK = 8 * 1024 * 1024
 
 
+OPENER = urllib.request.build_opener(rules.NoRedirects)
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str  # the URL that answered, after any redirects
+
+
 def split_reference(repository: str) -> tuple[str, str]:
     """`host[:port]/name/space` -> (host, name/space)."""
-    host, _, name = repository.partition("/")
-    if not name or not ("." in host or ":" in host or host == "localhost"):
+    try:
+        return rules.split_repository(repository)
+    except rules.RegistryRuleError:
         raise BuildToolError(
             f"{repository!r}: publish needs a registry host, e.g. 127.0.0.1:5000/ns"
-        )
-    return host, name
+        ) from None
 
 
-def credentials_for(host: str) -> Credentials | None:
-    """From REGISTRY_USER/REGISTRY_PASSWORD, else from ~/.docker/config.json."""
-    user, password = os.environ.get("REGISTRY_USER"), os.environ.get("REGISTRY_PASSWORD")
-    if user and password:
-        return Credentials(user, password)
-    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-    if config.exists():
-        auth = json.loads(config.read_text()).get("auths", {}).get(host, {}).get("auth")
-        if auth:
-            name, _, secret = base64.b64decode(auth).decode().partition(":")
-            return Credentials(name, secret)
-    return None
+def credentials_for(host: str, configured: str | None) -> Credentials | None:
+    """The credentials for `host` (`registry_rules.credentials_for`): the environment's
+    only when `host` is the configured registry, REGISTRY's host or else `configured`
+    (the registry the command publishes to)."""
+    try:
+        return rules.credentials_for(host, configured)
+    except rules.RegistryRuleError as exc:
+        raise BuildToolError(str(exc)) from None
 
 
 def _origin(url: str) -> Origin:
     """`Origin.of`, failing as this tool fails (one line, no traceback)."""
     try:
         return Origin.of(url)
-    except RegistryError as exc:
+    except rules.RegistryRuleError as exc:
         raise BuildToolError(str(exc)) from None
 
 
@@ -107,8 +106,7 @@ _ANY_SCOPE = "*"
 
 class Registry:
     def __init__(self, host: str, credentials: Credentials | None, timeout: float = 60) -> None:
-        local = host.split(":")[0] in ("127.0.0.1", "localhost")
-        self.base = f"{'http' if local else 'https'}://{host}"
+        self.base = rules.base_url(host)
         self.host = host
         self.origin = _origin(self.base)
         self.credentials = credentials
@@ -166,11 +164,9 @@ class Registry:
                 f"{self.host}: the registry wants credentials; "
                 "set REGISTRY_USER and REGISTRY_PASSWORD, or `docker login`"
             )
-        basic = base64.b64encode(
-            f"{self.credentials.username}:{self.credentials.password}".encode()
-        ).decode()
+        basic = self.credentials.basic()
         if challenge.lower().startswith("basic"):
-            return f"Basic {basic}"
+            return basic
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.get("realm")
         if not realm:
@@ -183,9 +179,7 @@ class Registry:
             )
         query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope})
         separator = "&" if "?" in realm else "?"
-        answer = self._exchange(
-            "GET", f"{realm}{separator}{query}", {}, None, f"Basic {basic}", realm_origin
-        )
+        answer = self._exchange("GET", f"{realm}{separator}{query}", {}, None, basic, realm_origin)
         if answer.status != 200:
             raise BuildToolError(f"{self.host}: login refused ({answer.status})")
         try:

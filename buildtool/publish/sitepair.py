@@ -195,7 +195,7 @@ def publish(
     test: Callable[[], None],
 ) -> Published:
     host, _ = split_reference(pair.worker.repository)
-    registry = Registry(host, credentials_for(host))
+    registry = Registry(host, credentials_for(host, configured=host))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     today = date_tag()
     started = time.monotonic()

@@ -70,6 +70,7 @@ beside the values file, for the `helm upgrade --version` of the gateway's chart.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,8 @@ from buildtool.lock.lockfile import LockFile, read_lock
 from buildtool.site import namespaces
 from buildtool.site.settings import SITE_FILE, ClusterOptions, load_site_settings
 from buildtool.spec.environments import environment_names, load_environment
-from compat.vocabulary import IMAGE_OPTION_ENV
+from compat import registry_rules
+from compat.vocabulary import IMAGE_OPTION_ENV, WORKER_LABEL
 
 VALUES_PATH = Path("deploy/daskhub-values.yaml")
 # Written beside the values file: the dask-gateway chart version that matches them.
@@ -227,9 +229,15 @@ def _commands_lines(checks: bool) -> list[str]:
 
 def _namespaces_lines() -> list[str]:
     """The portable part of `buildtool.site.namespaces`, verbatim, marked as generated, after
-    the one name it needs from outside it: NamespaceError, here a plain ValueError."""
+    what it needs from outside it: the registry's rules (`compat/registry_rules.py`,
+    verbatim), the worker label's key, and NamespaceError, here a plain ValueError."""
     return [
+        "# ---- GENERATED: compat/registry_rules.py, verbatim. ----",
+        *inspect.getsource(registry_rules).splitlines(),
         "# ---- GENERATED: the portable part of buildtool/site/namespaces.py, verbatim. ----",
+        f"WORKER_LABEL = {WORKER_LABEL!r}",
+        "",
+        "",
         "class NamespaceError(ValueError):",
         '    """A user name without a namespace, or a user image refused."""',
         "",

@@ -44,16 +44,29 @@ import sys
 
 from buildtool.common import grammar
 from buildtool.common.errors import BuildToolError
+from compat.registry_rules import (
+    MAX_REDIRECTS,
+    PATH,
+    REDIRECTS,
+    SHA256,
+    NoRedirects,
+    Origin,
+    RegistryRuleError,
+    base_url,
+    credentials_for,
+    display_url,
+    is_loopback,
+    realm_may_receive_credentials,
+)
+from compat.vocabulary import WORKER_LABEL
 
 # isort: split
 # -- portable: begin. buildtool.site.helm embeds what follows, up to the end marker, verbatim in
-# the generated gateway and hub config. The standard library only, ASCII only.
-import base64
+# the generated gateway and hub config, after compat/registry_rules.py (whose names it
+# uses: the registry's rules) and WORKER_LABEL. The standard library only, ASCII only.
 import hashlib
 import http.client
-import ipaddress
 import json
-import os
 import re
 import time
 import urllib.error
@@ -64,20 +77,13 @@ from typing import Any
 USERNAME_PLACEHOLDER = "{username}"
 #: The longest escaped name: one component of a repository name of at most 255 characters.
 ESCAPED_USERNAME_MAX = 128
-#: distribution/reference's path component (buildtool/common/grammar.py's; a unit test ties them).
-PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY_PATH = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
-DIGEST = r"sha256:[0-9a-f]{64}"
 #: What a user asks for is refused unread past this length.
 IMAGE_MAX = 512
-#: The notebook image's label that names its matched worker image by digest.
-WORKER_LABEL = "io.daskhub.worker-image"
 #: The gateway's pull credentials for the user images' registry, from its environment.
 REGISTRY_USER_ENV = "DASKHUB_REGISTRY_USER"
 REGISTRY_PASSWORD_ENV = "DASKHUB_REGISTRY_PASSWORD"
 REQUEST_TIMEOUT_S = 5.0
 LOOKUP_BUDGET_S = 15.0
-MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
@@ -147,7 +153,7 @@ def own_image_regex(template: str, username: str) -> str:
     `(?![\\s\\S])`, since `$` lets a trailing newline through in Python and `\\Z` is not
     JavaScript."""
     prefix = _regex_literal(user_prefix(template, username))
-    return f"^{prefix}/{REPOSITORY_PATH}@{DIGEST}(?![\\s\\S])"
+    return f"^{prefix}/{PATH}@{SHA256}(?![\\s\\S])"
 
 
 def user_worker_image(template: str, image: str, username: str) -> str | None:
@@ -266,43 +272,12 @@ def notebook_worker(image: str) -> str | None:
     return _WORKER_OF[image]
 
 
-def _is_loopback(host: str) -> bool:
-    """`localhost`, or an address in 127.0.0.0/8 or ::1 (not a name that looks like one):
-    `compat.registry.is_loopback`'s rule, which this part cannot import (a test ties them)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
+def _origin(url: str) -> Origin:
+    """`Origin.of`, refusing as this module refuses."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _shown_url(url: str) -> str:
-    """A URL for a message: no user info, no query."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:200]
-
-
-def _origin(url: str) -> tuple:
-    """(scheme, host, port) of an http or https URL: where its requests go."""
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise NamespaceError(f"{_shown_url(url)}: not an http or https URL")
-    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Hands every redirect back: the reader follows them itself, by its rules."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
+        return Origin.of(url)
+    except RegistryRuleError as exc:
+        raise NamespaceError(str(exc)) from None
 
 
 class RegistryReader:
@@ -310,12 +285,11 @@ class RegistryReader:
     module's docstring."""
 
     def __init__(self, host: str) -> None:
-        hostname = host.rpartition(":")[0] if ":" in host else host
-        loopback = _is_loopback(hostname)
         self.host = host
-        self.base = f"{'http' if loopback else 'https'}://{host}"
+        self.base = base_url(host)
         self.origin = _origin(self.base)
-        handlers: list = [_NoRedirects()]
+        loopback = is_loopback(self.origin.host)
+        handlers: list = [NoRedirects()]
         if loopback:  # this machine's registry, never through a proxy
             handlers.append(urllib.request.ProxyHandler({}))
         self.opener = urllib.request.build_opener(*handlers)
@@ -350,12 +324,14 @@ class RegistryReader:
                 exc.close()
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc.__class__.__name__
-                where = "the registry" if here == self.origin else f"{here[0]}://{here[1]}"
+                where = "the registry" if here == self.origin else str(here)
                 raise NamespaceError(f"{self.host}: cannot reach {where} ({reason})") from None
             if len(body) > limit:
-                raise NamespaceError(f"{self.host}: {_shown_url(url)} sent more than {limit} bytes")
+                raise NamespaceError(
+                    f"{self.host}: {display_url(url)} sent more than {limit} bytes"
+                )
             location = answer_headers.get("Location") if answer_headers else None
-            if status not in (301, 302, 303, 307, 308) or not location:
+            if status not in REDIRECTS or not location:
                 return status, answer_headers, body, url
             target = urllib.parse.urljoin(url, location)
             if _origin(target) != here:
@@ -365,11 +341,15 @@ class RegistryReader:
 
     def _authorize(self, challenge: str, scope: str) -> str:
         """The Authorization value a 401's challenge asks for."""
-        basic = None
-        user = os.environ.get(REGISTRY_USER_ENV)
-        password = os.environ.get(REGISTRY_PASSWORD_ENV)
-        if user and password:
-            basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        credentials = credentials_for(
+            self.host,
+            configured=self.host,
+            user_env=REGISTRY_USER_ENV,
+            password_env=REGISTRY_PASSWORD_ENV,
+            registry_env=None,
+            docker_config=False,
+        )
+        basic = credentials.basic() if credentials is not None else None
         if not challenge.lower().startswith("bearer"):
             if basic is None:
                 raise NamespaceError(
@@ -381,11 +361,11 @@ class RegistryReader:
         realm = params.get("realm")
         if not realm:
             raise NamespaceError(f"{self.host}: a Bearer challenge without a token realm")
-        scheme, realm_host, port = _origin(realm)
-        if basic is not None and scheme != "https" and not _is_loopback(realm_host):
+        realm_origin = _origin(realm)
+        if basic is not None and not realm_may_receive_credentials(realm, self.origin):
             raise NamespaceError(
                 f"{self.host}: refusing to send the registry credentials to the token realm "
-                f"{scheme}://{realm_host}:{port}: plain http to a host that is not this machine"
+                f"{realm_origin}: plain http to a host that is not this machine"
             )
         query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope})
         url = realm + ("&" if "?" in realm else "?") + query
@@ -413,7 +393,7 @@ class RegistryReader:
                 raise NamespaceError(f"{self.host}/{name}: {path} not found")
             if status == 401 and _origin(answered) != self.origin:
                 raise NamespaceError(
-                    f"{self.host}: {_shown_url(answered)} wants credentials; the registry's "
+                    f"{self.host}: {display_url(answered)} wants credentials; the registry's "
                     "go only to the registry"
                 )
             if status == 401 and attempt == 1:
@@ -438,7 +418,7 @@ class RegistryReader:
         if not isinstance(descriptor, dict):
             raise NamespaceError(f"{where}: a manifest without an image config")
         digest, size = descriptor.get("digest"), descriptor.get("size")
-        if not isinstance(digest, str) or not re.fullmatch(DIGEST, digest):
+        if not isinstance(digest, str) or not re.fullmatch(SHA256, digest):
             raise NamespaceError(f"{where}: a descriptor without a sha256 digest")
         if not isinstance(size, int) or not 0 <= size <= MAX_CONFIG_BYTES:
             raise NamespaceError(f"{where}: blob {digest} has no usable size")
@@ -479,7 +459,7 @@ def _read_worker_label(image: str) -> str | None:
         entries = document["manifests"] if isinstance(document["manifests"], list) else []
         chosen = next((entry for entry in entries if _is_image_entry(entry)), None)
         found = chosen.get("digest") if chosen is not None else None
-        if not isinstance(found, str) or not re.fullmatch(DIGEST, found):
+        if not isinstance(found, str) or not re.fullmatch(SHA256, found):
             raise NamespaceError(f"{image[:200]}: an index without a platform's image")
         document = reader.manifest(name, found)
         if "manifests" in document:

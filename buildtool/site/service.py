@@ -91,6 +91,12 @@ class Settings:
     def workspace(self, user: str) -> Path:
         return self.state / "users" / escape_username(user)
 
+    @property
+    def registry_host(self) -> str:
+        """The registry the service publishes to (the users' namespaces'), whose push
+        credentials it holds."""
+        return self.user_images.partition("/")[0]
+
 
 class Rejected(Exception):
     """A request refused in one line, with its HTTP status."""
@@ -217,7 +223,7 @@ class Builder:
         assert published is not None
         ref = published.images.notebook.ref
         if ref not in self._parents:
-            self._parents[ref] = read_parent(ref)
+            self._parents[ref] = read_parent(ref, configured=self.settings.registry_host)
         return self._parents[ref]
 
     def request(self, body: dict[str, Any]) -> Request:
@@ -345,7 +351,7 @@ class Builder:
             raise Rejected(404, "no such pair")
         for image in (published.images.notebook, published.images.worker):
             host, repository = split_reference(image.repository)
-            registry = Registry(host, credentials_for(host))
+            registry = Registry(host, credentials_for(host, configured=host))
             artifacts.delete_all(registry, repository, image.digest)
             registry.delete_manifest(repository, image.digest)
         shutil.rmtree(workspace / "build" / name, ignore_errors=True)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from buildtool.common import grammar
 from buildtool.common.errors import BuildToolError, SpecError
+from buildtool.publish.registry import Registry
 from buildtool.site import namespaces
 from buildtool.site.helm import hub_user_images_config
 from buildtool.site.namespaces import (
@@ -31,7 +32,8 @@ from buildtool.site.namespaces import (
     user_profile_list,
 )
 from buildtool.site.settings import load_site_settings
-from compat.registry import is_loopback
+from compat import registry as oci
+from compat.registry_rules import is_loopback
 
 TEMPLATE = "registry.example.org/daskhub-users/{username}"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -142,13 +144,17 @@ def test_two_users_never_share_a_namespace(a: str, b: str) -> None:
         "registry.example.org",
     ],
 )
-def test_plain_http_goes_where_publish_lets_it_go(host: str) -> None:
-    """The portable part cannot import compat's rule: it must give the same answers."""
-    assert namespaces._is_loopback(host) is is_loopback(host)
-
-
-def test_the_path_component_grammar_is_the_one_of_grammar_py() -> None:
-    assert grammar.PATH_COMPONENT.pattern == namespaces.PATH_COMPONENT
+def test_every_registry_client_speaks_plain_http_to_the_same_hosts(host: str) -> None:
+    """One loopback rule (`compat.registry_rules`) for the push client, compat's reader and
+    the gateway's reader alike: plain http on this machine, https anywhere else."""
+    hostport = f"{host}:5000"
+    expected = "http" if is_loopback(host) else "https"
+    bases = [
+        Registry(hostport, None).base,
+        oci.Client(hostport, None).base,
+        namespaces.RegistryReader(hostport).base,
+    ]
+    assert bases == [f"{expected}://{hostport}"] * 3
 
 
 # -- the rules for a user's own images ---------------------------------------------------
