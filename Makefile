@@ -168,10 +168,11 @@ bench: ## run the benchmarks (lock, build, layers, extend, compat); each prints 
 	$(PYTHON) -m bench.compat
 
 .PHONY: lint
-lint: ## ruff and mypy (buildtool, compat, devsupport)
+lint: ## ruff, mypy, and the import directions of buildtool's stages (import-linter)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
+	lint-imports
 
 .PHONY: unit
 unit: ## the fast layer: tests/unit (no Docker, no registry, no network), in under a minute

@@ -78,11 +78,10 @@ from bench.common import (
     uncompressed_size,
     verdict,
 )
-from buildtool.image.engine import docker_cli
-from buildtool.image.render import RenderedPair
-from buildtool.lock.lockfile import read_lock
+from buildtool.image import RenderedPair, docker_cli
+from buildtool.lock import read_lock
 from compat.vocabulary import ROLES
-from devsupport.registry import docker_login
+from devsupport.localregistry import docker_login
 
 ENV_NAME = "physlite"
 SPECS = ("base", "physlite")  # the spec and the one it extends

@@ -32,14 +32,13 @@ from typing import Any
 
 import rattler
 
-from buildtool.image.assemble import locked_records
-from buildtool.image.build import STATS_FILE, BuildStats
-from buildtool.lock.lockfile import read_lock
-from buildtool.publish.registry import MANIFEST_TYPES, Credentials, Registry, split_reference
-from buildtool.spec.environments import Environment, load_environment
+from buildtool.image import STATS_FILE, BuildStats, locked_records
+from buildtool.lock import read_lock
+from buildtool.publish import MANIFEST_TYPES, Credentials, Registry, split_reference
+from buildtool.spec import Environment, load_environment
 from devsupport import log_progress, standin
 from devsupport.dockercli import docker, remove_local_tags
-from devsupport.registry import RegistryCredentials, registry_credentials
+from devsupport.localregistry import RegistryCredentials, registry_credentials
 from devsupport.standin import StandIn
 
 REPO = Path(__file__).resolve().parents[1]

@@ -41,9 +41,9 @@ from pathlib import Path
 import zstandard
 
 from bench.common import Bench, Row, main, mb, run, table, timed, verdict
-from buildtool.lock.lockfile import read_lock
-from buildtool.publish.extend import added_records
-from buildtool.site.service import content_length
+from buildtool.lock import read_lock
+from buildtool.publish import added_records
+from buildtool.site import content_length
 from devsupport.builder import running_builder
 from devsupport.sitepair import publish_site
 

@@ -70,11 +70,10 @@ from bench.common import (
     verdict,
 )
 from bench.node import ContainerdNode
-from buildtool.image.engine import docker_cli
-from buildtool.lock.diff import Change, diff_locks
-from buildtool.lock.lockfile import LockFile, read_lock
+from buildtool.image import docker_cli
+from buildtool.lock import Change, LockFile, diff_locks, read_lock
 from compat.vocabulary import ROLES
-from devsupport.registry import docker_login
+from devsupport.localregistry import docker_login
 from devsupport.servers import DockerEngine, FrontProxy
 
 ENV_NAME = "physlite"

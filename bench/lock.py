@@ -50,10 +50,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.common import table
-from buildtool.lock.lockfile import read_lock
-from buildtool.lock.solve import solve_with_rattler
-from buildtool.spec.environments import Environment, load_environment
-from buildtool.spec.schema import LOCK_FILE
+from buildtool.lock import read_lock, solve_with_rattler
+from buildtool.spec import LOCK_FILE, Environment, load_environment
 from compat.vocabulary import ROLES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from devsupport.registry import RegistryCredentials
+from devsupport.localregistry import RegistryCredentials
 
 CONTAINERD = "/var/run/docker/containerd/containerd.sock"
 

@@ -10,39 +10,40 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.files import write_atomic, write_if_changed
-from buildtool.common.records import read_published
-from buildtool.image.build import build_pair
-from buildtool.image.render import RenderedPair, render
-from buildtool.image.testing import test_extension, test_pair
-from buildtool.lock import solve as locking
-from buildtool.lock.diff import diff_locks, diff_markdown, diff_text
-from buildtool.lock.lockfile import LockFile, dump_lock, read_lock
-from buildtool.publish.extend import check_extension_lock, publish_extension
-from buildtool.publish.parent import read_parent, resolve_from
-from buildtool.publish.plan import plan, plan_json
-from buildtool.publish.sitepair import publish
-from buildtool.publish.verify import verify
-from buildtool.site.docs import generate_docs
-from buildtool.site.helm import (
+from buildtool import lock as locking
+from buildtool.common import BuildToolError, read_published, write_atomic, write_if_changed
+from buildtool.image import RenderedPair, build_pair, render, test
+from buildtool.lock import (
+    CLIENT_DIR,
+    LockFile,
+    client_files,
+    diff_locks,
+    diff_markdown,
+    diff_text,
+    dump_lock,
+    read_lock,
+    write_client_files,
+)
+from buildtool.publish import Options, parent_reader, plan, plan_json, publish, verify
+from buildtool.site import (
     CHARTS_FILE,
+    SITE_FILE,
     VALUES_PATH,
     gateway_chart,
+    generate_docs,
     generate_helm_values,
+    load_site_settings,
+    user_registry,
     write_charts,
     write_helm_values,
 )
-from buildtool.site.namespaces import user_prefix
-from buildtool.site.settings import SITE_FILE, load_site_settings
-from buildtool.spec.environments import (
+from buildtool.spec import (
     check_environment_name,
     environment_names,
-    is_extension,
+    import_environment,
+    load,
     load_environment,
-    load_extension,
 )
-from buildtool.spec.importer import import_environment
 from compat.vocabulary import PLATFORMS, ROLES
 
 
@@ -64,41 +65,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    names = _names(args)
-    extensions = {name for name in names if is_extension(args.root, name)}
-    envs = [load_environment(args.root, name) for name in names if name not in extensions]
+    targets = [load(args.root, name) for name in _names(args)]
     if args.check:
-        for env in envs:
-            locking.check_lock(env)
-            print(f"{env.name}: lock is up to date with its spec")
-        for name in sorted(extensions):
-            check_extension_lock(load_extension(args.root, name))
-            print(f"{name}: lock is up to date with its spec")
+        for target in targets:
+            locking.check(target)
+            print(f"{target.name}: lock is up to date with its spec")
         return 0
-    for env in envs:
-        _write_lock(
-            args,
-            env.name,
-            env.lock_path,
-            locking.lock_environment(env, args.channel, args.platform),
-        )
-    for name in sorted(extensions):
-        if args.channel or args.platform:
-            raise BuildToolError(
-                f"{name}: an extension takes its channels and platforms from its parent; "
-                "--channel and --platform do not apply"
-            )
-        ext = load_extension(args.root, name)
-        reference = resolve_from(ext.parent, args.build_dir)
-        # A parent named by environment is the site's own publish, in its configured
-        # registry; a reference in the spec gets REGISTRY's credentials only.
-        configured = None if "/" in ext.parent else reference.partition("/")[0]
-        parent = read_parent(reference, configured)
-        lock = locking.lock_extension(ext, parent)
-        # The first lock's diff is against the parent's: what the extension adds.
-        _write_lock(
-            args, name, ext.lock_path, lock, None if ext.lock_path.exists() else parent.lock
-        )
+    parents = parent_reader(args.build_dir)
+    for target in targets:
+        locked = locking.lock(target, args.channel, args.platform, parents)
+        _write_lock(args, target.name, target.lock_path, locked.lock, locked.baseline)
     return 0
 
 
@@ -155,74 +131,32 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     for name in _names(args):
-        if is_extension(args.root, name):
-            published = read_published(args.build_dir, name)
-            if published is None:
-                raise BuildToolError(f"{name}: not published yet; run `buildtool publish {name}`")
-            test_extension(
-                load_extension(args.root, name),
-                args.build_dir,
-                published.images.platform_refs(),
-                published.images.worker.ref,
-                published.imports,
-            )
-        else:
-            test_pair(args.root, args.build_dir, name)
+        test(load(args.root, name), args.build_dir)
         print(f"{name}: image tests passed")
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    targets = [load(args.root, name) for name in _names(args)]
     if args.user:
-        site_pairs = [n for n in _names(args) if not is_extension(args.root, n)]
-        if site_pairs:
-            raise BuildToolError(
-                f"--user: {site_pairs[0]} is a site environment; only extension pairs go "
-                "into a user's namespace"
-            )
-        template = load_site_settings(args.root).user_images
-        if template is None:
-            raise BuildToolError(f"--user: {args.root / SITE_FILE} names no user_images")
-        args.registry = user_prefix(template, args.user)
+        args.registry = user_registry(args.root, args.user, targets)
     if not args.registry:
         raise BuildToolError("publish needs --registry HOST[:PORT]/NAMESPACE (or --user)")
-    for name in _names(args):
-        _publish_one(args, name)
-    return 0
-
-
-def _publish_one(args: argparse.Namespace, name: str) -> None:
-    if is_extension(args.root, name):
-        ext = load_extension(args.root, name)
-        publication = publish_extension(
-            ext,
-            args.registry,
-            args.build_dir,
-            test=(
-                (
-                    lambda refs, worker, imports: test_extension(
-                        ext, args.build_dir, refs, worker, imports
-                    )
-                )
-                if args.test
-                else None
-            ),
-        )
+    options = Options(
+        registry=args.registry,
+        build_dir=args.build_dir,
+        base_images=_base_images(args.base_image),
+        test_extensions=args.test,
+        verbose=args.verbose,
+    )
+    for target in targets:
+        publication = publish(target, options)
         for role in ROLES:
             print(f"{role}: {publication.images.image(role).ref}")
         print(f"bytes pushed: {publication.bytes_pushed}")
-        print(f"bytes fetched: {publication.bytes_fetched}")
-        return
-    pair = _render(args, name)
-    publication = publish(
-        pair,
-        args.registry,
-        build=lambda: build_pair(pair, echo=args.verbose),
-        test=lambda: test_pair(args.root, args.build_dir, name),
-    )
-    for role in ROLES:
-        print(f"{role}: {publication.images.image(role).ref}")
-    print(f"bytes pushed: {publication.bytes_pushed}")
+        if publication.bytes_fetched is not None:
+            print(f"bytes fetched: {publication.bytes_fetched}")
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -256,15 +190,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from buildtool.lock.laptop import CLIENT_DIR, client_files, write_client_files
 
     for name in _names(args):
-        spec = (
-            load_extension(args.root, name)
-            if is_extension(args.root, name)
-            else load_environment(args.root, name)
-        )
-        files = client_files(name, read_lock(spec.lock_path), spec.lock_path)
+        target = load(args.root, name)
+        files = client_files(name, read_lock(target.lock_path), target.lock_path)
         for path in write_client_files(files, args.build_dir / name / CLIENT_DIR):
             print(f"wrote {path}")
     return 0
@@ -280,8 +209,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The service's own dependencies (JupyterHub's service-auth) are the `serve` extra.
-    from buildtool.site.builds import engine_available
-    from buildtool.site.service import Settings, serve
+    from buildtool.site import ServiceSettings, engine_available, serve
 
     site = load_site_settings(args.root)
     if site.user_images is None or site.self_service is None:
@@ -293,7 +221,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if port is None:
         raise BuildToolError("serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub")
     test = engine_available() if args.test_images == "auto" else args.test_images == "yes"
-    settings = Settings(
+    settings = ServiceSettings(
         root=args.root,
         build_dir=args.build_dir,
         state=args.state,

@@ -11,8 +11,8 @@ nothing here ships in the product's wheel.
 
 The helpers the tests and the benchmarks import (each module says more):
 
-  cli.py            the real `buildtool` CLI in a subprocess; a site folder locked with it
-  registry.py       the local registry's credentials (scripts/machine-setup.sh)
+  buildtool_cli.py  the real `buildtool` CLI in a subprocess; a site folder locked with it
+  localregistry.py  the local registry's credentials (scripts/machine-setup.sh)
   servers.py        real servers beside the suite's: a registry, a second dockerd, proxies,
                     recording and fake-registry HTTP servers
   canary.py         where planted secrets ended up: files, output, registry blobs

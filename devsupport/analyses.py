@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from buildtool.image.render import RenderedPair
+from buildtool.image import RenderedPair
 from devsupport import REPO
-from devsupport.cli import buildtool, locked_site
+from devsupport.buildtool_cli import buildtool, locked_site
 from devsupport.dockercli import docker
 from devsupport.servers import free_port
 from devsupport.standin import StandIn

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.site.namespaces import SERVICE_NAME
+from buildtool.site import SERVICE_NAME
 from devsupport.hub import Hub, running_hub
 from devsupport.servers import free_port
 from devsupport.sitepair import PublishedSite

@@ -34,7 +34,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from buildtool.publish.registry import Registry
+from buildtool.publish import Registry
 
 CHUNK = 1024 * 1024
 PAGE = 100  # catalog entries asked for at once

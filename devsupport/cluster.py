@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildtool.common.cachedir import cache_root
+from buildtool.common import cache_root
 from devsupport import REPO
 from devsupport.cache import digest, locked
 from devsupport.servers import free_port

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import CommandTimeout, run
-from buildtool.image.engine import docker_cli
+from buildtool.common import BuildToolError, CommandTimeout, run
+from buildtool.image import docker_cli
 
 # Time limits, in seconds. `docker info`: an engine that answers does so at once.
 INFO_TIMEOUT = 30

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool.common.cachedir import cache_root
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError, cache_root
 from devsupport.cache import locked
 from devsupport.cluster import Venv, ensure_venv, spawn
 from devsupport.dockercli import docker

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rattler import RepoDataRecord
 
-from buildtool.spec.environments import load_environment
+from buildtool.spec import load_environment
 from devsupport import REPO
 from devsupport.standin.condaenv import install, solve
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from buildtool.image.engine import docker_cli
+from buildtool.image import docker_cli
 from devsupport.dockercli import docker
-from devsupport.registry import DEFAULT_STATE_DIR, RegistryCredentials
+from devsupport.localregistry import DEFAULT_STATE_DIR, RegistryCredentials
 
 
 def free_port() -> int:

@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from devsupport.cli import buildtool, locked_site
-from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
+from devsupport.buildtool_cli import buildtool, locked_site
+from devsupport.localregistry import RegistryCredentials, docker_login, registry_credentials
 from devsupport.servers import FrontProxy
 from devsupport.standin import StandIn
 

@@ -19,10 +19,9 @@ import traceback
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.oci import Blob
-from buildtool.publish import registry as registry_module
-from buildtool.publish.registry import Credentials, Origin, Registry, realm_may_receive_credentials
+from buildtool.common import BuildToolError
+from buildtool.image import Blob
+from buildtool.publish import Credentials, Origin, Registry, realm_may_receive_credentials
 from devsupport.servers import (
     OciServer,
     OciStore,
@@ -114,7 +113,7 @@ def test_an_upload_location_on_another_host_gets_no_credentials(
 ) -> None:
     """The registry hands the upload to storage on 127.0.0.2 (as registries backed by
     object storage do): the upload goes there, in several PATCHes and a PUT, bare."""
-    monkeypatch.setattr(registry_module, "CHUNK", 1024)  # several PATCHes, small blob
+    monkeypatch.setattr(Registry, "CHUNK", 1024)  # several PATCHes, small blob
     store = OciStore()
     storage = start(servers, OciServer("127.0.0.2", store=store))
     if auth == "basic":

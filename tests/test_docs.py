@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.lock.lockfile import read_lock
-from buildtool.site.docs import generate_docs
-from buildtool.spec.environments import environment_names, load_environment
+from buildtool.common import BuildToolError
+from buildtool.lock import read_lock
+from buildtool.site import generate_docs
+from buildtool.spec import environment_names, load_environment
 from compat.vocabulary import ROLES
-from devsupport.cli import buildtool
+from devsupport.buildtool_cli import buildtool
 from devsupport.published import CONTENT_TAG, DATE_TAG, REGISTRY, write_published
 
 

@@ -27,20 +27,18 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from buildtool.common.cachedir import cache_root
-from buildtool.lock.laptop import REQUIREMENTS_FILE
-from buildtool.lock.lockfile import read_lock
-from buildtool.publish import sbom
-from buildtool.publish.registry import Credentials, Registry, split_reference
-from buildtool.site.helm import generate_helm_values
+from buildtool.common import cache_root
+from buildtool.lock import REQUIREMENTS_FILE, read_lock
+from buildtool.publish import Credentials, Registry, fetch_sboms, split_reference
+from buildtool.site import generate_helm_values
 from compat.vocabulary import ROLES
 from devsupport import clients
 from devsupport import cluster as dask_cluster
+from devsupport.buildtool_cli import buildtool
 from devsupport.canary import Canary, Scanner, repositories_under, write_rattler_auth_file
 from devsupport.chart import cluster_config, gateway_backend
-from devsupport.cli import buildtool
 from devsupport.dockercli import docker, remove_local_tags, require_docker
-from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
+from devsupport.localregistry import RegistryCredentials, docker_login, registry_credentials
 from devsupport.servers import free_port
 from devsupport.standin import StandIn
 
@@ -220,7 +218,7 @@ def test_each_published_image_has_its_sbom_in_the_registry(
         image = published["images"][role]
         _, name = split_reference(image["repository"])
         (subject,) = image["platforms"].values()
-        (document,) = sbom.fetch(registry, name, subject)
+        (document,) = fetch_sboms(registry, name, subject)
         assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
         bom = json.loads(document)
         assert bom["metadata"]["component"]["version"] == image["digest"]
@@ -340,8 +338,8 @@ def test_both_published_images_carry_the_client_pins(
 ) -> None:
     """After test_publish_pull_back_and_noop: the client artifact is attached to both images
     by the digest users pull, and holds what `buildtool client e2e` writes."""
-    from buildtool.lock.laptop import ENVIRONMENT_FILE, REQUIREMENTS_FILE
-    from buildtool.publish.attachments import fetch_client_files
+    from buildtool.lock import ENVIRONMENT_FILE, REQUIREMENTS_FILE
+    from buildtool.publish import fetch_client_files
 
     published = json.loads((offline["work"] / "build" / "e2e" / "published.json").read_text())
     result = _buildtool(offline, "--root", offline["root"], "client", "e2e")

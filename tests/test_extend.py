@@ -18,10 +18,9 @@ import pytest
 import yaml
 from conda_lock.lockfile import parse_conda_lock_file
 
-from buildtool.site.helm import generate_helm_values
-from buildtool.site.namespaces import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
+from buildtool.site import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, generate_helm_values
+from devsupport.buildtool_cli import buildtool
 from devsupport.chart import chart_gateway
-from devsupport.cli import buildtool
 from devsupport.sitepair import PublishedSite
 
 ADDED_CONDA = ("threadpoolctl", "wurlitzer")  # in the stand-in, not in physlite
@@ -178,7 +177,7 @@ def test_published_without_docker_mounting_every_parent_blob_then_tested_by_dige
 
 
 def _get(site: Site, name: str, digest: str) -> str:
-    from buildtool.publish.registry import Registry
+    from buildtool.publish import Registry
     from compat.registry import Credentials
 
     registry = Registry(

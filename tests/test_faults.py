@@ -26,13 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.publish import sbom
-from buildtool.publish.registry import Credentials, Registry
+from buildtool.publish import Credentials, Registry, fetch_sboms
 from compat.vocabulary import ROLES
 from devsupport import REPO
-from devsupport.cli import buildtool
+from devsupport.buildtool_cli import buildtool
 from devsupport.dockercli import docker, remove_local_tags, require_docker
-from devsupport.registry import RegistryCredentials, registry_credentials
+from devsupport.localregistry import RegistryCredentials, registry_credentials
 from devsupport.servers import BlobStorage, DockerEngine, FrontProxy, RegistryProcess
 from devsupport.standin import StandIn
 
@@ -239,7 +238,7 @@ def test_blob_redirects_never_carry_our_credentials(site: dict) -> None:
         client = Registry(front.address, Credentials(c.user, c.password))
         image = published["images"]["worker"]
         (subject,) = image["platforms"].values()
-        (document,) = sbom.fetch(client, image["repository"].split("/", 1)[1], subject)
+        (document,) = fetch_sboms(client, image["repository"].split("/", 1)[1], subject)
         assert json.loads(document)["metadata"]["component"]["version"] == image["digest"]
     finally:
         front.close()

@@ -21,9 +21,8 @@ import yaml
 from dask_gateway_server.backends.kubernetes.controller import KubeController
 from dask_gateway_server.utils import FrozenAttrDict
 
-from buildtool.common.errors import SpecError
-from buildtool.site.helm import generate_helm_values, write_helm_values
-from buildtool.site.settings import load_site_settings
+from buildtool.common import SpecError
+from buildtool.site import generate_helm_values, load_site_settings, write_helm_values
 from devsupport.chart import ChartGateway, chart_gateway
 from devsupport.published import write_published
 

@@ -19,9 +19,9 @@ from dask_gateway_server.backends.kubernetes.controller import KubeController
 from distributed.cli.dask_scheduler import main as dask_scheduler_cli
 from traitlets.config import Config
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.versionchecks import CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD
-from buildtool.site.helm import dump_helm_values, generate_helm_values, write_helm_values
+from buildtool.common import BuildToolError
+from buildtool.image import CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD
+from buildtool.site import dump_helm_values, generate_helm_values, write_helm_values
 from devsupport.chart import IMAGE_ENV, cluster_config, gateway_backend, gateway_image, spawn
 from devsupport.published import write_published
 

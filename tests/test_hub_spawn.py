@@ -30,11 +30,11 @@ import yaml
 from dask_gateway_server.backends.kubernetes import KubeBackend
 from traitlets.config import PyFileConfigLoader
 
+from devsupport.buildtool_cli import buildtool
 from devsupport.chart import IMAGE_ENV, gateway_image, spawn
-from devsupport.cli import buildtool
 from devsupport.dockercli import docker, remove_local_tags, require_docker
 from devsupport.hub import Hub, running_hub
-from devsupport.registry import docker_login, registry_credentials
+from devsupport.localregistry import docker_login, registry_credentials
 from devsupport.standin import StandIn
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]

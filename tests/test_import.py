@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.lock.lockfile import read_lock
-from buildtool.spec.environments import load_environment
+from buildtool.lock import read_lock
+from buildtool.spec import load_environment
 from devsupport import REPO
-from devsupport.cli import buildtool
+from devsupport.buildtool_cli import buildtool
 
 ENVFILES = REPO / "tests" / "data" / "envfiles"
 PANGEO = ENVFILES / "pangeo-docker-images"

@@ -23,12 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.image.build import PARTIAL_LABEL, STATS_FILE, BuiltPair
-from buildtool.image.layers import MAX_LAYERS
-from buildtool.image.oci import BlobStore
-from buildtool.image.render import RenderedPair
-from compat.vocabulary import ROLES
-from devsupport.cli import buildtool, locked_site
+from buildtool.image import (
+    MAX_LAYERS,
+    STATS_FILE,
+    BlobStore,
+    BuiltPair,
+    RenderedPair,
+)
+from compat.vocabulary import PARTIAL_LABEL, ROLES
+from devsupport.buildtool_cli import buildtool, locked_site
 from devsupport.dockercli import require_docker
 from devsupport.servers import DockerEngine
 from devsupport.standin import StandIn

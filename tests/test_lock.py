@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import rattler
 
-from buildtool.lock.lockfile import read_lock
-from buildtool.lock.solve import solve_with_rattler
-from buildtool.spec.environments import load_environment
-from devsupport.cli import buildtool
+from buildtool.lock import read_lock, solve_with_rattler
+from buildtool.spec import load_environment
+from devsupport.buildtool_cli import buildtool
 
 
 def _lock(envroot: Path, name: str, channel: str, *extra: str) -> subprocess.CompletedProcess[str]:

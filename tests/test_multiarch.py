@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.image.oci import OCI_INDEX
-from buildtool.publish.registry import Credentials, Registry, split_reference
+from buildtool.image import OCI_INDEX
+from buildtool.publish import Credentials, Registry, split_reference
 from compat.vocabulary import ROLES
-from devsupport.cli import buildtool, locked_site
+from devsupport.buildtool_cli import buildtool, locked_site
 from devsupport.dockercli import docker, remove_local_tags, require_docker
-from devsupport.registry import RegistryCredentials, docker_login, registry_credentials
+from devsupport.localregistry import RegistryCredentials, docker_login, registry_credentials
 from devsupport.standin import StandIn
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]

@@ -20,7 +20,7 @@ import yaml
 
 from devsupport import REPO
 from devsupport.dockercli import remove_local_tags, require_docker
-from devsupport.registry import registry_credentials
+from devsupport.localregistry import registry_credentials
 
 SEEDS = ("e2e", "ml", "physlite", "pyhep")
 

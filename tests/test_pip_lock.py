@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.lock.lockfile import read_lock
-from buildtool.lock.solve import check_lock, lock_content_hash
-from buildtool.lock.wheels import fetch_wheels
-from buildtool.spec.environments import load_environment
-from devsupport.cli import buildtool
+from buildtool.common import BuildToolError
+from buildtool.lock import check_lock, fetch_wheels, lock_content_hash, read_lock
+from buildtool.spec import load_environment
+from devsupport.buildtool_cli import buildtool
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL = "tomli_w-1.2.0-py3-none-any.whl"

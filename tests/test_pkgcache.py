@@ -26,12 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.image.build import BuiltPair
-from buildtool.image.oci import BlobStore
-from buildtool.image.pkgcache import MARKER, VIEWS, Facts
-from buildtool.image.render import RenderedPair
-from buildtool.lock.lockfile import read_lock
-from devsupport.cli import buildtool, locked_site
+from buildtool.image import MARKER, VIEWS, BlobStore, BuiltPair, Facts, RenderedPair
+from buildtool.lock import read_lock
+from devsupport.buildtool_cli import buildtool, locked_site
 from devsupport.dockercli import remove_local_tags, require_docker
 from devsupport.standin import StandIn
 

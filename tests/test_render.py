@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.image.render import RenderedPair
-from devsupport.cli import buildtool
+from buildtool.image import RenderedPair
+from devsupport.buildtool_cli import buildtool
 
 
 @pytest.fixture
@@ -121,8 +121,7 @@ AWKWARD = ['a"b', "a\\b", "end\\", '\\"', "$HOME", "${X:-y}", "\\$", "it's", "#x
 def test_buildkit_reads_every_quoted_value_back_as_it_was(tmp_path: Path) -> None:
     """The real parser is BuildKit's: each ENV and LABEL value that `dockerfile_string`
     writes comes back in the image config exactly as the spec held it."""
-    from buildtool.image.engine import docker, docker_cli
-    from buildtool.image.render import dockerfile_string
+    from buildtool.image import docker, docker_cli, dockerfile_string
     from devsupport.dockercli import require_docker
 
     require_docker()

@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from buildtool.publish.registry import Registry, split_reference
-from buildtool.site.helm import generate_helm_values
-from buildtool.site.namespaces import OWN_IMAGE_SLUG, SERVICE_NAME, user_prefix
+from buildtool.publish import Registry, split_reference
+from buildtool.site import OWN_IMAGE_SLUG, SERVICE_NAME, generate_helm_values, user_prefix
 from compat.registry import Credentials
 from devsupport.builder import Builder, running_builder
 from devsupport.chart import hub_spawn

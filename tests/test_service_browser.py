@@ -17,7 +17,7 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-from buildtool.site.namespaces import portable_source
+from buildtool.site import portable_source
 from devsupport.browser import artifacts_dir, browser
 from devsupport.builder import running_builder
 from devsupport.dockercli import docker

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.spec.environments import environment_names, load_environment
-from buildtool.spec.schema import normalize_matchspec
+from buildtool.spec import environment_names, load_environment, normalize_matchspec
 from devsupport import REPO
-from devsupport.cli import buildtool
+from devsupport.buildtool_cli import buildtool
 
 
 def test_seed_environments_resolve_through_base() -> None:

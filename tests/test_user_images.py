@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildtool.image.oci import (
+from buildtool.image import (
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER_GZIP,
@@ -36,21 +36,22 @@ from buildtool.image.oci import (
     canonical_json,
     sha256_digest,
 )
-from buildtool.publish.registry import Credentials, Registry
-from buildtool.site import namespaces
-from buildtool.site.helm import dump_helm_values, generate_helm_values
-from buildtool.site.namespaces import (
+from buildtool.publish import Credentials, Registry
+from buildtool.site import (
     OWN_IMAGE_SLUG,
     REGISTRY_PASSWORD_ENV,
     REGISTRY_USER_ENV,
-    WORKER_LABEL,
     NamespaceError,
+    dump_helm_values,
+    generate_helm_values,
+    namespaces,
     user_prefix,
     user_worker_image,
 )
+from compat.vocabulary import ROLE_LABEL, WORKER_LABEL
 from devsupport.chart import IMAGE_ENV, chart_gateway, hub_spawn
+from devsupport.localregistry import RegistryCredentials, registry_credentials
 from devsupport.published import write_published
-from devsupport.registry import RegistryCredentials, registry_credentials
 from devsupport.servers import OciServer, OciStore, RecordingServer, TokenService, start
 
 pytestmark = pytest.mark.registry
@@ -118,7 +119,7 @@ def _push(
 def _notebook(registry: Registry, repository: str, worker: str, index: bool) -> str:
     """A notebook image naming `worker` as the site pairs' Dockerfile does (label and
     variable); as an index, after a BuildKit-style attestation without the label."""
-    labels = {"io.daskhub.role": "notebook", WORKER_LABEL: worker}
+    labels = {ROLE_LABEL: "notebook", WORKER_LABEL: worker}
     blobs, manifest = _image(f"{repository} notebook", labels, [f"{IMAGE_ENV}={worker}"])
     ref = _push(registry, repository, blobs, manifest)
     if not index:

@@ -19,10 +19,9 @@ from pathlib import Path
 from jinja2 import Environment as Jinja
 from jinja2 import FileSystemLoader, StrictUndefined
 
-from buildtool.image.engine import docker_cli, run_logged
-from buildtool.image.render import BASE_APT
-from buildtool.lock.lockfile import LockedPackage, LockFile
-from buildtool.spec.environments import Environment
+from buildtool.image import BASE_APT, docker_cli, run_logged
+from buildtool.lock import LockedPackage, LockFile
+from buildtool.spec import Environment
 from compat.vocabulary import PREFIX, ROLES
 
 HERE = Path(__file__).parent

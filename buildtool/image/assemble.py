@@ -49,14 +49,18 @@ from pathlib import Path
 import rattler
 
 import compat
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError
 from buildtool.image import pkgcache, versionchecks
 from buildtool.image.layers import MAX_LAYERS, Budget, Package, PlannedLayer, plan_layers
 from buildtool.image.oci import BlobStore, Entry, Image, Layer, file_entry
 from buildtool.image.system import SystemPair
-from buildtool.lock.lockfile import LockedPackage, PipLockedPackage
-from buildtool.lock.solve import channel_client
-from buildtool.lock.wheels import fetch_wheels, install_wheels
+from buildtool.lock import (
+    LockedPackage,
+    PipLockedPackage,
+    channel_client,
+    fetch_wheels,
+    install_wheels,
+)
 from compat.vocabulary import PREFIX, of_role
 
 PKGS_IN_IMAGE = "/srv/conda/pkgs"
@@ -129,7 +133,7 @@ def locked_records(lock_path: Path, platform: str, wanted: list[LockedPackage]) 
     return chosen
 
 
-def install(
+def install_locked(
     lock_path: Path,
     platform: str,
     packages: list[LockedPackage],
@@ -399,7 +403,7 @@ class _Staging:
         return False
 
     def _install(self, known: dict[str, Installed], unknown: set[str], fresh: bool) -> None:
-        self.linked = install(
+        self.linked = install_locked(
             self.lock_path, self.platform, self.packages, self.stage, self.cache, fresh=fresh
         )
         self.facts = read_installed(self.stage, self.cache, unknown)

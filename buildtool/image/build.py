@@ -27,16 +27,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from buildtool.common.cachedir import cache_root
-from buildtool.common.errors import BuildToolError
-from buildtool.common.files import write_atomic
+from buildtool.common import BuildToolError, cache_root, write_atomic
 from buildtool.image.assemble import AssembledPair, assemble
 from buildtool.image.engine import docker, docker_cli, held_layer_chains, local_tags
 from buildtool.image.oci import BlobStore, Image, Layer, chain_ids, docker_load, next_chain
 from buildtool.image.render import RenderedPair
 from buildtool.image.system import SystemImage, SystemPair, build_system
-from buildtool.lock.lockfile import read_lock
-from buildtool.lock.wheels import locked_wheels
+from buildtool.lock import locked_wheels, read_lock
 from compat.vocabulary import PARTIAL_LABEL, ROLES, host_platform, of_role
 
 logger = logging.getLogger(__name__)

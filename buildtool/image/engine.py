@@ -19,8 +19,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import Watchdog, describe, run
+from buildtool.common import BuildToolError, Watchdog, describe, run
 from buildtool.image.oci import chain_ids
 
 LOG_TAIL = 40

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError
 
 # The most layers an image may have, its base included (GKE image streaming, and what
 # most runtimes handle without slowing down: nixpkgs stops near 100, chunkah at 64).

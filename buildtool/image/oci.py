@@ -29,8 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import Watchdog
+from buildtool.common import BuildToolError, Watchdog
 from compat.vocabulary import PLATFORMS
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError
 
 logger = logging.getLogger(__name__)
 

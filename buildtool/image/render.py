@@ -27,13 +27,17 @@ from pathlib import Path
 from jinja2 import Environment as Jinja
 from jinja2 import FileSystemLoader, StrictUndefined
 
-from buildtool.common import grammar
-from buildtool.common.errors import BuildToolError, InputError
-from buildtool.common.files import write_atomic, write_if_changed
-from buildtool.common.yamlfile import unsafe_character
+from buildtool.common import (
+    BuildToolError,
+    InputError,
+    grammar,
+    unsafe_character,
+    write_atomic,
+    write_if_changed,
+)
 from buildtool.image import layers
-from buildtool.lock.lockfile import LockedPackage, LockFile
-from buildtool.spec.environments import Environment, ImageSet
+from buildtool.lock import LockedPackage, LockFile
+from buildtool.spec import Environment, ImageSet
 from compat.vocabulary import (
     IMAGE_OPTION_ENV,
     LABEL_KEYS,

@@ -29,8 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool.common.confine import extract_tar
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError, extract_tar
 from buildtool.image.engine import docker, docker_cli, run_logged
 from buildtool.image.oci import BlobStore, Layer
 from compat.vocabulary import PLATFORMS, ROLES

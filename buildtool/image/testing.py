@@ -14,13 +14,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import run
+from buildtool.common import BuildToolError, read_published, run
 from buildtool.image.build import BuiltPair
 from buildtool.image.engine import docker
 from buildtool.image.render import RenderedPair
-from buildtool.lock.lockfile import read_lock
-from buildtool.spec.environments import Extension, load_environment
+from buildtool.lock import read_lock
+from buildtool.spec import Environment, Extension, Target, load_environment
 from compat.vocabulary import ROLES
 
 TESTS = Path(__file__).resolve().parent / "suite"
@@ -130,3 +129,23 @@ def test_extension(
         )
         report = build_dir / ext.name / platform / "image-tests.xml"
         _run_tests(subject, report, extra_args)
+
+
+def test(target: Target, build_dir: Path) -> None:
+    """The image tests of a built site pair, or of a published extension pair (pulled by
+    digest, as its publish record names them)."""
+    if isinstance(target, Environment):
+        test_pair(target.root, build_dir, target.name)
+        return
+    published = read_published(build_dir, target.name)
+    if published is None:
+        raise BuildToolError(
+            f"{target.name}: not published yet; run `buildtool publish {target.name}`"
+        )
+    test_extension(
+        target,
+        build_dir,
+        published.images.platform_refs(),
+        published.images.worker.ref,
+        published.imports,
+    )

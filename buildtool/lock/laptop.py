@@ -40,8 +40,7 @@ from pathlib import Path
 import yaml
 from packaging.version import InvalidVersion, Version
 
-from buildtool.common.errors import SpecError
-from buildtool.common.files import write_if_changed
+from buildtool.common import SpecError, write_if_changed
 from buildtool.lock.lockfile import LockedPackage, LockFile, PipLockedPackage
 from compat.names import CONDA_TO_PYPI, from_conda, normalize
 from compat.rules import OPTIONAL, PYTHON, REQUIRED

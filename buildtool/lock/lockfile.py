@@ -37,10 +37,16 @@ from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict, Field, ValidationError
 from rattler import Channel
 
-from buildtool.common import grammar
-from buildtool.common.errors import BuildToolError, SpecError
-from buildtool.common.models import StrictModel
-from buildtool.common.yamlfile import key_text, nearest_line, read_text, unsafe_character
+from buildtool.common import (
+    BuildToolError,
+    SpecError,
+    StrictModel,
+    grammar,
+    key_text,
+    nearest_line,
+    unsafe_character,
+    yamlfile,
+)
 from compat.vocabulary import CATEGORY, Role
 
 # libyaml when PyYAML has it: a lock has thousands of lines.
@@ -434,7 +440,7 @@ def read_lock(path: Path) -> LockFile:
     """Read and check a lock file; whatever is wrong is one SpecError (file, key, line)."""
     if not path.exists():
         raise BuildToolError(f"{path}: no lock file; run `buildtool lock` first")
-    data, lines = _load(path, read_text(path, MAX_LOCK_BYTES, "lock file"))
+    data, lines = _load(path, yamlfile.read_text(path, MAX_LOCK_BYTES, "lock file"))
     if not isinstance(data, dict):
         raise SpecError(path, "", "not a conda-lock v1 file (version, metadata, package)", 1)
     _check_strings(path, data, lines)

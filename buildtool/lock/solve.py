@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,14 @@ import rattler
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from buildtool.common import grammar
-from buildtool.common.errors import InputError, LockStaleError, SolveError, SpecError
+from buildtool.common import (
+    BuildToolError,
+    InputError,
+    LockStaleError,
+    SolveError,
+    SpecError,
+    grammar,
+)
 from buildtool.lock.laptop import disagreements, platform_versions
 from buildtool.lock.lockfile import (
     NOTEBOOK_CATEGORY,
@@ -42,8 +48,14 @@ from buildtool.lock.lockfile import (
 )
 from buildtool.lock.parent import Parent
 from buildtool.lock.wheels import find_wheel, parse_pin
-from buildtool.spec.environments import Environment, Extension
-from buildtool.spec.schema import DEFAULT_VIRTUAL_PACKAGES, SPEC_FILE, Requirement
+from buildtool.spec import (
+    DEFAULT_VIRTUAL_PACKAGES,
+    SPEC_FILE,
+    Environment,
+    Extension,
+    Requirement,
+    Target,
+)
 from compat.vocabulary import PLATFORMS
 
 logger = logging.getLogger(__name__)
@@ -645,3 +657,56 @@ def lock_extension(ext: Extension, parent: Parent) -> LockFile:
         package=[*parent.lock.package, *sorted(added, key=lambda p: (p.platform, p.name))],
         pip=[*parent.lock.pip, *sorted(added_pip, key=lambda p: (p.platform, p.name))],
     )
+
+
+def check_extension_lock(ext: Extension) -> LockFile:
+    """The extension's lock, or LockStaleError when its spec changed after locking."""
+    lock = read_lock(ext.lock_path)
+    parent = (lock.metadata.custom_metadata or {}).get("parent.notebook", "")
+    digest = parent.rpartition("@")[2]
+    if not digest or any(
+        value != ext.content_hash(digest) for value in lock.metadata.content_hash.values()
+    ):
+        raise LockStaleError(
+            f"{ext.lock_path} is out of date: the spec ({ext.path}) changed; "
+            f"run `buildtool lock {ext.name}`"
+        )
+    return lock
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A new lock, and what its diff compares with when no lock was there before: an
+    extension's first lock is compared with its parent's (what it adds)."""
+
+    lock: LockFile
+    baseline: LockFile | None = None
+
+
+def lock(
+    target: Target,
+    channels: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    parent_of: Callable[[Extension], Parent],
+) -> Locked:
+    """Lock an environment (with `channels` and `platforms` instead of its spec's, when
+    given) or an extension (on its parent, which `parent_of` reads: its channels and
+    platforms are the parent's)."""
+    if isinstance(target, Environment):
+        return Locked(lock_environment(target, channels, platforms))
+    if channels or platforms:
+        raise BuildToolError(
+            f"{target.name}: an extension takes its channels and platforms from its parent; "
+            "--channel and --platform do not apply"
+        )
+    parent = parent_of(target)
+    first = not target.lock_path.exists()
+    return Locked(lock_extension(target, parent), parent.lock if first else None)
+
+
+def check(target: Target) -> None:
+    """Raise LockStaleError unless the target's lock is up to date with its spec."""
+    if isinstance(target, Environment):
+        check_lock(target)
+    else:
+        check_extension_lock(target)

@@ -47,7 +47,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError
 from buildtool.lock.lockfile import PYPI_FILES, PipLockedPackage
 from compat.vocabulary import PLATFORMS
 

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from buildtool.image.oci import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
+from buildtool.image import OCI_INDEX, OCI_MANIFEST, Blob, canonical_json
 from buildtool.publish.registry import Registry
 from compat.vocabulary import TITLE_LABEL as TITLE
 
@@ -105,7 +105,7 @@ def fetch(
     return found
 
 
-def delete_all(registry: Registry, name: str, subject: str) -> None:
+def delete_attached(registry: Registry, name: str, subject: str) -> None:
     """Delete every artifact attached to `name@subject`, and their referrers index."""
     text = registry.get_manifest(name, referrers_tag(subject))
     if text is None:

@@ -18,8 +18,8 @@ import gzip
 import json
 from typing import Any
 
-from buildtool.image.oci import Blob
-from buildtool.lock.laptop import ENVIRONMENT_FILE, REQUIREMENTS_FILE
+from buildtool.image import Blob
+from buildtool.lock import ENVIRONMENT_FILE, REQUIREMENTS_FILE
 from buildtool.publish import artifacts
 from buildtool.publish.artifacts import ArtifactFile
 from buildtool.publish.registry import Registry

@@ -42,35 +42,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool.common.errors import BuildToolError, LockStaleError, SpecError
-from buildtool.common.files import write_atomic
-from buildtool.common.records import (
+from buildtool.common import (
     PUBLISHED_FILE,
     PUBLISHED_LOCK_FILE,
+    BuildToolError,
     Published,
     PublishedImage,
     PublishedImages,
+    SpecError,
+    write_atomic,
 )
-from buildtool.image import assemble
-from buildtool.image.assemble import (
+from buildtool.image import (
+    EXTENSION_GZIP_LEVEL,
+    MAX_LAYERS,
+    BlobStore,
+    Image,
     Installed,
+    Layer,
     check_layers,
     check_owned,
+    date_tag,
+    index,
+    install_locked,
+    package_cache,
     package_layers,
     pip_layer,
     read_installed,
 )
-from buildtool.image.build import date_tag, package_cache
-from buildtool.image.layers import MAX_LAYERS
-from buildtool.image.oci import EXTENSION_GZIP_LEVEL, BlobStore, Image, Layer, index
-from buildtool.image.oci import Blob as OciBlob
-from buildtool.lock.laptop import client_files
-from buildtool.lock.lockfile import LockedPackage, LockFile, PipLockedPackage, read_lock
-from buildtool.lock.parent import Parent, ParentImage
+from buildtool.image import Blob as OciBlob
+from buildtool.lock import (
+    LockedPackage,
+    LockFile,
+    Parent,
+    ParentImage,
+    PipLockedPackage,
+    check_extension_lock,
+    client_files,
+)
 from buildtool.publish.attachments import attach_client_files, attach_lock
 from buildtool.publish.parent import read_parent
 from buildtool.publish.registry import Registry, credentials_for, split_reference
-from buildtool.spec.environments import Extension
+from buildtool.spec import Extension
 from compat.vocabulary import (
     DESCRIPTION_LABEL,
     ENVIRONMENT_LABEL,
@@ -93,21 +105,6 @@ _TOP_LEVEL = re.compile(
 )
 # What `Image.config_blob` writes from the layers and the platform.
 _DERIVED = ("architecture", "os", "variant", "created", "rootfs", "history")
-
-
-def check_extension_lock(ext: Extension) -> LockFile:
-    """The extension's lock, or LockStaleError when its spec changed after locking."""
-    lock = read_lock(ext.lock_path)
-    parent = (lock.metadata.custom_metadata or {}).get("parent.notebook", "")
-    digest = parent.rpartition("@")[2]
-    if not digest or any(
-        value != ext.content_hash(digest) for value in lock.metadata.content_hash.values()
-    ):
-        raise LockStaleError(
-            f"{ext.lock_path} is out of date: the spec ({ext.path}) changed; "
-            f"run `buildtool lock {ext.name}`"
-        )
-    return lock
 
 
 class DownloadCounter:
@@ -327,7 +324,7 @@ def build_additions(
                 platform,
             )
             if conda:
-                assemble.install(ext.lock_path, platform, conda, stage, cache, counter)
+                install_locked(ext.lock_path, platform, conda, stage, cache, counter)
                 installed = read_installed(stage, cache)
                 check_owned(stage, installed)
             clamp = max(

@@ -21,11 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.records import read_published
-from buildtool.image.oci import OCI_INDEX, Blob
-from buildtool.lock.lockfile import MAX_LOCK_BYTES, read_lock
-from buildtool.lock.parent import Parent, ParentImage
+from buildtool.common import BuildToolError, read_published
+from buildtool.image import OCI_INDEX, Blob
+from buildtool.lock import MAX_LOCK_BYTES, Parent, ParentImage, read_lock
 from buildtool.publish import artifacts
 from buildtool.publish.attachments import FILES_TITLE, LOCK_ARTIFACT_TYPE, LOCK_TITLE
 from buildtool.publish.registry import Registry, credentials_for
@@ -153,7 +151,7 @@ def read_parent(notebook_reference: str, configured: str | None, depth: int = 0)
         )
     attached = found[-1]
     try:
-        lock_text = _gunzip(attached[LOCK_TITLE].data, MAX_LOCK_BYTES).decode()
+        lock_text = gunzip_limited(attached[LOCK_TITLE].data, MAX_LOCK_BYTES).decode()
     except (OSError, ValueError):
         raise BuildToolError(f"{notebook_reference}: the attached lock is unreadable") from None
     with tempfile.TemporaryDirectory() as folder:
@@ -168,7 +166,7 @@ def read_parent(notebook_reference: str, configured: str | None, depth: int = 0)
             f"{notebook_reference}: the attached lock is not the one it was built from"
         )
     try:
-        listed = json.loads(_gunzip(attached[FILES_TITLE].data, MAX_FILES_BYTES))
+        listed = json.loads(gunzip_limited(attached[FILES_TITLE].data, MAX_FILES_BYTES))
         owners = {
             platform: {str(f): str(owner) for owner, files in by_owner.items() for f in files}
             for platform, by_owner in listed.items()
@@ -195,7 +193,7 @@ def read_parent(notebook_reference: str, configured: str | None, depth: int = 0)
     return Parent(worker, notebook, lock, lock_text, owners)
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
+def gunzip_limited(data: bytes, limit: int) -> bytes:
     """`data` decompressed, refused past `limit` bytes (a small blob may expand a lot)."""
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
         out = stream.read(limit + 1)

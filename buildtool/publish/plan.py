@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from buildtool.image.render import RenderedPair
+from buildtool.image import RenderedPair
 from buildtool.publish.registry import Registry, credentials_for, split_reference
 from buildtool.publish.sitepair import published_digests
 

@@ -40,8 +40,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.oci import OCI_INDEX, OCI_MANIFEST, Blob
+from buildtool.common import BuildToolError
+from buildtool.image import OCI_INDEX, OCI_MANIFEST, Blob
 from compat import registry_rules as rules
 from compat.registry_rules import (
     MAX_REDIRECTS,
@@ -58,7 +58,6 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-CHUNK = 8 * 1024 * 1024
 
 
 OPENER = urllib.request.build_opener(rules.NoRedirects)
@@ -105,6 +104,11 @@ _ANY_SCOPE = "*"
 
 
 class Registry:
+    """A registry's HTTP API, as a push needs it."""
+
+    #: The bytes of one PATCH of an upload.
+    CHUNK = 8 * 1024 * 1024
+
     def __init__(self, host: str, credentials: Credentials | None, timeout: float = 60) -> None:
         self.base = rules.base_url(host)
         self.host = host
@@ -280,7 +284,7 @@ class Registry:
             return
         location = urllib.parse.urljoin(self.base, headers["Location"])
         with blob.open() as handle:
-            while chunk := handle.read(CHUNK):
+            while chunk := handle.read(self.CHUNK):
                 status, headers, _ = self.request(
                     "PATCH",
                     location,

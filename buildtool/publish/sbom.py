@@ -26,9 +26,9 @@ from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from packageurl import PackageURL
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.oci import Blob
-from buildtool.lock.lockfile import LockedPackage
+from buildtool.common import BuildToolError
+from buildtool.image import Blob
+from buildtool.lock import LockedPackage
 from buildtool.publish import artifacts
 from buildtool.publish.artifacts import ArtifactFile
 from buildtool.publish.registry import Registry
@@ -141,7 +141,7 @@ def sbom_json(image: ImageContents) -> str:
     return text + "\n"
 
 
-def attach(registry: Registry, name: str, subject: Blob, document: str, platform: str) -> str:
+def attach_sbom(registry: Registry, name: str, subject: Blob, document: str, platform: str) -> str:
     """Push the SBOM as an artifact whose subject is `subject`; list it as a referrer."""
     file = ArtifactFile(f"sbom-{platform}.cdx.json", MEDIA_TYPE, document.encode())
     return artifacts.attach(
@@ -149,7 +149,7 @@ def attach(registry: Registry, name: str, subject: Blob, document: str, platform
     )
 
 
-def fetch(registry: Registry, name: str, subject: str) -> list[str]:
+def fetch_sboms(registry: Registry, name: str, subject: str) -> list[str]:
     """The SBOM documents attached to `subject`, through the referrers tag schema."""
     return [
         file.data.decode()

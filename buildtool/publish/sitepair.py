@@ -24,27 +24,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.files import write_atomic
-from buildtool.common.records import (
+from buildtool.common import (
     PUBLISHED_FILE,
     PUBLISHED_IMAGES_FILE,
     PUBLISHED_LOCK_FILE,
     SBOM_DIR,
+    BuildToolError,
     Published,
     PublishedImage,
     PublishedImages,
     read_published,
+    write_atomic,
 )
-from buildtool.image.build import FILES_FILE, BuiltPair, date_tag, store_for
-from buildtool.image.oci import Blob, Image, index
-from buildtool.image.render import RenderedPair
-from buildtool.lock.laptop import client_files
-from buildtool.lock.lockfile import read_lock
+from buildtool.image import (
+    FILES_FILE,
+    Blob,
+    BuiltPair,
+    Image,
+    RenderedPair,
+    date_tag,
+    index,
+    store_for,
+)
+from buildtool.lock import client_files, read_lock
 from buildtool.publish.attachments import attach_client_files as attach_pins
 from buildtool.publish.attachments import attach_lock
 from buildtool.publish.registry import Registry, credentials_for, split_reference
-from buildtool.publish.sbom import ImageContents, attach, sbom_json
+from buildtool.publish.sbom import ImageContents, attach_sbom, sbom_json
 from compat.gate import IncompatibleImagesError, gate_lockfile
 from compat.report import render_markdown
 from compat.vocabulary import ROLES
@@ -157,7 +163,7 @@ def attach_sboms(
             )
             document = sbom_json(contents)
             write_atomic(Path(pair.directory) / SBOM_DIR / f"{role}-{platform}.cdx.json", document)
-            attach(registry, name, manifest, document, platform)
+            attach_sbom(registry, name, manifest, document, platform)
         logger.info(f"attached SBOMs to {pair.image(role).repository}@{pushed[role].top.digest}")
 
 

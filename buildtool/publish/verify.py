@@ -13,11 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.records import PUBLISHED_IMAGES_FILE, read_published
-from buildtool.image.build import BuiltPair, build_pair
-from buildtool.image.oci import BlobStore, Image, index
-from buildtool.image.render import RenderedPair
+from buildtool.common import PUBLISHED_IMAGES_FILE, BuildToolError, read_published
+from buildtool.image import BlobStore, BuiltPair, Image, RenderedPair, build_pair, index
 from compat.vocabulary import ROLES
 
 

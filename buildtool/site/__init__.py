@@ -1,1 +1,110 @@
-"""site"""
+"""The site stage: what a DaskHub site runs from the published pairs. It hands the
+cluster its Helm values and the hub its self-service page.
+
+  settings.py    `site.yaml`: cluster option bounds, profiles, users' namespaces, limits
+  namespaces.py  each hub user's registry namespace and who may start which image; its
+                 portable part runs inside the gateway and the hub
+  helm.py        the daskhub chart's values for the published pairs (`helm-values`)
+  docs.py        the pages of images, packages and lock diffs (`docs`)
+  service.py     `buildtool serve`: the hub service where users build their own pairs
+  builds.py      the service's build queue and its runner
+"""
+
+from buildtool.site.builds import (
+    Build,
+    BuildQueue,
+    BuildRefused,
+    Job,
+    LocalRunner,
+    content_length,
+    engine_available,
+    step_of,
+)
+from buildtool.site.docs import generate_docs
+from buildtool.site.helm import (
+    CHARTS_FILE,
+    VALUES_PATH,
+    Pair,
+    dump_helm_values,
+    gateway_chart,
+    generate_helm_values,
+    hub_user_images_config,
+    options_handler_config,
+    write_charts,
+    write_helm_values,
+)
+from buildtool.site.namespaces import (
+    OWN_IMAGE_SLUG,
+    REGISTRY_PASSWORD_ENV,
+    REGISTRY_USER_ENV,
+    SERVICE_NAME,
+    NamespaceError,
+    RegistryReader,
+    escape_username,
+    in_any_user_namespace,
+    own_image_regex,
+    portable_source,
+    template_problem,
+    user_prefix,
+    user_profile_list,
+    user_worker_image,
+)
+from buildtool.site.settings import (
+    SITE_FILE,
+    ClusterOptions,
+    ServiceSettings,
+    load_site_settings,
+    user_registry,
+)
+
+
+def serve(settings: ServiceSettings, port: int) -> None:
+    """Run the hub service (`service.py`) until it is stopped. Its own dependencies,
+    JupyterHub's service-auth and tornado, are the `serve` extra: imported here, when it
+    runs, so that the rest of the tool needs neither."""
+    from buildtool.site.service import serve as run_service
+
+    run_service(settings, port)
+
+
+__all__ = [
+    "CHARTS_FILE",
+    "OWN_IMAGE_SLUG",
+    "REGISTRY_PASSWORD_ENV",
+    "REGISTRY_USER_ENV",
+    "SERVICE_NAME",
+    "SITE_FILE",
+    "VALUES_PATH",
+    "Build",
+    "BuildQueue",
+    "BuildRefused",
+    "ClusterOptions",
+    "ServiceSettings",
+    "Job",
+    "LocalRunner",
+    "NamespaceError",
+    "Pair",
+    "RegistryReader",
+    "dump_helm_values",
+    "engine_available",
+    "content_length",
+    "escape_username",
+    "gateway_chart",
+    "generate_docs",
+    "generate_helm_values",
+    "hub_user_images_config",
+    "in_any_user_namespace",
+    "load_site_settings",
+    "options_handler_config",
+    "own_image_regex",
+    "portable_source",
+    "serve",
+    "step_of",
+    "template_problem",
+    "user_prefix",
+    "user_profile_list",
+    "user_registry",
+    "user_worker_image",
+    "write_charts",
+    "write_helm_values",
+]

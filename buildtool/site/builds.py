@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,10 +38,7 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.files import write_atomic
-from buildtool.common.models import StrictModel
-from buildtool.common.proc import CommandTimeout, run
+from buildtool.common import BuildToolError, CommandTimeout, StrictModel, run, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -319,3 +317,13 @@ def engine_available() -> bool:
         env=os.environ,
     )
     return probe.returncode == 0
+
+
+def content_length(url: str) -> int:
+    """The size of what `url` serves, as its server says (a HEAD request); a server that
+    does not say is an error, never a size of 0."""
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
+        length = r.headers.get("Content-Length")
+    if length is None:
+        raise BuildToolError(f"{url}: its server does not say how large it is")
+    return int(length)

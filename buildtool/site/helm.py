@@ -79,14 +79,12 @@ from typing import Any
 import yaml
 from packaging.utils import canonicalize_name
 
-from buildtool.common.errors import BuildToolError
-from buildtool.common.files import write_if_changed
-from buildtool.common.records import PUBLISHED_LOCK_FILE, read_published
-from buildtool.image import versionchecks
-from buildtool.lock.lockfile import LockFile, read_lock
+from buildtool.common import PUBLISHED_LOCK_FILE, BuildToolError, read_published, write_if_changed
+from buildtool.image import CHECKS_OFF, CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD_ARGS
+from buildtool.lock import LockFile, read_lock
 from buildtool.site import namespaces
 from buildtool.site.settings import SITE_FILE, ClusterOptions, load_site_settings
-from buildtool.spec.environments import environment_names, load_environment
+from buildtool.spec import environment_names, load_environment
 from compat import registry_rules
 from compat.vocabulary import IMAGE_OPTION_ENV, WORKER_LABEL
 
@@ -144,7 +142,7 @@ def published_pairs(root: Path, build_dir: Path) -> list[Pair]:
 
 def _checks_off() -> dict[str, str]:
     """The environment that turns the images' version checks off."""
-    return {versionchecks.GUARD_ENV: versionchecks.OFF, versionchecks.CLIENT_ENV: versionchecks.OFF}
+    return {GUARD_ENV: CHECKS_OFF, CLIENT_ENV: CHECKS_OFF}
 
 
 def offered_pairs(root: Path, build_dir: Path, hidden: set[str]) -> list[Pair]:
@@ -172,7 +170,7 @@ def _profile(pair: Pair, default: bool, checks: bool) -> dict[str, Any]:
         "image": pair.notebook,
         "environment": {
             IMAGE_OPTION_ENV: NOTEBOOK_IMAGE_PLACEHOLDER,
-            **({} if checks else {versionchecks.CLIENT_ENV: versionchecks.OFF}),
+            **({} if checks else {CLIENT_ENV: CHECKS_OFF}),
         },
     }
     return profile
@@ -217,7 +215,7 @@ def _commands_lines(checks: bool) -> list[str]:
     """What the handler returns beside the image and resources: the scheduler and worker
     commands, with the version guard's preload or the environment that turns the
     checks off."""
-    scheduler = [*SCHEDULER_CMD, *(versionchecks.SCHEDULER_PRELOAD_ARGS if checks else ())]
+    scheduler = [*SCHEDULER_CMD, *(SCHEDULER_PRELOAD_ARGS if checks else ())]
     lines = [
         f'        "scheduler_cmd": {json.dumps(scheduler)},',
         f'        "worker_cmd": {json.dumps(WORKER_CMD)},',

@@ -42,8 +42,7 @@ credentials once they leave that origin; no message names a credential or a toke
 import inspect
 import sys
 
-from buildtool.common import grammar
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError, grammar
 from compat.registry_rules import (
     MAX_REDIRECTS,
     PATH,

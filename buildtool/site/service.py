@@ -51,51 +51,45 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from buildtool.common import grammar
-from buildtool.common.errors import BuildToolError, SpecError
-from buildtool.common.records import published_extensions, read_published
-from buildtool.lock.lockfile import read_lock
-from buildtool.lock.solve import lock_extension
-from buildtool.publish import artifacts
-from buildtool.publish.extend import added_records
-from buildtool.publish.parent import Parent, read_parent
-from buildtool.publish.registry import Registry, credentials_for, split_reference
-from buildtool.site.builds import BuildQueue, BuildRefused, Job, LocalRunner, cli_command
-from buildtool.site.namespaces import OWN_IMAGE_SLUG, escape_username, user_prefix
-from buildtool.site.settings import SITE_FILE, SelfService, load_site_settings
-from buildtool.spec import importer
-from buildtool.spec.environments import environment_names, load_environment, load_extension
-from buildtool.spec.schema import SPEC_FILE
+from buildtool.common import (
+    BuildToolError,
+    SpecError,
+    grammar,
+    published_extensions,
+    read_published,
+)
+from buildtool.lock import Parent, lock_extension, read_lock
+from buildtool.publish import (
+    Registry,
+    added_records,
+    credentials_for,
+    delete_attached,
+    read_parent,
+    split_reference,
+)
+from buildtool.site.builds import (
+    BuildQueue,
+    BuildRefused,
+    Job,
+    LocalRunner,
+    cli_command,
+    content_length,
+)
+from buildtool.site.namespaces import user_prefix
+from buildtool.site.settings import SITE_FILE, ServiceSettings, load_site_settings
+from buildtool.spec import (
+    SPEC_FILE,
+    convert_environment_yml,
+    environment_names,
+    load_environment,
+    load_extension,
+)
 
 logger = logging.getLogger(__name__)
 
 # The most packages and pins one request may add, and the longest text it may send.
 MAX_ADDITIONS = 50
 MAX_BODY = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the service works from."""
-
-    root: Path  # the site's environments
-    build_dir: Path  # the site's build folder: its published pairs
-    state: Path  # the service's own: users' workspaces, builds
-    test_images: bool  # a Docker engine is beside the service: test before tagging
-    limits: SelfService
-    user_images: str  # site.yaml's template
-    # The hub's spawn page query that starts a notebook image (`{image}`): KubeSpawner's
-    # own-image profile by default (`helm-values`); DockerSpawner takes `image={image}`.
-    spawn_query: str = f"profile={OWN_IMAGE_SLUG}&image--unlisted-choice={{image}}"
-
-    def workspace(self, user: str) -> Path:
-        return self.state / "users" / escape_username(user)
-
-    @property
-    def registry_host(self) -> str:
-        """The registry the service publishes to (the users' namespaces'), whose push
-        credentials it holds."""
-        return self.user_images.partition("/")[0]
 
 
 class Rejected(Exception):
@@ -161,7 +155,7 @@ def _imported(text: str) -> tuple[list[str], list[str]]:
         source = Path(folder) / "environment.yml"
         source.write_text(text)
         try:
-            imported = importer.convert(source, None, Path(folder))
+            imported = convert_environment_yml(source, None, Path(folder))
         except BuildToolError as exc:
             raise Rejected(400, str(exc).replace(folder + "/", "")) from None
     data = yaml.safe_load(imported.text) or {}
@@ -191,7 +185,7 @@ def write_spec(folder: Path, request: Request, parent: str) -> Path:
 class Builder:
     """The service's state and its operations, apart from HTTP."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.queue = BuildQueue(
             settings.state, LocalRunner(settings.limits.concurrent), settings.limits.max_queued
@@ -352,21 +346,11 @@ class Builder:
         for image in (published.images.notebook, published.images.worker):
             host, repository = split_reference(image.repository)
             registry = Registry(host, credentials_for(host, configured=host))
-            artifacts.delete_all(registry, repository, image.digest)
+            delete_attached(registry, repository, image.digest)
             registry.delete_manifest(repository, image.digest)
         shutil.rmtree(workspace / "build" / name, ignore_errors=True)
         shutil.rmtree(workspace / name, ignore_errors=True)
         return True
-
-
-def content_length(url: str) -> int:
-    """The size of what `url` serves, as its server says (a HEAD request); a server that
-    does not say is an error, never a size of 0."""
-    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
-        length = r.headers.get("Content-Length")
-    if length is None:
-        raise BuildToolError(f"{url}: its server does not say how large it is")
-    return int(length)
 
 
 def hub_group_members(group: str) -> set[str]:
@@ -541,7 +525,7 @@ def _templates() -> Jinja:
     )
 
 
-def make_app(settings: Settings) -> web.Application:
+def make_app(settings: ServiceSettings) -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     builder = Builder(settings)
     kwargs = {"builder": builder}
@@ -563,7 +547,7 @@ def make_app(settings: Settings) -> web.Application:
     )
 
 
-def serve(settings: Settings, port: int) -> None:
+def serve(settings: ServiceSettings, port: int) -> None:
     """Run the service until it is stopped."""
     if not re.fullmatch(r"[0-9]+", str(port)):
         raise BuildToolError(f"--port {port!r}")

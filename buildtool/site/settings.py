@@ -20,15 +20,16 @@ a default outside its bounds is one line naming the file, the key and the line (
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from buildtool.common import yamlfile
-from buildtool.common.models import StrictModel
+from buildtool.common import BuildToolError, StrictModel, yamlfile
 from buildtool.site import namespaces
-from buildtool.spec.schema import EnvironmentName
+from buildtool.site.namespaces import OWN_IMAGE_SLUG, escape_username
+from buildtool.spec import Environment, EnvironmentName, Target
 
 SITE_FILE = "site.yaml"
 
@@ -127,3 +128,42 @@ def load_site_settings(root: Path) -> SiteSettings:
         return SiteSettings()
     settings, _ = yamlfile.load_file(path, SiteSettings, "the site settings")
     return settings
+
+
+def user_registry(root: Path, user: str, targets: list[Target]) -> str:
+    """Where `publish --user USER` publishes: that hub user's namespace (site.yaml's
+    `user_images`), which takes users' extension pairs only."""
+    site_pairs = [t.name for t in targets if isinstance(t, Environment)]
+    if site_pairs:
+        raise BuildToolError(
+            f"--user: {site_pairs[0]} is a site environment; only extension pairs go "
+            "into a user's namespace"
+        )
+    template = load_site_settings(root).user_images
+    if template is None:
+        raise BuildToolError(f"--user: {root / SITE_FILE} names no user_images")
+    return namespaces.user_prefix(template, user)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the hub service (`buildtool serve`) works from."""
+
+    root: Path  # the site's environments
+    build_dir: Path  # the site's build folder: its published pairs
+    state: Path  # the service's own: users' workspaces, builds
+    test_images: bool  # a Docker engine is beside the service: test before tagging
+    limits: SelfService
+    user_images: str  # site.yaml's template
+    # The hub's spawn page query that starts a notebook image (`{image}`): KubeSpawner's
+    # own-image profile by default (`helm-values`); DockerSpawner takes `image={image}`.
+    spawn_query: str = f"profile={OWN_IMAGE_SLUG}&image--unlisted-choice={{image}}"
+
+    def workspace(self, user: str) -> Path:
+        return self.state / "users" / escape_username(user)
+
+    @property
+    def registry_host(self) -> str:
+        """The registry the service publishes to (the users' namespaces'), whose push
+        credentials it holds."""
+        return self.user_images.partition("/")[0]

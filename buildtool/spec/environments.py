@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool.common import grammar, yamlfile
-from buildtool.common.errors import SpecError
-from buildtool.common.yamlfile import key_text
+from buildtool.common import SpecError, grammar, key_text, yamlfile
 from buildtool.spec.pins import check_pins
 from buildtool.spec.schema import (
     DEFAULT_CHANNELS,
@@ -311,3 +309,15 @@ def load_extension(root: Path, name: str) -> Extension:
         notebook_repository=spec.notebook.image or f"jupyter-{name}",
         worker_repository=spec.worker.image or f"dask-gateway-{name}",
     )
+
+
+#: What a folder under the root holds: a site environment, or a user's extension.
+Target = Environment | Extension
+
+
+def load(root: Path, name: str) -> Target:
+    """The environment or the extension `root/name/env.yaml` is (`from:` makes it an
+    extension), loaded and validated; each stage takes either and does its own."""
+    if is_extension(root, name):
+        return load_extension(root, name)
+    return load_environment(root, name)

@@ -33,9 +33,7 @@ from typing import Any
 import yaml
 from rattler import MatchSpec
 
-from buildtool.common import grammar, yamlfile
-from buildtool.common.errors import BuildToolError, SpecError
-from buildtool.common.yamlfile import key_text, nearest_line
+from buildtool.common import BuildToolError, SpecError, grammar, key_text, nearest_line, yamlfile
 from buildtool.spec.environments import check_environment_name, load_environment
 from buildtool.spec.schema import (
     DEFAULT_CHANNELS,

@@ -12,7 +12,7 @@ import re
 from rattler import MatchSpec, Version, VersionSpec
 from rattler.exceptions import InvalidVersionError
 
-from buildtool.common.errors import SpecError
+from buildtool.common import SpecError
 from buildtool.spec.schema import Requirement
 
 

@@ -16,8 +16,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from rattler import MatchSpec, Version
 from rattler.exceptions import InvalidMatchSpecError, InvalidVersionError
 
-from buildtool.common import grammar, yamlfile
-from buildtool.common.models import StrictModel
+from buildtool.common import StrictModel, grammar, yamlfile
 from compat.vocabulary import PLATFORMS, PlatformName
 
 SPEC_FILE = "env.yaml"

@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError
 
 DEFAULT_PLATFORMS = ("linux-64",)
 

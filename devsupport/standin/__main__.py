@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from buildtool.common.errors import BuildToolError
-from buildtool.spec.environments import environment_names, load_environment
+from buildtool.common import BuildToolError
+from buildtool.spec import environment_names, load_environment
 from devsupport import log_progress
 from devsupport.standin import DEFAULT_PLATFORMS, up
 

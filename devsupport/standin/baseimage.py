@@ -32,11 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.common.cachedir import cache_root
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import run
-from buildtool.image.engine import docker_cli
-from buildtool.image.oci import BlobStore, Image, docker_load
+from buildtool.common import BuildToolError, cache_root, run
+from buildtool.image import BlobStore, Image, docker_cli, docker_load
 from compat.vocabulary import PLATFORMS
 from devsupport import log_progress
 from devsupport.cache import digest, locked

@@ -52,9 +52,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from buildtool.common.cachedir import cache_root
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import run
+from buildtool.common import BuildToolError, cache_root, run
 from devsupport import log_progress
 from devsupport.cache import digest, file_sha256, locked
 from devsupport.standin.condaenv import index_channel

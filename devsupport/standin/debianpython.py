@@ -32,10 +32,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from buildtool.common.cachedir import cache_root
-from buildtool.common.confine import extract_tar
-from buildtool.common.errors import BuildToolError
-from buildtool.common.proc import run
+from buildtool.common import BuildToolError, cache_root, extract_tar, run
 from compat.vocabulary import PLATFORMS
 from devsupport.cache import locked
 from devsupport.standin.pythonpkg import DROPPED, StagedPython, compile_pyc

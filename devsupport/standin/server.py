@@ -22,8 +22,7 @@ import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from buildtool.common.cachedir import cache_root
-from buildtool.common.errors import BuildToolError
+from buildtool.common import BuildToolError, cache_root
 from devsupport.standin.channel import CHANNEL_NAME, KEY_FILE
 
 DEFAULT_PORT = 8321

@@ -30,7 +30,7 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from buildtool.common.confine import UnsafeArchiveMember, check_name, confine
+from buildtool.common import UnsafeArchiveMember, check_name, confine
 from compat.vocabulary import PLATFORMS
 from devsupport.standin.condapkg import PLACEHOLDER, PackageMeta
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.lock.laptop import REQUIREMENTS_FILE, client_files
-from buildtool.lock.lockfile import read_lock
+from buildtool.lock import REQUIREMENTS_FILE, client_files, read_lock
 from devsupport import clients
 from devsupport import cluster as dask_cluster
 from devsupport.analyses import build_and_test_pair, run_analysis

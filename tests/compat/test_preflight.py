@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildtool.image.oci import (
+from buildtool.image import (
     OCI_CONFIG,
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
@@ -41,14 +41,13 @@ from buildtool.image.oci import (
     canonical_json,
     index,
 )
-from buildtool.lock.lockfile import LockedPackage, read_lock
-from buildtool.publish.registry import Credentials, Registry
-from buildtool.publish.sbom import ImageContents, attach, sbom_json
+from buildtool.lock import LockedPackage, read_lock
+from buildtool.publish import Credentials, ImageContents, Registry, attach_sbom, sbom_json
 from compat import cli, preflight, rules
 from compat import registry as oci
 from compat.model import Package, PackageSet
 from devsupport.cluster import checker_path
-from devsupport.registry import RegistryCredentials, registry_credentials
+from devsupport.localregistry import RegistryCredentials, registry_credentials
 from devsupport.servers import (
     OciServer,
     OciStore,
@@ -419,7 +418,7 @@ def push_image(
             pip=[],
             apt={},
         )
-        attach(client, name, manifests[platform], sbom_json(contents), platform)
+        attach_sbom(client, name, manifests[platform], sbom_json(contents), platform)
     return top
 
 

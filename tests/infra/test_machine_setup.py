@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devsupport.registry import registry_credentials
+from devsupport.localregistry import registry_credentials
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "machine-setup.sh"
 

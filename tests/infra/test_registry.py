@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devsupport.dockercli import DockerCommandFailed, docker
-from devsupport.registry import (
+from devsupport.localregistry import (
     RegistryCredentials,
     RegistryUnavailable,
     credentials_file,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import rattler
 
-from buildtool.lock.solve import solve_with_rattler
+from buildtool.lock import solve_with_rattler
 from devsupport.cache import file_sha256
 from devsupport.installed import InstalledEnv
 from devsupport.standin import StandIn

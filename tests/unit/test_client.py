@@ -16,19 +16,22 @@ import yaml
 from packaging.requirements import Requirement
 from rattler import MatchSpec
 
-from buildtool.common.errors import SpecError
-from buildtool.lock.laptop import (
+from buildtool.common import SpecError
+from buildtool.lock import (
     ENVIRONMENT_FILE,
     GENERATED_MARK,
     REQUIREMENTS_FILE,
+    LockFile,
+    PipHash,
+    PipLockedPackage,
     client_files,
     client_pins,
+    read_lock,
 )
-from buildtool.lock.lockfile import LockFile, PipHash, PipLockedPackage, read_lock
-from buildtool.site.docs import generate_docs
+from buildtool.site import generate_docs
 from compat.names import from_conda
 from compat.rules import OPTIONAL, REQUIRED
-from devsupport.cli import buildtool
+from devsupport.buildtool_cli import buildtool
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = {name: REPO / "environments" / name / "conda-lock.yml" for name in ("physlite", "e2e")}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.confine import UnsafeArchiveMember, confine, extract_tar
+from buildtool.common import UnsafeArchiveMember, confine, extract_tar
 from devsupport.standin.wheelconv import Target, read_wheel, stage_wheel
 
 TARGET = Target("3.11.7")

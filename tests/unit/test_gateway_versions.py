@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from buildtool.cli import main
-from buildtool.common.records import PUBLISHED_LOCK_FILE, Published, PublishedImage, PublishedImages
-from buildtool.lock.lockfile import read_lock
+from buildtool.common import PUBLISHED_LOCK_FILE, Published, PublishedImage, PublishedImages
+from buildtool.lock import read_lock
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = ("base", "e2e", "physlite")

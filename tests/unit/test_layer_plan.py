@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.layers import (
+from buildtool.common import BuildToolError
+from buildtool.image import (
     EXTENSION_RESERVE,
     LARGE,
     MAX_LAYERS,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildtool.common.errors import SpecError
-from buildtool.lock.lockfile import (
+from buildtool.common import SpecError
+from buildtool.lock import (
     MAX_LOCK_BYTES,
     LockFile,
     PipHash,

@@ -17,21 +17,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildtool.common import grammar
-from buildtool.common.errors import BuildToolError, SpecError
-from buildtool.publish.registry import Registry
-from buildtool.site import namespaces
-from buildtool.site.helm import hub_user_images_config
-from buildtool.site.namespaces import (
+from buildtool.common import BuildToolError, SpecError, grammar
+from buildtool.publish import Registry
+from buildtool.site import (
     NamespaceError,
     escape_username,
+    hub_user_images_config,
     in_any_user_namespace,
+    load_site_settings,
+    namespaces,
     own_image_regex,
     template_problem,
     user_prefix,
     user_profile_list,
 )
-from buildtool.site.settings import load_site_settings
 from compat import registry as oci
 from compat.registry_rules import is_loopback
 

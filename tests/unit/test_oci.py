@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.oci import BlobStore, Image, file_entry, index
+from buildtool.common import BuildToolError
+from buildtool.image import BlobStore, Image, file_entry, index
 
 CLAMP = 1_700_000_000
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.image.pkgcache import MARKER, VIEWS, Facts, entry_problem, view
+from buildtool.common import BuildToolError
+from buildtool.image import MARKER, VIEWS, Facts, entry_problem, view
 
 NUMPY = Facts("ab" * 32, "linux-64", "numpy", "2.4.6", "py311_0")
 

@@ -20,8 +20,7 @@ import pytest
 from rattler.index import index_fs
 
 from buildtool import cli
-from buildtool.lock.laptop import client_files, disagreements
-from buildtool.lock.lockfile import read_lock
+from buildtool.lock import client_files, disagreements, read_lock
 from devsupport.solver_channel import write_package
 
 PLATFORMS = ("linux-64", "linux-aarch64")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.proc import CommandTimeout, describe, interrupt_group, run
-from buildtool.image.engine import run_logged
+from buildtool.common import CommandTimeout, describe, interrupt_group, run
+from buildtool.image import run_logged
 
 
 def gone(pid: int) -> bool:

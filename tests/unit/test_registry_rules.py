@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.publish import registry as push_client
-from buildtool.site.helm import hub_user_images_config
+from buildtool.site import hub_user_images_config
 from compat import registry as read_client
 from compat import registry_rules
 from compat.registry_rules import Credentials, credentials_for, parse_reference

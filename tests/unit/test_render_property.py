@@ -22,12 +22,11 @@ from dockerfile_parse import DockerfileParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildtool.common.errors import SpecError
-from buildtool.image.render import render
-from buildtool.lock.lockfile import read_lock
-from buildtool.site.helm import Pair, dump_helm_values, options_handler_config
-from buildtool.site.settings import ClusterOptions
-from buildtool.spec.environments import load_environment
+from buildtool.common import SpecError
+from buildtool.image import render
+from buildtool.lock import read_lock
+from buildtool.site import ClusterOptions, Pair, dump_helm_values, options_handler_config
+from buildtool.spec import load_environment
 
 REPO = Path(__file__).resolve().parents[2]
 # Pieces of injections (a quote that ends the value and starts a key, a trailing

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.site.builds import Build, BuildQueue, BuildRefused, Job, LocalRunner, step_of
+from buildtool.common import BuildToolError
+from buildtool.site import Build, BuildQueue, BuildRefused, Job, LocalRunner, step_of
 
 
 def _job(queue: BuildQueue, build: Build, *scripts: str, timeout: float = 30) -> Job:

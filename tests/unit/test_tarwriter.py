@@ -12,7 +12,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from buildtool.image.oci import BlobStore, Entry, file_entry
+from buildtool.image import BlobStore, Entry, file_entry
 
 CLAMP = 1_700_000_000
 

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common.errors import BuildToolError
-from buildtool.lock.lockfile import PipHash, PipLockedPackage
-from buildtool.lock.wheels import choose_wheel, fetch_wheels, locked_wheels, platform_tags
+from buildtool.common import BuildToolError
+from buildtool.lock import (
+    PipHash,
+    PipLockedPackage,
+    choose_wheel,
+    fetch_wheels,
+    locked_wheels,
+    platform_tags,
+)
 
 ORJSON = [
     "orjson-3.10.12-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",

@@ -19,7 +19,7 @@ import testinfra
 
 from buildtool.image.engine import docker_cli
 from buildtool.image.testing import SUBJECT_ENV, Subject
-from buildtool.lock.lockfile import LockFile, read_lock
+from buildtool.lock import LockFile, read_lock
 from compat.vocabulary import PREFIX, ROLES
 
 

@@ -13,7 +13,7 @@ import testinfra
 
 from buildtool.image.suite.conftest import docker, inspect
 from buildtool.image.testing import Subject
-from buildtool.lock.lockfile import LockFile
+from buildtool.lock import LockFile
 from compat.vocabulary import (
     CREATED_LABEL,
     DESCRIPTION_LABEL,
