@@ -414,6 +414,24 @@ class _Staging:
             check_owned(self.stage, {**known, **self.facts})
 
 
+def _package_facts(
+    staging: _Staging, sha: dict[str, str], store: BlobStore
+) -> dict[str, Installed]:
+    """What the layer plan needs of every package (`sha`: name -> locked sha256): kept in
+    the store by its sha256, else read from the staging prefix, installed for it."""
+    known: dict[str, Installed] = {}
+    for name, digest in sha.items():
+        kept = store.recall("packages", _key("package", staging.platform, digest))
+        if kept is not None:
+            known[name] = Installed(**{**kept, "files": tuple(kept["files"])})
+    if len(known) < len(sha):
+        staging.prefix(known)
+        for name, facts in staging.facts.items():
+            store.remember("packages", _key("package", staging.platform, sha[name]), asdict(facts))
+        known.update(staging.facts)
+    return known
+
+
 def assemble(
     lock_path: Path,
     platform: str,
@@ -433,16 +451,7 @@ def assemble(
     with _held(stage):
         sha = {p.name: p.hash.sha256 for p in notebook_set}
         staging = _Staging(lock_path, platform, notebook_set, stage, cache)
-        known: dict[str, Installed] = {}
-        for name, digest in sha.items():
-            kept = store.recall("packages", _key("package", platform, digest))
-            if kept is not None:
-                known[name] = Installed(**{**kept, "files": tuple(kept["files"])})
-        if len(known) < len(sha):
-            staging.prefix(known)
-            for name, facts in staging.facts.items():
-                store.remember("packages", _key("package", platform, sha[name]), asdict(facts))
-            known.update(staging.facts)
+        known = _package_facts(staging, sha, store)
         worker_names = sorted(p.name for p in worker_set)
         notebook_names = sorted(n for n in sha if n not in set(worker_names))
         missing = sorted({*worker_names, *notebook_names} - set(known))

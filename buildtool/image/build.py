@@ -33,7 +33,7 @@ from buildtool.image.engine import docker, docker_cli, held_layer_chains, local_
 from buildtool.image.oci import BlobStore, Image, Layer, chain_ids, docker_load, next_chain
 from buildtool.image.render import RenderedPair
 from buildtool.image.system import SystemImage, SystemPair, build_system
-from buildtool.lock import locked_wheels, read_lock
+from buildtool.lock import LockFile, locked_wheels, read_lock
 from compat.vocabulary import PARTIAL_LABEL, ROLES, host_platform, of_role
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,80 @@ class BuildStats:
     packages_installed: int = 0  # linked into the staging prefixes by py-rattler
     system_built: bool = False  # whether BuildKit ran the system stages
 
+    def count(self, images: dict[str, dict[str, Image]], store: BlobStore, started: float) -> None:
+        """The pair's distinct layers, what the store wrote, and the time since `started`."""
+        self.layers = len(
+            {
+                layer.diff_id
+                for roles in images.values()
+                for i in roles.values()
+                for layer in i.layers
+            }
+        )
+        self.layers_written = len({d for d, _ in store.written})
+        self.bytes_written = sum(dict(store.written).values())
+        self.seconds = round(time.monotonic() - started, 2)
+
+    def log(self) -> None:
+        logger.info(
+            "wrote %d of the pair's %d layers (%.1f MB) and sent the engine %d (%.1f MB) in %.1f s",
+            self.layers_written,
+            self.layers,
+            self.bytes_written / 1e6,
+            self.layers_sent,
+            self.bytes_sent / 1e6,
+            self.seconds,
+        )
+
+
+def _system_stages(
+    pair: RenderedPair, platform: str, store: BlobStore, echo: bool, no_cache: bool
+) -> tuple[SystemPair, bool, float]:
+    """A platform's system stages (BuildKit, or the store's when their inputs are kept),
+    with what they take from the lock; whether BuildKit ran, and the seconds it took."""
+    begun = time.monotonic()
+    system, built = build_system(
+        pair.system_dockerfile(platform),
+        pair.base_images[platform],
+        platform,
+        f"buildtool-system/{pair.environment}:{platform}",
+        store,
+        echo,
+        no_cache=no_cache,
+    )
+    return with_lock_config(system, pair), built, time.monotonic() - begun
+
+
+def _assemble(
+    pair: RenderedPair,
+    lock: LockFile,
+    platform: str,
+    system: Future[tuple[SystemPair, bool, float]],
+    cache: Path,
+    store: BlobStore,
+    loader: _Loader,
+    load: bool,
+) -> AssembledPair:
+    """One platform's images: its conda layers on its system stages (`system`, built
+    meanwhile), each layer handed to `loader` as it is written when the pair is loaded."""
+    return assemble(
+        pair.lock_path,
+        platform,
+        lock.packages("worker", platform),
+        lock.packages("notebook", platform),
+        {
+            role: locked_wheels(
+                pair.lock_path, lock.pip_packages(role, platform), pair.pip[role], platform
+            )
+            for role in ROLES
+        },
+        lambda: system.result()[0],
+        stage_for(cache, pair.environment, platform),
+        cache,
+        store,
+        loader.add if load else lambda layer: None,
+    )
+
 
 def build_pair(
     pair: RenderedPair,
@@ -206,53 +280,19 @@ def build_pair(
     apt: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
     owners: dict[str, dict[str, list[str]]] = {}
 
-    def system_stages(platform: str) -> tuple[SystemPair, bool, float]:
-        begun = time.monotonic()
-        system, built = build_system(
-            pair.system_dockerfile(platform),
-            pair.base_images[platform],
-            platform,
-            f"buildtool-system/{pair.environment}:{platform}",
-            store,
-            echo,
-            no_cache=no_cache,
-        )
-        return with_lock_config(system, pair), built, time.monotonic() - begun
-
     # BuildKit builds every platform's system stages, one after another, while the host
     # installs and writes the conda layers.
     builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="system")
     try:
-        systems = {p: builds.submit(system_stages, p) for p in pair.platforms}
+        systems = {
+            p: builds.submit(_system_stages, pair, p, store, echo, no_cache) for p in pair.platforms
+        }
         for platform in pair.platforms:
             begun = time.monotonic()
             loader = _Loader(store, platform, held)
-
-            def system_of(
-                future: Future[tuple[SystemPair, bool, float]] = systems[platform],
-            ) -> SystemPair:
-                return future.result()[0]
-
             try:
-                assembled: AssembledPair = assemble(
-                    pair.lock_path,
-                    platform,
-                    lock.packages("worker", platform),
-                    lock.packages("notebook", platform),
-                    {
-                        role: locked_wheels(
-                            pair.lock_path,
-                            lock.pip_packages(role, platform),
-                            pair.pip[role],
-                            platform,
-                        )
-                        for role in ROLES
-                    },
-                    system_of,
-                    stage_for(cache, pair.environment, platform),
-                    cache,
-                    store,
-                    loader.add if load else lambda layer: None,
+                assembled = _assemble(
+                    pair, lock, platform, systems[platform], cache, store, loader, load
                 )
             finally:
                 loader.finish()
@@ -290,27 +330,10 @@ def build_pair(
             _remove_partials(partials)
         stats.layers_sent += layers
         stats.bytes_sent += sent
-    distinct = {
-        layer.diff_id
-        for roles in images.values()
-        for image in roles.values()
-        for layer in image.layers
-    }
-    stats.layers = len(distinct)
-    stats.layers_written = len({d for d, _ in store.written})
-    stats.bytes_written = sum(dict(store.written).values())
-    stats.seconds = round(time.monotonic() - started, 2)
+    stats.count(images, store, started)
     if load:
         write_atomic(Path(pair.directory) / STATS_FILE, json.dumps(asdict(stats), indent=1) + "\n")
-    logger.info(
-        "wrote %d of the pair's %d layers (%.1f MB) and sent the engine %d (%.1f MB) in %.1f s",
-        stats.layers_written,
-        stats.layers,
-        stats.bytes_written / 1e6,
-        stats.layers_sent,
-        stats.bytes_sent / 1e6,
-        stats.seconds,
-    )
+    stats.log()
     return built_pair
 
 

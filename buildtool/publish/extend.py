@@ -416,48 +416,62 @@ def _push(
     return top, manifests
 
 
-def publish_extension(
-    ext: Extension,
-    registry_prefix: str,
-    build_dir: Path,
-    test: Callable[[dict[str, dict[str, str]], str, list[str]], None] | None = None,
-    cache: Path | None = None,
-) -> Published:
-    """Build and publish the extension pair into `registry_prefix` (host/namespace),
-    without a Docker engine. `test` runs before the tags, given each platform's images
-    by manifest digest (platform -> role -> ref), the worker's top ref and the modules
-    to import (the spec's `imports`, else the top-level modules the additions install)."""
-    started = time.monotonic()
-    lock = check_extension_lock(ext)
+def _parent_in(ext: Extension, lock: LockFile, registry_prefix: str) -> tuple[str, Parent]:
+    """The registry host the pair goes to, and the parent its lock was made on, read from
+    that registry (an extension mounts its parent's layers, so both live in one)."""
     custom = lock.metadata.custom_metadata or {}
     host, _ = split_reference(f"{registry_prefix}/{ext.worker_repository}")
     parent = read_parent(custom["parent.notebook"], configured=host)
     if parent.lock.content_sha() != custom.get("parent.lock_sha256"):
         raise BuildToolError(f"{ext.lock_path}: the parent's lock changed; relock")
-    lock_text = ext.lock_path.read_text()
-    tag = content_tag(ext, lock_text, parent)
     parent_host, _ = split_reference(parent.notebook.repository)
     if host != parent_host:
         raise BuildToolError(
             f"{registry_prefix}: the parent is in {parent_host}; an extension pair mounts "
             "its parent's layers, so it is published in that registry"
         )
-    registry = Registry(host, credentials_for(host, configured=host))
-    repositories = {role: f"{registry_prefix}/{ext.repository(role)}" for role in ROLES}
+    return host, parent
+
+
+@dataclass(frozen=True)
+class _PushedPair:
+    """Both images in the registry, untagged: each role's repository (host/name), its top
+    manifest and each platform's manifest."""
+
+    repositories: dict[Role, str]
+    tops: dict[Role, OciBlob]
+    platforms: dict[Role, dict[str, OciBlob]]
+
+    def name(self, role: Role) -> str:
+        return split_reference(self.repositories[role])[1]
+
+    def ref(self, role: Role) -> str:
+        return f"{self.repositories[role]}@{self.tops[role].digest}"
+
+    def by_platform(self) -> dict[str, dict[str, str]]:
+        """platform -> role -> repository@manifest digest: what the image tests pull."""
+        return {
+            platform: {
+                str(role): f"{self.repositories[role]}@{self.platforms[role][platform].digest}"
+                for role in ROLES
+            }
+            for platform in self.platforms[Role.WORKER]
+        }
+
+
+def _push_pair(
+    registry: Registry,
+    ext: Extension,
+    parent: Parent,
+    repositories: dict[Role, str],
+    lock_sha: str,
+    built: ExtensionPair,
+    parts: dict[str, tuple[list, Image, Image, dict[str, OciBlob]]],
+) -> _PushedPair:
+    """Push the worker, whose digest the notebook's config names, then the notebook; the
+    parent's layers are mounted from its repositories, the new ones sent once."""
     names = {role: split_reference(repositories[role])[1] for role in ROLES}
-    store = BlobStore(build_dir / ".store")
-    built, parts = build_additions(ext, lock, parent, store, cache or package_cache())
-    logger.info(
-        "%s: %d added packages (%s), fetched %.1f MB for %s",
-        ext.name,
-        len(built.added),
-        ", ".join(built.added),
-        built.fetched_bytes / 1e6,
-        ", ".join(built.fetched) or "nothing",
-    )
-    lock_sha = lock.content_sha()
     logger.info("pushing %s and %s", repositories[Role.WORKER], repositories[Role.NOTEBOOK])
-    # The worker first: the notebook's config names it by digest.
     workers = {
         platform: Image(
             platform,
@@ -495,42 +509,69 @@ def publish_extension(
     notebook_top, notebook_manifests = _push(
         registry, names[Role.NOTEBOOK], notebooks, built, mount_notebook
     )
-    tops = {Role.WORKER: worker_top, Role.NOTEBOOK: notebook_top}
-    platforms = {Role.WORKER: worker_manifests, Role.NOTEBOOK: notebook_manifests}
+    return _PushedPair(
+        repositories,
+        {Role.WORKER: worker_top, Role.NOTEBOOK: notebook_top},
+        {Role.WORKER: worker_manifests, Role.NOTEBOOK: notebook_manifests},
+    )
+
+
+def publish_extension(
+    ext: Extension,
+    registry_prefix: str,
+    build_dir: Path,
+    test: Callable[[dict[str, dict[str, str]], str, list[str]], None] | None = None,
+    cache: Path | None = None,
+) -> Published:
+    """Build and publish the extension pair into `registry_prefix` (host/namespace),
+    without a Docker engine. `test` runs before the tags, given each platform's images
+    by manifest digest (platform -> role -> ref), the worker's top ref and the modules
+    to import (the spec's `imports`, else the top-level modules the additions install)."""
+    started = time.monotonic()
+    lock = check_extension_lock(ext)
+    host, parent = _parent_in(ext, lock, registry_prefix)
+    lock_text = ext.lock_path.read_text()
+    tag = content_tag(ext, lock_text, parent)
+    registry = Registry(host, credentials_for(host, configured=host))
+    store = BlobStore(build_dir / ".store")
+    built, parts = build_additions(ext, lock, parent, store, cache or package_cache())
+    logger.info(
+        "%s: %d added packages (%s), fetched %.1f MB for %s",
+        ext.name,
+        len(built.added),
+        ", ".join(built.added),
+        built.fetched_bytes / 1e6,
+        ", ".join(built.fetched) or "nothing",
+    )
+    repositories = {role: f"{registry_prefix}/{ext.repository(role)}" for role in ROLES}
+    pushed = _push_pair(registry, ext, parent, repositories, lock.content_sha(), built, parts)
     client = client_files(ext.name, lock, ext.lock_path)
     for role in ROLES:
-        mount = names[Role.WORKER] if role == Role.NOTEBOOK else None
-        attach_lock(registry, names[role], tops[role], lock_text, built.owners, mount)
-        attach_client_files(registry, names[role], tops[role], client, mount)
+        mount = pushed.name(Role.WORKER) if role == Role.NOTEBOOK else None
+        attach_lock(registry, pushed.name(role), pushed.tops[role], lock_text, built.owners, mount)
+        attach_client_files(registry, pushed.name(role), pushed.tops[role], client, mount)
+    imports = ext.imports or built.modules
     if test is not None:  # raises before anything is tagged
         logger.info("running the image tests")
-        by_platform = {
-            platform: {
-                str(role): f"{repositories[role]}@{platforms[role][platform].digest}"
-                for role in ROLES
-            }
-            for platform in platforms[Role.WORKER]
-        }
-        test(by_platform, worker_ref, ext.imports or built.modules)
-    today = date_tag()
-    tags = [tag, today]
+        test(pushed.by_platform(), pushed.ref(Role.WORKER), imports)
+    tags = [tag, date_tag()]
     for role in ROLES:
         for name in tags:
-            registry.put_manifest(names[role], name, tops[role])
+            registry.put_manifest(pushed.name(role), name, pushed.tops[role])
         logger.info(f"tagged {repositories[role]}:{{{','.join(tags)}}}")
     published = Published(
         environment=ext.name,
         registry=registry_prefix,
         content_tag=tag,
-        date_tag=today,
-        lock_sha256=lock_sha,
+        date_tag=tags[1],
+        lock_sha256=lock.content_sha(),
         images=PublishedImages(
             **{
                 role: PublishedImage.at(
                     repositories[role],
-                    tops[role].digest,
+                    pushed.tops[role].digest,
                     tags,
-                    {p: m.digest for p, m in platforms[role].items()},
+                    {p: m.digest for p, m in pushed.platforms[role].items()},
                 )
                 for role in ROLES
             }
@@ -541,11 +582,10 @@ def publish_extension(
         parent_environment=parent.environment,
         added=built.added,
         bytes_fetched=built.fetched_bytes,
-        imports=ext.imports or built.modules,
+        imports=imports,
     )
-    directory = build_dir / ext.name
-    write_atomic(directory / PUBLISHED_FILE, published.to_json())
-    write_atomic(directory / PUBLISHED_LOCK_FILE, lock_text)
+    write_atomic(build_dir / ext.name / PUBLISHED_FILE, published.to_json())
+    write_atomic(build_dir / ext.name / PUBLISHED_LOCK_FILE, lock_text)
     logger.info(
         "%s: published in %.1f s, %.1f MB pushed, %.1f MB fetched",
         ext.name,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import yaml
 from rattler import MatchSpec
 
 from buildtool.common import BuildToolError, SpecError, grammar, key_text, nearest_line, yamlfile
-from buildtool.spec.environments import check_environment_name, load_environment
+from buildtool.spec.environments import Environment, check_environment_name, load_environment
 from buildtool.spec.schema import (
     DEFAULT_CHANNELS,
     DEFAULT_VIRTUAL_PACKAGES,
@@ -122,84 +122,118 @@ class Imported:
     origins: dict[str, tuple[str, int | None]]  # "dependencies[2]" -> ("dependencies[5]", 12)
 
 
-def convert(source: Path, extends: str | None, root: Path) -> Imported:
-    """The spec that `source` (a conda environment.yml) imports to, on top of `extends`."""
-    data, lines, text = _read(source)
-    errors: list[SpecError] = []
-    origins: dict[str, tuple[str, int | None]] = {}
+@dataclass
+class _Reading:
+    """What reading an environment file found: the errors, and where each kept value
+    came from (its key and line, for errors about the spec it becomes)."""
 
-    def origin(key: str, loc: tuple[Any, ...]) -> None:
-        origins[key] = (key_text(loc), nearest_line(lines, loc))
+    source: Path
+    lines: yamlfile.Lines
+    errors: list[SpecError] = field(default_factory=list)
+    origins: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
-    def error(loc: tuple[Any, ...], message: str) -> None:
-        errors.append(SpecError(source, key_text(loc), message, nearest_line(lines, loc)))
+    def origin(self, key: str, loc: tuple[Any, ...]) -> None:
+        self.origins[key] = (key_text(loc), nearest_line(self.lines, loc))
 
-    for key in data:
-        if key not in KNOWN_KEYS:
-            error((key,), f"unknown key {key!r} (an environment file has {', '.join(KNOWN_KEYS)})")
-    parent = load_environment(root, extends) if extends else None
-    inherited_channels = parent.channels if parent else DEFAULT_CHANNELS
-    parent_specs = {r.spec for r in parent.all_requirements()} if parent else set()
-    parent_names = {r.name for r in parent.all_requirements()} if parent else set()
+    def error(self, loc: tuple[Any, ...], message: str) -> None:
+        self.errors.append(
+            SpecError(self.source, key_text(loc), message, nearest_line(self.lines, loc))
+        )
 
+
+def _channels(reading: _Reading, data: dict[str, Any]) -> list[str]:
     channels = data.get("channels") or []
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        error(("channels",), "must be a list of channel names")
+        reading.error(("channels",), "must be a list of channel names")
         channels = []
     channels = [c for c in channels if c not in _NOT_CHANNELS]
     for index, channel in enumerate(channels):
         problem = grammar.channel_problem(channel)
         if problem:
-            error(("channels", index), problem)
+            reading.error(("channels", index), problem)
+    return channels
 
+
+def _pip_pins(
+    reading: _Reading, entry: dict[str, Any], loc: tuple[Any, ...], pip: list[str]
+) -> None:
+    """The `pip:` list of a dependency entry, added to `pip`: exact pins only."""
+    if not isinstance(entry["pip"] or [], list):
+        reading.error((*loc, "pip"), "must be a list of pip requirements")
+        return
+    for pip_index, requirement in enumerate(entry["pip"] or []):
+        if isinstance(requirement, str) and grammar.PIP_PIN.fullmatch(requirement.strip()):
+            reading.origin(f"pip[{len(pip)}]", (*loc, "pip", pip_index))
+            pip.append(requirement.strip())
+        else:
+            reading.error(
+                (*loc, "pip", pip_index),
+                f"{requirement!r} is not an exact pip pin (name==version): pip "
+                "packages are not solved, so only exact pins rebuild the same",
+            )
+
+
+def _dependencies(
+    reading: _Reading, data: dict[str, Any], parent: Environment | None
+) -> tuple[list[str], list[str]]:
+    """The conda MatchSpecs the parent does not already ask for, and the exact pip pins."""
+    parent_specs = {r.spec for r in parent.all_requirements()} if parent else set()
+    parent_names = {r.name for r in parent.all_requirements()} if parent else set()
     dependencies: list[str] = []
     pip: list[str] = []
     raw = data.get("dependencies") or []
     if not isinstance(raw, list):
-        error(("dependencies",), "must be a list")
+        reading.error(("dependencies",), "must be a list")
         raw = []
     for index, entry in enumerate(raw):
         loc: tuple[Any, ...] = ("dependencies", index)
         if isinstance(entry, dict) and list(entry) == ["pip"]:
-            if not isinstance(entry["pip"] or [], list):
-                error((*loc, "pip"), "must be a list of pip requirements")
-                continue
-            for pip_index, requirement in enumerate(entry["pip"] or []):
-                if isinstance(requirement, str) and grammar.PIP_PIN.fullmatch(requirement.strip()):
-                    origin(f"pip[{len(pip)}]", (*loc, "pip", pip_index))
-                    pip.append(requirement.strip())
-                else:
-                    error(
-                        (*loc, "pip", pip_index),
-                        f"{requirement!r} is not an exact pip pin (name==version): pip "
-                        "packages are not solved, so only exact pins rebuild the same",
-                    )
+            _pip_pins(reading, entry, loc, pip)
             continue
         if not isinstance(entry, str):
-            error(loc, "must be a MatchSpec string or a `pip:` list")
+            reading.error(loc, "must be a MatchSpec string or a `pip:` list")
             continue
         try:
             spec = normalize_matchspec(str(entry))
         except ValueError as exc:
-            error(loc, str(exc))
+            reading.error(loc, str(exc))
             continue
         bare = MatchSpec(spec).name.normalized == spec  # type: ignore[union-attr]
         if spec in parent_specs or (bare and spec in parent_names) or spec in dependencies:
             continue
-        origin(f"dependencies[{len(dependencies)}]", loc)
+        reading.origin(f"dependencies[{len(dependencies)}]", loc)
         dependencies.append(spec)
+    return dependencies, pip
 
+
+def _variables(reading: _Reading, data: dict[str, Any]) -> dict[Any, Any]:
     variables = data.get("variables") or {}
     if not isinstance(variables, dict):
-        error(("variables",), "must map names to values")
-        variables = {}
+        reading.error(("variables",), "must map names to values")
+        return {}
     for key, value in variables.items():
         if not isinstance(key, str) or not grammar.ENV_VAR.fullmatch(key):
-            error(("variables", key), f"{key!r} is not an environment variable name")
+            reading.error(("variables", key), f"{key!r} is not an environment variable name")
         elif isinstance(value, (dict, list)) or value is None:
-            error(("variables", key), "must be a string, a number or a boolean")
-    if errors:
-        raise ImportErrors(errors)
+            reading.error(("variables", key), "must be a string, a number or a boolean")
+    return variables
+
+
+def convert(source: Path, extends: str | None, root: Path) -> Imported:
+    """The spec that `source` (a conda environment.yml) imports to, on top of `extends`."""
+    data, lines, text = _read(source)
+    reading = _Reading(source, lines)
+    for key in data:
+        if key not in KNOWN_KEYS:
+            reading.error(
+                (key,), f"unknown key {key!r} (an environment file has {', '.join(KNOWN_KEYS)})"
+            )
+    parent = load_environment(root, extends) if extends else None
+    channels = _channels(reading, data)
+    dependencies, pip = _dependencies(reading, data, parent)
+    variables = _variables(reading, data)
+    if reading.errors:
+        raise ImportErrors(reading.errors)
 
     digest = hashlib.sha256(text.encode()).hexdigest()
     out = [
@@ -213,7 +247,7 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
     ]
     if extends:
         out.append(f"extends: {extends}")
-    if channels and channels != list(inherited_channels):
+    if channels and channels != list(parent.channels if parent else DEFAULT_CHANNELS):
         out.append(f"channels: [{', '.join(_scalar(c, flow=True) for c in channels)}]")
     out.append("dependencies:" if dependencies else "dependencies: []")
     out += [f"  - {_scalar(spec)}" for spec in dependencies]
@@ -221,20 +255,25 @@ def convert(source: Path, extends: str | None, root: Path) -> Imported:
         out.append("pip:")
         out += [f"  - {_scalar(requirement)}" for requirement in pip]
     if variables:
-        origin("env", ("variables",))
+        reading.origin("env", ("variables",))
         out.append("env:")
         out += [f"  {key}: {_scalar(str(value))}" for key, value in variables.items()]
-    virtual = _virtual_packages(source)
-    if virtual:
-        out.append("# from virtual-packages.yml: what the GPU nodes provide")
-        out.append("virtual_packages:")
-        for key, value in virtual.items():
-            if isinstance(value, dict):
-                out.append(f"  {key}:")
-                out += [f"    {k}: {json.dumps(v)}" for k, v in value.items()]
-            else:
-                out.append(f"  {key}: {json.dumps(value)}")
-    return Imported("\n".join(out) + "\n", source, origins)
+    out += _virtual_lines(_virtual_packages(source))
+    return Imported("\n".join(out) + "\n", source, reading.origins)
+
+
+def _virtual_lines(virtual: dict[str, Any]) -> list[str]:
+    """virtual-packages.yml's packages as the spec's `virtual_packages:`."""
+    if not virtual:
+        return []
+    out = ["# from virtual-packages.yml: what the GPU nodes provide", "virtual_packages:"]
+    for key, value in virtual.items():
+        if isinstance(value, dict):
+            out.append(f"  {key}:")
+            out += [f"    {k}: {json.dumps(v)}" for k, v in value.items()]
+        else:
+            out.append(f"  {key}: {json.dumps(value)}")
+    return out
 
 
 def import_environment(source: Path, name: str, root: Path, extends: str | None = None) -> Path:
