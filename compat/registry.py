@@ -72,27 +72,18 @@ class RegistryError(CheckError):
 
 
 def _origin(url: str) -> Origin:
-    try:
-        return Origin.of(url)
-    except rules.RegistryRuleError as exc:
-        raise RegistryError(str(exc)) from None
+    return rules.checked(RegistryError, Origin.of, url)
 
 
 def parse_reference(text: str) -> Reference:
     """An image reference as `docker pull` reads it (`registry_rules.parse_reference`)."""
-    try:
-        return rules.parse_reference(text)
-    except rules.RegistryRuleError as exc:
-        raise RegistryError(str(exc)) from None
+    return rules.checked(RegistryError, rules.parse_reference, text)
 
 
 def credentials_for(host: str) -> Credentials | None:
     """`registry_rules.credentials_for`, the registry a reader reads being the one the
     user named."""
-    try:
-        return rules.credentials_for(host, configured=host)
-    except rules.RegistryRuleError as exc:
-        raise RegistryError(str(exc)) from None
+    return rules.checked(RegistryError, rules.credentials_for, host, host)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import ipaddress
 import json
 import os
 import re
+import typing
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -38,6 +39,18 @@ from pathlib import Path
 
 class RegistryRuleError(ValueError):
     """A reference, URL or docker config that breaks the rules: one line."""
+
+
+_T = typing.TypeVar("_T")
+
+
+def checked(error: "type[Exception]", rule: "typing.Callable[..., _T]", *args: typing.Any) -> _T:
+    """`rule(*args)`, a RegistryRuleError it raises raised as `error` instead (each
+    client's own kind of one-line error)."""
+    try:
+        return rule(*args)
+    except RegistryRuleError as exc:
+        raise error(str(exc)) from None
 
 
 # -- references ----------------------------------------------------------------------------

@@ -61,10 +61,7 @@ def resolve_from(value: str, build_dir: Path) -> str:
 
 
 def _reference(text: str) -> registry_rules.Reference:
-    try:
-        return registry_rules.parse_reference(text)
-    except registry_rules.RegistryRuleError as exc:
-        raise BuildToolError(str(exc)) from None
+    return registry_rules.checked(BuildToolError, registry_rules.parse_reference, text)
 
 
 def _platform_of(descriptor: dict[str, Any]) -> str:

@@ -38,11 +38,11 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 
 from buildtool.common import BuildToolError
 from buildtool.image import OCI_INDEX, OCI_MANIFEST, Blob
 from compat import registry_rules as rules
+from compat.registry import OPENER, Answer
 from compat.registry_rules import (
     MAX_REDIRECTS,
     REDIRECTS,
@@ -60,17 +60,6 @@ MANIFEST_TYPES = (
 )
 
 
-OPENER = urllib.request.build_opener(rules.NoRedirects)
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    url: str  # the URL that answered, after any redirects
-
-
 def split_reference(repository: str) -> tuple[str, str]:
     """`host[:port]/name/space` -> (host, name/space)."""
     try:
@@ -85,18 +74,12 @@ def credentials_for(host: str, configured: str | None) -> Credentials | None:
     """The credentials for `host` (`registry_rules.credentials_for`): the environment's
     only when `host` is the configured registry, REGISTRY's host or else `configured`
     (the registry the command publishes to)."""
-    try:
-        return rules.credentials_for(host, configured)
-    except rules.RegistryRuleError as exc:
-        raise BuildToolError(str(exc)) from None
+    return rules.checked(BuildToolError, rules.credentials_for, host, configured)
 
 
 def _origin(url: str) -> Origin:
     """`Origin.of`, failing as this tool fails (one line, no traceback)."""
-    try:
-        return Origin.of(url)
-    except rules.RegistryRuleError as exc:
-        raise BuildToolError(str(exc)) from None
+    return rules.checked(BuildToolError, Origin.of, url)
 
 
 # Basic credentials are the same for every scope: learnt once per registry.

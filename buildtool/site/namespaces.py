@@ -50,8 +50,8 @@ from compat.registry_rules import (
     SHA256,
     NoRedirects,
     Origin,
-    RegistryRuleError,
     base_url,
+    checked,
     credentials_for,
     display_url,
     is_loopback,
@@ -273,10 +273,7 @@ def notebook_worker(image: str) -> str | None:
 
 def _origin(url: str) -> Origin:
     """`Origin.of`, refusing as this module refuses."""
-    try:
-        return Origin.of(url)
-    except RegistryRuleError as exc:
-        raise NamespaceError(str(exc)) from None
+    return checked(NamespaceError, Origin.of, url)
 
 
 class RegistryReader:
