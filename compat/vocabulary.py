@@ -68,6 +68,8 @@ WORKER_LABEL = "io.daskhub.worker-image"
 PARENT_LABEL = "io.daskhub.parent"
 #: An untagged image that carries part of a chain into the engine while a build runs.
 PARTIAL_LABEL = "io.daskhub.partial"
+#: Every container and network of a build's image tests: the build's id.
+BUILD_LABEL = "io.daskhub.build"
 #: An SBOM artifact's annotation: the platform whose image it describes.
 PLATFORM_ANNOTATION = "io.daskhub.platform"
 #: The keys the Dockerfile templates write (dockerfiles/_labels.j2), by what they hold.

@@ -24,7 +24,14 @@ from buildtool.common.errors import (
 )
 from buildtool.common.files import write_atomic, write_if_changed
 from buildtool.common.models import StrictModel
-from buildtool.common.proc import CommandTimeout, Watchdog, describe, interrupt_group, run
+from buildtool.common.proc import (
+    CommandTimeout,
+    Watchdog,
+    describe,
+    interrupt_group,
+    kill_marked,
+    run,
+)
 from buildtool.common.records import (
     PUBLISHED_FILE,
     PUBLISHED_IMAGES_FILE,
@@ -63,6 +70,7 @@ __all__ = [
     "grammar",
     "interrupt_group",
     "key_text",
+    "kill_marked",
     "nearest_line",
     "published_extensions",
     "read_published",

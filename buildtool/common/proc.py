@@ -171,3 +171,36 @@ class Watchdog:
         """Raise CommandTimeout if the limit killed the command."""
         if self.expired:
             raise CommandTimeout(self.what, self.limit)
+
+
+def _carrying(marker: bytes) -> list[int]:
+    """The processes (but this one) whose environment holds `marker` (`NAME=value`)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_marked(name: str, value: str, rounds: int = 20) -> int:
+    """SIGKILL every process that carries `name=value` in its environment, whatever
+    session or process group it started: a build's whole tree, its children that left
+    for sessions of their own included (a group kill misses those). Rounds go on while
+    new ones turn up (a process forking as it dies). How many were killed."""
+    marker = f"{name}={value}".encode()
+    killed = 0
+    for _ in range(rounds):
+        found = _carrying(marker)
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed

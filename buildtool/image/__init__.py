@@ -16,6 +16,8 @@ store, from which a push sends only what a registry lacks.
   versionchecks.py  the scheduler guard and client check every pair carries
   testing.py        the image tests (suite/, pytest + testinfra) on a built or a
                     published pair
+  sandbox.py        where the image tests run the user's code: a network of the build's
+                    own, bounded unprivileged containers, all removed when it ends
 """
 
 from buildtool.image.assemble import (
@@ -66,6 +68,9 @@ from buildtool.image.oci import (
 )
 from buildtool.image.pkgcache import MARKER, VIEWS, Facts, entry_problem, view
 from buildtool.image.render import BASE_APT, RenderedPair, dockerfile_string, render
+from buildtool.image.sandbox import BUILD_ID_ENV, Sandbox, sandbox
+from buildtool.image.sandbox import remove as remove_sandbox
+from buildtool.image.sandbox import sweep as sweep_sandboxes
 from buildtool.image.testing import test, test_extension, test_pair
 from buildtool.image.versionchecks import (
     CLIENT_ENV,
@@ -77,6 +82,7 @@ from buildtool.image.versionchecks import OFF as CHECKS_OFF
 
 __all__ = [
     "BASE_APT",
+    "BUILD_ID_ENV",
     "CHECKS_OFF",
     "CLIENT_ENV",
     "EXTENSION_GZIP_LEVEL",
@@ -106,6 +112,7 @@ __all__ = [
     "Layer",
     "Package",
     "RenderedPair",
+    "Sandbox",
     "build_pair",
     "canonical_json",
     "check_layers",
@@ -125,10 +132,13 @@ __all__ = [
     "pip_layer",
     "plan_layers",
     "read_installed",
+    "remove_sandbox",
     "render",
     "run_logged",
+    "sandbox",
     "sha256_digest",
     "store_for",
+    "sweep_sandboxes",
     "test",
     "test_extension",
     "test_pair",

@@ -7,17 +7,19 @@ What the tests check is handed to them as a `Subject` (a JSON file named by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from buildtool.common import BuildToolError, read_published, run
 from buildtool.image.build import BuiltPair
 from buildtool.image.engine import docker
 from buildtool.image.render import RenderedPair
+from buildtool.image.sandbox import BUILD_ID_ENV, build_id, sandbox
 from buildtool.lock import read_lock
 from buildtool.spec import Environment, Extension, Target, load_environment
 from compat.vocabulary import ROLES
@@ -43,6 +45,9 @@ class Subject:
     worker_ref: str  # what the notebook names as its worker (label and variable)
     imports: dict[str, list[str]]  # role -> modules the spec says it imports
     worker_asks_jupyter: bool  # the worker's roots name Jupyter itself
+    # What every container the tests start takes (`sandbox.Sandbox.run_args`): the
+    # build's own network and label, its bounds; filled in when the tests run.
+    run_args: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Subject:
@@ -64,12 +69,13 @@ def _run_tests(subject: Subject, report: Path, extra_args: list[str] | None) -> 
         "-q",
         *(extra_args or []),
     ]
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
-        file.write(json.dumps(asdict(subject)))
+    build = build_id()
+    with sandbox(build) as box, tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        file.write(json.dumps(asdict(replace(subject, run_args=box.run_args()))))
         file.flush()
         result = run(
             command,
-            env={**os.environ, SUBJECT_ENV: file.name},
+            env={**os.environ, SUBJECT_ENV: file.name, BUILD_ID_ENV: build},
             timeout=IMAGE_TESTS_TIMEOUT,
             what=f"the image tests of {subject.environment} on {subject.platform}",
         )
@@ -109,14 +115,12 @@ def test_extension(
     extra_args: list[str] | None = None,
 ) -> None:
     """The same image tests on a published extension pair: each platform's images
-    (`refs`: platform -> role -> repository@manifest digest) are pulled by digest;
-    `worker_ref` is the worker image the notebook names (its top digest); `imports`
-    what both images must import."""
+    (`refs`: platform -> role -> repository@manifest digest) are pulled by digest, and
+    removed again after the tests; `worker_ref` is the worker image the notebook names
+    (its top digest); `imports` what both images must import."""
     lock = read_lock(ext.lock_path)
     worker_names = {p.name for p in lock.package if p.in_worker}
     for platform, by_role in refs.items():
-        for role in ROLES:
-            docker("pull", "--quiet", by_role[role], timeout=IMAGE_TESTS_TIMEOUT)
         subject = Subject(
             environment=ext.name,
             platform=platform,
@@ -127,8 +131,13 @@ def test_extension(
             imports={role: imports for role in ROLES},
             worker_asks_jupyter=bool(worker_names & JUPYTER),
         )
-        report = build_dir / ext.name / platform / "image-tests.xml"
-        _run_tests(subject, report, extra_args)
+        try:
+            for role in ROLES:
+                docker("pull", "--quiet", by_role[role], timeout=IMAGE_TESTS_TIMEOUT)
+            _run_tests(subject, build_dir / ext.name / platform / "image-tests.xml", extra_args)
+        finally:  # what was pulled for the tests goes with them
+            with contextlib.suppress(BuildToolError):
+                docker("rmi", "--force", *by_role.values())
 
 
 def test(target: Target, build_dir: Path) -> None:

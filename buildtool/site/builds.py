@@ -38,7 +38,15 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from buildtool.common import BuildToolError, CommandTimeout, StrictModel, run, write_atomic
+from buildtool.common import (
+    BuildToolError,
+    CommandTimeout,
+    StrictModel,
+    kill_marked,
+    run,
+    write_atomic,
+)
+from buildtool.image import BUILD_ID_ENV, remove_sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -126,26 +134,8 @@ class LocalRunner:
     @staticmethod
     def _run(job: Job, started: Callable[[], None], done: Callable[[str | None], None]) -> None:
         started()
-        deadline = time.monotonic() + job.timeout
         try:
-            with job.log.open("a") as log:
-                for index, command in enumerate(job.commands):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise CommandTimeout("the build", job.timeout)
-                    result = run(
-                        command,
-                        cwd=job.cwd,
-                        env=job.env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        timeout=left,
-                        what="the build",
-                    )
-                    if result.returncode != 0:
-                        raise BuildToolError(_last_error(job.log))
-                    if index == 0:
-                        job.after_lock()
+            LocalRunner._commands(job)
         except CommandTimeout:
             done(f"the build took longer than {job.timeout:.0f} s (self_service.build_timeout)")
         except BuildToolError as exc:
@@ -155,6 +145,43 @@ class LocalRunner:
             done(f"the build failed: {type(exc).__name__}")
         else:
             done(None)
+
+    @staticmethod
+    def _commands(job: Job) -> None:
+        """The job's commands, one after another within its time limit; however they end,
+        every process of the build ends with them, and every container and network its
+        image tests started (`BUILD_ID_ENV` marks the build's processes and containers)."""
+        deadline = time.monotonic() + job.timeout
+        env = {**job.env, BUILD_ID_ENV: job.build.id}
+        try:
+            with job.log.open("a") as log:
+                for index, command in enumerate(job.commands):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CommandTimeout("the build", job.timeout)
+                    result = run(
+                        command,
+                        cwd=job.cwd,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=left,
+                        what="the build",
+                    )
+                    if result.returncode != 0:
+                        raise BuildToolError(_last_error(job.log))
+                    if index == 0:
+                        job.after_lock()
+        finally:
+            killed = kill_marked(BUILD_ID_ENV, job.build.id)
+            removed = remove_sandbox(job.build.id)
+            if killed or removed:
+                logger.info(
+                    "build %s: ended %d processes and %d containers it left",
+                    job.build.id,
+                    killed,
+                    removed,
+                )
 
 
 def _last_error(log: Path) -> str:

@@ -58,6 +58,7 @@ from buildtool.common import (
     published_extensions,
     read_published,
 )
+from buildtool.image import sweep_sandboxes
 from buildtool.lock import Parent, lock_extension, read_lock
 from buildtool.publish import (
     Registry,
@@ -554,6 +555,10 @@ def serve(settings: ServiceSettings, port: int) -> None:
     site = load_site_settings(settings.root)
     if site.user_images is None:
         raise BuildToolError(f"{settings.root / SITE_FILE}: serve needs user_images")
+    if settings.test_images:  # what builds of an earlier run left: none of them runs now
+        left = sweep_sandboxes()
+        if left:
+            logger.info("removed %d containers that earlier builds left", left)
     app = make_app(settings)
 
     async def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.common import CommandTimeout, describe, interrupt_group, run
+from buildtool.common import CommandTimeout, describe, interrupt_group, kill_marked, run
 from buildtool.image import run_logged
 
 
@@ -154,3 +154,36 @@ def test_an_interrupted_command_that_ignores_sigint_is_killed() -> None:
 )
 def test_errors_name_the_program_and_subcommand_only(command: list[str], named: str) -> None:
     assert describe(command) == named
+
+
+def test_a_builds_whole_tree_ends_its_own_sessions_included(tmp_path: Path) -> None:
+    """A build's processes that left for sessions of their own (as every `run` child
+    does) outlive a group kill; `kill_marked` ends every process carrying the build's
+    mark, and only those."""
+    env = {"PATH": "/usr/bin:/bin", "DASKHUB_BUILD_ID": "b-test"}
+    script = "setsid sh -c 'echo $$ > escaped; exec sleep 600' & echo $$ > top; wait"
+    build = subprocess.Popen(["sh", "-c", script], cwd=tmp_path, env=env, start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "600"], env={**env, "DASKHUB_BUILD_ID": "other"})
+    deadline = time.monotonic() + 10
+    while not ((tmp_path / "escaped").exists() and (tmp_path / "top").exists()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    escaped = int((tmp_path / "escaped").read_text())
+    build.kill()  # the group kill a time limit does: the escaped session lives on
+    build.wait()
+    assert Path(f"/proc/{escaped}").exists()
+    assert kill_marked("DASKHUB_BUILD_ID", "b-test") >= 1
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{escaped}").exists() and "Z" not in _state(escaped):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert bystander.poll() is None  # another build's process is not touched
+    bystander.kill()
+    bystander.wait()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -51,10 +51,13 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def containers(refs: dict[str, str]) -> Iterator[dict[str, testinfra.host.Host]]:
-    """One idle container per image, started through the image's own entrypoint."""
+def containers(subject: Subject, refs: dict[str, str]) -> Iterator[dict[str, testinfra.host.Host]]:
+    """One idle container per image, started through the image's own entrypoint, in the
+    build's sandbox (`buildtool.image.sandbox`)."""
     ids = {
-        role: docker("run", "-d", "--rm", refs[role], "sleep", "infinity").stdout.strip()
+        role: docker(
+            "run", "-d", "--rm", *subject.run_args, refs[role], "sleep", "infinity"
+        ).stdout.strip()
         for role in ROLES
     }
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import textwrap
 import uuid
@@ -11,6 +10,7 @@ import uuid
 import pytest
 import testinfra
 
+from buildtool.image.engine import docker_cli
 from buildtool.image.suite.conftest import docker, inspect
 from buildtool.image.testing import Subject
 from buildtool.lock import LockFile
@@ -137,12 +137,6 @@ def test_version_checks_are_on(role: str, containers: Hosts) -> None:
     assert said == [["compat.plugin"], ["compat.clientcheck"], "refuse", "error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 PAIR_CLIENT = textwrap.dedent(
     """
     import importlib, json, sys, warnings
@@ -164,46 +158,27 @@ PAIR_CLIENT = textwrap.dedent(
 
 
 def test_real_pair_scheduler_worker_and_client(refs: dict[str, str], subject: Subject) -> None:
-    """Scheduler and worker from the worker image, client from the notebook image; the
-    worker spec's imports are imported on the workers, through the client."""
-    port, name = _free_port(), f"pairtest-{uuid.uuid4().hex[:8]}"
-    address = f"tcp://127.0.0.1:{port}"
+    """Scheduler and worker from the worker image, client from the notebook image, in the
+    build's sandbox (they reach each other by name, and nothing else); the worker spec's
+    imports are imported on the workers, through the client."""
+    name = f"pairtest-{uuid.uuid4().hex[:8]}"
+    address = f"tcp://{name}-scheduler:8786"
     started = []
     try:
         for role, command in (
-            (
-                "scheduler",
-                [
-                    "dask",
-                    "scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--dashboard-address",
-                    ":0",
-                ],
-            ),
+            ("scheduler", ["dask", "scheduler", "--port", "8786", "--dashboard-address", ":0"]),
             ("worker", ["dask", "worker", address, "--nthreads", "1", "--no-dashboard"]),
         ):
             cid = docker(
-                "run",
-                "-d",
-                "--network",
-                "host",
-                "--name",
-                f"{name}-{role}",
-                refs["worker"],
-                *command,
+                "run", "-d", *subject.run_args, "--name", f"{name}-{role}", refs["worker"], *command
             ).stdout.strip()
             started.append(cid)
         result = subprocess.run(
             [
-                "docker",
+                docker_cli(),
                 "run",
                 "--rm",
-                "--network",
-                "host",
+                *subject.run_args,
                 refs["notebook"],
                 "python",
                 "-c",
