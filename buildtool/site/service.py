@@ -160,8 +160,11 @@ def _imported(text: str) -> tuple[list[str], list[str]]:
         except BuildToolError as exc:
             raise Rejected(400, str(exc).replace(folder + "/", "")) from None
     data = yaml.safe_load(imported.text) or {}
-    # The importer adds python when the file names none; an extension keeps its parent's.
-    dependencies = [d for d in data.get("dependencies", []) if not d.startswith("python")]
+    # An extension keeps its parent's Python: a python spec is left out (and only that:
+    # python-dateutil is a package like any other).
+    dependencies = [
+        d for d in data.get("dependencies", []) if d.split()[0].split("[")[0] != "python"
+    ]
     return dependencies, list(data.get("pip", []))
 
 

@@ -32,8 +32,9 @@ TEXT_MAX = 300
 DEFAULT_VIRTUAL_PACKAGES = {"__unix": "0", "__linux": "5.10", "__glibc": "2.36"}
 
 
-def normalize_matchspec(value: str) -> str:
-    """`value` in one canonical form, or ValueError saying why conda would refuse it.
+def normalize_matchspec(value: str, packages_only: bool = False) -> str:
+    """`value` in one canonical form, or ValueError saying why conda would refuse it, or
+    why this tool does.
 
     conda's grammar is rattler's lenient parser (rattler's `ParseStrictness::Lenient`;
     py-rattler exposes it as `strict=False`), which reads every form conda reads in an
@@ -43,6 +44,14 @@ def normalize_matchspec(value: str) -> str:
     globs in names) stays refused. What is stored is rattler's string form of the parsed
     spec (`tensorflow >=2.17.0 cuda12*`): the same for every way of writing one spec, and
     read back the same by strict and lenient parsers alike.
+
+    A spec names packages; where they come from is the channels' business, so a URL is
+    refused in every form (a package's `[url=...]`, a bare archive URL or path, a
+    channel given by URL): the solve would fetch it from wherever it points, a request a
+    spec's author could aim at the builder's network. With `packages_only` (a user's
+    extension, and everything the hub service takes) a spec names a package and its
+    versions and builds only: no channel (`channel::name`, `[channel=...]`), `subdir`,
+    `md5` or `sha256`, which only the parent's lock decides.
     """
     try:
         spec = MatchSpec(
@@ -60,17 +69,43 @@ def normalize_matchspec(value: str) -> str:
     if spec.build is not None and re.search(r"\s", str(spec.build)):
         # conda reads `name version build` and nothing after it.
         raise ValueError(f"invalid MatchSpec {value!r}: more than name, version and build")
-    return str(spec)
+    canonical = str(spec)
+    if "://" in canonical or "://" in value or "url=" in canonical:
+        raise ValueError(
+            f"MatchSpec {value!r} names a URL: a spec names packages, and its channels say "
+            "where they come from"
+        )
+    if packages_only:
+        extra = [
+            key
+            for key, present in (
+                ("a channel", spec.channel is not None),
+                ("a subdir", spec.subdir is not None),
+                ("an md5", spec.md5 is not None),
+                ("a sha256", spec.sha256 is not None),
+            )
+            if present
+        ]
+        if extra:
+            raise ValueError(
+                f"MatchSpec {value!r} names {extra[0]}: an addition names a package, its "
+                "versions and builds only; the parent's channels and lock decide the rest"
+            )
+    return canonical
 
 
-def _check_matchspecs(values: list[str]) -> list[str]:
+def _check_matchspecs(values: list[str], packages_only: bool = False) -> list[str]:
     normalized = []
     for index, value in enumerate(values):
         try:
-            normalized.append(normalize_matchspec(value))
+            normalized.append(normalize_matchspec(value, packages_only))
         except ValueError as exc:
             raise ValueError(f"[{index}] {exc}") from None
     return normalized
+
+
+def _check_additions(values: list[str]) -> list[str]:
+    return _check_matchspecs(values, packages_only=True)
 
 
 def _check_pattern(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
@@ -119,6 +154,8 @@ def _one_line(v: str | None) -> str | None:
 
 # The fields the specs of site environments and of extensions share.
 MatchSpecs = Annotated[list[str], AfterValidator(_check_matchspecs)]
+#: An extension's additions: packages by name, versions and builds only.
+Additions = Annotated[list[str], AfterValidator(_check_additions)]
 PipPins = Annotated[list[str], AfterValidator(_pip_pins)]
 ModuleNames = Annotated[list[str], AfterValidator(_module_names)]
 RepositoryName = Annotated[str | None, AfterValidator(_repository_name)]
@@ -302,7 +339,7 @@ class ExtensionFile(StrictModel):
     from_: Annotated[str, AfterValidator(_from_value)] = Field(alias="from")
     description: OneLine
     display_name: OneLine | None = None
-    dependencies: MatchSpecs = Field(default_factory=list)
+    dependencies: Additions = Field(default_factory=list)
     pip: PipPins = Field(default_factory=list)
     imports: ModuleNames = Field(default_factory=list)
     notebook: ExtensionImage = Field(default_factory=ExtensionImage)

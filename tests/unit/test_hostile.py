@@ -6,7 +6,9 @@ written. The CLI runs in-process (`buildtool.cli.main`), as the console script d
 
 from __future__ import annotations
 
+import http.server
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,28 @@ def envfile(text: str | bytes, where: str, says: str, name: str = "imported") ->
         ["import", "environment.yml", "--name", name, "--extends", "base"],
         f"environment.yml:{where}",
         says,
+    )
+
+
+# Every form in which a MatchSpec names a URL that a solve would fetch.
+URL_FORMS = [
+    'x[url="http://169.254.169.254/latest/x-1.0-0.conda"]',
+    "https://10.0.0.5/conda-forge/linux-64/x-1.0-0.conda",
+    "file:///etc/x-1.0-0.conda",
+    "/etc/x-1.0-0.conda",
+    "https://evil.example.net/conda-forge::numpy",
+    'numpy[channel="http://127.0.0.4:9/c"]',
+]
+
+
+def extension(form: str, what: str) -> Case:
+    """An extension `ext` adding `form`, locked: refused at its line before any request."""
+    text = f"from: 127.0.0.1:9/ns/jupyter-e2e:latest\ndescription: x\ndependencies: ['{form}']\n"
+    return Case(
+        {"environments/ext/env.yaml": text},
+        ["lock", "ext"],
+        "environments/ext/env.yaml:3: dependencies[0]:",
+        f"names {what}",
     )
 
 
@@ -412,6 +436,29 @@ CASES: dict[str, Case] = {
     "default profile that climbs": Case(
         {}, ["helm-values", "--default", "../x"], "environments:", "not an environment name"
     ),
+    # -- specs: requests a spec's author could aim (solves fetch what a spec names) ----
+    **{
+        f"site spec naming a URL: {form}": spec(
+            HEAD + f"dependencies: ['{form}']\n", "3: dependencies[0]:", "names a URL"
+        )
+        for form in URL_FORMS
+    },
+    **{
+        f"extension naming {what}: {form}": extension(form, what)
+        for form, what in [
+            *((form, "a URL") for form in URL_FORMS),
+            ("conda-forge::numpy", "a channel"),
+            ("numpy[channel=conda-forge]", "a channel"),
+            ("numpy[subdir=linux-aarch64]", "a subdir"),
+            ("numpy[md5=0123456789abcdef0123456789abcdef]", "an md5"),
+            (f"numpy[sha256={'ab' * 32}]", "a sha256"),
+        ]
+    },
+    "environment.yml naming a URL": envfile(
+        "dependencies:\n  - x[url=http://169.254.169.254/x-1.0-0.conda]\n",
+        "2: dependencies[0]:",
+        "names a URL",
+    ),
 }
 
 
@@ -458,3 +505,53 @@ def test_hostile_input_gets_one_line_and_changes_nothing(
 
 def test_the_corpus_is_large() -> None:
     assert len(CASES) >= 50
+
+
+def test_no_url_a_spec_names_is_ever_asked_for(
+    sitedir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL forms aimed at a listener on this machine (127.0.0.4, "another host"): each
+    `lock` of a site spec or an extension is one line and exit 2, and the listener hears
+    nothing."""
+    heard: list[str] = []
+
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's name)
+            heard.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.4", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.4:{server.server_address[1]}"
+    forms = [
+        f'x[url="{base}/pkgs/x-1.0-0.conda"]',
+        f"{base}/conda-forge/linux-64/x-1.0-0.conda",
+        f"{base}/conda-forge::numpy",
+        f'numpy[channel="{base}/c"]',
+    ]
+    monkeypatch.chdir(sitedir)
+    root = sitedir / "environments"
+    try:
+        for form in forms:
+            for name, text in (
+                ("bad", HEAD + f"dependencies: ['{form}']\n"),
+                (
+                    "ext",
+                    f"from: {base[7:]}/ns/jupyter-e2e:latest\ndescription: x\n"
+                    f"dependencies: ['{form}']\n",
+                ),
+            ):
+                (root / name).mkdir(exist_ok=True)
+                (root / name / "env.yaml").write_text(text)
+                code = main(
+                    ["--root", str(root), "--build-dir", str(sitedir / "build"), "lock", name]
+                )
+                err = capsys.readouterr().err
+                assert code == 2 and len(err.splitlines()) == 1, err
+                assert "names a URL" in err, err
+    finally:
+        server.shutdown()
+    assert heard == []
