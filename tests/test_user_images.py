@@ -43,8 +43,8 @@ from buildtool.site import (
     REGISTRY_USER_ENV,
     NamespaceError,
     dump_helm_values,
+    forget_worker_labels,
     generate_helm_values,
-    namespaces,
     user_prefix,
     user_worker_image,
 )
@@ -169,9 +169,9 @@ def pushed(credentials: RegistryCredentials) -> Pushed:
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_cache() -> None:
     """Each test reads the registry itself: the module keeps answers per process."""
-    monkeypatch.setattr(namespaces, "_WORKER_OF", {})
+    forget_worker_labels()
 
 
 @pytest.fixture

@@ -125,8 +125,15 @@ def _labels(image: ParentImage) -> dict[str, str]:
 def read_parent(notebook_reference: str, configured: str | None, depth: int = 0) -> Parent:
     """The pair whose notebook image is `notebook_reference` (by digest or tag), read with
     the credentials of `configured`, the registry the command works with (see
-    `compat.registry_rules.credentials_for`)."""
+    `compat.registry_rules.credentials_for`). A parent, or a grandparent its attached lock
+    names, in any other registry than the configured one is refused before any request."""
     host = _reference(notebook_reference).host
+    expected = registry_rules.configured_registry(configured)
+    if expected and host != expected:  # refused before anything is asked of it
+        raise BuildToolError(
+            f"{notebook_reference}: the parent is in {host}, not in {expected}, the registry "
+            "the pair is published to; an extension pair lives beside its parent"
+        )
     registry = Registry(host, credentials_for(host, configured))
     notebook = _read_image(registry, notebook_reference, "parent notebook image")
     labels = _labels(notebook)

@@ -263,6 +263,11 @@ def service_pairs(url: str, token: str, username: str) -> list:
 _WORKER_OF: dict = {}  # image by digest -> its worker label (None: it has none)
 
 
+def forget_worker_labels() -> None:
+    """Forget the worker labels read so far (each is kept for the life of the process)."""
+    _WORKER_OF.clear()
+
+
 def notebook_worker(image: str) -> str | None:
     """The `io.daskhub.worker-image` label of `image` (`host/name@sha256:...`), or None
     when it has none (a worker image); read from the registry once per process."""

@@ -21,15 +21,17 @@ from buildtool.common import BuildToolError, SpecError, grammar
 from buildtool.publish import Registry
 from buildtool.site import (
     NamespaceError,
+    RegistryReader,
     escape_username,
     hub_user_images_config,
     in_any_user_namespace,
     load_site_settings,
-    namespaces,
     own_image_regex,
+    portable_source,
     template_problem,
     user_prefix,
     user_profile_list,
+    user_worker_image,
 )
 from compat import registry as oci
 from compat.registry_rules import is_loopback
@@ -151,7 +153,7 @@ def test_every_registry_client_speaks_plain_http_to_the_same_hosts(host: str) ->
     bases = [
         Registry(hostport, None).base,
         oci.Client(hostport, None).base,
-        namespaces.RegistryReader(hostport).base,
+        RegistryReader(hostport).base,
     ]
     assert bases == [f"{expected}://{hostport}"] * 3
 
@@ -214,10 +216,10 @@ def test_refusals_before_any_registry_read_say_why_in_one_line() -> None:
     }
     for (user, image), says in cases.items():
         with pytest.raises(NamespaceError) as caught:
-            namespaces.user_worker_image(TEMPLATE, image, user)
+            user_worker_image(TEMPLATE, image, user)
         assert says in str(caught.value) and "\n" not in str(caught.value)
     # Not in a user namespace: the site's rules decide.
-    assert namespaces.user_worker_image(TEMPLATE, "docker.io/library/python:3", "bob") is None
+    assert user_worker_image(TEMPLATE, "docker.io/library/python:3", "bob") is None
 
 
 def test_the_profiles_are_the_sites_then_the_users_own_image() -> None:
@@ -289,7 +291,7 @@ def test_a_bad_template_is_one_line_naming_file_key_and_line(
 
 # -- the portable part: the code the gateway and the hub run ---------------------------------
 def test_the_portable_part_imports_the_standard_library_only_and_is_ascii() -> None:
-    source = namespaces.portable_source()
+    source = portable_source()
     assert source.isascii()  # the values file keeps it a readable `|` block
     imported = {
         alias.name.split(".")[0]

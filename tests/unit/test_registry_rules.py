@@ -6,14 +6,19 @@ the module's own source."""
 from __future__ import annotations
 
 import ast
+import http.server
 import inspect
 import re
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from buildtool.publish import registry as push_client
+from buildtool.cli import main
+from buildtool.publish import Registry
+from buildtool.publish import credentials_for as push_credentials_for
 from buildtool.site import hub_user_images_config
 from compat import registry as read_client
 from compat import registry_rules
@@ -39,7 +44,7 @@ def test_registrys_host_binds_the_credentials(pushing: None, monkeypatch) -> Non
     assert credentials_for(SITE, None) == Credentials("ci", "s3cret")
     for configured in (None, SITE, ELSEWHERE):
         assert credentials_for(ELSEWHERE, configured) is None
-    assert push_client.credentials_for(ELSEWHERE, ELSEWHERE) is None
+    assert push_credentials_for(ELSEWHERE, ELSEWHERE) is None
     assert read_client.credentials_for(ELSEWHERE) is None
 
 
@@ -47,7 +52,7 @@ def test_without_registry_the_command_names_the_registry(pushing: None) -> None:
     assert credentials_for(SITE, SITE) == Credentials("ci", "s3cret")
     assert credentials_for(ELSEWHERE, SITE) is None
     assert credentials_for(ELSEWHERE, None) is None
-    assert push_client.credentials_for(ELSEWHERE, SITE) is None
+    assert push_credentials_for(ELSEWHERE, SITE) is None
 
 
 def test_docker_config_entries_go_to_their_own_host_only(pushing: None, tmp_path: Path) -> None:
@@ -58,7 +63,7 @@ def test_docker_config_entries_go_to_their_own_host_only(pushing: None, tmp_path
 
 def test_no_credential_in_a_repr() -> None:
     assert "s3cret" not in repr(Credentials("ci", "s3cret"))
-    assert "s3cret" not in repr(push_client.Registry(SITE, Credentials("ci", "s3cret")))
+    assert "s3cret" not in repr(Registry(SITE, Credentials("ci", "s3cret")))
 
 
 def test_the_rules_are_defined_once() -> None:
@@ -97,3 +102,60 @@ def test_the_module_runs_anywhere_and_the_generated_config_embeds_it() -> None:
     }
     assert imported <= sys.stdlib_module_names, imported
     assert source in hub_user_images_config(f"{SITE}/users/{{username}}")
+
+
+@pytest.fixture
+def basic_asker() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A registry on 127.0.0.3 ("another host") that answers every request with 401 and a
+    Basic challenge, and keeps each request's headers."""
+    asked: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's name)
+            asked.append(dict(self.headers))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="give me your password"')
+            self.end_headers()
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.3", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.3:{server.server_address[1]}", asked
+    server.shutdown()
+
+
+def _lock_extension_from(host: str, tmp_path: Path, capsys) -> tuple[int, str]:
+    root = tmp_path / "environments"
+    (root / "ext").mkdir(parents=True)
+    (root / "ext" / "env.yaml").write_text(
+        f"from: {host}/ns/jupyter-physlite:latest\ndescription: x\ndependencies: [toolz]\n"
+    )
+    code = main(["--root", str(root), "--build-dir", str(tmp_path / "build"), "lock", "ext"])
+    return code, capsys.readouterr().err
+
+
+def test_a_parent_elsewhere_never_gets_the_push_credentials(
+    pushing: None, basic_asker, tmp_path: Path, capsys
+) -> None:
+    """The issue's case: `from:` names a server that asks for Basic credentials. Without
+    REGISTRY it is asked and gets none; the lock is one line."""
+    host, asked = basic_asker
+    code, err = _lock_extension_from(host, tmp_path, capsys)
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert "wants credentials" in err and "s3cret" not in err
+    assert asked and not any("Authorization" in headers for headers in asked)
+
+
+def test_a_parent_outside_the_configured_registry_is_refused_unasked(
+    pushing: None, basic_asker, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    host, asked = basic_asker
+    monkeypatch.setenv("REGISTRY", f"{SITE}/daskhub")
+    code, err = _lock_extension_from(host, tmp_path, capsys)
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert f"the parent is in {host}, not in {SITE}" in err
+    assert asked == []
