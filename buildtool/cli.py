@@ -148,6 +148,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         base_images=_base_images(args.base_image),
         test_extensions=args.test,
         verbose=args.verbose,
+        max_installed_mb=args.max_installed_mb,
     )
     for target in targets:
         publication = publish(target, options)
@@ -334,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an extension pair: run the image tests (needs a Docker engine) before the tags; "
         "without it an extension is published with no Docker call at all",
+    )
+    p.add_argument(
+        "--max-installed-mb",
+        type=float,
+        help="an extension pair: the most its additions may write, uncompressed (MB; "
+        "conda packages and pip pins each); default 20000",
     )
     p.add_argument(
         "--user",

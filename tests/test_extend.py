@@ -201,3 +201,32 @@ def test_an_addition_that_would_overwrite_a_parent_file_publishes_nothing(site: 
     assert "site-packages/msgpack/" in line and "msgpack-python of physlite" in line
     assert site.proxy.pushed_bytes == 0 and not site.proxy.uploaded
     assert not (site.users / "build" / "clobber" / "published.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "says"),
+    [
+        (
+            "bigconda",
+            f"dependencies: [{ADDED_CONDA[0]}]\n",
+            "installing the additions (linux-64): stopped, the additions would be more than",
+        ),
+        ("bigwheel", f"pip: ['{ADDED_PIP}']\n", "the pip pins, with hepunits-2.3.5-"),
+    ],
+)
+def test_additions_past_the_uncompressed_cap_are_refused_while_installing(
+    site: Site, name: str, body: str, says: str
+) -> None:
+    """What the additions expand to is bounded while they install (`--max-installed-mb`,
+    which the hub service sets from self_service.max_installed_mb), for conda packages and
+    wheels alike: past it, nothing is published."""
+    _user_spec(site, name, f"description: too large for this hub\n{body}")
+    assert _user(site, "lock", name).returncode == 0
+    site.proxy.reset()
+    users = f"{site.proxy.address}/users{uuid.uuid4().hex[:8]}/carol"
+    result = _user(site, "publish", name, "--registry", users, "--max-installed-mb", "0.01")
+    assert result.returncode == 1, result.stderr[-2000:]
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert says in line and "0.01 MB uncompressed" in line, line
+    assert site.proxy.pushed_bytes == 0 and not site.proxy.uploaded
+    assert not (site.users / "build" / name / "published.json").exists()

@@ -3,6 +3,8 @@
 errors.py    BuildToolError and its kinds: the one line and exit code the CLI prints
 files.py     files written whole or not at all, and only when they change
 proc.py      child processes with time limits, killed with their whole group
+bounded.py   work on a user's input in a child process with CPU, memory, time and
+             disk limits
 models.py    StrictModel, the one strict pydantic base of every file the tool reads
 yamlfile.py  bounded, line-aware YAML reading of what users hand the tool
 grammar.py   what each name and value a user gives may look like
@@ -13,6 +15,8 @@ records.py   the publish record (`build/<env>/published.json`) that `publish` wr
 """
 
 from buildtool.common import grammar, yamlfile
+from buildtool.common.bounded import DiskBudget, LimitExceeded, Limits
+from buildtool.common.bounded import call as call_bounded
 from buildtool.common.cachedir import cache_root
 from buildtool.common.confine import UnsafeArchiveMember, check_name, confine, extract_tar
 from buildtool.common.errors import (
@@ -52,7 +56,10 @@ __all__ = [
     "SBOM_DIR",
     "BuildToolError",
     "CommandTimeout",
+    "DiskBudget",
     "InputError",
+    "LimitExceeded",
+    "Limits",
     "LockStaleError",
     "Published",
     "PublishedImage",
@@ -63,6 +70,7 @@ __all__ = [
     "UnsafeArchiveMember",
     "Watchdog",
     "cache_root",
+    "call_bounded",
     "check_name",
     "confine",
     "describe",

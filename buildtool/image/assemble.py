@@ -49,7 +49,7 @@ from pathlib import Path
 import rattler
 
 import compat
-from buildtool.common import BuildToolError
+from buildtool.common import BuildToolError, DiskBudget
 from buildtool.image import pkgcache, versionchecks
 from buildtool.image.layers import MAX_LAYERS, Budget, Package, PlannedLayer, plan_layers
 from buildtool.image.oci import BlobStore, Entry, Image, Layer, file_entry
@@ -142,6 +142,7 @@ def install_locked(
     reporter: rattler.InstallerReporter | None = None,
     *,
     fresh: bool = True,
+    view_name: str | None = None,
 ) -> int:
     """Make `stage` hold exactly `packages`, patched for PREFIX: a new prefix if `fresh`,
     else the one there updated in place. `reporter` hears of every download. Returns how
@@ -151,7 +152,7 @@ def install_locked(
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(stage / "conda-meta")) if (stage / "conda-meta").is_dir() else set()
-    with pkgcache.view(cache, [pkgcache.Facts.of(r) for r in records]) as view:
+    with pkgcache.view(cache, [pkgcache.Facts.of(r) for r in records], view_name) as view:
         try:
             asyncio.run(
                 rattler.install(
@@ -267,6 +268,7 @@ def pip_layer(
     clamp: int,
     wheel_cache: Path,
     store: BlobStore,
+    budget: DiskBudget | None = None,
 ) -> tuple[Layer, list[str]]:
     """The image's locked wheels as one layer on top of its conda layers, and its files
     (relative to the prefix), kept in the store by the wheels' pins and sha256."""
@@ -284,7 +286,7 @@ def pip_layer(
     wheels = fetch_wheels(locked, platform, python, wheel_cache)
     with tempfile.TemporaryDirectory(prefix="pip-", dir=store.root) as folder:
         stage = Path(folder)
-        files = install_wheels(wheels, stage, PREFIX, ".".join(python.split(".")[:2]))
+        files = install_wheels(wheels, stage, PREFIX, ".".join(python.split(".")[:2]), budget)
         wheel = Installed("pip", "", "", None, tuple(files), 0, clamp)
         layer = store.write_layer(_entries(stage, [wheel]), clamp, "pip: " + " ".join(pins))
     store.remember_layer(key, layer, files)

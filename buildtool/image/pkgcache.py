@@ -174,14 +174,19 @@ class View:
 
 
 @contextlib.contextmanager
-def view(cache: Path, wanted: Sequence[Facts]) -> Iterator[View]:
+def view(cache: Path, wanted: Sequence[Facts], name: str | None = None) -> Iterator[View]:
     """A view of `cache` for an install of the `wanted` packages: every entry that passes
-    its check linked in, the rest left for py-rattler to fetch."""
+    its check linked in, the rest left for py-rattler to fetch. `name` names its folder
+    (under `VIEWS`), for a caller that watches what is written there."""
     cache.mkdir(parents=True, exist_ok=True)
     views = cache / VIEWS
     views.mkdir(exist_ok=True)
     _sweep(views)
-    path = Path(tempfile.mkdtemp(dir=views))
+    if name is None:
+        path = Path(tempfile.mkdtemp(dir=views))
+    else:
+        path = views / name
+        path.mkdir()
     with open(path / _HELD, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         try:

@@ -29,6 +29,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -47,7 +48,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from buildtool.common import BuildToolError
+from buildtool.common import BuildToolError, DiskBudget
 from buildtool.lock.lockfile import PYPI_FILES, PipLockedPackage
 from compat.vocabulary import PLATFORMS
 
@@ -297,8 +298,31 @@ def locked_wheels(
     return chosen
 
 
-def install_wheels(wheels: list[Path], stage: Path, prefix: str, python: str) -> list[str]:
-    """Unpack `wheels` into `stage`; the paths written, relative to it."""
+def _check_expanded(wheels: list[Path], budget: DiskBudget) -> None:
+    """Refuse wheels that would write more than `budget`: what each member expands to is
+    in the zip's central directory, and `zipfile` reads no member past its stated size
+    (nor one whose CRC disagrees), so the stated sizes bound what the install writes."""
+    size = files = 0
+    for wheel in wheels:
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                members = [m for m in archive.infolist() if not m.is_dir()]
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise BuildToolError(f"{wheel.name}: not a readable wheel ({exc})") from None
+        size += sum(m.file_size for m in members)
+        files += len(members)
+        problem = budget.over(size, files, f"the pip pins, with {wheel.name},")
+        if problem:
+            raise BuildToolError(problem)
+
+
+def install_wheels(
+    wheels: list[Path], stage: Path, prefix: str, python: str, budget: DiskBudget | None = None
+) -> list[str]:
+    """Unpack `wheels` into `stage` (within `budget`, when given); the paths written,
+    relative to it."""
+    if budget is not None:
+        _check_expanded(wheels, budget)
     site = f"lib/python{python}/site-packages"
     scheme = {
         "purelib": str(stage / site),

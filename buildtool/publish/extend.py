@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,15 +47,19 @@ from buildtool.common import (
     PUBLISHED_FILE,
     PUBLISHED_LOCK_FILE,
     BuildToolError,
+    DiskBudget,
+    Limits,
     Published,
     PublishedImage,
     PublishedImages,
     SpecError,
+    call_bounded,
     write_atomic,
 )
 from buildtool.image import (
     EXTENSION_GZIP_LEVEL,
     MAX_LAYERS,
+    VIEWS,
     BlobStore,
     Image,
     Installed,
@@ -99,6 +104,11 @@ logger = logging.getLogger(__name__)
 
 # Bumped when extension pairs are laid out differently, so that the content tag moves.
 LAYOUT = "extension-v1"
+#: What the additions may write when nobody says less (`publish --max-installed-mb`):
+#: the conda packages' files, and the pip pins' files, each.
+DEFAULT_BUDGET = DiskBudget(max_bytes=20 * 10**9)
+#: The child process that installs the additions.
+INSTALL_LIMITS = Limits(cpu_seconds=1800, memory_bytes=8 * 1024**3, wall_seconds=3600)
 # A top-level module in site-packages: a package's __init__ or a module file.
 _TOP_LEVEL = re.compile(
     r"lib/python[0-9.]+/site-packages/(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:/__init__)?\.py"
@@ -295,12 +305,58 @@ def _config(
     return config
 
 
+def _install_counted(
+    lock_path: Path,
+    platform: str,
+    conda: list[LockedPackage],
+    stage: Path,
+    cache: Path,
+    view_name: str,
+) -> tuple[list[str], int]:
+    """Install the additions (in a bounded child process, `install_additions`): which
+    packages were fetched, and how many bytes."""
+    counter = DownloadCounter()
+    install_locked(lock_path, platform, conda, stage, cache, counter, view_name=view_name)
+    return counter.names, counter.bytes
+
+
+def install_additions(
+    lock_path: Path,
+    platform: str,
+    conda: list[LockedPackage],
+    stage: Path,
+    cache: Path,
+    budget: DiskBudget,
+) -> tuple[list[str], int]:
+    """The added conda packages installed into `stage`, in a child process that is
+    stopped as soon as what it extracts and links passes `budget` (an archive may expand
+    without end), or its CPU, memory or time limits. What was fetched, and its bytes."""
+    view_name = f"additions-{secrets.token_hex(8)}"
+    return call_bounded(
+        _install_counted,
+        lock_path,
+        platform,
+        conda,
+        stage,
+        cache,
+        view_name,
+        limits=INSTALL_LIMITS,
+        what=f"installing the additions ({platform})",
+        watch=budget.watch(stage, cache / VIEWS / view_name, what="the additions"),
+    )
+
+
 def build_additions(
-    ext: Extension, lock: LockFile, parent: Parent, store: BlobStore, cache: Path
+    ext: Extension,
+    lock: LockFile,
+    parent: Parent,
+    store: BlobStore,
+    cache: Path,
+    budget: DiskBudget = DEFAULT_BUDGET,
 ) -> tuple[ExtensionPair, dict[str, tuple[list, Image, Image, dict[str, OciBlob]]]]:
-    """Install and layer the additions of every platform. Returns the pair so far (new
-    layers, owners, what was fetched) and, per platform, the new layers and the parent's
-    two images with their blobs."""
+    """Install and layer the additions of every platform, within `budget`. Returns the
+    pair so far (new layers, owners, what was fetched) and, per platform, the new layers
+    and the parent's two images with their blobs."""
     pair = ExtensionPair()
     parts = {}
     for platform in parent.lock.metadata.platforms:
@@ -310,7 +366,7 @@ def build_additions(
         shared = len(parent_worker.layers)
         if parent_notebook.layers[:shared] != parent_worker.layers:
             raise BuildToolError(f"{parent.notebook.ref}: not its worker image plus layers")
-        counter = DownloadCounter()
+        fetched: tuple[list[str], int] = ([], 0)
         python = next(
             p.version for p in parent.lock.package if p.platform == platform and p.name == "python"
         )
@@ -324,7 +380,7 @@ def build_additions(
                 platform,
             )
             if conda:
-                install_locked(ext.lock_path, platform, conda, stage, cache, counter)
+                fetched = install_additions(ext.lock_path, platform, conda, stage, cache, budget)
                 installed = read_installed(stage, cache)
                 check_owned(stage, installed)
             clamp = max(
@@ -348,6 +404,7 @@ def build_additions(
                     clamp,
                     cache.parent / "wheels",
                     store,
+                    budget,
                 )
                 layers.append(layer)
             _check_no_overwrite(ext, parent, platform, installed, wheels)
@@ -359,8 +416,8 @@ def build_additions(
             ]
         if wheels:
             pair.owners[platform]["pip (extension)"] = wheels
-        pair.fetched_bytes += counter.bytes
-        pair.fetched += counter.names
+        pair.fetched += fetched[0]
+        pair.fetched_bytes += fetched[1]
         pair.new_layers |= {layer.diff_id for layer in layers}
         pair.blobs.update(worker_blobs)
         pair.blobs.update(notebook_blobs)
@@ -522,6 +579,7 @@ def publish_extension(
     build_dir: Path,
     test: Callable[[dict[str, dict[str, str]], str, list[str]], None] | None = None,
     cache: Path | None = None,
+    budget: DiskBudget = DEFAULT_BUDGET,
 ) -> Published:
     """Build and publish the extension pair into `registry_prefix` (host/namespace),
     without a Docker engine. `test` runs before the tags, given each platform's images
@@ -534,7 +592,7 @@ def publish_extension(
     tag = content_tag(ext, lock_text, parent)
     registry = Registry(host, credentials_for(host, configured=host))
     store = BlobStore(build_dir / ".store")
-    built, parts = build_additions(ext, lock, parent, store, cache or package_cache())
+    built, parts = build_additions(ext, lock, parent, store, cache or package_cache(), budget)
     logger.info(
         "%s: %d added packages (%s), fetched %.1f MB for %s",
         ext.name,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildtool.common import Published
+from buildtool.common import DiskBudget, Published
 from buildtool.image import build_pair, render, test_extension, test_pair
 from buildtool.lock import Parent, read_lock
-from buildtool.publish.extend import publish_extension
+from buildtool.publish.extend import DEFAULT_BUDGET, publish_extension
 from buildtool.publish.parent import read_parent, resolve_from
 from buildtool.publish.sitepair import publish as publish_site_pair
 from buildtool.spec import Environment, Extension, Target
@@ -26,6 +26,8 @@ class Options:
     base_images: dict[str, str] = field(default_factory=dict)  # platform -> reference
     test_extensions: bool = False
     verbose: bool = False
+    # An extension's additions: what they may write, uncompressed (None: the default).
+    max_installed_mb: float | None = None
 
 
 def publish(target: Target, options: Options) -> Published:
@@ -49,8 +51,17 @@ def publish(target: Target, options: Options) -> Published:
     def tested(refs: dict[str, dict[str, str]], worker: str, imports: list[str]) -> None:
         test_extension(ext, options.build_dir, refs, worker, imports)
 
+    budget = (
+        DiskBudget(int(options.max_installed_mb * 1e6))
+        if options.max_installed_mb is not None
+        else DEFAULT_BUDGET
+    )
     return publish_extension(
-        ext, options.registry, options.build_dir, test=tested if options.test_extensions else None
+        ext,
+        options.registry,
+        options.build_dir,
+        test=tested if options.test_extensions else None,
+        budget=budget,
     )
 
 

@@ -11,6 +11,7 @@ cluster its Helm values and the hub its self-service page.
 """
 
 from buildtool.site.builds import (
+    MAX_LOG_BYTES,
     Build,
     BuildQueue,
     BuildRefused,
@@ -54,6 +55,7 @@ from buildtool.site.settings import (
     SITE_FILE,
     ClusterOptions,
     ServiceSettings,
+    check_users_apart,
     load_site_settings,
     user_registry,
 )
@@ -69,6 +71,7 @@ def serve(settings: ServiceSettings, port: int) -> None:
 
 
 __all__ = [
+    "MAX_LOG_BYTES",
     "CHARTS_FILE",
     "OWN_IMAGE_SLUG",
     "REGISTRY_PASSWORD_ENV",
@@ -88,6 +91,7 @@ __all__ = [
     "RegistryReader",
     "dump_helm_values",
     "engine_available",
+    "check_users_apart",
     "content_length",
     "escape_username",
     "forget_worker_labels",

@@ -62,6 +62,8 @@ STEPS = (
 )
 LOG_FILE = "build.log"
 RECORD_FILE = "build.json"
+# The most of a build's output its log keeps; the rest is read and dropped.
+MAX_LOG_BYTES = 2 * 1024 * 1024
 
 
 class BuildRefused(BuildToolError):
@@ -154,24 +156,24 @@ class LocalRunner:
         deadline = time.monotonic() + job.timeout
         env = {**job.env, BUILD_ID_ENV: job.build.id}
         try:
-            with job.log.open("a") as log:
-                for index, command in enumerate(job.commands):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise CommandTimeout("the build", job.timeout)
+            for index, command in enumerate(job.commands):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommandTimeout("the build", job.timeout)
+                with _CappedLog(job.log, MAX_LOG_BYTES) as log:
                     result = run(
                         command,
                         cwd=job.cwd,
                         env=env,
-                        stdout=log,
+                        stdout=log.fd,
                         stderr=subprocess.STDOUT,
                         timeout=left,
                         what="the build",
                     )
-                    if result.returncode != 0:
-                        raise BuildToolError(_last_error(job.log))
-                    if index == 0:
-                        job.after_lock()
+                if result.returncode != 0:
+                    raise BuildToolError(_last_error(job.log))
+                if index == 0:
+                    job.after_lock()
         finally:
             killed = kill_marked(BUILD_ID_ENV, job.build.id)
             removed = remove_sandbox(job.build.id)
@@ -182,6 +184,46 @@ class LocalRunner:
                     killed,
                     removed,
                 )
+
+
+class _CappedLog:
+    """A pipe for one command's output, copied into the build's log up to `limit` bytes
+    (in all, with what the log holds already); past that
+    only the last TAIL bytes are kept, written at the end after a line saying what was
+    left out (the build's one error line is among its last). The build never blocks."""
+
+    TAIL = 16 * 1024
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path, self.limit = path, limit
+        self.reading, self.fd = os.pipe()
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+
+    def __enter__(self) -> _CappedLog:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # the copy ends once the children's copies are closed too
+        self.thread.join(5)
+
+    def _copy(self) -> None:
+        written = self.path.stat().st_size if self.path.exists() else 0
+        tail, dropped = b"", 0
+        with open(self.reading, "rb") as pipe, self.path.open("ab") as log:
+            while chunk := pipe.read1(65536):
+                kept = chunk[: max(self.limit - written, 0)]
+                if kept:
+                    log.write(kept)
+                    log.flush()
+                    written += len(kept)
+                rest = chunk[len(kept) :]
+                if rest:
+                    tail += rest
+                    dropped += max(len(tail) - self.TAIL, 0)
+                    tail = tail[-self.TAIL :]
+            if tail:
+                log.write(f"\n[{dropped} bytes of the log left out here]\n".encode() + tail)
 
 
 def _last_error(log: Path) -> str:
@@ -263,18 +305,33 @@ class BuildQueue:
                 reverse=True,
             )
 
+    def _refused(self, user: str) -> BuildRefused | None:
+        """Why the queue takes no build of `user` now (the lock held), or None."""
+        active = [b for b in self._builds.values() if b.state in ("queued", "running")]
+        if any(b.user == user for b in active):
+            return BuildRefused("you have a build queued or running; wait for it to end", 409)
+        if len(active) >= self.max_queued:
+            return BuildRefused(
+                f"{len(active)} builds are queued or running, the most this hub allows "
+                "(self_service.max_queued); try again in a few minutes",
+                429,
+            )
+        return None
+
+    def admit(self, user: str) -> None:
+        """Raise BuildRefused now if the queue would refuse a build of `user`: before
+        anything costly is done for it."""
+        with self._lock:
+            refused = self._refused(user)
+        if refused is not None:
+            raise refused
+
     def new(self, user: str, name: str, environment: str) -> Build:
         """A queued build's record, once the queue's rules allow it."""
         with self._lock:
-            active = [b for b in self._builds.values() if b.state in ("queued", "running")]
-            if any(b.user == user for b in active):
-                raise BuildRefused("you have a build queued or running; wait for it to end", 409)
-            if len(active) >= self.max_queued:
-                raise BuildRefused(
-                    f"{len(active)} builds are queued or running, the most this hub allows "
-                    "(self_service.max_queued); try again in a few minutes",
-                    429,
-                )
+            refused = self._refused(user)
+            if refused is not None:
+                raise refused
             build = Build(
                 id=secrets.token_hex(8),
                 user=user,

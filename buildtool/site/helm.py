@@ -83,7 +83,12 @@ from buildtool.common import PUBLISHED_LOCK_FILE, BuildToolError, read_published
 from buildtool.image import CHECKS_OFF, CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD_ARGS
 from buildtool.lock import LockFile, read_lock
 from buildtool.site import namespaces
-from buildtool.site.settings import SITE_FILE, ClusterOptions, load_site_settings
+from buildtool.site.settings import (
+    SITE_FILE,
+    ClusterOptions,
+    check_users_apart,
+    load_site_settings,
+)
 from buildtool.spec import environment_names, load_environment
 from compat import registry_rules
 from compat.vocabulary import IMAGE_OPTION_ENV, WORKER_LABEL
@@ -437,20 +442,14 @@ def builder_service() -> dict[str, Any]:
 
 
 def _check_user_images(user_images: str, pairs: list[Pair]) -> None:
-    """No user namespace may hold a site image (its user could publish over it), and no
-    site profile may take the own-image profile's slug."""
+    """No site profile may take the own-image profile's slug (no user namespace holds a
+    site image: `settings.check_users_apart`)."""
     for pair in pairs:
         if pair.name == namespaces.OWN_IMAGE_SLUG:
             raise BuildToolError(
                 f"environment {pair.name!r} has the name of the hub's own-image profile; "
                 f"rename it, or hide it ({SITE_FILE}: profiles.hidden)"
             )
-        for ref in (pair.notebook, pair.worker):
-            if namespaces.in_any_user_namespace(user_images, ref):
-                raise BuildToolError(
-                    f"{SITE_FILE}: user_images {user_images!r} covers the site's own image "
-                    f"{ref}: a user could publish there; give users a namespace of their own"
-                )
 
 
 def generate_helm_values(root: Path, build_dir: Path, default: str | None = None) -> dict:
@@ -467,6 +466,7 @@ def generate_helm_values(root: Path, build_dir: Path, default: str | None = None
         )
     user_images = settings.user_images
     if user_images is not None:
+        check_users_apart(root, build_dir)
         _check_user_images(user_images, pairs)
     chosen = next(p for p in pairs if p.name == (default or names[0]))
     handler = options_handler_config(pairs, chosen, bounds, checks, user_images)

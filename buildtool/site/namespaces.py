@@ -529,6 +529,12 @@ def template_problem(template: str) -> str | None:
             f"{template!r} does not start with a registry host ({shape}; the host has a "
             "dot or a port, or is localhost)"
         )
+    if path.split("/")[0] == USERNAME_PLACEHOLDER:
+        return (
+            f"{template!r} puts {USERNAME_PLACEHOLDER} right after the host; give users a "
+            f"path of their own before it ({shape.replace('path/', 'users/')}), or a user named "
+            "after one of the site's repositories would publish into it"
+        )
     for component in path.split("/"):
         if component == USERNAME_PLACEHOLDER:
             continue

@@ -34,11 +34,15 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +57,9 @@ from tornado.httpserver import HTTPServer
 
 from buildtool.common import (
     BuildToolError,
-    SpecError,
+    Limits,
+    Published,
+    call_bounded,
     grammar,
     published_extensions,
     read_published,
@@ -77,7 +83,12 @@ from buildtool.site.builds import (
     content_length,
 )
 from buildtool.site.namespaces import user_prefix
-from buildtool.site.settings import SITE_FILE, ServiceSettings, load_site_settings
+from buildtool.site.settings import (
+    SITE_FILE,
+    ServiceSettings,
+    check_users_apart,
+    load_site_settings,
+)
 from buildtool.spec import (
     SPEC_FILE,
     convert_environment_yml,
@@ -88,9 +99,16 @@ from buildtool.spec import (
 
 logger = logging.getLogger(__name__)
 
-# The most packages and pins one request may add, and the longest text it may send.
+# The most packages and pins one request may add, and the longest text it may send
+# (refused before it is read: the server takes no larger body).
 MAX_ADDITIONS = 50
 MAX_BODY = 64 * 1024
+# Names a pair cannot have: the folders of a user's workspace.
+RESERVED_NAMES = frozenset({"build", "specs"})
+# Previews (solves) one user may ask for: one at a time, and this many a minute.
+PREVIEWS_PER_MINUTE = 12
+# A solve of a user's additions, in a child process of its own (`call_bounded`).
+SOLVE_LIMITS = Limits(cpu_seconds=120, memory_bytes=4 * 1024**3, wall_seconds=180)
 
 
 class Rejected(Exception):
@@ -136,6 +154,8 @@ def parse_request(body: dict[str, Any], offered: list[str]) -> Request:
     name = body.get("name") or f"my-{environment}"
     if not isinstance(name, str) or grammar.environment_name_problem(name):
         raise Rejected(400, f"name: {grammar.environment_name_problem(str(name))}")
+    if name in RESERVED_NAMES:
+        raise Rejected(400, f"name: {name!r} is reserved; choose another")
     dependencies, pip = _text_list(body, "dependencies"), _text_list(body, "pip")
     pasted = body.get("environment_yml")
     if pasted:
@@ -195,7 +215,14 @@ class Builder:
             settings.state, LocalRunner(settings.limits.concurrent), settings.limits.max_queued
         )
         self._parents: dict[str, Parent] = {}
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="solve")
+        # Solves (previews, and the check before a build) have a pool of their own, so
+        # that a flood of them leaves the rest of the service (the page, the lists, the
+        # registry calls) its own threads.
+        self.solves = ThreadPoolExecutor(max_workers=2, thread_name_prefix="solve")
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="service")
+        self._previews: dict[str, deque[float]] = {}
+        self._previewing: set[str] = set()
+        self._preview_lock = threading.Lock()
 
     # -- the site ---------------------------------------------------------------------
     def environments(self) -> list[dict[str, str]]:
@@ -228,17 +255,38 @@ class Builder:
         return parse_request(body, [e["name"] for e in self.environments()])
 
     # -- what a request adds ------------------------------------------------------------
+    def admit_preview(self, user: str) -> None:
+        """One preview at a time per user, and PREVIEWS_PER_MINUTE a minute; else 429."""
+        now = time.monotonic()
+        with self._preview_lock:
+            recent = self._previews.setdefault(user, deque())
+            while recent and now - recent[0] > 60:
+                recent.popleft()
+            if user in self._previewing:
+                raise Rejected(429, "a preview of yours is under way; wait for it")
+            if len(recent) >= PREVIEWS_PER_MINUTE:
+                raise Rejected(
+                    429, f"at most {PREVIEWS_PER_MINUTE} previews a minute; try again shortly"
+                )
+            recent.append(now)
+            self._previewing.add(user)
+
+    def preview_done(self, user: str) -> None:
+        with self._preview_lock:
+            self._previewing.discard(user)
+
     def preview(self, request: Request) -> dict[str, Any]:
-        """Solve the additions on the parent, writing nothing the user keeps."""
+        """Solve the additions on the parent, writing nothing the user keeps: in a child
+        process with CPU, memory and time limits (SOLVE_LIMITS)."""
         parent = self.parent(request.environment)
         with tempfile.TemporaryDirectory() as folder:
             write_spec(Path(folder), request, parent.notebook.ref)
             try:
                 ext = load_extension(Path(folder), request.name)
-                lock = lock_extension(ext, parent)
-            except SpecError as exc:  # the user's own words, at their place in the spec
-                raise Rejected(400, str(exc).replace(folder + "/", "")) from None
-            except BuildToolError as exc:
+                lock = call_bounded(
+                    lock_extension, ext, parent, limits=SOLVE_LIMITS, what="the solve"
+                )
+            except BuildToolError as exc:  # the user's own words, at their place in the spec
                 raise Rejected(400, str(exc).replace(folder + "/", "")) from None
         conda, pip = added_records(lock, parent.lock)
         added = [
@@ -264,16 +312,29 @@ class Builder:
                 f"you have {len(pairs)} pairs, the most this hub allows "
                 "(self_service.max_pairs); delete one first",
             )
+        try:
+            self.queue.admit(user)  # the cheap checks first: no solve for a full queue
+        except BuildRefused as exc:
+            raise Rejected(exc.status, str(exc)) from None
         parent = self.parent(request.environment)
         self.preview(request)  # a hostile or conflicting spec fails here, in one line
         try:
             build = self.queue.new(user, request.name, request.environment)
         except BuildRefused as exc:
             raise Rejected(exc.status, str(exc)) from None
-        write_spec(workspace, request, parent.notebook.ref)
+        specs, outputs = workspace / "specs", workspace / "build"
+        write_spec(specs, request, parent.notebook.ref)
         registry = user_prefix(self.settings.user_images, user)
-        common = ["--root", str(workspace), "--build-dir", str(workspace / "build")]
-        publish = [*common, "publish", request.name, "--registry", registry]
+        common = ["--root", str(specs), "--build-dir", str(outputs)]
+        publish = [
+            *common,
+            "publish",
+            request.name,
+            "--registry",
+            registry,
+            "--max-installed-mb",
+            str(self.settings.limits.max_installed_mb),
+        ]
         job = Job(
             build=build,
             commands=[
@@ -284,15 +345,15 @@ class Builder:
             env=dict(os.environ),
             timeout=self.settings.limits.build_timeout,
             log=self.queue.log_path(build.id),
-            after_lock=lambda: self._check_size(workspace, request.name, parent),
-            on_success=lambda: self._published(workspace, request.name),
+            after_lock=lambda: self._check_size(specs, request.name, parent),
+            on_success=lambda: self._published(user, workspace, request.name),
         )
         self.queue.start(job)
         return {"id": build.id, "state": build.state}
 
-    def _check_size(self, workspace: Path, name: str, parent: Parent) -> None:
+    def _check_size(self, specs: Path, name: str, parent: Parent) -> None:
         """The added archives' size within `max_added_mb` (asked of their servers)."""
-        conda, pip = added_records(read_lock(workspace / name / "conda-lock.yml"), parent.lock)
+        conda, pip = added_records(read_lock(specs / name / "conda-lock.yml"), parent.lock)
         size = sum(content_length(p.url) for p in conda) + sum(content_length(p.url) for p in pip)
         limit = self.settings.limits.max_added_mb
         if size > limit * 1e6:
@@ -301,11 +362,24 @@ class Builder:
                 f"{limit:g} MB (self_service.max_added_mb)"
             )
 
-    def _published(self, workspace: Path, name: str) -> tuple[str, str, bool]:
+    def _published(self, user: str, workspace: Path, name: str) -> tuple[str, str, bool]:
         published = read_published(workspace / "build", name)
         if published is None:
             raise BuildToolError("the build published no record")
+        self._forget_superseded(user, name, published)
         return published.images.notebook.ref, published.images.worker.ref, self.settings.test_images
+
+    def _forget_superseded(self, user: str, name: str, published: Published) -> None:
+        """A rebuild under a name leaves one pair: the images it replaces are deleted
+        (by digest, with what is attached to them)."""
+        kept = {published.images.notebook.ref, published.images.worker.ref}
+        for build in self.queue.of_user(user):
+            if build.name != name or build.state != "succeeded":
+                continue
+            for ref in (build.notebook, build.worker):
+                if ref and ref not in kept:
+                    _delete_image(ref)
+                    kept.add(ref)
 
     def build(self, user: str, build_id: str) -> dict[str, Any]:
         build = self.queue.get(build_id)
@@ -348,13 +422,19 @@ class Builder:
         if published is None:
             raise Rejected(404, "no such pair")
         for image in (published.images.notebook, published.images.worker):
-            host, repository = split_reference(image.repository)
-            registry = Registry(host, credentials_for(host, configured=host))
-            delete_attached(registry, repository, image.digest)
-            registry.delete_manifest(repository, image.digest)
+            _delete_image(image.ref)
         shutil.rmtree(workspace / "build" / name, ignore_errors=True)
-        shutil.rmtree(workspace / name, ignore_errors=True)
+        shutil.rmtree(workspace / "specs" / name, ignore_errors=True)
         return True
+
+
+def _delete_image(ref: str) -> None:
+    """Delete an image by digest (`host/name@sha256:...`), and what is attached to it."""
+    repository, _, digest = ref.partition("@")
+    host, name = split_reference(repository)
+    registry = Registry(host, credentials_for(host, configured=host))
+    delete_attached(registry, name, digest)
+    registry.delete_manifest(name, digest)
 
 
 def hub_group_members(group: str) -> set[str]:
@@ -390,11 +470,18 @@ class _Base(HubOAuthenticated, web.RequestHandler):
         assert model is not None
         return str(model["name"])
 
-    def check_xsrf_cookie(self) -> None:
-        # A request with a hub token in its header cannot come from another site's page.
-        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
-            return
-        super().check_xsrf_cookie()
+    def set_default_headers(self) -> None:
+        """Nothing but this service's own page and the hub's stylesheet runs in it, and no
+        other site may frame it. (XSRF is the service-auth library's own rule: a request
+        the hub's token authenticated needs none; every other one does.)"""
+        self.nonce = secrets.token_urlsafe(16)
+        self.set_header(
+            "Content-Security-Policy",
+            f"default-src 'self'; script-src 'self' 'nonce-{self.nonce}'; "
+            f"style-src 'self' 'nonce-{self.nonce}'; frame-ancestors 'self'; "
+            "base-uri 'none'; form-action 'self'",
+        )
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.finish({"error": self._reason})
@@ -415,12 +502,12 @@ class _Base(HubOAuthenticated, web.RequestHandler):
             raise Rejected(400, "the body is a JSON object")
         return body
 
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run `fn` off the event loop (a solve, the registry); a Rejected becomes the
-        answer, and None is returned."""
+    async def call(self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
+        """Run `fn` off the event loop (the registry, a solve in `pool`); a Rejected
+        becomes the answer, and None is returned."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.builder.pool, fn, *args)
+            return await loop.run_in_executor(pool or self.builder.pool, fn, *args)
         except Rejected as exc:
             self.reject(exc)
             return None
@@ -446,6 +533,7 @@ class PageHandler(_Base):
                 prefix=prefix,
                 hub_prefix=hub_prefix,
                 xsrf=self.xsrf_token.decode(),
+                nonce=self.nonce,
                 environments=self.builder.environments(),
                 limits=self.builder.settings.limits,
                 tested=self.builder.settings.test_images,
@@ -466,7 +554,17 @@ class PreviewHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
         request = self.parsed()
-        found = None if request is None else await self.call(self.builder.preview, request)
+        if request is None:
+            return
+        try:
+            self.builder.admit_preview(self.user)
+        except Rejected as exc:
+            self.reject(exc)
+            return
+        try:
+            found = await self.call(self.builder.preview, request, pool=self.builder.solves)
+        finally:
+            self.builder.preview_done(self.user)
         if found is not None:
             self.finish(found)
 
@@ -480,7 +578,9 @@ class BuildsHandler(_Base):
     async def post(self) -> None:
         request = self.parsed()
         started = (
-            None if request is None else await self.call(self.builder.start, self.user, request)
+            None
+            if request is None
+            else await self.call(self.builder.start, self.user, request, pool=self.builder.solves)
         )
         if started is not None:
             self.set_status(202)
@@ -558,6 +658,7 @@ def serve(settings: ServiceSettings, port: int) -> None:
     site = load_site_settings(settings.root)
     if site.user_images is None:
         raise BuildToolError(f"{settings.root / SITE_FILE}: serve needs user_images")
+    check_users_apart(settings.root, settings.build_dir)  # site.yaml may have changed since
     if settings.test_images:  # what builds of an earlier run left: none of them runs now
         left = sweep_sandboxes()
         if left:
@@ -565,7 +666,7 @@ def serve(settings: ServiceSettings, port: int) -> None:
     app = make_app(settings)
 
     async def main() -> None:
-        server = HTTPServer(app, xheaders=True)
+        server = HTTPServer(app, xheaders=True, max_body_size=MAX_BODY)
         server.listen(port, address=os.environ.get("DASKHUB_BUILDER_ADDRESS", "127.0.0.1"))
         logger.info("serving on port %d", port)
         await asyncio.Event().wait()

@@ -26,10 +26,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from buildtool.common import BuildToolError, StrictModel, yamlfile
+from buildtool.common import BuildToolError, SpecError, StrictModel, read_published, yamlfile
 from buildtool.site import namespaces
 from buildtool.site.namespaces import OWN_IMAGE_SLUG, escape_username
-from buildtool.spec import Environment, EnvironmentName, Target
+from buildtool.spec import Environment, EnvironmentName, Target, environment_names
 
 SITE_FILE = "site.yaml"
 
@@ -99,6 +99,8 @@ class SelfService(StrictModel):
     builders: Literal["all"] | Annotated[str, AfterValidator(_group_name)] = "all"
     max_pairs: int = Field(default=5, ge=1, le=1000)  # published pairs per user
     max_added_mb: float = Field(default=2000, gt=0, allow_inf_nan=False)  # added archives
+    # What the additions may write, uncompressed (conda packages and pip pins, each).
+    max_installed_mb: float = Field(default=8000, gt=0, allow_inf_nan=False)
     build_timeout: int = Field(default=900, ge=30, le=24 * 3600)  # seconds
     max_queued: int = Field(default=8, ge=1, le=1000)  # builds waiting or running, all users
     concurrent: int = Field(default=1, ge=1, le=64)  # builds running at once
@@ -167,3 +169,27 @@ class ServiceSettings:
         """The registry the service publishes to (the users' namespaces'), whose push
         credentials it holds."""
         return self.user_images.partition("/")[0]
+
+
+def check_users_apart(root: Path, build_dir: Path) -> None:
+    """No user's namespace may hold an image the site publishes (that user could publish
+    over it): every publish record of a site environment, hidden or not, checked against
+    `user_images`, in one line at its site.yaml key. `helm-values` and `serve` check it."""
+    path = root / SITE_FILE
+    if not path.exists():
+        return
+    settings, lines = yamlfile.load_file(path, SiteSettings, "the site settings")
+    if settings.user_images is None:
+        return
+    for name in environment_names(root):
+        published = read_published(build_dir, name)
+        for image in (published.images.notebook, published.images.worker) if published else ():
+            if namespaces.in_any_user_namespace(settings.user_images, image.ref):
+                raise SpecError(
+                    path,
+                    "user_images",
+                    f"{settings.user_images!r} covers the site's own image {image.ref} "
+                    f"({name}): a user could publish there; give users a namespace of "
+                    "their own",
+                    lines.get(("user_images",)),
+                )

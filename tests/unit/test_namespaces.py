@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from buildtool.publish import Registry
 from buildtool.site import (
     NamespaceError,
     RegistryReader,
+    check_users_apart,
     escape_username,
     hub_user_images_config,
     in_any_user_namespace,
@@ -35,6 +37,8 @@ from buildtool.site import (
 )
 from compat import registry as oci
 from compat.registry_rules import is_loopback
+from devsupport import REPO
+from devsupport.published import write_published
 
 TEMPLATE = "registry.example.org/daskhub-users/{username}"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -239,7 +243,7 @@ def test_the_profiles_are_the_sites_then_the_users_own_image() -> None:
     "template",
     [
         "127.0.0.1:5000/daskhub-users/{username}",
-        "localhost/{username}",
+        "localhost/users/{username}",
         "registry.example.org/users/{username}/pairs",
         "registry.example.org:443/a.b/c_d/e--f/{username}",
     ],
@@ -271,6 +275,8 @@ def test_without_the_setting_user_images_are_off(tmp_path: Path) -> None:
         ('"registry.example.org//{username}"', "'' is not a repository path component"),
         ('"registry.example.org/users/{username}/"', "'' is not a repository path component"),
         ('"registry/{username}"', "does not start with a registry host"),
+        ('"registry.example.org/{username}"', "puts {username} right after the host"),
+        ('"registry.example.org/{username}/pairs"', "puts {username} right after the host"),
         ('"{username}.example.org/x"', "does not start with a registry host"),
         ('"registry.example.org/a b/{username}"', "'a b' is not a repository path component"),
         ('["registry.example.org/{username}"]', "Input should be a valid string"),
@@ -333,3 +339,26 @@ def test_the_portable_part_runs_with_the_standard_library_alone(tmp_path: Path) 
     with pytest.raises(NamespaceError) as caught:
         escape_username("_x")
     assert refused == ["NamespaceError", str(caught.value)]
+
+
+def test_a_template_whose_namespaces_hold_a_site_image_is_one_line_at_its_key(
+    tmp_path: Path,
+) -> None:
+    """The site publishes into `.../daskhub/team/...`: a user named `team` could publish
+    over it. helm-values and serve both refuse, at site.yaml's user_images line."""
+    root = tmp_path / "environments"
+    for name in ("base", "e2e"):
+        shutil.copytree(REPO / "environments" / name, root / name)
+    record = write_published(tmp_path / "build", "e2e")
+    for image in record["images"].values():
+        image["repository"] = image["repository"].replace("/daskhub/", "/daskhub/team/")
+        image["ref"] = f"{image['repository']}@{image['digest']}"
+    (tmp_path / "build" / "e2e" / "published.json").write_text(json.dumps(record))
+    (root / "site.yaml").write_text("# the site\nuser_images: 127.0.0.1:5000/daskhub/{username}\n")
+    with pytest.raises(SpecError) as caught:
+        check_users_apart(root, tmp_path / "build")
+    message = str(caught.value)
+    assert message.startswith(f"{root}/site.yaml:2: user_images: ")
+    assert "covers the site's own image 127.0.0.1:5000/daskhub/team/" in message
+    (root / "site.yaml").write_text("user_images: 127.0.0.1:5000/daskhub-users/{username}\n")
+    check_users_apart(root, tmp_path / "build")

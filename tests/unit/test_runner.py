@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.common import BuildToolError
-from buildtool.site import Build, BuildQueue, BuildRefused, Job, LocalRunner, step_of
+from buildtool.site import MAX_LOG_BYTES, Build, BuildQueue, BuildRefused, Job, LocalRunner, step_of
 
 
 def _job(queue: BuildQueue, build: Build, *scripts: str, timeout: float = 30) -> Job:
@@ -98,3 +98,34 @@ def test_a_restart_finds_the_builds_it_cut_short(tmp_path: Path) -> None:
     assert found is not None and found.state == "failed"
     assert "the service restarted" in (found.error or "")
     again.new("alice", "b", "physlite")  # no longer blocks alice
+
+
+def test_a_build_that_talks_without_end_keeps_a_bounded_log_and_its_error(
+    tmp_path: Path,
+) -> None:
+    queue = BuildQueue(tmp_path, LocalRunner(1), max_queued=2)
+    loud = queue.new("alice", "a", "physlite")
+    script = (
+        "import sys\n"
+        "for i in range(200_000): print('x' * 60, i)\n"
+        "print('error: the additions conflict', file=sys.stderr)\n"
+        "sys.exit(2)\n"
+    )
+    queue.start(_job(queue, loud, script))
+    done = _wait(queue, loud.id)
+    assert done.state == "failed" and done.error == "the additions conflict"
+    log = queue.log_path(loud.id)
+    assert log.stat().st_size < MAX_LOG_BYTES + 20 * 1024
+    assert "bytes of the log left out here" in log.read_text()
+
+
+def test_the_queue_refuses_before_anything_costly(tmp_path: Path) -> None:
+    queue = BuildQueue(tmp_path, LocalRunner(1), max_queued=1)
+    queue.admit("alice")
+    queue.new("alice", "a", "physlite")
+    with pytest.raises(BuildRefused) as busy:
+        queue.admit("alice")
+    assert busy.value.status == 409
+    with pytest.raises(BuildRefused) as full:
+        queue.admit("bob")
+    assert full.value.status == 429
