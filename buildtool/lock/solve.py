@@ -18,7 +18,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import rattler
@@ -473,6 +473,8 @@ def _parent_records(parent: Parent, platform: str) -> list[rattler.RepoDataRecor
 
 # How deep the search for the parent package an addition cannot live with goes.
 CONFLICT_DEPTH = 4
+# How many (spec, depth) questions one explanation may ask.
+EXPLAIN_STEPS = 2000
 
 
 class _Candidates:
@@ -497,38 +499,55 @@ class _Candidates:
         return [r for r in self.known[name] if spec.matches(r)]
 
 
-def _blocked(
-    spec: str,
-    held: dict[str, rattler.RepoDataRecord],
-    candidates: _Candidates,
-    depth: int,
-) -> tuple[list[str], str, rattler.RepoDataRecord] | None:
-    """Why no release of `spec` can join the parent, or None if one may (or the search
-    ends): the chain of packages down to the one that needs what the parent does not
-    hold, that need, and the parent's record."""
-    match = rattler.MatchSpec(spec)
-    name = _dep_name(spec)
-    if name in held:
-        return None if match.matches(held[name]) else ([], spec, held[name])
-    releases = candidates(match, name)
-    if not releases or depth == 0:
-        return None
-    first: tuple[list[str], str, rattler.RepoDataRecord] | None = None
-    for release in releases:
-        reason = next(
-            (
-                found
-                for dep in release.depends
-                if (found := _blocked(dep, held, candidates, depth - 1)) is not None
-            ),
-            None,
-        )
-        if reason is None:
-            return None  # this release may join: the conflict is elsewhere
-        if first is None:
-            chain, need, record = reason
-            first = ([f"{name} {release.version}", *chain], need, record)
-    return first
+_Reason = tuple[list[str], str, rattler.RepoDataRecord]
+
+
+@dataclass
+class _Explainer:
+    """Why no release of a spec can join the parent: a search of the releases' needs to
+    `CONFLICT_DEPTH`, each (spec, depth) answered once, and at most `EXPLAIN_STEPS` asked
+    in all (a spec whose releases fan out without end gets no explanation, only the
+    solver's own message)."""
+
+    held: dict[str, rattler.RepoDataRecord]
+    candidates: _Candidates
+    steps: int = EXPLAIN_STEPS
+    known: dict[tuple[str, int], _Reason | None] = field(default_factory=dict)
+
+    def blocked(self, spec: str, depth: int) -> _Reason | None:
+        """The chain of packages down to the one that needs what the parent does not
+        hold, that need, and the parent's record; None if a release may join (or the
+        search ends)."""
+        key = (spec, depth)
+        if key not in self.known:
+            self.steps -= 1
+            self.known[key] = self._search(spec, depth) if self.steps >= 0 else None
+        return self.known[key]
+
+    def _search(self, spec: str, depth: int) -> _Reason | None:
+        match = rattler.MatchSpec(spec)
+        name = _dep_name(spec)
+        if name in self.held:
+            return None if match.matches(self.held[name]) else ([], spec, self.held[name])
+        releases = self.candidates(match, name)
+        if not releases or depth == 0:
+            return None
+        first: _Reason | None = None
+        for release in releases:
+            reason = next(
+                (
+                    found
+                    for dep in release.depends
+                    if (found := self.blocked(dep, depth - 1)) is not None
+                ),
+                None,
+            )
+            if reason is None:
+                return None  # this release may join: the conflict is elsewhere
+            if first is None:
+                chain, need, record = reason
+                first = ([f"{name} {release.version}", *chain], need, record)
+        return first
 
 
 def _conflict(
@@ -542,6 +561,7 @@ def _conflict(
     addition (at its line in the spec), the parent's package and locked version, and
     what the addition needs."""
     candidates = _Candidates(channels, platform)
+    explainer = _Explainer(held, candidates)
     for requirement in ext.dependencies:
         if not candidates(rattler.MatchSpec(requirement.spec), requirement.name) and (
             requirement.name not in held
@@ -552,7 +572,7 @@ def _conflict(
                 f"{requirement.spec!r} is in none of the channels for {platform}",
                 requirement.line,
             )
-        reason = _blocked(requirement.spec, held, candidates, CONFLICT_DEPTH)
+        reason = explainer.blocked(requirement.spec, CONFLICT_DEPTH)
         if reason is not None:
             chain, need, record = reason
             via = f" (through {' -> '.join(chain)})" if chain else ""

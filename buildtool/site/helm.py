@@ -286,7 +286,10 @@ def _user_images_lines(user_images: str | None) -> list[str]:
         f"# {namespaces.REGISTRY_USER_ENV} and {namespaces.REGISTRY_PASSWORD_ENV}: set them"
         " from a Kubernetes",
         "# secret with dask-gateway's `gateway.env` (README: Users' own images).",
+        "import asyncio",
+        "",
         f"DASKHUB_USER_IMAGES = {json.dumps(user_images)}",
+        f"PAIRS_TIMEOUT_S = {PAIRS_TIMEOUT_S}",
         "",
         *_namespaces_lines(),
     ]
@@ -358,6 +361,10 @@ def options_handler_config(
     return "\n".join(lines) + "\n"
 
 
+# How long the hub's spawn page waits for the service's list of a user's pairs.
+PAIRS_TIMEOUT_S = 3.0
+
+
 def hub_user_images_config(user_images: str, service: bool = False) -> str:
     """The hub's extraConfig snippet: `c.KubeSpawner.profile_list` becomes a callable that
     gives each user the site's profiles (`singleuser.profileList`, which the chart's
@@ -400,11 +407,18 @@ def hub_user_images_config(user_images: str, service: bool = False) -> str:
         ),
         "",
         "",
-        "def daskhub_profile_list(spawner):",
+        "async def daskhub_profile_list(spawner):",
+        "    # The hub's event loop runs this: the service is asked on a thread, for at most",
+        "    # PAIRS_TIMEOUT_S; a slow or failing service leaves the site's profiles and the",
+        "    # own-image field, with no pairs to choose from.",
         "    name = spawner.user.name",
-        "    return user_profile_list(",
-        "        DASKHUB_SITE_PROFILES, DASKHUB_USER_IMAGES, name, daskhub_pairs(name)",
-        "    )",
+        "    try:",
+        "        pairs = await asyncio.wait_for(",
+        "            asyncio.to_thread(daskhub_pairs, name), PAIRS_TIMEOUT_S",
+        "        )",
+        "    except Exception:",
+        "        pairs = []",
+        "    return user_profile_list(DASKHUB_SITE_PROFILES, DASKHUB_USER_IMAGES, name, pairs)",
         "",
         "",
         "c.KubeSpawner.profile_list = daskhub_profile_list",
