@@ -107,6 +107,11 @@ class Browser:
         default): what is shown, as laid out, without markup."""
         return self.driver.find_element(By.CSS_SELECTOR, selector).text
 
+    def script(self, code: str, *args: object) -> object:
+        """Run `code` in the page as an asynchronous script: it calls its last argument
+        with the answer."""
+        return self.driver.execute_async_script(code, *args)
+
     def screenshot(self, name: str) -> Path:
         """Save the window as `artifacts/NN-name.png`, NN counting this browser's
         screenshots from 01, and return its path."""

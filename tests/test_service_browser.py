@@ -17,7 +17,7 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-from buildtool.site import portable_source
+from buildtool.site import portable_config
 from devsupport.browser import artifacts_dir, browser
 from devsupport.builder import running_builder
 from devsupport.dockercli import docker
@@ -58,7 +58,7 @@ def test_alice_builds_a_pair_in_the_browser_and_starts_it(
 ) -> None:
     artifacts = artifacts_dir("test_service_browser")
     site_notebook = physlite_site.published["images"]["notebook"]["ref"]
-    extra = ALLOWED_IMAGES.format(portable=portable_source(), site=site_notebook)
+    extra = ALLOWED_IMAGES.format(portable=portable_config(), site=site_notebook)
     docker_env = {**os.environ, "DOCKER_CONFIG": physlite_site.env["DOCKER_CONFIG"]}
     started: list[str] = []
     with (
@@ -78,6 +78,17 @@ def test_alice_builds_a_pair_in_the_browser_and_starts_it(
         page.wait_for("#environment")
         assert page.text("#user") == "alice"
         page.screenshot("service-page")
+        # A cookie-authenticated POST that carries a bogus token header and no XSRF token
+        # (what another site's page could send) is refused; the page's own calls carry it.
+        forged = page.script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(document.querySelector('main').dataset.prefix + 'api/builds', {"
+            "  method: 'POST', headers: {'Authorization': 'token bogus',"
+            "  'Content-Type': 'application/json'},"
+            "  body: JSON.stringify({environment: 'physlite', dependencies: ['toolz']})"
+            "}).then(r => done(r.status), e => done(String(e)));"
+        )
+        assert forged == 403, forged
 
         # Two packages physlite lacks; what they add, before building.
         page.fill("#dependencies", "threadpoolctl\nwurlitzer")

@@ -70,7 +70,6 @@ beside the values file, for the `helm upgrade --version` of the gateway's chart.
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +89,7 @@ from buildtool.site.settings import (
     load_site_settings,
 )
 from buildtool.spec import environment_names, load_environment
-from compat import registry_rules
-from compat.vocabulary import IMAGE_OPTION_ENV, WORKER_LABEL
+from compat.vocabulary import IMAGE_OPTION_ENV
 
 VALUES_PATH = Path("deploy/daskhub-values.yaml")
 # Written beside the values file: the dask-gateway chart version that matches them.
@@ -231,23 +229,8 @@ def _commands_lines(checks: bool) -> list[str]:
 
 
 def _namespaces_lines() -> list[str]:
-    """The portable part of `buildtool.site.namespaces`, verbatim, marked as generated, after
-    what it needs from outside it: the registry's rules (`compat/registry_rules.py`,
-    verbatim), the worker label's key, and NamespaceError, here a plain ValueError."""
-    return [
-        "# ---- GENERATED: compat/registry_rules.py, verbatim. ----",
-        *inspect.getsource(registry_rules).splitlines(),
-        "# ---- GENERATED: the portable part of buildtool/site/namespaces.py, verbatim. ----",
-        f"WORKER_LABEL = {WORKER_LABEL!r}",
-        "",
-        "",
-        "class NamespaceError(ValueError):",
-        '    """A user name without a namespace, or a user image refused."""',
-        "",
-        "",
-        *namespaces.portable_source().splitlines(),
-        "# ---- end of the part of buildtool/site/namespaces.py ----",
-    ]
+    """The portable part of `buildtool.site.namespaces` and what it needs, verbatim."""
+    return namespaces.portable_config().splitlines()
 
 
 def _refusal_lines(indent: str) -> list[str]:

@@ -43,6 +43,7 @@ import inspect
 import sys
 
 from buildtool.common import BuildToolError, grammar
+from compat import registry_rules
 from compat.registry_rules import (
     MAX_REDIRECTS,
     PATH,
@@ -487,6 +488,31 @@ PORTABLE_END = "# -- portable: end"
 #: A longer template leaves too little of a repository name's 255 characters for the
 #: escaped name (up to 128) and the environment's repository.
 TEMPLATE_MAX = 100
+
+
+def portable_config() -> str:
+    """What the gateway's and the hub's generated config run, marked as generated: the
+    registry's rules (`compat/registry_rules.py`, verbatim), the worker label's key,
+    NamespaceError (there a plain ValueError), and this module's portable part."""
+    return (
+        "\n".join(
+            [
+                "# ---- GENERATED: compat/registry_rules.py, verbatim. ----",
+                inspect.getsource(registry_rules).rstrip(),
+                "# ---- GENERATED: buildtool/site/namespaces.py's portable part, verbatim. ----",
+                f"WORKER_LABEL = {WORKER_LABEL!r}",
+                "",
+                "",
+                "class NamespaceError(ValueError):",
+                '    """A user name without a namespace, or a user image refused."""',
+                "",
+                "",
+                portable_source().rstrip(),
+                "# ---- end of the part of buildtool/site/namespaces.py ----",
+            ]
+        )
+        + "\n"
+    )
 
 
 def portable_source() -> str:
