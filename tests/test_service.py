@@ -25,6 +25,7 @@ from buildtool.site import OWN_IMAGE_SLUG, SERVICE_NAME, generate_helm_values, u
 from compat.registry import Credentials
 from devsupport.builder import Builder, running_builder
 from devsupport.chart import hub_spawn
+from devsupport.servers import RecordingServer, start
 from devsupport.sitepair import PublishedSite
 
 SMALL = ["threadpoolctl", "wurlitzer"]  # in the stand-in, not in physlite
@@ -112,8 +113,21 @@ def test_without_a_hub_token_nothing_is_answered_or_built(builder: Builder) -> N
     assert not (builder.state / "builds").exists() or not any((builder.state / "builds").iterdir())
 
 
-def test_hostile_or_conflicting_input_is_one_line(builder: Builder, tokens: dict[str, str]) -> None:
+class _Deaf(RecordingServer):
+    """Answers 404 to anything; what matters is what it receives."""
+
+    def answer(
+        self, method: str, path: str, authorization: str | None, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        return 404, {}, b""
+
+
+def test_hostile_or_conflicting_input_is_one_line(
+    builder: Builder, tokens: dict[str, str], servers: list[RecordingServer]
+) -> None:
     alice = tokens["alice"]
+    listener = start(servers, _Deaf("127.0.0.4"))  # "another host": it must hear nothing
+    aimed = f"http://{listener.address}/pkgs"
     cases = [
         (
             {"environment": "physlite", "dependencies": ["numpy >>1"]},
@@ -129,6 +143,22 @@ def test_hostile_or_conflicting_input_is_one_line(builder: Builder, tokens: dict
             {"environment": "physlite", "environment_yml": "dependencies: [numpy >>1]\n"},
             "environment.yml:1",
         ),
+        ({"environment": "physlite", "name": "build", "dependencies": SMALL}, "is reserved"),
+        *(
+            ({"environment": "physlite", "dependencies": [form]}, "names a URL")
+            for form in (
+                f'x[url="{aimed}/x-1.0-0.conda"]',
+                f"{aimed}/linux-64/x-1.0-0.conda",
+                "file:///etc/x-1.0-0.conda",
+                f"{aimed}::numpy",
+            )
+        ),
+        (
+            {"environment": "physlite", "environment_yml": f"dependencies: ['{aimed}/x.conda']\n"},
+            "names a URL",
+        ),
+        ({"environment": "physlite", "dependencies": ["conda-forge::numpy"]}, "names a channel"),
+        ({"environment": "physlite", "dependencies": ["numpy[subdir=noarch]"]}, "names a subdir"),
     ]
     for body, said in cases:
         for path in ("preview", "builds"):
@@ -138,6 +168,7 @@ def test_hostile_or_conflicting_input_is_one_line(builder: Builder, tokens: dict
             assert str(builder.state) not in answer["error"]  # no path of the service's
     status, answer = call(builder, "GET", "builds", alice)
     assert answer == {"builds": []}
+    assert listener.received == []
 
 
 def test_a_preview_says_what_is_added(builder: Builder, tokens: dict[str, str]) -> None:
@@ -215,7 +246,9 @@ def test_two_users_build_at_once_and_neither_reaches_the_other(
     assert tags(physlite_site, notebook.split("@")[0]) == []
 
 
-def test_limits_are_one_line_each(builder: Builder, tokens: dict[str, str]) -> None:
+def test_limits_are_one_line_each(
+    builder: Builder, tokens: dict[str, str], physlite_site: PublishedSite
+) -> None:
     # carol is not in the hub group that may build.
     status, answer = call(
         builder,
@@ -229,9 +262,62 @@ def test_limits_are_one_line_each(builder: Builder, tokens: dict[str, str]) -> N
     body = {"environment": "physlite", "dependencies": ["wurlitzer"]}
     status, answer = call(builder, "POST", "builds", tokens["bob"], {**body, "name": "bob-two"})
     assert status == 202, answer
-    assert wait(builder, tokens["bob"], answer["id"])["state"] == "succeeded"
+    first = wait(builder, tokens["bob"], answer["id"])
+    assert first["state"] == "succeeded", first
     status, answer = call(builder, "POST", "builds", tokens["bob"], {**body, "name": "bob-three"})
     assert status == 403 and "self_service.max_pairs" in answer["error"], answer
+    # A rebuild under the same name leaves one pair: the images it replaces are gone.
+    rebuilt = {**body, "name": "bob-two", "dependencies": ["threadpoolctl"]}
+    status, answer = call(builder, "POST", "builds", tokens["bob"], rebuilt)
+    assert status == 202, answer
+    second = wait(builder, tokens["bob"], answer["id"])
+    assert second["state"] == "succeeded" and second["notebook"] != first["notebook"], second
+    site = physlite_site
+    for role in ("notebook", "worker"):
+        repository, _, digest = first[role].partition("@")
+        host, name = split_reference(repository)
+        registry = Registry(host, Credentials(site.credentials.user, site.credentials.password))
+        assert registry.get_manifest(name, digest) is None, first[role]
+    status, pairs = call(builder, "GET", "pairs", tokens["bob"])
+    assert sorted(p["name"] for p in pairs["pairs"]) == ["bob-extra", "bob-two"]
+
+
+def test_a_flood_of_previews_does_not_stop_another_users_build(
+    builder: Builder, tokens: dict[str, str]
+) -> None:
+    """alice asks for previews as fast as she can, many at once; bob's build goes on
+    and finishes, and alice hears a clear 429 for what is past her share."""
+    body = {"environment": "physlite", "dependencies": ["wurlitzer"], "name": "bob-flood"}
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            status, _ = call(
+                builder,
+                "POST",
+                "preview",
+                tokens["alice"],
+                {"environment": "physlite", "dependencies": SMALL},
+            )
+            answers.append(status)
+
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        status, answer = call(builder, "DELETE", "pairs/bob-two", tokens["bob"])
+        assert status == 204, answer
+        status, answer = call(builder, "POST", "builds", tokens["bob"], body)
+        assert status == 202, answer
+        build = wait(builder, tokens["bob"], answer["id"])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert build["state"] == "succeeded", build
+    assert 429 in answers and set(answers) <= {200, 429}, sorted(set(answers))
 
 
 def test_the_spawn_form_offers_a_user_their_own_pairs_from_the_service(
