@@ -77,6 +77,7 @@ CONVERTER_SOURCES = (
     "standin/pythonpkg.py",
     "standin/wheelconv.py",
     "standin/channel.py",
+    "standin/probe.py",
 )
 DEFAULT_CPYTHON = Path("/root/.pyenv/versions/3.11.7")
 # The PyPI names of what the seed environments install; the pins are their closure.
@@ -294,6 +295,16 @@ def _build(channel: Path, staging: Path, wheels: list[Path]) -> None:
         subdir="noarch",
     )
     write_package(singleuser, None, channel)
+    write_package(*_probe(staging / "probe", target), channel)
+
+
+def _probe(tree: Path, target: Target) -> tuple[PackageMeta, Path]:
+    """`daskhub-probe` (probe.py): the hostile package the sandbox tests add."""
+    module = tree / target.site_packages / "daskhub_probe.py"
+    module.parent.mkdir(parents=True)
+    module.write_bytes((HERE / "probe.py").read_bytes())
+    meta = PackageMeta("daskhub-probe", "1.0", "0", depends=(f"python {target.short}.*",))
+    return meta, tree
 
 
 def _build_aarch64(channel: Path, staging: Path, wheels: list[Path]) -> None:
