@@ -67,6 +67,7 @@ from buildtool.image.oci import (
     sha256_digest,
 )
 from buildtool.image.pkgcache import MARKER, VIEWS, Facts, entry_problem, view
+from buildtool.image.pkgcache import prune as prune_package_cache
 from buildtool.image.render import BASE_APT, RenderedPair, dockerfile_string, render
 from buildtool.image.sandbox import BUILD_ID_ENV, Sandbox, sandbox
 from buildtool.image.sandbox import remove as remove_sandbox
@@ -131,6 +132,7 @@ __all__ = [
     "package_layers",
     "pip_layer",
     "plan_layers",
+    "prune_package_cache",
     "read_installed",
     "remove_sandbox",
     "render",

@@ -196,6 +196,7 @@ def view(cache: Path, wanted: Sequence[Facts], name: str | None = None) -> Itera
                 problem = entry_problem(cache, one)
                 if problem is None:
                     entry = cache / one.sha256
+                    os.utime(entry / MARKER)  # used now: `prune` keeps the recent ones
                     (path / one.dist).symlink_to(entry / one.dist)
                     shutil.copy2(entry / f"{one.dist}.lock", path / f"{one.dist}.lock")
                 elif problem != "missing":
@@ -204,3 +205,32 @@ def view(cache: Path, wanted: Sequence[Facts], name: str | None = None) -> Itera
             yield View(cache, path, facts)
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def prune(cache: Path, keep_bytes: int) -> int:
+    """Remove the entries used longest ago until the cache holds at most `keep_bytes`
+    (an entry an install links now is as good as new: its marker's time is its use).
+    How many bytes were freed."""
+    entries = []
+    for entry in cache.iterdir() if cache.is_dir() else ():
+        marker = entry / MARKER
+        if entry.name.startswith(".") or not marker.exists():
+            continue
+        entries.append((marker.stat().st_mtime, entry, _size(entry)))
+    total = sum(size for _, _, size in entries)
+    freed = 0
+    for _, entry, size in sorted(entries, key=lambda item: item[0]):
+        if total - freed <= keep_bytes:
+            break
+        _discard(entry)
+        freed += size
+    return freed

@@ -107,6 +107,8 @@ class Job:
     after_lock: Callable[[], None]
     # Run when the last command succeeded: the published refs, and whether it was tested.
     on_success: Callable[[], tuple[str, str, bool]]
+    # Run when the build ended, however it ended (what it leaves on disk is pruned).
+    after: Callable[[], None] = lambda: None
 
 
 class Runner(Protocol):
@@ -352,6 +354,10 @@ class BuildQueue:
             self._update(build_id, state="running", step="lock")
 
         def done(error: str | None) -> None:
+            try:
+                job.after()
+            except Exception:  # a prune that failed must not lose the build's outcome
+                logger.exception("build %s: after the build", build_id)
             seconds = round(time.monotonic() - begun, 1)
             if error is not None:
                 log = self.log_path(build_id)

@@ -29,6 +29,7 @@ one line, on the page and in the API (`{"error": ...}` with 400, 403, 404, 409 o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -64,7 +65,7 @@ from buildtool.common import (
     published_extensions,
     read_published,
 )
-from buildtool.image import sweep_sandboxes
+from buildtool.image import package_cache, prune_package_cache, sweep_sandboxes
 from buildtool.lock import Parent, lock_extension, read_lock
 from buildtool.publish import (
     Registry,
@@ -305,12 +306,20 @@ class Builder:
     def start(self, user: str, request: Request) -> dict[str, Any]:
         self.allowed(user)
         workspace = self.settings.workspace(user)
-        pairs = [p for p in self.pairs(user) if p["name"] != request.name]
-        if len(pairs) >= self.settings.limits.max_pairs:
+        limits = self.settings.limits
+        pairs = self.published_names(user) - {request.name}
+        if len(pairs) >= limits.max_pairs:
             raise Rejected(
                 403,
                 f"you have {len(pairs)} pairs, the most this hub allows "
                 "(self_service.max_pairs); delete one first",
+            )
+        used = _folder_bytes(workspace)
+        if used > limits.max_user_mb * 1e6:
+            raise Rejected(
+                403,
+                f"your workspace holds {used / 1e6:.0f} MB, more than this hub allows "
+                f"({limits.max_user_mb:g} MB, self_service.max_user_mb); delete a pair first",
             )
         try:
             self.queue.admit(user)  # the cheap checks first: no solve for a full queue
@@ -347,6 +356,7 @@ class Builder:
             log=self.queue.log_path(build.id),
             after_lock=lambda: self._check_size(specs, request.name, parent),
             on_success=lambda: self._published(user, workspace, request.name),
+            after=lambda: self._prune(outputs),
         )
         self.queue.start(job)
         return {"id": build.id, "state": build.state}
@@ -368,6 +378,28 @@ class Builder:
             raise BuildToolError("the build published no record")
         self._forget_superseded(user, name, published)
         return published.images.notebook.ref, published.images.worker.ref, self.settings.test_images
+
+    def _prune(self, outputs: Path) -> None:
+        """After a build, however it ended: its layer store (what it pushed is in the
+        registry now) and the package cache past self_service.max_cache_mb."""
+        shutil.rmtree(outputs / ".store", ignore_errors=True)
+        freed = prune_package_cache(package_cache(), int(self.settings.limits.max_cache_mb * 1e6))
+        if freed:
+            logger.info("pruned %.0f MB of the package cache", freed / 1e6)
+
+    def published_names(self, user: str) -> set[str]:
+        """The user's pairs as the registry holds them: every name a build of theirs
+        published (the service's own records, which no request deletes) whose notebook
+        image is still there, and every publish record in their workspace."""
+        names = {p["name"] for p in self.pairs(user)}
+        for build in self.queue.of_user(user):
+            if build.state == "succeeded" and build.notebook and build.name not in names:
+                repository, _, digest = build.notebook.partition("@")
+                host, name = split_reference(repository)
+                registry = Registry(host, credentials_for(host, configured=host))
+                if registry.manifest_digest(name, digest) is not None:
+                    names.add(build.name)
+        return names
 
     def _forget_superseded(self, user: str, name: str, published: Published) -> None:
         """A rebuild under a name leaves one pair: the images it replaces are deleted
@@ -426,6 +458,16 @@ class Builder:
         shutil.rmtree(workspace / "build" / name, ignore_errors=True)
         shutil.rmtree(workspace / "specs" / name, ignore_errors=True)
         return True
+
+
+def _folder_bytes(folder: Path) -> int:
+    """What the files under `folder` hold."""
+    total = 0
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
 
 
 def _delete_image(ref: str) -> None:

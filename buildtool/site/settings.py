@@ -101,6 +101,10 @@ class SelfService(StrictModel):
     max_added_mb: float = Field(default=2000, gt=0, allow_inf_nan=False)  # added archives
     # What the additions may write, uncompressed (conda packages and pip pins, each).
     max_installed_mb: float = Field(default=8000, gt=0, allow_inf_nan=False)
+    # What one user's workspace (specs, records, logs) may hold on the service's disk.
+    max_user_mb: float = Field(default=500, gt=0, allow_inf_nan=False)
+    # What the package cache keeps between builds; pruned after each build.
+    max_cache_mb: float = Field(default=20000, gt=0, allow_inf_nan=False)
     build_timeout: int = Field(default=900, ge=30, le=24 * 3600)  # seconds
     max_queued: int = Field(default=8, ge=1, le=1000)  # builds waiting or running, all users
     concurrent: int = Field(default=1, ge=1, le=64)  # builds running at once

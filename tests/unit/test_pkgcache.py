@@ -7,6 +7,7 @@ locked one. The real installs (py-rattler fetching into views) are in tests/test
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from buildtool.common import BuildToolError
 from buildtool.image import MARKER, VIEWS, Facts, entry_problem, view
+from buildtool.image import prune_package_cache as prune
 
 NUMPY = Facts("ab" * 32, "linux-64", "numpy", "2.4.6", "py311_0")
 
@@ -102,3 +104,16 @@ def test_a_view_left_by_a_killed_install_is_removed_by_the_next(tmp_path: Path) 
     _extracted(left / NUMPY.dist, NUMPY)
     with view(tmp_path, []) as made:
         assert not left.exists() and made.path.is_dir()
+
+
+def test_prune_keeps_the_entries_used_last(tmp_path: Path) -> None:
+    old, recent = NUMPY, replace(NUMPY, sha256="cd" * 32, name="scipy")
+    for facts in (old, recent):
+        _entry(tmp_path, facts)
+        (tmp_path / facts.sha256 / facts.dist / "lib" / "big").write_bytes(b"\0" * 100_000)
+    os.utime(tmp_path / old.sha256 / MARKER, (1, 1))
+    with view(tmp_path, [recent]):  # a use makes it recent
+        pass
+    assert prune(tmp_path, keep_bytes=150_000) > 100_000
+    assert not (tmp_path / old.sha256).exists() and entry_problem(tmp_path, recent) is None
+    assert prune(tmp_path, keep_bytes=150_000) == 0
