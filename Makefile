@@ -160,11 +160,12 @@ nightly: ## relock, compat-check, plan, publish each planned pair (JOBS at once)
 demo: setup nightly ## the main job, on a fresh machine: `make nightly` after the set-up
 
 .PHONY: bench
-bench: ## run the benchmarks (lock, build, layers, extend, compat); each prints a table against a baseline
+bench: ## run the benchmarks (lock, build, layers, extend, service, compat); each prints a table against a baseline
 	$(PYTHON) -m bench.lock
 	$(PYTHON) -m bench.build
 	$(PYTHON) -m bench.layers
 	$(PYTHON) -m bench.extend
+	$(PYTHON) -m bench.service
 	$(PYTHON) -m bench.compat
 
 .PHONY: lint
