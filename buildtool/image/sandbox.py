@@ -1,16 +1,20 @@
 """Where a pair's image tests run what the pair holds: the code its packages run is the
 user's, so every container is shut in.
 
-- **A network of the build's own**, internal: its containers reach each other by name
-  and nothing else, neither the host (its loopback, a Docker socket, a registry, cloud
-  metadata) nor anything beyond it.
+- **No network but a loopback of the test's own**: a container starts with none
+  (`--network none`), and the containers of the pair test join the scheduler's
+  (`--network container:<id>`), so scheduler, worker and client meet on that loopback
+  and reach nothing else: neither the host (its loopback, a Docker socket, a registry,
+  cloud metadata) nor anything beyond it. (A Docker network, even `--internal`, still
+  lets a container reach the host at its bridge's address: the sandbox test caught
+  exactly that.)
 - **Every container bounded and unprivileged**: all capabilities dropped, no new
   privileges, the images' own unprivileged user (jovyan, 1000:100), and limits on
   processes, memory and CPU.
-- **Every container and the network labelled with the build** (`BUILD_LABEL`), so that
-  whoever ends the build, however it ends (passed, failed, killed at its time limit, or
-  the service itself killed), removes all of them by the label: `remove`, and `sweep`
-  when a service starts.
+- **Every container labelled with the build** (`BUILD_LABEL`), so that whoever ends the
+  build, however it ends (passed, failed, killed at its time limit, or the service
+  itself killed), removes all of them by the label: `remove` (a network labelled so goes
+  too), and `sweep` when a service starts.
 
 A build's id comes from `BUILD_ID_ENV` when its runner set it (the hub service does, and
 kills every process that carries it when the build ends), else a new one.
@@ -47,16 +51,14 @@ def build_id() -> str:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """One build's network and the flags of every container it runs."""
+    """One build's label and the flags of every container it runs."""
 
     build: str
-    network: str
 
     def run_args(self) -> list[str]:
-        """What `docker run` takes for every container of the build."""
+        """What `docker run` takes for every container of the build, its network aside:
+        `--network none`, or `--network container:<id>` to join another's loopback."""
         return [
-            "--network",
-            self.network,
             "--label",
             f"{BUILD_LABEL}={self.build}",
             "--cap-drop",
@@ -78,12 +80,10 @@ class Sandbox:
 
 @contextlib.contextmanager
 def sandbox(build: str) -> Iterator[Sandbox]:
-    """A new internal network for `build`; on the way out, however it is left, every
-    container of the build and the network are removed."""
-    network = f"daskhub-{build}-{secrets.token_hex(3)}"
+    """The sandbox of `build`; on the way out, however it is left, every container of
+    the build is removed."""
     try:
-        docker("network", "create", "--internal", "--label", f"{BUILD_LABEL}={build}", network)
-        yield Sandbox(build, network)
+        yield Sandbox(build)
     finally:
         remove(build)
 

@@ -159,26 +159,55 @@ PAIR_CLIENT = textwrap.dedent(
 
 def test_real_pair_scheduler_worker_and_client(refs: dict[str, str], subject: Subject) -> None:
     """Scheduler and worker from the worker image, client from the notebook image, in the
-    build's sandbox (they reach each other by name, and nothing else); the worker spec's
-    imports are imported on the workers, through the client."""
+    build's sandbox: the worker and the client join the scheduler's loopback, the only
+    network any of them has; the worker spec's imports are imported on the workers,
+    through the client."""
     name = f"pairtest-{uuid.uuid4().hex[:8]}"
-    address = f"tcp://{name}-scheduler:8786"
+    address = "tcp://127.0.0.1:8786"
     started = []
     try:
-        for role, command in (
-            ("scheduler", ["dask", "scheduler", "--port", "8786", "--dashboard-address", ":0"]),
-            ("worker", ["dask", "worker", address, "--nthreads", "1", "--no-dashboard"]),
-        ):
-            cid = docker(
-                "run", "-d", *subject.run_args, "--name", f"{name}-{role}", refs["worker"], *command
+        scheduler = docker(
+            "run",
+            "-d",
+            *subject.run_args,
+            "--network",
+            "none",
+            "--name",
+            f"{name}-scheduler",
+            refs["worker"],
+            "dask",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8786",
+            "--dashboard-address",
+            ":0",
+        ).stdout.strip()
+        started.append(scheduler)
+        joined = [*subject.run_args, "--network", f"container:{scheduler}"]
+        started.append(
+            docker(
+                "run",
+                "-d",
+                *joined,
+                "--name",
+                f"{name}-worker",
+                refs["worker"],
+                "dask",
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--no-dashboard",
             ).stdout.strip()
-            started.append(cid)
+        )
         result = subprocess.run(
             [
                 docker_cli(),
                 "run",
                 "--rm",
-                *subject.run_args,
+                *joined,
                 refs["notebook"],
                 "python",
                 "-c",
