@@ -56,7 +56,7 @@ def containers(subject: Subject, refs: dict[str, str]) -> Iterator[dict[str, tes
     build's sandbox (`buildtool.image.sandbox`)."""
     ids = {
         role: docker(
-            "run", "-d", "--rm", *subject.run_args, refs[role], "sleep", "infinity"
+            "run", "-d", "--rm", *subject.run_args, "--network", "none", refs[role], "sleep", "1d"
         ).stdout.strip()
         for role in ROLES
     }
