@@ -282,6 +282,9 @@ def pip_layer(
     )
     known = store.recall_layer(key)
     if known is not None:
+        problem = budget.over(known[0].size, len(known[1]), "the pip pins") if budget else None
+        if problem:
+            raise BuildToolError(problem)
         return known
     wheels = fetch_wheels(locked, platform, python, wheel_cache)
     with tempfile.TemporaryDirectory(prefix="pip-", dir=store.root) as folder:

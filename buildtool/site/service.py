@@ -689,7 +689,9 @@ def make_app(settings: ServiceSettings) -> web.Application:
             (api + r"hub/pairs/([^/]+)", HubPairsHandler, kwargs),
         ],
         cookie_secret=os.urandom(32),
-        xsrf_cookies=True,
+        # No `xsrf_cookies`: tornado would check every POST before anyone knows whether
+        # the hub's token authenticated it. The service-auth library checks XSRF itself
+        # when it authenticates a request by its cookie, and only then.
     )
 
 
