@@ -154,7 +154,10 @@ def test_hostile_or_conflicting_input_is_one_line(
             )
         ),
         (
-            {"environment": "physlite", "environment_yml": f"dependencies: ['{aimed}/x.conda']\n"},
+            {
+                "environment": "physlite",
+                "environment_yml": f"dependencies: ['{aimed}/x-1-0.conda']\n",
+            },
             "names a URL",
         ),
         ({"environment": "physlite", "dependencies": ["conda-forge::numpy"]}, "names a channel"),

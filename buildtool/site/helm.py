@@ -269,10 +269,7 @@ def _user_images_lines(user_images: str | None) -> list[str]:
         f"# {namespaces.REGISTRY_USER_ENV} and {namespaces.REGISTRY_PASSWORD_ENV}: set them"
         " from a Kubernetes",
         "# secret with dask-gateway's `gateway.env` (README: Users' own images).",
-        "import asyncio",
-        "",
         f"DASKHUB_USER_IMAGES = {json.dumps(user_images)}",
-        f"PAIRS_TIMEOUT_S = {PAIRS_TIMEOUT_S}",
         "",
         *_namespaces_lines(),
     ]
@@ -359,7 +356,10 @@ def hub_user_images_config(user_images: str, service: bool = False) -> str:
         "# Users' own notebook images (site.yaml: user_images). Each user is offered the",
         "# site's profiles (singleuser.profileList, set by the chart before extraConfig",
         '# runs) and "My own image", whose field admits only their own images by digest.',
+        "import asyncio",
+        "",
         f"DASKHUB_USER_IMAGES = {json.dumps(user_images)}",
+        f"PAIRS_TIMEOUT_S = {PAIRS_TIMEOUT_S}",
         "DASKHUB_SITE_PROFILES = c.KubeSpawner.profile_list",
         "if not isinstance(DASKHUB_SITE_PROFILES, list):",
         "    raise ValueError(",

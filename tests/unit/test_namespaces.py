@@ -310,19 +310,37 @@ def test_the_portable_part_imports_the_standard_library_only_and_is_ascii() -> N
     assert not names & {"BuildToolError", "grammar", "inspect", "sys"}
 
 
+OWN = "registry.example.org/daskhub-users/alice-2eb/jupyter-x@sha256:" + "a" * 64
+
+
 def test_the_portable_part_runs_with_the_standard_library_alone(tmp_path: Path) -> None:
     """`python -S`: no site-packages, so no buildtool, traitlets or kubespawner; the
     generated hub snippet, with a stand-in for traitlets' `c`, gives the same answers as
     this process's module."""
     code = (
-        "import json, sys, types\n"
-        "c = types.SimpleNamespace(KubeSpawner=types.SimpleNamespace(profile_list=[]))\n"
+        "import asyncio, http.server, json, sys, threading, types\n"
+        "class Service(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        f"        body = json.dumps({{'pairs': [{{'name': 'x', 'notebook': {OWN!r}}}]}}).encode()\n"
+        "        self.send_response(200)\n"
+        "        self.end_headers()\n"
+        "        self.wfile.write(body)\n"
+        "    def log_message(self, *args):\n"
+        "        pass\n"
+        "server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Service)\n"
+        "threading.Thread(target=server.serve_forever, daemon=True).start()\n"
+        "space = types.SimpleNamespace\n"
+        "c = space(KubeSpawner=space(), JupyterHub=space())\n"
         "c.KubeSpawner.profile_list = [{'slug': 'physlite', 'display_name': 'P'}]\n"
-        f"exec({hub_user_images_config(TEMPLATE)!r})\n"
+        "c.JupyterHub.services = [{'name': 'daskhub-builder', 'api_token': 't',\n"
+        "    'url': f'http://127.0.0.1:{server.server_address[1]}'}]\n"
+        "# As z2jh runs extraConfig: a namespace of its own, with `c` in it.\n"
+        "config = {'c': c}\n"
+        f"exec({hub_user_images_config(TEMPLATE, service=True)!r}, config)\n"
         "assert 'buildtool' not in sys.modules and 'traitlets' not in sys.modules\n"
         "spawner = types.SimpleNamespace(user=types.SimpleNamespace(name='alice.b'))\n"
-        "import asyncio\n"
         "profiles = asyncio.run(c.KubeSpawner.profile_list(spawner))\n"
+        "escape_username = config['escape_username']\n"
         "try:\n"
         "    escape_username('_x')\n"
         "except ValueError as exc:\n"
@@ -336,7 +354,9 @@ def test_the_portable_part_runs_with_the_standard_library_alone(tmp_path: Path) 
     escaped, profiles, refused = json.loads(result.stdout)
     assert escaped == escape_username("jöe")
     site = [{"slug": "physlite", "display_name": "P"}]
-    assert profiles == user_profile_list(site, TEMPLATE, "alice.b")
+    pairs = [{"name": "x", "notebook": OWN}]
+    assert profiles == user_profile_list(site, TEMPLATE, "alice.b", pairs)
+    assert OWN in json.dumps(profiles)  # the service's pair is offered
     with pytest.raises(NamespaceError) as caught:
         escape_username("_x")
     assert refused == ["NamespaceError", str(caught.value)]
