@@ -11,7 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from buildtool import lock as locking
-from buildtool.common import BuildToolError, read_published, write_atomic, write_if_changed
+from buildtool.common import (
+    BuildToolError,
+    LockStaleError,
+    read_published,
+    write_atomic,
+    write_if_changed,
+)
 from buildtool.image import RenderedPair, build_pair, render, test
 from buildtool.lock import (
     CLIENT_DIR,
@@ -65,16 +71,32 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    targets = [load(args.root, name) for name in _names(args)]
     if args.check:
-        for target in targets:
-            locking.check(target)
-            print(f"{target.name}: lock is up to date with its spec")
-        return 0
+        return _check_locks(args)
+    targets = [load(args.root, name) for name in _names(args)]
     parents = parent_reader(args.build_dir)
     for target in targets:
         locked = locking.lock(target, args.channel, args.platform, parents)
         _write_lock(args, target.name, target.lock_path, locked.lock, locked.baseline)
+    return 0
+
+
+def _check_locks(args: argparse.Namespace) -> int:
+    """Every lock checked, each failure one line: all of them are reported, then the
+    worst exit code of them."""
+    failed: list[BuildToolError] = []
+    for name in _names(args):
+        try:
+            locking.check(load(args.root, name))
+        except BuildToolError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(exc)
+            continue
+        print(f"{name}: lock is up to date with its spec")
+    if failed:
+        error = LockStaleError(f"{len(failed)} lock(s) to make again; see above")
+        error.exit_code = max(exc.exit_code for exc in failed)
+        raise error
     return 0
 
 

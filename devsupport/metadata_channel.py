@@ -31,6 +31,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +164,45 @@ def build_channel(dest: Path) -> Path:
     return dest
 
 
+#: Where the records come from: a lock made against this channel, its URLs put back.
+CONDA_FORGE = "https://conda.anaconda.org/conda-forge"
+
+
+def lock_as_conda_forge(root: Path, name: str) -> Path:
+    """Lock environment `name` under `root` against this channel with the real `buildtool
+    lock`, then put conda-forge's own URLs back where the channel's stand (every record
+    is conda-forge's, with its real sha256): the lock a site with conda-forge makes, so
+    `lock --check` and the generated docs have it, though nothing here can fetch it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        channel = build_channel(Path(scratch) / "conda-forge").resolve().as_uri()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "buildtool.cli",
+                "--root",
+                str(root),
+                "lock",
+                name,
+                "--channel",
+                channel,
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=scratch,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr)
+        path = root / name / "conda-lock.yml"
+        path.write_text(path.read_text().replace(channel, CONDA_FORGE))
+    return path
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["extract"]:
         print(f"{extract(Path(sys.argv[2]))} records -> {RECORDS}")
+    elif sys.argv[1:2] == ["lock"]:
+        print(lock_as_conda_forge(REPO / "environments", sys.argv[2]))
     else:
         print(build_channel(Path(sys.argv[1])).resolve().as_uri())
