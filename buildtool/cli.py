@@ -39,6 +39,7 @@ from buildtool.site import (
     generate_docs,
     generate_helm_values,
     load_site_settings,
+    site_registry,
     user_registry,
     write_charts,
     write_helm_values,
@@ -82,19 +83,22 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def _check_locks(args: argparse.Namespace) -> int:
-    """Every lock checked, each failure one line: all of them are reported, then the
-    worst exit code of them."""
+    """Every lock checked: one failure is its one line; with several, each is a line and
+    the last says how many, with the worst exit code of them."""
+    names = _names(args)
     failed: list[BuildToolError] = []
-    for name in _names(args):
+    for name in names:
         try:
             locking.check(load(args.root, name))
         except BuildToolError as exc:
+            if len(names) == 1:
+                raise
             print(f"error: {exc}", file=sys.stderr)
             failed.append(exc)
             continue
         print(f"{name}: lock is up to date with its spec")
     if failed:
-        error = LockStaleError(f"{len(failed)} lock(s) to make again; see above")
+        error = LockStaleError(f"{len(failed)} of {len(names)} locks to make again; see above")
         error.exit_code = max(exc.exit_code for exc in failed)
         raise error
     return 0
@@ -127,6 +131,8 @@ def _base_images(values: list[str] | None) -> dict[str, str]:
 
 def _render(args: argparse.Namespace, name: str) -> RenderedPair:
     env = load_environment(args.root, name)
+    if not args.registry and load_site_settings(args.root).registry is not None:
+        args.registry = site_registry(args.root)  # the site's own, unless given
     return render(
         env,
         read_lock(env.lock_path),
@@ -162,8 +168,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     targets = [load(args.root, name) for name in _names(args)]
     if args.user:
         args.registry = user_registry(args.root, args.user, targets)
-    if not args.registry:
-        raise BuildToolError("publish needs --registry HOST[:PORT]/NAMESPACE (or --user)")
+    args.registry = args.registry or site_registry(args.root)
     options = Options(
         registry=args.registry,
         build_dir=args.build_dir,
@@ -183,8 +188,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    if not args.registry:
-        raise BuildToolError("plan needs --registry HOST[:PORT]/NAMESPACE")
+    args.registry = args.registry or site_registry(args.root)
     pairs = [_render(args, name) for name in _names(args)]
     if args.names:
         for entry in plan(pairs)["include"]:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildtool.lock import LAB_ENV
 from buildtool.site import SERVICE_NAME
 from devsupport.hub import Hub, running_hub
 from devsupport.servers import free_port
@@ -91,7 +92,14 @@ def running_builder(
         # A service the hub starts gets only this and its JUPYTERHUB_* variables.
         "environment": {
             key: site.env[key]
-            for key in ("REGISTRY_USER", "REGISTRY_PASSWORD", "DOCKER_CONFIG", "PATH", "HOME")
+            for key in (
+                "REGISTRY_USER",
+                "REGISTRY_PASSWORD",
+                "DOCKER_CONFIG",
+                "PATH",
+                "HOME",
+                LAB_ENV,
+            )
             if key in site.env
         },
     }

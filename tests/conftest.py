@@ -4,6 +4,7 @@ the HTTP servers a test starts. The helpers they use are in devsupport/."""
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.lock import LAB_ENV
 from devsupport import REPO
 from devsupport import metadata_channel as metadata
 from devsupport import standin as standin_module
@@ -19,6 +21,10 @@ from devsupport.servers import RecordingServer
 from devsupport.sitepair import PublishedSite, publish_site
 from devsupport.solver_channel import build_channel
 from devsupport.standin.server import ChannelRequestHandler
+
+# The tests are the lab: their locks name the conda-forge stand-in on this machine, which
+# buildtool refuses anywhere else (buildtool.lock.LAB_ENV).
+os.environ[LAB_ENV] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ def _make(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         # The copy must not re-point the editable install that the rest of the suite uses.
-        env={**inherited, "LOCAL": "1", "DASKHUB_KEEP_INSTALL": "1"},
+        env={**inherited, "LAB": "1", "DASKHUB_KEEP_INSTALL": "1"},
     )
 
 

@@ -130,7 +130,7 @@ def test_nightly_runs_every_night_and_by_hand_with_the_switch() -> None:
     assert every == ["*", "*", "*"] and 0 <= int(hour) < 24 and 0 <= int(minute) < 60
     mode = triggers["workflow_dispatch"]["inputs"]["mode"]
     assert mode["options"] == ["pull-request", "commit"] and mode["default"] == "pull-request"
-    assert workflow["env"]["LOCAL"] == "0"  # every environment, against the real channels
+    assert "LAB" not in workflow["env"]  # a site's path: every environment, its own channels
 
 
 def test_five_stages_relock_plan_matrix_fan_in_and_the_switch() -> None:

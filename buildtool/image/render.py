@@ -36,7 +36,7 @@ from buildtool.common import (
     write_if_changed,
 )
 from buildtool.image import layers
-from buildtool.lock import LockedPackage, LockFile
+from buildtool.lock import LockedPackage, LockFile, check_site_channels
 from buildtool.spec import Environment, ImageSet
 from compat.vocabulary import (
     IMAGE_OPTION_ENV,
@@ -171,6 +171,7 @@ def render(
     if missing:
         raise BuildToolError(f"{env.lock_path}: not locked for {missing[0]}; run `buildtool lock`")
     _check_references(registry, base_images or {})
+    check_site_channels(lock, env.lock_path, env.name)
     directory = build_dir / env.name
     prefix = f"{registry.rstrip('/')}/" if registry else ""
     chosen = {

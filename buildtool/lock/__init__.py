@@ -23,11 +23,13 @@ from buildtool.lock.laptop import (
     write_client_files,
 )
 from buildtool.lock.lockfile import (
+    LAB_ENV,
     MAX_LOCK_BYTES,
     LockedPackage,
     LockFile,
     PipHash,
     PipLockedPackage,
+    check_site_channels,
     dump_lock,
     read_lock,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "CLIENT_DIR",
     "ENVIRONMENT_FILE",
     "GENERATED_MARK",
+    "LAB_ENV",
     "MAX_LOCK_BYTES",
     "REQUIREMENTS_FILE",
     "Change",
@@ -70,6 +73,7 @@ __all__ = [
     "check",
     "check_extension_lock",
     "check_lock",
+    "check_site_channels",
     "choose_wheel",
     "client_files",
     "client_pins",

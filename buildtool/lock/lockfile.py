@@ -21,6 +21,7 @@ gives the data; reading a seed lock takes about 60 ms.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from rattler import Channel
 
 from buildtool.common import (
     BuildToolError,
+    InputError,
     SpecError,
     StrictModel,
     grammar,
@@ -47,6 +49,7 @@ from buildtool.common import (
     unsafe_character,
     yamlfile,
 )
+from compat.registry_rules import is_loopback
 from compat.vocabulary import CATEGORY, Role
 
 # libyaml when PyYAML has it: a lock has thousands of lines.
@@ -465,3 +468,25 @@ def read_lock(path: Path) -> LockFile:
         else:
             check.conda(index, conda[-1])
     return LockFile(metadata=document.metadata, package=conda, pip=pip)
+
+
+#: Set (to 1) where a lab, not a site, is at work: this repository's `make demo` and
+#: `make check`, its tests and benchmarks. Only there may a lock name channels on this
+#: machine's loopback (the conda-forge stand-in).
+LAB_ENV = "DASKHUB_LAB"
+
+
+def check_site_channels(lock: LockFile, path: Path, name: str) -> None:
+    """Refuse, outside a lab, a lock made against a channel on this machine's loopback:
+    such a lock holds the lab's packages, which no site can fetch. One line, with the
+    command that relocks against the spec's own channels."""
+    if os.environ.get(LAB_ENV) == "1":
+        return
+    for channel in lock.metadata.channels:
+        host = urlsplit(channel.url).hostname or ""
+        if is_loopback(host):
+            raise InputError(
+                f"{path}: locked against {channel.url}, a channel on this machine (a lab's "
+                f"stand-in); lock it against the spec's channels: `buildtool lock {name}` "
+                f"(or set {LAB_ENV}=1 in the lab)"
+            )

@@ -44,6 +44,7 @@ from buildtool.lock.lockfile import (
     PackageHash,
     PipHash,
     PipLockedPackage,
+    check_site_channels,
     read_lock,
 )
 from buildtool.lock.parent import Parent
@@ -725,8 +726,10 @@ def lock(
 
 
 def check(target: Target) -> None:
-    """Raise LockStaleError unless the target's lock is up to date with its spec."""
+    """Raise LockStaleError unless the target's lock is up to date with its spec (and,
+    outside a lab, made against the site's channels, `check_site_channels`)."""
     if isinstance(target, Environment):
         check_lock(target)
     else:
         check_extension_lock(target)
+    check_site_channels(read_lock(target.lock_path), target.lock_path, target.name)

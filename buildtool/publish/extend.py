@@ -82,6 +82,7 @@ from buildtool.lock import (
     ParentImage,
     PipLockedPackage,
     check_extension_lock,
+    check_site_channels,
     client_files,
 )
 from buildtool.publish.attachments import attach_client_files, attach_lock
@@ -587,6 +588,7 @@ def publish_extension(
     to import (the spec's `imports`, else the top-level modules the additions install)."""
     started = time.monotonic()
     lock = check_extension_lock(ext)
+    check_site_channels(lock, ext.lock_path, ext.name)
     host, parent = _parent_in(ext, lock, registry_prefix)
     lock_text = ext.lock_path.read_text()
     tag = content_tag(ext, lock_text, parent)

@@ -53,11 +53,13 @@ from buildtool.site.namespaces import (
     user_worker_image,
 )
 from buildtool.site.settings import (
+    REGISTRY_PLACEHOLDER,
     SITE_FILE,
     ClusterOptions,
     ServiceSettings,
     check_users_apart,
     load_site_settings,
+    site_registry,
     user_registry,
 )
 
@@ -72,6 +74,7 @@ def serve(settings: ServiceSettings, port: int) -> None:
 
 
 __all__ = [
+    "REGISTRY_PLACEHOLDER",
     "MAX_LOG_BYTES",
     "CHARTS_FILE",
     "OWN_IMAGE_SLUG",
@@ -107,6 +110,7 @@ __all__ = [
     "portable_config",
     "portable_source",
     "serve",
+    "site_registry",
     "step_of",
     "template_problem",
     "user_prefix",

@@ -26,7 +26,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from buildtool.common import BuildToolError, SpecError, StrictModel, read_published, yamlfile
+from buildtool.common import (
+    BuildToolError,
+    SpecError,
+    StrictModel,
+    grammar,
+    read_published,
+    yamlfile,
+)
 from buildtool.site import namespaces
 from buildtool.site.namespaces import OWN_IMAGE_SLUG, escape_username
 from buildtool.spec import Environment, EnvironmentName, Target, environment_names
@@ -115,9 +122,29 @@ class SelfService(StrictModel):
         return None if self.builders == "all" else self.builders.removeprefix("group:")
 
 
+#: What `buildtool init` writes for the registry, which the tool refuses until it is
+#: replaced by the site's own.
+REGISTRY_PLACEHOLDER = "registry.example.org/CHANGE-ME"
+
+
+def _registry(value: str) -> str:
+    if value == REGISTRY_PLACEHOLDER:
+        raise ValueError(
+            "still the placeholder of `buildtool init`: write where this site's pairs go "
+            "(host[:port]/namespace)"
+        )
+    problem = grammar.registry_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class SiteSettings(StrictModel):
     """The schema of `site.yaml`."""
 
+    # Where the site's pairs are published (`host[:port]/namespace`): what publish, plan,
+    # render and build use when no --registry is given.
+    registry: Annotated[str, AfterValidator(_registry)] | None = None
     cluster_options: ClusterOptions = ClusterOptions()
     version_checks: bool = True
     profiles: Profiles = Profiles()
@@ -197,3 +224,15 @@ def check_users_apart(root: Path, build_dir: Path) -> None:
                     "their own",
                     lines.get(("user_images",)),
                 )
+
+
+def site_registry(root: Path) -> str:
+    """site.yaml's `registry`, for the commands given no --registry; one line when there
+    is none (its placeholder is refused on reading)."""
+    registry = load_site_settings(root).registry
+    if registry is None:
+        raise BuildToolError(
+            "name the registry: --registry HOST[:PORT]/NAMESPACE, or `registry:` in "
+            f"{root / SITE_FILE}"
+        )
+    return registry

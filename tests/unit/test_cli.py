@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from buildtool.cli import main
+from buildtool.lock import LAB_ENV
+from buildtool.site import REGISTRY_PLACEHOLDER
 from devsupport import REPO
 
 
@@ -35,4 +37,38 @@ def test_lock_check_all_reports_every_environment_and_fails_at_the_end(
     errors = err.splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), err
     assert "e2e" in errors[0] and "pyhep" in errors[1]
-    assert errors[2] == "error: 2 lock(s) to make again; see above"
+    assert errors[2] == "error: 2 of 5 locks to make again; see above"
+
+
+@pytest.mark.parametrize("command", [["lock", "--check"], ["render"], ["build"], ["publish"]])
+def test_outside_the_lab_a_lab_lock_is_one_line_with_the_relock(
+    site: Path,
+    command: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The seed locks name the stand-in on this machine: a site's path refuses them before
+    anything is fetched, and says how to relock."""
+    monkeypatch.delenv(LAB_ENV)
+    extra = ["--registry", "registry.example.org/daskhub"] if command == ["publish"] else []
+    code = main(["--root", str(site), *command, "physlite", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "locked against http://127.0.0.1:8321/conda-forge, a channel on this machine" in err
+    assert "`buildtool lock physlite`" in err
+
+
+def test_the_sites_registry_is_the_default_and_its_placeholder_is_refused(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site / "site.yaml").write_text("# the site\nregistry: registry.example.org/physics\n")
+    build = ["--build-dir", str(tmp_path / "build")]
+    assert main(["--root", str(site), *build, "render", "e2e", "--base-image", "debian:12"]) == 0
+    assert "registry.example.org/physics/jupyter-e2e:" in capsys.readouterr().out
+    (site / "site.yaml").write_text(f"# the site\nregistry: {REGISTRY_PLACEHOLDER}\n")
+    code = main(["--root", str(site), *build, "publish", "e2e"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines() == [
+        f"error: {site}/site.yaml:2: registry: still the placeholder of `buildtool init`: "
+        "write where this site's pairs go (host[:port]/namespace)"
+    ]
