@@ -38,6 +38,7 @@ from buildtool.site import (
     gateway_chart,
     generate_docs,
     generate_helm_values,
+    init_site,
     load_site_settings,
     site_registry,
     user_registry,
@@ -275,6 +276,12 @@ def cmd_helm_values(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    for path in init_site(args.folder):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     path = import_environment(args.environment_yml, args.name, args.root, args.extends)
     print(f"wrote {path}")
@@ -418,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=VALUES_PATH, help="the values file to write")
     p.add_argument("--default", help="environment preselected in the profile list (else the first)")
     p.set_defaults(func=cmd_helm_values)
+
+    p = add_parser("init", help="start a site's own repository of environments in FOLDER")
+    p.add_argument("folder", type=Path, metavar="FOLDER")
+    p.set_defaults(func=cmd_init)
 
     p = add_parser("import", help="write environments/NAME/env.yaml from an environment.yml")
     p.add_argument("environment_yml", type=Path, metavar="ENVIRONMENT_YML")

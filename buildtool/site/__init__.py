@@ -8,6 +8,7 @@ cluster its Helm values and the hub its self-service page.
   docs.py        the pages of images, packages and lock diffs (`docs`)
   service.py     `buildtool serve`: the hub service where users build their own pairs
   builds.py      the service's build queue and its runner
+  scaffold.py    `buildtool init`: a site's own repository, ready to lock and publish
 """
 
 from buildtool.site.builds import (
@@ -52,6 +53,7 @@ from buildtool.site.namespaces import (
     user_profile_list,
     user_worker_image,
 )
+from buildtool.site.scaffold import init_site
 from buildtool.site.settings import (
     REGISTRY_PLACEHOLDER,
     SITE_FILE,
@@ -104,6 +106,7 @@ __all__ = [
     "generate_helm_values",
     "hub_user_images_config",
     "in_any_user_namespace",
+    "init_site",
     "load_site_settings",
     "options_handler_config",
     "own_image_regex",
