@@ -35,6 +35,7 @@ from buildtool.site import (
     CHARTS_FILE,
     SITE_FILE,
     VALUES_PATH,
+    deploy_manifests,
     gateway_chart,
     generate_docs,
     generate_helm_values,
@@ -44,6 +45,7 @@ from buildtool.site import (
     user_registry,
     write_charts,
     write_helm_values,
+    write_manifests,
 )
 from buildtool.spec import (
     check_environment_name,
@@ -273,6 +275,8 @@ def cmd_helm_values(args: argparse.Namespace) -> int:
     charts = args.output.parent / CHARTS_FILE
     changed = write_charts(chart, charts)
     print(f"{'wrote' if changed else 'unchanged:'} {charts} (dask-gateway chart {chart.version})")
+    for path in write_manifests(args.output.parent, deploy_manifests(args.root, args.build_dir)):
+        print(f"wrote {path}")
     return 0
 
 

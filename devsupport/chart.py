@@ -5,9 +5,10 @@
 - the real dask-gateway server, its config file the values' `extraConfig.optionHandler`
   verbatim after a preamble, and the deployment's own client code against it
   (`chart_gateway`, `ChartGateway.attempts`);
-- KubeSpawner's expansion of a profile into the user's pod: its image and environment
-  (`spawn`), and the hub's config loaded as the jupyterhub chart loads it, for any user
-  and options (`hub_spawn`).
+- KubeSpawner's expansion of a profile into the user's pod: its image, environment and
+  pod manifest (`spawn`), and the hub's config loaded as the jupyterhub chart loads it,
+  for any user and options (`hub_spawn`);
+- the gateway's Kubernetes controller's worker pod for an option request (`worker_pod`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 from dask_gateway_server.backends.kubernetes import KubeBackend
+from dask_gateway_server.backends.kubernetes.controller import KubeController
 from dask_gateway_server.models import User
 from traitlets.config import PyFileConfigLoader
 
@@ -53,6 +55,15 @@ def cluster_config(backend: KubeBackend, request: dict[str, str], user: str = "a
     return config
 
 
+def worker_pod(backend: KubeBackend, request: dict[str, str], user: str = "alice") -> dict:
+    """The Dask worker pod the real KubeBackend's controller makes for a user's option
+    request (its own `make_pod`, as it would send it to the API server)."""
+    config = cluster_config(backend, request, user)
+    controller = KubeController(gateway_instance="daskhub")  # the chart's instance name
+    pod: dict = controller.make_pod("daskhub", "cluster", config, is_worker=True)
+    return pod
+
+
 def gateway_image(backend: KubeBackend, request: dict[str, str]) -> str:
     """The worker image the gateway starts for a user's option request."""
     return cluster_config(backend, request).image
@@ -60,6 +71,7 @@ def gateway_image(backend: KubeBackend, request: dict[str, str]) -> str:
 
 SPAWN = """
 import asyncio, json, sys, types
+from kubernetes_asyncio.client import ApiClient
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
@@ -86,7 +98,8 @@ async def pod(user, options):
         await spawner.load_user_options()
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"image": spawner.image, "env": spawner.get_env()}
+    pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    return {"image": spawner.image, "env": spawner.get_env(), "pod": pod}
 
 print(json.dumps([asyncio.run(pod(user, options)) for user, options in requests]))
 """

@@ -9,6 +9,8 @@ cluster its Helm values and the hub its self-service page.
   service.py     `buildtool serve`: the hub service where users build their own pairs
   builds.py      the service's build queue and its runner
   scaffold.py    `buildtool init`: a site's own repository, ready to lock and publish
+  manifests.py   the Kubernetes objects the values refer to: the builder service, the
+                 worker images' pre-puller
 """
 
 from buildtool.site.builds import (
@@ -27,6 +29,8 @@ from buildtool.site.helm import (
     CHARTS_FILE,
     VALUES_PATH,
     Pair,
+    cluster_placement,
+    deploy_manifests,
     dump_helm_values,
     gateway_chart,
     generate_helm_values,
@@ -34,6 +38,14 @@ from buildtool.site.helm import (
     options_handler_config,
     write_charts,
     write_helm_values,
+)
+from buildtool.site.manifests import (
+    BUILDER_FILE,
+    KUBERNETES_DIR,
+    PREPULLER_FILE,
+    builder_manifests,
+    prepuller_manifests,
+    write_manifests,
 )
 from buildtool.site.namespaces import (
     OWN_IMAGE_SLUG,
@@ -76,6 +88,9 @@ def serve(settings: ServiceSettings, port: int) -> None:
 
 
 __all__ = [
+    "BUILDER_FILE",
+    "KUBERNETES_DIR",
+    "PREPULLER_FILE",
     "REGISTRY_PLACEHOLDER",
     "MAX_LOG_BYTES",
     "CHARTS_FILE",
@@ -97,8 +112,11 @@ __all__ = [
     "RegistryReader",
     "dump_helm_values",
     "engine_available",
+    "builder_manifests",
     "check_users_apart",
+    "cluster_placement",
     "content_length",
+    "deploy_manifests",
     "escape_username",
     "forget_worker_labels",
     "gateway_chart",
@@ -111,6 +129,7 @@ __all__ = [
     "options_handler_config",
     "own_image_regex",
     "portable_config",
+    "prepuller_manifests",
     "portable_source",
     "serve",
     "site_registry",
@@ -122,4 +141,5 @@ __all__ = [
     "user_worker_image",
     "write_charts",
     "write_helm_values",
+    "write_manifests",
 ]

@@ -82,9 +82,19 @@ from buildtool.common import PUBLISHED_LOCK_FILE, BuildToolError, read_published
 from buildtool.image import CHECKS_OFF, CLIENT_ENV, GUARD_ENV, SCHEDULER_PRELOAD_ARGS
 from buildtool.lock import LockFile, read_lock
 from buildtool.site import namespaces
+from buildtool.site.manifests import (
+    BUILDER_FILE,
+    PREPULLER_FILE,
+    builder_manifests,
+    prepuller_manifests,
+)
 from buildtool.site.settings import (
+    GPU_RESOURCE,
     SITE_FILE,
     ClusterOptions,
+    EnvironmentPlacement,
+    Placement,
+    SiteSettings,
     check_users_apart,
     load_site_settings,
 )
@@ -161,7 +171,7 @@ def offered_pairs(root: Path, build_dir: Path, hidden: set[str]) -> list[Pair]:
     return pairs
 
 
-def _profile(pair: Pair, default: bool, checks: bool) -> dict[str, Any]:
+def _profile(pair: Pair, default: bool, checks: bool, placed: Placement) -> dict[str, Any]:
     profile: dict[str, Any] = {
         "display_name": pair.display_name,
         "description": pair.description,
@@ -175,8 +185,49 @@ def _profile(pair: Pair, default: bool, checks: bool) -> dict[str, Any]:
             IMAGE_OPTION_ENV: NOTEBOOK_IMAGE_PLACEHOLDER,
             **({} if checks else {CLIENT_ENV: CHECKS_OFF}),
         },
+        **_notebook_placement(placed),
     }
     return profile
+
+
+def _notebook_placement(placed: Placement) -> dict[str, Any]:
+    """KubeSpawner's overrides that put the notebook pod where `placed` says."""
+    override: dict[str, Any] = {}
+    if placed.node_selector:
+        override["node_selector"] = dict(placed.node_selector)
+    if placed.tolerations:
+        override["tolerations"] = [t.spec() for t in placed.tolerations]
+    if placed.gpus:
+        override["extra_resource_guarantees"] = {GPU_RESOURCE: str(placed.gpus)}
+        override["extra_resource_limits"] = {GPU_RESOURCE: str(placed.gpus)}
+    return override
+
+
+def _pod_placement(placed: Placement) -> dict[str, Any]:
+    """A pod spec's fields (dask-gateway's extra pod config) for `placed`."""
+    pod: dict[str, Any] = {}
+    if placed.node_selector:
+        pod["nodeSelector"] = dict(placed.node_selector)
+    if placed.tolerations:
+        pod["tolerations"] = [t.spec() for t in placed.tolerations]
+    return pod
+
+
+def cluster_placement(placement: EnvironmentPlacement) -> dict[str, Any]:
+    """What the gateway's option handler adds to a cluster's config for an environment:
+    its workers' and scheduler's pod placement, and the workers' GPUs as container
+    resources (dask-gateway merges them into the cores and memory it sets)."""
+    config: dict[str, Any] = {}
+    for role, placed in (("worker", placement.workers), ("scheduler", placement.scheduler)):
+        pod = _pod_placement(placed)
+        if pod:
+            config[f"{role}_extra_pod_config"] = pod
+        if placed.gpus:
+            gpus = {GPU_RESOURCE: placed.gpus}
+            config[f"{role}_extra_container_config"] = {
+                "resources": {"limits": gpus, "requests": gpus}
+            }
+    return config
 
 
 def _dict_lines(name: str, mapping: dict[str, str]) -> list[str]:
@@ -281,6 +332,7 @@ def options_handler_config(
     bounds: ClusterOptions,
     checks: bool = True,
     user_images: str | None = None,
+    placements: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """The gateway's `dask_gateway_config.py` snippet: the image option with its allowlist
     and mapping, the resource options with the site's bounds, and the version checks
@@ -312,6 +364,9 @@ def options_handler_config(
             },
         ),
         f"DASKHUB_DEFAULT_WORKER_IMAGE = {json.dumps(default.worker)}",
+        "# Where each pair's workers and scheduler run (site.yaml: placement), by worker",
+        "# image; a user's own pair runs where the default placement says.",
+        f"DASKHUB_PLACEMENT = {json.dumps(placements or {}, sort_keys=True)}",
         "GIB = 2**30",
         *_user_images_lines(user_images),
         "",
@@ -329,6 +384,7 @@ def options_handler_config(
         '        "scheduler_memory": int(options.scheduler_memory * GIB),',
         '        "scheduler_memory_limit": int(options.scheduler_memory * GIB),',
         *_commands_lines(checks),
+        '        **DASKHUB_PLACEMENT.get(image, DASKHUB_PLACEMENT.get("", {})),',
         "    }",
         "",
         "",
@@ -466,10 +522,16 @@ def generate_helm_values(root: Path, build_dir: Path, default: str | None = None
         check_users_apart(root, build_dir)
         _check_user_images(user_images, pairs)
     chosen = next(p for p in pairs if p.name == (default or names[0]))
-    handler = options_handler_config(pairs, chosen, bounds, checks, user_images)
-    jupyterhub: dict[str, Any] = {
-        "singleuser": {"profileList": [_profile(p, p is chosen, checks) for p in pairs]},
-    }
+    handler = options_handler_config(
+        pairs, chosen, bounds, checks, user_images, _placements(settings, pairs)
+    )
+    profiles = [_profile(p, p is chosen, checks, settings.placed(p.name).notebook) for p in pairs]
+    singleuser: dict[str, Any] = {"profileList": profiles}
+    gateway: dict[str, Any] = {"extraConfig": {EXTRA_CONFIG_KEY: handler}}
+    if settings.image_pull_secret is not None:
+        singleuser["image"] = {"pullSecrets": [settings.image_pull_secret]}
+        gateway["backend"] = {"imagePullSecrets": [{"name": settings.image_pull_secret}]}
+    jupyterhub: dict[str, Any] = {"singleuser": singleuser}
     if user_images is not None:
         service = settings.self_service is not None
         hub: dict[str, Any] = {
@@ -478,12 +540,16 @@ def generate_helm_values(root: Path, build_dir: Path, default: str | None = None
         if service:
             hub.update(builder_service())
         jupyterhub["hub"] = hub
-    return {
-        "jupyterhub": jupyterhub,
-        "dask-gateway": {
-            "gateway": {"extraConfig": {EXTRA_CONFIG_KEY: handler}},
-        },
-    }
+    return {"jupyterhub": jupyterhub, "dask-gateway": {"gateway": gateway}}
+
+
+def _placements(settings: SiteSettings, pairs: list[Pair]) -> dict[str, dict[str, Any]]:
+    """The option handler's table: worker image -> what its clusters' config adds; the
+    key "" holds the default placement's (users' own pairs take it)."""
+    table = {"": cluster_placement(settings.placed("default"))}
+    for pair in pairs:
+        table[pair.worker] = cluster_placement(settings.placed(pair.name))
+    return {image: config for image, config in table.items() if config}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -597,3 +663,15 @@ def dump_charts(chart: GatewayChart) -> str:
 def write_charts(chart: GatewayChart, path: Path) -> bool:
     """Write `charts.yaml` if its text changed; returns whether it did."""
     return write_if_changed(path, dump_charts(chart))
+
+
+def deploy_manifests(root: Path, build_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The Kubernetes manifests beside the values (`buildtool.site.manifests`): the
+    builder service's, with site.yaml's self_service, and the worker images' pre-puller
+    for every pair the hub offers."""
+    settings = load_site_settings(root)
+    pairs = offered_pairs(root, build_dir, set(settings.profiles.hidden))
+    return {
+        BUILDER_FILE: builder_manifests(settings.self_service) if settings.self_service else [],
+        PREPULLER_FILE: prepuller_manifests(settings, {p.name: p.worker for p in pairs}),
+    }

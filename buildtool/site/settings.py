@@ -84,6 +84,87 @@ class Profiles(StrictModel):
         return self
 
 
+# A Kubernetes label key or value, and an object's name (what the API server accepts).
+_LABEL_KEY = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_OBJECT_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, label in value.items():
+        _label_key(key)
+        _label_value(label)
+    return value
+
+
+def _label_key(value: str) -> str:
+    if not _LABEL_KEY.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Kubernetes label key")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Kubernetes label value")
+    return value
+
+
+def _object_name(value: str) -> str:
+    if not _OBJECT_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Kubernetes object's name")
+    return value
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+ObjectName = Annotated[str, AfterValidator(_object_name)]
+
+
+class Toleration(StrictModel):
+    """A Kubernetes toleration, as a pod spec writes it."""
+
+    key: Annotated[str, AfterValidator(_label_key)] | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: Annotated[str, AfterValidator(_label_value)] | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    def spec(self) -> dict[str, str]:
+        return self.model_dump(exclude_none=True)
+
+
+class Placement(StrictModel):
+    """Where pods of one kind run: the nodes' labels, the taints they tolerate, and the
+    GPUs each asks for (`nvidia.com/gpu`)."""
+
+    node_selector: Labels = {}
+    tolerations: list[Toleration] = []
+    gpus: int = Field(default=0, ge=0, le=16)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.node_selector or self.tolerations or self.gpus)
+
+
+#: The resource a GPU is asked for by (NVIDIA's device plugin; GKE and EKS alike).
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class EnvironmentPlacement(StrictModel):
+    """Where one environment's notebook, Dask workers and scheduler run."""
+
+    notebook: Placement = Placement()
+    workers: Placement = Placement()
+    scheduler: Placement = Placement()
+
+
+class SecretKey(StrictModel):
+    """A key of a Kubernetes Secret in the hub's namespace."""
+
+    name: ObjectName
+    key: Annotated[str, AfterValidator(_label_key)]
+
+
 def _group_name(name: str) -> str:
     """A hub group's name: `group:NAME`, so it can never be mistaken for "all"."""
     if not name.startswith("group:") or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,255}", name[6:]):
@@ -115,6 +196,12 @@ class SelfService(StrictModel):
     build_timeout: int = Field(default=900, ge=30, le=24 * 3600)  # seconds
     max_queued: int = Field(default=8, ge=1, le=1000)  # builds waiting or running, all users
     concurrent: int = Field(default=1, ge=1, le=64)  # builds running at once
+    # Its Deployment (deploy/kubernetes/builder.yaml): the image that runs `buildtool
+    # serve` with the site's repository in /site, its volume, and its secrets.
+    image: str | None = None
+    state_gb: int = Field(default=20, ge=1, le=10_000)
+    token_secret: SecretKey = SecretKey(name="hub", key="hub.services.daskhub-builder.apiToken")
+    registry_secret: ObjectName = "daskhub-builder-registry"
 
     @property
     def group(self) -> str | None:
@@ -152,6 +239,23 @@ class SiteSettings(StrictModel):
     user_images: Annotated[str, AfterValidator(_user_images)] | None = None
     # The hub service where users build their own pairs (`buildtool serve`); None: none.
     self_service: SelfService | None = None
+    # Where each environment's pods run (its name, or `default` for every other one).
+    placement: dict[str, EnvironmentPlacement] = {}
+    # The Kubernetes Secret (docker-registry type) nodes pull the site's images with.
+    image_pull_secret: ObjectName | None = None
+
+    @model_validator(mode="after")
+    def _placement_names(self) -> SiteSettings:
+        for name in self.placement:
+            if name != "default" and grammar.environment_name_problem(name):
+                raise ValueError(f"placement: {name!r} is neither an environment nor default")
+        return self
+
+    def placed(self, environment: str) -> EnvironmentPlacement:
+        """Where `environment`'s pods run: its own placement, else the default one."""
+        return self.placement.get(environment) or self.placement.get(
+            "default", EnvironmentPlacement()
+        )
 
 
 def load_site_settings(root: Path) -> SiteSettings:
