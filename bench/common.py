@@ -33,7 +33,7 @@ from typing import Any
 import rattler
 
 from buildtool.image import STATS_FILE, BuildStats, locked_records
-from buildtool.lock import read_lock
+from buildtool.lock import LAB_ENV, read_lock
 from buildtool.publish import MANIFEST_TYPES, Credentials, Registry, split_reference
 from buildtool.spec import Environment, load_environment
 from devsupport import log_progress, standin
