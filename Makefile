@@ -144,19 +144,19 @@ plan: standin ## print, as CI matrix JSON, the pairs (ENVS) whose content tags a
 verify: standin ## rebuild the published ENV pair from its lock on clean caches; compare digests
 	$(WITH_STANDIN) $(BUILDTOOL) verify $(ENV) $(IMAGE_FLAGS)
 
-.PHONY: docs
-docs: ## write docs/: image table, package manifests, lock diffs since publish
-	$(BUILDTOOL) docs
+.PHONY: catalog
+catalog: ## write catalog/: image table, package manifests, lock diffs since publish
+	$(BUILDTOOL) catalog
 
 .PHONY: helm-values
 helm-values: ## write deploy/daskhub-values.yaml for the published pairs
 	$(BUILDTOOL) helm-values
 
 # The nightly's stages, as the CI workflow runs them: relock; plan; publish each planned
-# pair, JOBS at a time, each going on when another fails; docs and Helm values from every
+# pair, JOBS at a time, each going on when another fails; the catalog and Helm values from every
 # record (a pair that failed keeps its last good one). Fails if any pair failed.
 .PHONY: nightly
-nightly: ## relock, compat-check, plan, publish each planned pair (JOBS at once), docs, Helm values
+nightly: ## relock, compat-check, plan, publish each planned pair (JOBS at once), catalog, Helm values
 	$(MAKE) lock-all
 	$(MAKE) compat-all
 	planned="$$($(WITH_STANDIN) $(WITH_CREDENTIALS) $(BUILDTOOL) plan $(ENVS) --names \
@@ -165,7 +165,7 @@ nightly: ## relock, compat-check, plan, publish each planned pair (JOBS at once)
 	if [ -n "$$planned" ]; then \
 	  $(MAKE) -k -j $(JOBS) --output-sync=target $$(printf 'publish-%s ' $$planned) || status=$$?; \
 	fi; \
-	$(MAKE) docs helm-values; \
+	$(MAKE) catalog helm-values; \
 	exit $$status
 
 .PHONY: demo

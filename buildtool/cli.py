@@ -37,12 +37,12 @@ from buildtool.site import (
     VALUES_PATH,
     deploy_manifests,
     gateway_chart,
-    generate_docs,
     generate_helm_values,
     init_site,
     load_site_settings,
     site_registry,
     user_registry,
+    write_catalog,
     write_charts,
     write_helm_values,
     write_manifests,
@@ -229,8 +229,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_docs(args: argparse.Namespace) -> int:
-    changed = generate_docs(args.root, args.build_dir, args.out)
+def cmd_catalog(args: argparse.Namespace) -> int:
+    changed = write_catalog(args.root, args.build_dir, args.out)
     for path in changed:
         print(f"{'wrote' if path.exists() else 'removed'} {path}")
     print(f"{args.out}: {len(changed)} page(s) changed")
@@ -403,9 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     _env_options(p)
     p.set_defaults(func=cmd_client)
 
-    p = add_parser("docs", help="write the image table, package manifests and lock diffs")
-    p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the pages")
-    p.set_defaults(func=cmd_docs)
+    p = add_parser("catalog", help="write the image table, package manifests and lock diffs")
+    p.add_argument("--out", type=Path, default=Path("catalog"), help="folder for the pages")
+    p.set_defaults(func=cmd_catalog)
 
     p = add_parser("serve", help="run the hub service where users build their own pairs")
     p.add_argument("--port", type=int, help="where to listen (else from JUPYTERHUB_SERVICE_URL)")

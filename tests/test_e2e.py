@@ -236,10 +236,10 @@ def test_each_published_image_has_its_sbom_in_the_registry(
         assert ("procps" in debs) == (role == "notebook")  # the notebook's own apt
         pypi = {(p.name, p.version) for p in purls if p.type == "pypi"}
         assert pypi == ({("tomli-w", "1.2.0")} if role == "notebook" else set())
-    # `buildtool docs` keeps the same documents under docs/sbom/
-    result = _buildtool(offline, "--root", offline["root"], "docs")
+    # `buildtool catalog` keeps the same documents under catalog/sbom/
+    result = _buildtool(offline, "--root", offline["root"], "catalog")
     assert result.returncode == 0, result.stderr
-    kept = sorted((offline["work"] / "docs" / "sbom" / "e2e").glob("*.cdx.json"))
+    kept = sorted((offline["work"] / "catalog" / "sbom" / "e2e").glob("*.cdx.json"))
     assert [p.name for p in kept] == ["notebook-linux-64.cdx.json", "worker-linux-64.cdx.json"]
 
 
@@ -289,9 +289,9 @@ def test_an_archive_that_does_not_match_the_lock_fails_the_build(offline: dict) 
 def test_no_credential_reaches_a_file_a_log_or_a_blob(
     offline: dict, credentials: RegistryCredentials
 ) -> None:
-    """After everything above (lock, publish, no-op re-publish, docs, verify, a failed
+    """After everything above (lock, publish, no-op re-publish, catalog, verify, a failed
     build), neither canary is anywhere, raw or in base64: not in a file of the work folder
-    (specs, locks, build/, docs/, deploy/), not in any command's output, not in a blob of
+    (specs, locks, build/, catalog/, deploy/), not in any command's output, not in a blob of
     the published repositories (manifests, configs, decompressed layers, SBOMs), not in a
     file the caches (ours and rattler's) got since the run started."""
     started = time.monotonic()

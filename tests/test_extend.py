@@ -143,10 +143,10 @@ def test_published_without_docker_mounting_every_parent_blob_then_tested_by_dige
     assert site.proxy.pushed_bytes == record["bytes_pushed"]
     assert record["bytes_pushed"] < 1_000_000
 
-    # The docs list the user pair with its parent and what it adds.
-    docs = _user(site, "docs", "--out", str(tmp_path / "docs"))
-    assert docs.returncode == 0, docs.stderr
-    page = (tmp_path / "docs" / "images.md").read_text()
+    # The catalog lists the user pair with its parent and what it adds.
+    catalog = _user(site, "catalog", "--out", str(tmp_path / "catalog"))
+    assert catalog.returncode == 0, catalog.stderr
+    page = (tmp_path / "catalog" / "images.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| `alice`"))
     assert record["images"]["notebook"]["ref"] in row and record["parent"] in row
     assert "physlite" in row and "hepunits, threadpoolctl, wurlitzer" in row

@@ -1,6 +1,6 @@
 """`make nightly` over the seed environments, three nights, from a copy of this checkout.
 
-1. The first night publishes every seed (in parallel, JOBS=2) and regenerates the docs and
+1. The first night publishes every seed (in parallel, JOBS=2) and regenerates the catalog and
    the Helm values; `buildtool plan` then lists nothing.
 2. e2e's spec changes: the second night rebuilds e2e, and only e2e.
 3. e2e's image tests fail while physlite's spec changes: physlite is published, e2e is not,
@@ -85,7 +85,7 @@ def test_three_nights(tmp_path: Path) -> None:
         for name, image in notebooks.items():
             assert image["repository"].startswith(f"{registry}/"), name
             assert f"tagged {image['repository']}:" in first.stderr, name  # publish's log
-        images = (checkout / "docs" / "images.md").read_text()
+        images = (checkout / "catalog" / "images.md").read_text()
         assert all(image["ref"] in images for image in notebooks.values())
         helm = _helm_images(checkout)
         offered = [name for name in SEEDS if name != "e2e"]  # site.yaml hides the check pair

@@ -153,7 +153,7 @@ def test_five_stages_relock_plan_matrix_fan_in_and_the_switch() -> None:
     stages = [
         "cp -R deploy/published/. build/",
         'cp -R "$folder"/. "build/$environment/"',
-        "make docs helm-values",
+        "make catalog helm-values",
         "install -D --mode=644",
     ]
     positions = [runs.index(stage) for stage in stages]

@@ -5,7 +5,7 @@ cluster its Helm values and the hub its self-service page.
   namespaces.py  each hub user's registry namespace and who may start which image; its
                  portable part runs inside the gateway and the hub
   helm.py        the daskhub chart's values for the published pairs (`helm-values`)
-  docs.py        the pages of images, packages and lock diffs (`docs`)
+  catalog.py     the pages of images, packages and lock diffs (`catalog`)
   service.py     `buildtool serve`: the hub service where users build their own pairs
   builds.py      the service's build queue and its runner
   scaffold.py    `buildtool init`: a site's own repository, ready to lock and publish
@@ -24,7 +24,7 @@ from buildtool.site.builds import (
     engine_available,
     step_of,
 )
-from buildtool.site.docs import generate_docs
+from buildtool.site.catalog import write_catalog
 from buildtool.site.helm import (
     CHARTS_FILE,
     VALUES_PATH,
@@ -120,7 +120,7 @@ __all__ = [
     "escape_username",
     "forget_worker_labels",
     "gateway_chart",
-    "generate_docs",
+    "write_catalog",
     "generate_helm_values",
     "hub_user_images_config",
     "in_any_user_namespace",

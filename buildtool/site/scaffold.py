@@ -7,7 +7,7 @@ It holds what a site keeps and nothing of this project's lab:
     analysis/env.yaml              one environment: Python, Dask, Dask Gateway, Jupyter,
                                    from conda-forge
     .github/workflows/nightly.yml  relock, plan, publish each changed pair, regenerate the
-                                   docs and the Helm values, open a pull request
+                                   catalog and the Helm values, open a pull request
     .gitignore                     build/
     README.md                      what to do next, and where the admin guide is
 
@@ -77,7 +77,7 @@ notebook:
 
 NIGHTLY = """\
 # Nightly: relock every environment, publish each pair whose content changed, regenerate
-# the docs and the Helm values, and open a pull request with the lock diffs.
+# the catalog and the Helm values, and open a pull request with the lock diffs.
 # Secrets: REGISTRY_USER and REGISTRY_PASSWORD, for site.yaml's registry.
 name: nightly
 on:
@@ -108,9 +108,9 @@ jobs:
           for env in $(buildtool plan --all --names); do
             buildtool publish "$env"
           done
-      - name: Regenerate the docs and the Helm values
+      - name: Regenerate the catalog and the Helm values
         run: |
-          buildtool docs
+          buildtool catalog
           buildtool helm-values
       - name: Keep the publish records
         run: |
@@ -121,10 +121,10 @@ jobs:
       - uses: peter-evans/create-pull-request@v7
         with:
           branch: nightly/relock
-          title: "nightly: relock, publish, regenerate docs and Helm values"
+          title: "nightly: relock, publish, regenerate the catalog and Helm values"
           add-paths: |
             */conda-lock.yml
-            docs
+            catalog
             deploy
 """
 

@@ -1,7 +1,7 @@
 """`buildtool client`: the pins of a client matching a pair, made from the committed locks.
 
 Pure: the committed physlite and e2e locks (and variations of them made in memory), the
-real CLI in a subprocess, and `buildtool docs` on a scratch copy of `environments/`. The
+real CLI in a subprocess, and `buildtool catalog` on a scratch copy of `environments/`. The
 registry side (the artifact on both published images) is in tests/test_e2e.py.
 """
 
@@ -28,7 +28,7 @@ from buildtool.lock import (
     client_pins,
     read_lock,
 )
-from buildtool.site import generate_docs
+from buildtool.site import write_catalog
 from compat.names import from_conda
 from compat.rules import OPTIONAL, REQUIRED
 from devsupport.buildtool_cli import buildtool
@@ -272,10 +272,10 @@ def test_cli_writes_both_files_under_build(tmp_path: Path) -> None:
     assert missing.stderr.strip().count("\n") == 0 and "no-such-env" in missing.stderr
 
 
-def test_docs_link_the_published_pairs_client(tmp_path: Path) -> None:
+def test_catalog_links_the_published_pairs_client(tmp_path: Path) -> None:
     root = tmp_path / "environments"
     shutil.copytree(REPO / "environments", root)
-    build, docs = tmp_path / "build", tmp_path / "docs"
+    build, catalog = tmp_path / "build", tmp_path / "catalog"
     (build / "physlite").mkdir(parents=True)
     shutil.copyfile(LOCKS["physlite"], build / "physlite" / "published-lock.yml")
     digest = "sha256:" + "ab" * 32
@@ -300,18 +300,18 @@ def test_docs_link_the_published_pairs_client(tmp_path: Path) -> None:
         )
     )
 
-    generate_docs(root, build, docs)
+    write_catalog(root, build, catalog)
 
     expected = client_files("physlite", _lock("physlite"), LOCKS["physlite"])
     for filename, text in expected.items():
-        assert (docs / "clients" / "physlite" / filename).read_text() == text
-    page = (docs / "images.md").read_text()
+        assert (catalog / "clients" / "physlite" / filename).read_text() == text
+    page = (catalog / "images.md").read_text()
     assert "[client pins](clients/physlite/client-requirements.txt)" in page
     assert "([conda](clients/physlite/client-environment.yml))" in page
-    assert "clients/e2e" not in page and not (docs / "clients" / "e2e").exists()  # unpublished
-    assert generate_docs(root, build, docs) == []  # a second run changes nothing
+    assert "clients/e2e" not in page and not (catalog / "clients" / "e2e").exists()  # unpublished
+    assert write_catalog(root, build, catalog) == []  # a second run changes nothing
 
     shutil.rmtree(build / "physlite")  # no longer published: its client files go
-    changed = generate_docs(root, build, docs)
-    assert {docs / "clients" / "physlite" / f for f in expected} <= set(changed)
-    assert not list((docs / "clients").rglob("*.*"))
+    changed = write_catalog(root, build, catalog)
+    assert {catalog / "clients" / "physlite" / f for f in expected} <= set(changed)
+    assert not list((catalog / "clients").rglob("*.*"))
