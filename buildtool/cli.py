@@ -260,7 +260,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         user_images=site.user_images,
         **({"spawn_query": args.spawn_query} if args.spawn_query else {}),
     )
-    serve(settings, port)
+    serve(settings, port, args.address)
     return 0
 
 
@@ -410,7 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser("serve", help="run the hub service where users build their own pairs")
     p.add_argument("--port", type=int, help="where to listen (else from JUPYTERHUB_SERVICE_URL)")
     p.add_argument(
-        "--state", type=Path, default=Path("build/service"), help="the service's own folder"
+        "--address",
+        default="127.0.0.1",
+        help="the address to bind (its Deployment binds 0.0.0.0; default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        help="the service's own folder, on a volume of its own (users' workspaces, queue)",
     )
     p.add_argument(
         "--test-images",

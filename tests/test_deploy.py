@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from buildtool.cli import main
+from buildtool.cli import build_parser, main
 from buildtool.site import KUBERNETES_DIR, SERVICE_NAME
 from devsupport import REPO
 from devsupport.chart import gateway_backend, hub_spawn, worker_pod
@@ -139,7 +139,15 @@ def test_the_builder_is_reached_by_the_hub_alone_with_its_token_from_a_secret(
         "name": "hub",
         "key": "hub.services.daskhub-builder.apiToken",
     }
-    assert "--state" in container["args"] and "/data" in container["args"]
+    # The command is one the real CLI parses: it binds where its Service sends, and keeps
+    # its state on its volume.
+    assert container["args"][0] == "buildtool"
+    parsed = build_parser().parse_args(container["args"][1:])
+    assert (parsed.command, parsed.address, parsed.port) == ("serve", "0.0.0.0", 8000)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[str(parsed.state)] == "state"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
     # The hub reaches it at the URL the values name, and nothing but the hub and proxy may.

@@ -695,8 +695,8 @@ def make_app(settings: ServiceSettings) -> web.Application:
     )
 
 
-def serve(settings: ServiceSettings, port: int) -> None:
-    """Run the service until it is stopped."""
+def serve(settings: ServiceSettings, port: int, address: str = "127.0.0.1") -> None:
+    """Run the service on `address`:`port` until it is stopped."""
     if not re.fullmatch(r"[0-9]+", str(port)):
         raise BuildToolError(f"--port {port!r}")
     site = load_site_settings(settings.root)
@@ -711,8 +711,8 @@ def serve(settings: ServiceSettings, port: int) -> None:
 
     async def main() -> None:
         server = HTTPServer(app, xheaders=True, max_body_size=MAX_BODY)
-        server.listen(port, address=os.environ.get("DASKHUB_BUILDER_ADDRESS", "127.0.0.1"))
-        logger.info("serving on port %d", port)
+        server.listen(port, address=address)
+        logger.info("serving on %s port %d", address, port)
         await asyncio.Event().wait()
 
     asyncio.run(main())
