@@ -56,6 +56,12 @@ from buildtool.spec import (
 )
 from compat.vocabulary import PLATFORMS, ROLES
 
+#: What exit status 2 means, for every command: nothing was written.
+BAD_INPUT = (
+    "the input is wrong (a spec, site.yaml, a name or a flag): one line naming the file, "
+    "the key and the line; nothing is written"
+)
+
 
 def _names(args: argparse.Namespace) -> list[str]:
     if args.all:
@@ -299,7 +305,10 @@ def _env_options(p: argparse.ArgumentParser) -> None:
 
 def _image_options(p: argparse.ArgumentParser) -> None:
     _env_options(p)
-    p.add_argument("--registry", help="registry and namespace, e.g. 127.0.0.1:5000/daskhub")
+    p.add_argument(
+        "--registry",
+        help="registry and namespace, host[:port]/path (default: site.yaml's registry)",
+    )
     p.add_argument(
         "--base-image",
         action="append",
@@ -330,14 +339,28 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log the details, and stream build output"
     )
 
-    def add_parser(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[verbosity], help=help)
+    def add_parser(
+        name: str, help: str, done: str, failed: str | None = None
+    ) -> argparse.ArgumentParser:
+        """A command, with what its exit status means (`--help` ends with it)."""
+        one = f"1 {failed}; " if failed else ""
+        epilog = f"exit status: 0 {done}; {one}2 {BAD_INPUT}"
+        return sub.add_parser(name, parents=[verbosity], help=help, epilog=epilog)
 
-    p = add_parser("list", help="print environment names (validating their specs)")
+    p = add_parser(
+        "list",
+        help="print environment names (validating their specs)",
+        done="the names are printed",
+    )
     _env_options(p)
     p.set_defaults(func=cmd_list)
 
-    p = add_parser("lock", help="solve an environment once and write its conda-lock.yml")
+    p = add_parser(
+        "lock",
+        help="solve an environment once and write its conda-lock.yml",
+        done="locked (with --check: every lock is up to date)",
+        failed="no solution, or with --check a lock to make again (each one a line)",
+    )
     _env_options(p)
     p.add_argument("--channel", action="append", help="use this channel instead of the spec's")
     p.add_argument(
@@ -349,11 +372,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)
 
-    p = add_parser("render", help="write the pair's Dockerfiles and build context")
+    p = add_parser(
+        "render",
+        help="write the pair's Dockerfiles and build context",
+        done="rendered",
+        failed="a lock older than its spec, or one another machine cannot fetch",
+    )
     _image_options(p)
     p.set_defaults(func=cmd_render)
 
-    p = add_parser("build", help="render, then build both images, layered by package")
+    p = add_parser(
+        "build",
+        help="render, then build both images, layered by package",
+        done="built and loaded",
+        failed="a stale lock, a fetch, the engine, or the layer limit",
+    )
     _image_options(p)
     p.set_defaults(func=cmd_build)
 
@@ -361,11 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
         "test",
         help="run the image tests (pytest + testinfra) on a built pair, or a published "
         "extension pair (pulled by digest)",
+        done="every image test passed",
+        failed="an image test failed, or there is no pair to test",
     )
     _env_options(p)
     p.set_defaults(func=cmd_test)
 
-    p = add_parser("publish", help="build, test, then push the pair by digest and tag it")
+    p = add_parser(
+        "publish",
+        help="build, test, then push the pair by digest and tag it",
+        done="published, or already in the registry",
+        failed="a build, an image test, the registry or a limit; no tag moved",
+    )
     _image_options(p)
     p.add_argument(
         "--test",
@@ -386,33 +426,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_publish)
 
-    p = add_parser("plan", help="print, as JSON for a CI matrix, the pairs not yet in the registry")
+    p = add_parser(
+        "plan",
+        help="print, as JSON for a CI matrix, the pairs not yet in the registry",
+        done="the plan is printed (maybe empty)",
+        failed="the registry could not be asked",
+    )
     _image_options(p)
     p.add_argument("--names", action="store_true", help="only their names, one per line")
     p.set_defaults(func=cmd_plan)
 
     p = add_parser(
-        "verify", help="rebuild a published pair from its lock on clean caches; compare digests"
+        "verify",
+        help="rebuild a published pair from its lock on clean caches; compare digests",
+        done="every digest is the published one",
+        failed="a digest differs (the first differing layer is named)",
     )
     _image_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = add_parser(
-        "client", help="write build/ENV/client/: pip and conda pins of a client matching the pair"
+        "client",
+        help="write build/ENV/client/: pip and conda pins of a client matching the pair",
+        done="the pins are written",
+        failed="no lock to read",
     )
     _env_options(p)
     p.set_defaults(func=cmd_client)
 
-    p = add_parser("catalog", help="write the image table, package manifests and lock diffs")
+    p = add_parser(
+        "catalog",
+        help="write the image table, package manifests and lock diffs",
+        done="the pages are current",
+        failed="a lock or a record could not be read",
+    )
     p.add_argument("--out", type=Path, default=Path("catalog"), help="folder for the pages")
     p.set_defaults(func=cmd_catalog)
 
-    p = add_parser("serve", help="run the hub service where users build their own pairs")
+    p = add_parser(
+        "serve",
+        help="run the hub service where users build their own pairs",
+        done="stopped",
+        failed="the service cannot start",
+    )
     p.add_argument("--port", type=int, help="where to listen (else from JUPYTERHUB_SERVICE_URL)")
     p.add_argument(
         "--address",
         default="127.0.0.1",
-        help="the address to bind (its Deployment binds 0.0.0.0; default 127.0.0.1)",
+        help="the address to listen on (its Deployment: 0.0.0.0)",
     )
     p.add_argument(
         "--state",
@@ -433,17 +494,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    p = add_parser("helm-values", help="write the daskhub chart values of the published pairs")
+    p = add_parser(
+        "helm-values",
+        help="write the daskhub chart values of the published pairs",
+        done="the values and manifests are current",
+        failed="no one dask-gateway version serves every pair",
+    )
     p.add_argument("--output", type=Path, default=VALUES_PATH, help="the values file to write")
     p.add_argument("--default", help="environment preselected in the profile list (else the first)")
     p.set_defaults(func=cmd_helm_values)
 
-    p = add_parser("init", help="start a site's own repository of environments in FOLDER")
-    p.add_argument("folder", type=Path, metavar="FOLDER")
+    p = add_parser(
+        "init",
+        help="start a site's own repository of environments in FOLDER",
+        done="the site is written",
+    )
+    p.add_argument(
+        "folder", type=Path, metavar="FOLDER", help="a new or empty folder for the repository"
+    )
     p.set_defaults(func=cmd_init)
 
-    p = add_parser("import", help="write environments/NAME/env.yaml from an environment.yml")
-    p.add_argument("environment_yml", type=Path, metavar="ENVIRONMENT_YML")
+    p = add_parser(
+        "import",
+        help="write environments/NAME/env.yaml from an environment.yml",
+        done="the spec is written",
+    )
+    p.add_argument(
+        "environment_yml", type=Path, metavar="ENVIRONMENT_YML", help="a conda environment file"
+    )
     p.add_argument("--name", required=True, help="the environment to write")
     p.add_argument("--extends", help="the parent spec (e.g. base); what it asks for is left out")
     p.set_defaults(func=cmd_import)
