@@ -21,8 +21,8 @@ MARK = (
 
 def _flags(action: argparse.Action) -> str:
     if not action.option_strings:
-        name = action.metavar or action.dest
-        return f"`{str(name).upper() if action.nargs != '*' else f'[{name.upper()} ...]'}`"
+        name = str(action.metavar or action.dest).upper()
+        return f"`[{name} ...]`" if action.nargs == "*" else f"`{name}`"
     takes = action.nargs != 0
     value = ""
     if takes:
@@ -59,7 +59,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 def render() -> str:
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    helps = {choice.dest: choice.help for choice in commands._choices_actions}
+    helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
     lines = [
         MARK,
         "",
@@ -78,7 +78,8 @@ def render() -> str:
     for name, sub in commands.choices.items():
         lines += [f"## `buildtool {name}`", "", f"{helps[name][0].upper()}{helps[name][1:]}.", ""]
         lines += _options(sub)
-        lines += ["", f"{sub.epilog[0].upper()}{sub.epilog[1:]}.", ""]
+        epilog = sub.epilog or ""
+        lines += ["", f"{epilog[:1].upper()}{epilog[1:]}.", ""]
     return "\n".join(lines)
 
 

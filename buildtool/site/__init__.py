@@ -78,13 +78,13 @@ from buildtool.site.settings import (
 )
 
 
-def serve(settings: ServiceSettings, port: int) -> None:
-    """Run the hub service (`service.py`) until it is stopped. Its own dependencies,
-    JupyterHub's service-auth and tornado, are the `serve` extra: imported here, when it
-    runs, so that the rest of the tool needs neither."""
+def serve(settings: ServiceSettings, port: int, address: str = "127.0.0.1") -> None:
+    """Run the hub service (`service.py`) on `address`:`port` until it is stopped. Its
+    own dependencies, JupyterHub's service-auth and tornado, are the `serve` extra:
+    imported here, when it runs, so that the rest of the tool needs neither."""
     from buildtool.site.service import serve as run_service
 
-    run_service(settings, port)
+    run_service(settings, port, address)
 
 
 __all__ = [
