@@ -112,6 +112,35 @@ class Browser:
         with the answer."""
         return self.driver.execute_async_script(code, *args)
 
+    def reload(self) -> None:
+        """Load the page shown now again, as the browser's reload button does."""
+        log.info("browser: reloading %s", self.url)
+        self.driver.refresh()
+
+    def accept_dialog(self, timeout: float = 10) -> str:
+        """Press OK in the page's `confirm()` (or `alert()`) dialog; its text."""
+        alert = WebDriverWait(self.driver, timeout).until(expected_conditions.alert_is_present())
+        text = alert.text
+        alert.accept()
+        return text
+
+    def allow_clipboard(self) -> None:
+        """Let the page shown now (its origin) read and write the clipboard, as a person
+        allows it when the browser asks."""
+        origin = "/".join(self.url.split("/")[:3])
+        self.driver.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+        )
+
+    def clipboard(self) -> str:
+        """What the clipboard holds, read in the page (`allow_clipboard` first)."""
+        text = self.script(
+            "const done = arguments[arguments.length - 1];"
+            "navigator.clipboard.readText().then(done, (e) => done('error: ' + e));"
+        )
+        return str(text)
+
     def screenshot(self, name: str) -> Path:
         """Save the window as `artifacts/NN-name.png`, NN counting this browser's
         screenshots from 01, and return its path."""

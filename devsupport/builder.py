@@ -54,9 +54,11 @@ def running_builder(
     spawn_query: str = "image={image}",
     hub_settings: dict | None = None,
     extra_config: str = "",
+    build_dir: Path | None = None,
 ) -> Iterator[Builder]:
     """A hub for `users` with the builder service on a copy of `site`'s environments;
-    `self_service` is site.yaml's value of that key (YAML)."""
+    `self_service` is site.yaml's value of that key (YAML). The service reads the site's
+    publish records from `build_dir` (default: the site's own build folder)."""
     root = work / "site"
     shutil.copytree(site.root, root)
     template = site.users_template()
@@ -80,7 +82,7 @@ def running_builder(
             "--root",
             str(root),
             "--build-dir",
-            str(site.build_dir),
+            str(build_dir or site.build_dir),
             "serve",
             "--state",
             str(state),

@@ -77,6 +77,11 @@ if "environment" in settings:
 # What the chart's `singleuser.cmd` defaults to.
 c.DockerSpawner.cmd = ["jupyterhub-singleuser"]
 c.DockerSpawner.name_template = settings["container"]
+# Named servers (as the Helm values turn them on with the builder service): each its own
+# container, `<container>--<server name>`, the default server's ending in `--`.
+if settings.get("named_servers"):
+    c.JupyterHub.allow_named_servers = True
+    c.DockerSpawner.name_template = settings["container"] + "--{servername}"
 c.DockerSpawner.remove = True
 c.DockerSpawner.use_internal_ip = True
 c.Spawner.start_timeout = 300
@@ -168,16 +173,17 @@ class Hub:
     #: the DummyAuthenticator's password, every user's
     password: str
     log: Path
-    #: DockerSpawner's name_template: `{username}` is the user's
+    #: DockerSpawner's name_template: `{username}` is the user's, `{servername}` the
+    #: server's (with named servers)
     container_template: str
     session: HubSession = field(init=False)
 
     def __post_init__(self) -> None:
         self.session = HubSession(self.url)
 
-    def container(self, user: str) -> str:
-        """The name of the container that holds this user's server."""
-        return self.container_template.format(username=user)
+    def container(self, user: str, server: str = "") -> str:
+        """The name of the container that holds this user's server (or named server)."""
+        return self.container_template.format(username=user, servername=server)
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -191,19 +197,20 @@ class Hub:
         goes on to spawn the user's server, as the chart's hub does after a login."""
         return self.session.login(user, self.password, next_path)
 
-    def wait_for_server(self, user: str, timeout: float = 300) -> dict[str, Any]:
-        """Open the user's server as the browser does until it answers (the hub's OAuth
-        round trip gives its cookie), then ask its API for its status."""
+    def wait_for_server(self, user: str, timeout: float = 300, server: str = "") -> dict[str, Any]:
+        """Open the user's server (or named server) as the browser does until it answers
+        (the hub's OAuth round trip gives its cookie), then ask its API for its status."""
+        base = f"/user/{user}/{server}/" if server else f"/user/{user}/"
         deadline = time.monotonic() + timeout
         while True:
             with suppress(urllib.error.HTTPError, urllib.error.URLError, TimeoutError):
-                url, _, _ = self.get(f"/user/{user}/lab")
-                if urllib.parse.urlparse(url).path == f"/user/{user}/lab":
+                url, _, _ = self.get(base + "lab")
+                if urllib.parse.urlparse(url).path == base + "lab":
                     break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{user}'s server did not answer:\n{self.log_tail()}")
             time.sleep(2)
-        url, kind, body = self.get(f"/user/{user}/api/status")
+        url, kind, body = self.get(base + "api/status")
         if not kind.startswith("application/json"):
             raise RuntimeError(f"{url} answered {kind}: {body[:500]}")
         status: dict[str, Any] = json.loads(body)
@@ -294,7 +301,7 @@ def running_hub(
         f"http://127.0.0.1:{merged['port']}",
         merged["password"],
         process.log,
-        merged["container"],
+        merged["container"] + ("--{servername}" if merged.get("named_servers") else ""),
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

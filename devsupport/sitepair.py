@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildtool.publish import Credentials, Registry, split_reference
 from devsupport.buildtool_cli import buildtool, locked_site
 from devsupport.localregistry import RegistryCredentials, docker_login, registry_credentials
 from devsupport.servers import FrontProxy
@@ -26,6 +27,16 @@ class PublishedSite:
     env: dict[str, str]  # the registry credentials, a docker config logged into the proxy
     published: dict  # the pair's publish record
     credentials: RegistryCredentials
+
+    def tags(self, repository: str) -> list[str]:
+        """The tags the registry holds of `repository` (host/name), none when it holds
+        no such repository."""
+        host, name = split_reference(repository)
+        registry = Registry(host, Credentials(self.credentials.user, self.credentials.password))
+        status, _, body = registry.request(
+            "GET", f"/v2/{name}/tags/list", scope=f"repository:{name}:pull", ok=(200, 404)
+        )
+        return (json.loads(body).get("tags") or []) if status == 200 else []
 
     def users_template(self) -> str:
         """A fresh `user_images` template on the proxy's host (the parent's registry)."""

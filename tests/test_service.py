@@ -84,19 +84,10 @@ def wait(builder: Builder, token: str, build_id: str, timeout: float = 300) -> d
     while True:
         status, build = call(builder, "GET", f"builds/{build_id}", token)
         assert status == 200, build
-        if build["state"] in ("succeeded", "failed"):
+        if build["state"] in ("succeeded", "failed", "cancelled"):
             return build
         assert time.monotonic() < deadline, build
         time.sleep(0.5)
-
-
-def tags(site: PublishedSite, repository: str) -> list[str]:
-    host, name = split_reference(repository)
-    registry = Registry(host, Credentials(site.credentials.user, site.credentials.password))
-    status, _, body = registry.request(
-        "GET", f"/v2/{name}/tags/list", scope=f"repository:{name}:pull", ok=(200, 404)
-    )
-    return (json.loads(body).get("tags") or []) if status == 200 else []
 
 
 def test_without_a_hub_token_nothing_is_answered_or_built(builder: Builder) -> None:
@@ -188,6 +179,16 @@ def test_a_preview_says_what_is_added(builder: Builder, tokens: dict[str, str]) 
     )
     assert status == 200, answer
     assert sorted(p["name"] for p in answer["added"]) == ["hepunits", "threadpoolctl", "wurlitzer"]
+    # Their size as their servers say, against the site's limit (max_added_mb: 2000).
+    assert 0 < answer["added_bytes"] < 10_000_000
+    assert answer["max_added_bytes"] == 2_000_000_000
+    # What the site environment holds already, from its published lock.
+    status, held = call(builder, "GET", "environments/physlite/packages", tokens["alice"])
+    assert status == 200 and held["platform"] == "linux-64"
+    numpy = next(p for p in held["packages"] if p["name"] == "numpy")
+    assert numpy == {"name": "numpy", "version": "2.4.6", "manager": "conda", "images": "both"}
+    assert any(p["images"] == "notebook" for p in held["packages"])  # jupyterlab, ...
+    assert call(builder, "GET", "environments/nope/packages", tokens["alice"])[0] == 404
 
 
 def test_two_users_build_at_once_and_neither_reaches_the_other(
@@ -229,11 +230,38 @@ def test_two_users_build_at_once_and_neither_reaches_the_other(
         prefix = user_prefix(builder.template, user)
         assert build["notebook"].startswith(f"{prefix}/jupyter-{user}-extra@sha256:")
         assert build["worker"].startswith(f"{prefix}/dask-gateway-{user}-extra@sha256:")
-        assert tags(physlite_site, build["notebook"].split("@")[0])
+        assert physlite_site.tags(build["notebook"].split("@")[0])
+
+    # A build's log: from a line on (what the page has not shown yet), whole, as a file.
+    alice_build = builds["alice"]["id"]
+    whole = builds["alice"]["log"]
+    assert any("solving" in line for line in whole) and builds["alice"]["log_next"] == len(whole)
+    status, rest = call(builder, "GET", f"builds/{alice_build}?from={len(whole) - 2}", alice)
+    assert rest["log"] == whole[-2:]
+    assert call(builder, "GET", f"builds/{alice_build}?from=x", alice)[0] == 400
+    status, text = call(builder, "GET", f"builds/{alice_build}/log", alice)
+    assert status == 200 and text.splitlines() == whole
+    request = urllib.request.Request(
+        builder.api(f"builds/{alice_build}/log?download=1"),
+        headers={"Authorization": f"token {alice}"},
+    )
+    with OPENER.open(request, timeout=30) as response:
+        disposition = response.headers["Content-Disposition"]
+    assert disposition == f'attachment; filename="build-{alice_build}.log"'
+    # An ended build cannot be cancelled; a pair not built here cannot be rebuilt.
+    status, answer = call(builder, "POST", f"builds/{alice_build}/cancel", alice)
+    assert status == 409 and "succeeded already" in answer["error"]
+    assert call(builder, "POST", "pairs/nope/rebuild", alice)[0] == 404
+    # Each pair: the named server it starts in, and whether the site moved on since.
+    status, pairs = call(builder, "GET", "pairs", alice)
+    (mine,) = [p for p in pairs["pairs"] if p["name"] == "alice-extra"]
+    digest = mine["notebook"].split("@sha256:")[1]
+    assert mine["server"] == f"alice-extra-{digest[:8]}" and mine["outdated"] is False
 
     # bob sees nothing of alice's: her build, her pairs; and cannot delete them.
-    alice_build = builds["alice"]["id"]
     assert call(builder, "GET", f"builds/{alice_build}", bob)[0] == 404
+    for path in (f"builds/{alice_build}/log", f"builds/{alice_build}/cancel"):
+        assert call(builder, "GET" if path.endswith("log") else "POST", path, bob)[0] == 404
     status, pairs = call(builder, "GET", "pairs", bob)
     assert [p["name"] for p in pairs["pairs"]] == ["bob-extra"]
     assert call(builder, "DELETE", "pairs/alice-extra", bob)[0] == 404
@@ -246,7 +274,7 @@ def test_two_users_build_at_once_and_neither_reaches_the_other(
     assert call(builder, "DELETE", "pairs/alice-extra", alice)[0] == 204
     status, pairs = call(builder, "GET", "pairs", alice)
     assert "alice-extra" not in [p["name"] for p in pairs["pairs"]]
-    assert tags(physlite_site, notebook.split("@")[0]) == []
+    assert physlite_site.tags(notebook.split("@")[0]) == []
 
 
 def test_limits_are_one_line_each(
@@ -380,6 +408,6 @@ def test_a_build_killed_mid_push_leaves_no_tag(
     assert build["state"] == "failed" and build["notebook"] is None, build
     prefix = user_prefix(builder.template, "alice")
     for repository in (f"{prefix}/jupyter-alice-cut", f"{prefix}/dask-gateway-alice-cut"):
-        assert tags(physlite_site, repository) == []
+        assert physlite_site.tags(repository) == []
     status, pairs = call(builder, "GET", "pairs", alice)
     assert "alice-cut" not in [p["name"] for p in pairs["pairs"]]

@@ -32,7 +32,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -50,7 +50,10 @@ from buildtool.image import BUILD_ID_ENV, remove_sandbox
 
 logger = logging.getLogger(__name__)
 
-State = Literal["queued", "running", "succeeded", "failed"]
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: The states a build ends in.
+ENDED = ("succeeded", "failed", "cancelled")
+CANCELLED = "cancelled by its user; nothing was tagged"
 # What the log's lines say of the step a build is at: the first line holding the text.
 STEPS = (
     ("lock", "solving"),
@@ -73,6 +76,10 @@ class BuildRefused(BuildToolError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BuildCancelled(BuildToolError):
+    """The build's user cancelled it."""
 
 
 class Build(StrictModel):
@@ -109,6 +116,8 @@ class Job:
     on_success: Callable[[], tuple[str, str, bool]]
     # Run when the build ended, however it ended (what it leaves on disk is pruned).
     after: Callable[[], None] = lambda: None
+    # Set by `BuildQueue.cancel`: no further command starts, and the build ends cancelled.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Runner(Protocol):
@@ -137,9 +146,14 @@ class LocalRunner:
 
     @staticmethod
     def _run(job: Job, started: Callable[[], None], done: Callable[[str | None], None]) -> None:
+        if job.cancel.is_set():  # cancelled while it waited in the queue
+            done(CANCELLED)
+            return
         started()
         try:
             LocalRunner._commands(job)
+        except BuildCancelled:
+            done(CANCELLED)
         except CommandTimeout:
             done(f"the build took longer than {job.timeout:.0f} s (self_service.build_timeout)")
         except BuildToolError as exc:
@@ -159,6 +173,8 @@ class LocalRunner:
         env = {**job.env, BUILD_ID_ENV: job.build.id}
         try:
             for index, command in enumerate(job.commands):
+                if job.cancel.is_set():
+                    raise BuildCancelled(CANCELLED)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CommandTimeout("the build", job.timeout)
@@ -173,6 +189,8 @@ class LocalRunner:
                         what="the build",
                     )
                 if result.returncode != 0:
+                    if job.cancel.is_set():  # its processes were killed by the cancel
+                        raise BuildCancelled(CANCELLED)
                     raise BuildToolError(_last_error(job.log))
                 if index == 0:
                     job.after_lock()
@@ -260,6 +278,7 @@ class BuildQueue:
         self.max_queued = max_queued
         self._lock = threading.Lock()
         self._builds: dict[str, Build] = {}
+        self._jobs: dict[str, Job] = {}  # the jobs of the builds not ended yet
         for path in sorted(self.folder.glob(f"*/{RECORD_FILE}")):
             try:
                 build = Build.model_validate_json(path.read_text())
@@ -346,9 +365,25 @@ class BuildQueue:
             self._save(build)
             return build
 
+    def cancel(self, build_id: str) -> Build:
+        """End a queued or running build as its time limit would: no further command
+        starts, every process and container of it is ended now, nothing is tagged."""
+        with self._lock:
+            build = self._builds[build_id]
+            job = self._jobs.get(build_id)
+            if build.state in ENDED or job is None:
+                raise BuildRefused(f"the build has {build.state} already", 409)
+            job.cancel.set()
+        killed = kill_marked(BUILD_ID_ENV, build_id)
+        removed = remove_sandbox(build_id)
+        logger.info("build %s cancelled: %d processes, %d containers", build_id, killed, removed)
+        return build
+
     def start(self, job: Job) -> None:
         build_id = job.build.id
         begun = time.monotonic()
+        with self._lock:
+            self._jobs[build_id] = job
 
         def started() -> None:
             self._update(build_id, state="running", step="lock")
@@ -358,7 +393,14 @@ class BuildQueue:
                 job.after()
             except Exception:  # a prune that failed must not lose the build's outcome
                 logger.exception("build %s: after the build", build_id)
+            with self._lock:
+                self._jobs.pop(build_id, None)
             seconds = round(time.monotonic() - begun, 1)
+            if error == CANCELLED:
+                self._update(
+                    build_id, state="cancelled", error=error, finished=_now(), seconds=seconds
+                )
+                return
             if error is not None:
                 log = self.log_path(build_id)
                 step = step_of(log.read_text(errors="replace")) if log.exists() else "lock"

@@ -474,9 +474,12 @@ def builder_service() -> dict[str, Any]:
     through the hub (the `user` role gains access to it: the hub grants no service to
     users by default), by OAuth without a consent page (it is the site's own); its token
     may read hub groups (site.yaml's `self_service.builders: group:NAME`, which the
-    service itself enforces). z2jh generates its API token."""
+    service itself enforces). z2jh generates its API token. Named servers are on: a pair
+    from the service starts in a server of its own (`service.server_name`), beside the
+    one the user may have running, never in a server running another image."""
     name = namespaces.SERVICE_NAME
     return {
+        "allowNamedServers": True,
         "services": {
             name: {"url": BUILDER_URL, "display": True, "oauth_no_confirm": True},
         },

@@ -483,6 +483,18 @@ class NamespaceError(BuildToolError, ValueError):
     generated gateway and hub config, a plain ValueError.)"""
 
 
+def server_name(pair: str, notebook: str) -> str:
+    """The hub's named server that a pair's notebook image starts in: the pair's name and
+    its image's digest, as a JupyterHub server name must be (lowercase letters, digits and
+    single hyphens, a letter first, at most 30). A rebuilt pair starts in a server of its
+    own, never in the one still running its old image."""
+    slug = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", pair.lower())).strip("-")
+    if not slug[:1].isalpha():
+        slug = "p-" + slug
+    digest = notebook.rpartition("@sha256:")[2][:8]
+    return f"{slug[:21].rstrip('-')}-{digest}"
+
+
 PORTABLE_BEGIN = "# -- portable: begin"
 PORTABLE_END = "# -- portable: end"
 #: A longer template leaves too little of a repository name's 255 characters for the

@@ -18,8 +18,13 @@ The JSON API, under the service's prefix (`/services/daskhub-builder/api/`):
     GET    environments        the site pairs one may extend
     POST   preview             {environment, dependencies, pip, environment_yml} -> added
     POST   builds              the same, with {name} -> 202 {id}
-    GET    builds              the user's builds;  GET builds/<id>: one, with its log
+    GET    environments/<name>/packages   what a site pair holds
+    GET    builds              the user's builds, newest first
+    GET    builds/<id>         one, with its log's lines from ?from=N on
+    GET    builds/<id>/log     its whole log, as text (?download=1: as a file)
+    POST   builds/<id>/cancel  end it: nothing is tagged, nothing is left
     GET    pairs               the user's published pairs;  DELETE pairs/<name>
+    POST   pairs/<name>/rebuild  the same additions on the site's current pair
     GET    hub/pairs/<user>    for the hub's spawner (the service's own token only)
 
 Limits come from site.yaml's `self_service` (`sitesettings.SelfService`); each refusal is
@@ -76,6 +81,7 @@ from buildtool.publish import (
     split_reference,
 )
 from buildtool.site.builds import (
+    Build,
     BuildQueue,
     BuildRefused,
     Job,
@@ -83,7 +89,7 @@ from buildtool.site.builds import (
     cli_command,
     content_length,
 )
-from buildtool.site.namespaces import user_prefix
+from buildtool.site.namespaces import server_name, user_prefix
 from buildtool.site.settings import (
     SITE_FILE,
     ServiceSettings,
@@ -295,7 +301,33 @@ class Builder:
             for manager, records in (("conda", conda), ("pip", pip))
             for p in records
         ]
-        return {"environment": request.environment, "parent": parent.notebook.ref, "added": added}
+        return {
+            "environment": request.environment,
+            "parent": parent.notebook.ref,
+            "added": added,
+            "added_bytes": _sizes([p.url for p in conda] + [p.url for p in pip]),
+            "max_added_bytes": int(self.settings.limits.max_added_mb * 1e6),
+        }
+
+    def packages(self, environment: str) -> dict[str, Any]:
+        """What a site environment's pair holds, as its published lock says (its first
+        platform): each package, its version and the images it is in."""
+        if environment not in [e["name"] for e in self.environments()]:
+            raise Rejected(404, "no such site environment")
+        lock = self.parent(environment).lock
+        platform = lock.metadata.platforms[0]
+        records = [
+            {
+                "name": p.name,
+                "version": p.version,
+                "manager": manager,
+                "images": "both" if p.in_worker else "notebook",
+            }
+            for manager, found in (("conda", lock.package), ("pip", lock.pip))
+            for p in found
+            if p.platform == platform
+        ]
+        return {"environment": environment, "platform": platform, "packages": records}
 
     # -- builds ---------------------------------------------------------------------
     def allowed(self, user: str) -> None:
@@ -364,7 +396,7 @@ class Builder:
     def _check_size(self, specs: Path, name: str, parent: Parent) -> None:
         """The added archives' size within `max_added_mb` (asked of their servers)."""
         conda, pip = added_records(read_lock(specs / name / "conda-lock.yml"), parent.lock)
-        size = sum(content_length(p.url) for p in conda) + sum(content_length(p.url) for p in pip)
+        size = _sizes([p.url for p in conda] + [p.url for p in pip])
         limit = self.settings.limits.max_added_mb
         if size > limit * 1e6:
             raise BuildToolError(
@@ -413,17 +445,55 @@ class Builder:
                     _delete_image(ref)
                     kept.add(ref)
 
-    def build(self, user: str, build_id: str) -> dict[str, Any]:
+    def _own_build(self, user: str, build_id: str) -> Build:
         build = self.queue.get(build_id)
         if build is None or build.user != user:  # another user's build is no build
             raise Rejected(404, "no such build")
-        log = self.queue.log_path(build_id)
-        lines = log.read_text(errors="replace").splitlines()[-200:] if log.exists() else []
-        # The user's own workspace is "~" to them: the service's folders are its own.
+        return build
+
+    def build(self, user: str, build_id: str, since: int = 0) -> dict[str, Any]:
+        """A build's record, with its log's lines from line `since` on (the page asks
+        for what it has not shown yet; `log_next` is where to go on from)."""
+        build = self._own_build(user, build_id)
+        lines = self.log_text(user, build_id).splitlines()
         workspace = str(self.settings.workspace(user))
         shown = build.model_dump()
         shown["error"] = build.error and build.error.replace(workspace, "~")
-        return {**shown, "log": [line.replace(workspace, "~") for line in lines]}
+        if build.notebook:
+            shown["server"] = server_name(build.name, build.notebook)
+        return {**shown, "log": lines[max(since, 0) :], "log_next": len(lines)}
+
+    def log_text(self, user: str, build_id: str) -> str:
+        """A build's whole log (at most MAX_LOG_BYTES and a tail), the user's own
+        workspace shown as "~": the service's folders are its own."""
+        self._own_build(user, build_id)
+        log = self.queue.log_path(build_id)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return text.replace(str(self.settings.workspace(user)), "~")
+
+    def cancel(self, user: str, build_id: str) -> dict[str, Any]:
+        self._own_build(user, build_id)
+        try:
+            self.queue.cancel(build_id)
+        except BuildRefused as exc:
+            raise Rejected(exc.status, str(exc)) from None
+        return {"id": build_id, "cancelling": True}
+
+    def rebuild(self, user: str, name: str) -> dict[str, Any]:
+        """Build a pair again, with the same additions, on its site environment's pair as
+        the site publishes it now."""
+        published = self._own_pair(user, name)
+        spec = self.settings.workspace(user) / "specs" / name / SPEC_FILE
+        written = yaml.safe_load(spec.read_text()) if spec.exists() else None
+        if not isinstance(written, dict) or not published.parent_environment:
+            raise Rejected(404, f"{name} was not built here; build it again from the form")
+        body = {
+            "environment": published.parent_environment,
+            "name": name,
+            "dependencies": written.get("dependencies", []),
+            "pip": written.get("pip", []),
+        }
+        return self.start(user, self.request(body))
 
     def builds(self, user: str) -> list[dict[str, Any]]:
         return [b.model_dump() for b in self.queue.of_user(user)]
@@ -432,6 +502,7 @@ class Builder:
     def pairs(self, user: str) -> list[dict[str, Any]]:
         workspace = self.settings.workspace(user)
         tested = {b.name: b.tested for b in reversed(self.queue.of_user(user)) if b.notebook}
+        current = {e["name"]: e["notebook"] for e in self.environments()}
         return [
             {
                 "name": p.environment,
@@ -442,22 +513,36 @@ class Builder:
                 "added": p.added,
                 "published_at": p.published_at,
                 "tested": tested.get(p.environment, False),
+                "server": server_name(p.environment, p.images.notebook.ref),
+                # The site has published its environment's pair again since: a rebuild
+                # puts the same additions on the new one.
+                "outdated": p.parent_environment in current
+                and current[p.parent_environment] != p.parent,
             }
             for p in published_extensions(workspace / "build")
         ]
 
-    def delete(self, user: str, name: str) -> bool:
+    def _own_pair(self, user: str, name: str) -> Published:
         if grammar.environment_name_problem(name):
             raise Rejected(404, "no such pair")
-        workspace = self.settings.workspace(user)
-        published = read_published(workspace / "build", name)
+        published = read_published(self.settings.workspace(user) / "build", name)
         if published is None:
             raise Rejected(404, "no such pair")
+        return published
+
+    def delete(self, user: str, name: str) -> bool:
+        workspace = self.settings.workspace(user)
+        published = self._own_pair(user, name)
         for image in (published.images.notebook, published.images.worker):
             _delete_image(image.ref)
         shutil.rmtree(workspace / "build" / name, ignore_errors=True)
         shutil.rmtree(workspace / "specs" / name, ignore_errors=True)
         return True
+
+
+def _sizes(urls: list[str]) -> int:
+    """What the archives at `urls` weigh, as their servers say (HEAD requests)."""
+    return sum(content_length(url) for url in urls)
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -564,8 +649,11 @@ class _Base(HubOAuthenticated, web.RequestHandler):
 
 
 class PageHandler(_Base):
+    """The page; at `builds/<id>`, the page following that build (a URL that survives a
+    reload, and that the user can keep)."""
+
     @web.authenticated
-    def get(self) -> None:
+    def get(self, build_id: str = "") -> None:
         template = _templates().get_template("service.html")
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
@@ -580,6 +668,7 @@ class PageHandler(_Base):
                 limits=self.builder.settings.limits,
                 tested=self.builder.settings.test_images,
                 spawn_query=self.builder.settings.spawn_query,
+                build_id=build_id,
             )
         )
 
@@ -632,8 +721,35 @@ class BuildsHandler(_Base):
 class BuildHandler(_Base):
     @web.authenticated
     async def get(self, build_id: str) -> None:
-        found = await self.call(self.builder.build, self.user, build_id)
+        since = self.get_argument("from", "0")
+        if not since.isdigit():
+            self.reject(Rejected(400, "from: a line number"))
+            return
+        found = await self.call(self.builder.build, self.user, build_id, int(since))
         if found is not None:
+            self.finish(found)
+
+
+class BuildLogHandler(_Base):
+    """A build's whole log, as text; with `download=1`, as a file to keep."""
+
+    @web.authenticated
+    async def get(self, build_id: str) -> None:
+        text = await self.call(self.builder.log_text, self.user, build_id)
+        if text is None:
+            return
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if self.get_argument("download", "") == "1":
+            self.set_header("Content-Disposition", f'attachment; filename="build-{build_id}.log"')
+        self.finish(text)
+
+
+class CancelHandler(_Base):
+    @web.authenticated
+    async def post(self, build_id: str) -> None:
+        found = await self.call(self.builder.cancel, self.user, build_id)
+        if found is not None:
+            self.set_status(202)
             self.finish(found)
 
 
@@ -641,6 +757,23 @@ class PairsHandler(_Base):
     @web.authenticated
     async def get(self) -> None:
         self.finish({"pairs": self.builder.pairs(self.user)})
+
+
+class RebuildHandler(_Base):
+    @web.authenticated
+    async def post(self, name: str) -> None:
+        started = await self.call(self.builder.rebuild, self.user, name, pool=self.builder.solves)
+        if started is not None:
+            self.set_status(202)
+            self.finish(started)
+
+
+class PackagesHandler(_Base):
+    @web.authenticated
+    async def get(self, environment: str) -> None:
+        found = await self.call(self.builder.packages, environment)
+        if found is not None:
+            self.finish(found)
 
 
 class PairHandler(_Base):
@@ -679,13 +812,18 @@ def make_app(settings: ServiceSettings) -> web.Application:
     return web.Application(
         [
             (prefix, PageHandler, kwargs),
+            (prefix + r"builds/([0-9a-f]{16})", PageHandler, kwargs),
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
             (api + "environments", EnvironmentsHandler, kwargs),
+            (api + r"environments/([^/]+)/packages", PackagesHandler, kwargs),
             (api + "preview", PreviewHandler, kwargs),
             (api + "builds", BuildsHandler, kwargs),
             (api + r"builds/([0-9a-f]{16})", BuildHandler, kwargs),
+            (api + r"builds/([0-9a-f]{16})/log", BuildLogHandler, kwargs),
+            (api + r"builds/([0-9a-f]{16})/cancel", CancelHandler, kwargs),
             (api + "pairs", PairsHandler, kwargs),
             (api + r"pairs/([^/]+)", PairHandler, kwargs),
+            (api + r"pairs/([^/]+)/rebuild", RebuildHandler, kwargs),
             (api + r"hub/pairs/([^/]+)", HubPairsHandler, kwargs),
         ],
         cookie_secret=os.urandom(32),
