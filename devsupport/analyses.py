@@ -58,7 +58,8 @@ def run_analysis(
     `then(address, scheduler container)` runs on the same cluster after the analysis."""
     port, name = free_port(), f"analysis-{uuid.uuid4().hex[:8]}"
     address = f"tcp://127.0.0.1:{port}"
-    mount = ["-v", f"{data}:/data:ro"]
+    # The samples at /data, and where the host has them: a laptop's graph names them there.
+    mount = ["-v", f"{data}:/data:ro", "-v", f"{data}:{data}:ro"]
     cluster = (
         (
             "scheduler",

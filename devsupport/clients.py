@@ -43,6 +43,21 @@ def run_laptop(venv: Venv, address: str, cwd: Path) -> None:
     assert ran.returncode == 0 and "laptop ok" in ran.stdout, ran.stdout + ran.stderr
 
 
+def run_script(
+    venv: Venv, script: Path, address: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """An analysis script (tests/analyses/scripts) run by the laptop's Python against the
+    cluster at `address`: the laptop builds the task graph, the workers compute it."""
+    return subprocess.run(
+        [str(venv.python), str(script), address],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+
+
 def checked_client(venv: Venv, address: str, work: Path) -> subprocess.CompletedProcess[str]:
     """`Client(address)` from `venv` with the images' client check preloaded."""
     checker = dask_cluster.checker_path(work / "checker")

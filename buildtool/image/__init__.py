@@ -8,6 +8,7 @@ store, from which a push sends only what a registry lacks.
   system.py         the system stages (base image, Debian packages, the jovyan user) with
                     BuildKit, kept by the key of their inputs
   pkgcache.py       the package cache: each conda package under its lock's sha256
+  dists.py          the Python distributions a package installs, by its own metadata
   assemble.py       the locked packages installed with py-rattler and written as layers
   layers.py         which packages share a layer: a stable plan within 64 layers
   oci.py            reproducible layer tars, blobs, configs, manifests; `docker load`
@@ -40,6 +41,7 @@ from buildtool.image.build import (
     package_cache,
     store_for,
 )
+from buildtool.image.dists import Distribution, distributions, full_client_text
 from buildtool.image.engine import docker, docker_cli, run_logged
 from buildtool.image.layers import (
     EXTENSION_RESERVE,
@@ -82,6 +84,9 @@ from buildtool.image.versionchecks import (
 from buildtool.image.versionchecks import OFF as CHECKS_OFF
 
 __all__ = [
+    "Distribution",
+    "distributions",
+    "full_client_text",
     "BASE_APT",
     "BUILD_ID_ENV",
     "CHECKS_OFF",

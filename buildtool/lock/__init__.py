@@ -7,7 +7,8 @@ hands the image stage `conda-lock.yml` (conda-lock's format, both images' sets i
   lockfile.py  the lock file, read as untrusted input and written reproducibly
   diff.py      what a relock changed, per image
   wheels.py    the spec's exact pip pins: one wheel per platform, locked by sha256
-  laptop.py    the pins of a laptop's client that matches a pair
+  laptop.py    the pins of a laptop's client that matches a pair (what distributed
+               compares, or with the package's own distributions every one)
   parent.py    an extension's parent pair, as data (the publish stage reads it)
 """
 
@@ -15,11 +16,15 @@ from buildtool.lock.diff import Change, diff_locks, diff_markdown, diff_text
 from buildtool.lock.laptop import (
     CLIENT_DIR,
     ENVIRONMENT_FILE,
+    FULL_REQUIREMENTS_FILE,
     GENERATED_MARK,
     REQUIREMENTS_FILE,
+    FullPins,
     client_files,
     client_pins,
     disagreements,
+    full_pins,
+    full_requirements_text,
     write_client_files,
 )
 from buildtool.lock.lockfile import (
@@ -61,6 +66,10 @@ __all__ = [
     "LAB_ENV",
     "MAX_LOCK_BYTES",
     "REQUIREMENTS_FILE",
+    "FULL_REQUIREMENTS_FILE",
+    "FullPins",
+    "full_pins",
+    "full_requirements_text",
     "Change",
     "LockFile",
     "Locked",

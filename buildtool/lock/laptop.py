@@ -34,6 +34,8 @@ registry in them), so what `publish` attaches, what `buildtool client` writes an
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from compat.names import CONDA_TO_PYPI, from_conda, normalize
 from compat.rules import OPTIONAL, PYTHON, REQUIRED
 
 REQUIREMENTS_FILE = "client-requirements.txt"
+FULL_REQUIREMENTS_FILE = "client-requirements-full.txt"
 ENVIRONMENT_FILE = "client-environment.yml"
 CLIENT_DIR = "client"  # build/<env>/client/
 GATEWAY = "dask-gateway"
@@ -225,6 +228,68 @@ def environment_text(pins: ClientPins) -> str:
     }
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
     return "\n".join(_header(pins, tool)) + "\n" + body
+
+
+#: A package's Python distributions, as `buildtool.image.distributions` reads them from
+#: the package itself: conda package name -> [(distribution name, version)].
+Installs = Mapping[str, Sequence[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class FullPins:
+    """A client for the whole analysis: besides what distributed compares, every library
+    the workers run code of, since a client builds the task graphs they run (coffea's,
+    dask-awkward's, uproot's)."""
+
+    client: ClientPins
+    pins: list[Pin]  # by PyPI name
+    without: list[str]  # worker packages with no Python distribution of their own
+
+
+def full_pins(name: str, lock: LockFile, lock_path: Path, installs: Installs) -> FullPins:
+    """Every Python distribution the worker set installs (its first platform), at the
+    workers' versions; and the worker packages that install none."""
+    pins = client_pins(name, lock, lock_path)  # the platforms agree on what is compared
+    platform = lock.metadata.platforms[0]
+    found: dict[str, Pin] = {}
+    without: list[str] = []
+    for package in sorted(lock.packages("worker", platform), key=_conda_preference):
+        dists = installs.get(package.name)
+        if package.name == PYTHON:
+            continue
+        if not dists:
+            without.append(package.name)
+            continue
+        for dist, version in dists:
+            found.setdefault(normalize(dist), Pin(normalize(dist), package.name, version, "conda"))
+    for wheel in lock.pip_packages("worker", platform):  # a pip pin installs over conda's
+        found[normalize(wheel.name)] = Pin(normalize(wheel.name), wheel.name, wheel.version, "pip")
+    for pin in pins.pins:  # dask-gateway, when it is the notebook image's
+        found.setdefault(pin.pypi, pin)
+    return FullPins(pins, [found[k] for k in sorted(found)], sorted(without))
+
+
+def full_requirements_text(pins: FullPins) -> str:
+    """`client-requirements-full.txt`: every worker distribution, under its own name."""
+    tool = (
+        f"pip install -r {FULL_REQUIREMENTS_FILE}   (in a Python {pins.client.python} environment)"
+    )
+    header = _header(pins.client, tool)
+    header[1:3] = [
+        f"# A Dask client for whole analyses on the {pins.client.environment} workers: every "
+        "Python distribution",
+        "# the workers have, at their versions, under the name its own metadata gives "
+        "(what PyPI calls it).",
+    ]
+    skipped = textwrap.wrap(", ".join(pins.without), 86) if pins.without else ["none"]
+    lines = [
+        *header,
+        "# Not pinned: worker packages with no Python distribution of their own (libraries,",
+        "# metapackages, Python itself):",
+        *(f"#   {line}" for line in skipped),
+        *(f"{pin.pypi}=={pin.version}" for pin in pins.pins),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def client_files(name: str, lock: LockFile, lock_path: Path) -> dict[str, str]:

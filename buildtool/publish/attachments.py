@@ -19,13 +19,17 @@ import json
 from typing import Any
 
 from buildtool.image import Blob
-from buildtool.lock import ENVIRONMENT_FILE, REQUIREMENTS_FILE
+from buildtool.lock import ENVIRONMENT_FILE, FULL_REQUIREMENTS_FILE, REQUIREMENTS_FILE
 from buildtool.publish import artifacts
 from buildtool.publish.artifacts import ArtifactFile
 from buildtool.publish.registry import Registry
 
 CLIENT_ARTIFACT_TYPE = "application/vnd.daskhub.client.v1"
-CLIENT_MEDIA_TYPES = {REQUIREMENTS_FILE: "text/plain", ENVIRONMENT_FILE: "application/yaml"}
+CLIENT_MEDIA_TYPES = {
+    REQUIREMENTS_FILE: "text/plain",
+    ENVIRONMENT_FILE: "application/yaml",
+    FULL_REQUIREMENTS_FILE: "text/plain",
+}
 LOCK_ARTIFACT_TYPE = "application/vnd.daskhub.lock.v1"
 LOCK_TITLE = "conda-lock.yml.gz"
 FILES_TITLE = "files.json.gz"
@@ -43,7 +47,9 @@ def attach_client_files(
     """Push the files as one artifact whose subject is `subject` (mounting them from
     repository `mount_from` when it has them). Returns the artifact manifest's digest."""
     attached = [
-        ArtifactFile(f, CLIENT_MEDIA_TYPES[f], files[f].encode()) for f in CLIENT_MEDIA_TYPES
+        ArtifactFile(f, CLIENT_MEDIA_TYPES[f], files[f].encode())
+        for f in CLIENT_MEDIA_TYPES
+        if f in files
     ]
     return artifacts.attach(
         registry, name, subject, CLIENT_ARTIFACT_TYPE, attached, mount_from=mount_from
@@ -53,7 +59,7 @@ def attach_client_files(
 def fetch_client_files(registry: Registry, name: str, digest: str) -> dict[str, str]:
     """The client files attached to image `name@digest`: file name -> text.
 
-    Only the two known file names are returned (a title is never used as a path). Empty
+    Only the known file names are returned (a title is never used as a path). Empty
     when nothing is attached; the last listed artifact wins if there are several."""
     files: dict[str, str] = {}
     for found in artifacts.fetch(registry, name, digest, CLIENT_ARTIFACT_TYPE):

@@ -43,10 +43,12 @@ from buildtool.image import (
     Image,
     RenderedPair,
     date_tag,
+    full_client_text,
     index,
+    package_cache,
     store_for,
 )
-from buildtool.lock import client_files, read_lock
+from buildtool.lock import FULL_REQUIREMENTS_FILE, client_files, read_lock
 from buildtool.publish.attachments import attach_client_files as attach_pins
 from buildtool.publish.attachments import attach_lock
 from buildtool.publish.registry import Registry, credentials_for, split_reference
@@ -232,6 +234,10 @@ def publish(
     client = client_files(pair.environment, read_lock(pair.lock_path), pair.lock_path)
     begun = time.monotonic()
     built = build()
+    # Every distribution of the worker set, read from the packages the build installed.
+    client[FULL_REQUIREMENTS_FILE] = full_client_text(
+        pair.environment, pair.lock_path, package_cache()
+    )
     timings = {"build": time.monotonic() - begun}
     begun = time.monotonic()
     test()  # raises before anything is pushed

@@ -7,15 +7,17 @@ the suite's time."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from buildtool.image import full_client_text, package_cache
 from buildtool.lock import REQUIREMENTS_FILE, client_files, read_lock
 from devsupport import clients
 from devsupport import cluster as dask_cluster
-from devsupport.analyses import build_and_test_pair, run_analysis
+from devsupport.analyses import SCRIPTS, build_and_test_pair, run_analysis
 from devsupport.dockercli import docker
 from devsupport.standin import StandIn
 
@@ -34,16 +36,32 @@ def _analyse(
     return result["distributed"]
 
 
-def _physlite_version_checks(work: Path, address: str, scheduler: str) -> None:
+def _physlite_version_checks(work: Path, data: Path, address: str, scheduler: str) -> None:
     """On the physlite cluster, after its analysis: a laptop venv made by pip from physlite's
-    client requirements computes on it; a venv with e2e's versions (distributed 2026.8.0,
-    physlite's is 2025.3.1) fails `compat preflight physlite` before any cluster, and as a
-    worker is closed by the guard, which names the packages."""
+    client requirements computes on it; a laptop made from its full pins runs the whole
+    coffea analysis, its graph built on the laptop; a venv with e2e's versions
+    (distributed 2026.8.0, physlite's is 2025.3.1) fails `compat preflight physlite`
+    before any cluster, and as a worker is closed by the guard, which names the
+    packages."""
     root = work / "environments"
     lock_path = root / "physlite" / "conda-lock.yml"
     requirements = client_files("physlite", read_lock(lock_path), lock_path)[REQUIREMENTS_FILE]
     assert "distributed==2025.3.1" in requirements.splitlines()
     clients.run_laptop(clients.laptop(requirements), address, work)
+
+    # The whole analysis stack: every distribution of the worker set at the workers'
+    # version, named by each package's own metadata, installed by real pip from PyPI.
+    full = full_client_text("physlite", lock_path, package_cache())
+    pins = [line for line in full.splitlines() if line and not line.startswith("#")]
+    for name in ("awkward", "dask-awkward", "uproot", "coffea", "msgpack", "distributed"):
+        assert any(pin.startswith(f"{name}==") for pin in pins), name
+    assert "# Not pinned:" in full and "python" in full.split("# Not pinned:")[1]
+    laptop = clients.laptop(full)
+    ran = clients.run_script(laptop, SCRIPTS / "physlite.py", address, {"ANALYSIS_DATA": str(data)})
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
+    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert result["same"] and result["workers"], result
+    assert result["distributed"]["events"] == 100
 
     other = dask_cluster.ensure_venv(dask_cluster.CLIENT_REQUIREMENTS)
     checker = dask_cluster.checker_path(work / "checker")
@@ -69,7 +87,7 @@ def _physlite_version_checks(work: Path, address: str, scheduler: str) -> None:
 
 def test_physlite_coffea_physliteschema(standin: StandIn, data_dir: Path, tmp_path: Path) -> None:
     def version_checks(address: str, scheduler: str) -> None:
-        _physlite_version_checks(tmp_path, address, scheduler)
+        _physlite_version_checks(tmp_path, data_dir, address, scheduler)
 
     result = _analyse("physlite", standin, data_dir, tmp_path, version_checks)
     assert result["events"] == 100  # the sample's size (../shared/data/README.md)

@@ -26,6 +26,8 @@ from buildtool.lock import (
     PipLockedPackage,
     client_files,
     client_pins,
+    full_pins,
+    full_requirements_text,
     read_lock,
 )
 from buildtool.site import write_catalog
@@ -315,3 +317,29 @@ def test_catalog_links_the_published_pairs_client(tmp_path: Path) -> None:
     changed = write_catalog(root, build, catalog)
     assert {catalog / "clients" / "physlite" / f for f in expected} <= set(changed)
     assert not list((catalog / "clients").rglob("*.*"))
+
+
+def test_the_full_pins_name_every_worker_distribution_by_its_own_metadata() -> None:
+    """What each package installs (here stated; in a build read from its own metadata,
+    `buildtool.image.distributions`) names the pins: conda's name never does."""
+    lock = read_lock(LOCKS["physlite"])
+    worker = {p.name: p for p in lock.packages("worker", "linux-64")}
+    installs = {
+        name: [(from_conda(name), package.version)]
+        for name, package in worker.items()
+        if name not in ("python", "h5py", "uproot")
+    }
+    installs["uproot"] = [("Uproot", "9.9.9")]  # the metadata's spelling and version win
+    text = full_requirements_text(full_pins("physlite", lock, LOCKS["physlite"], installs))
+    pins = [Requirement(line) for line in text.splitlines() if line and not line.startswith("#")]
+    names = {pin.name.lower(): str(pin.specifier) for pin in pins}
+    assert names["uproot"] == "==9.9.9"
+    assert names["msgpack"] == f"=={worker['msgpack-python'].version}"  # not msgpack-python
+    assert "python" not in names
+    assert "h5py" not in names and "h5py" in text.split("# Not pinned:")[1]
+    assert text.startswith(GENERATED_MARK)
+    # What distributed compares is pinned alike in both files.
+    compared = client_files("physlite", lock, LOCKS["physlite"])[REQUIREMENTS_FILE]
+    for line in compared.splitlines():
+        if line and not line.startswith("#"):
+            assert line in text.splitlines(), line

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -16,6 +17,10 @@ import dask
 from distributed import Client, get_task_stream
 
 warnings.filterwarnings("ignore", category=UserWarning)
+
+#: Where the samples are, for the client and the workers alike: /data in the containers,
+#: the host's own folder for a laptop (the cluster's containers see it there too).
+DATA = os.environ.get("ANALYSIS_DATA", "/data")
 
 
 def on_cluster_and_alone(build):  # noqa: ANN001, ANN201

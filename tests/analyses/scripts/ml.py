@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dask
 import numpy as np
-from common import on_cluster_and_alone, report
+from common import DATA, on_cluster_and_alone, report
 
-FILE = "/data/nano_dy.root"
+FILE = f"{DATA}/nano_dy.root"
 FEATURES = ("Jet_pt", "Jet_eta", "Jet_mass", "Jet_chHEF", "Jet_neEmEF", "Jet_qgl")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import awkward as ak
 from coffea.nanoevents import NanoEventsFactory, PHYSLITESchema
-from common import on_cluster_and_alone, report
+from common import DATA, on_cluster_and_alone, report
 
-FILE = {"/data/PHYSLITE_example.root": "CollectionTree"}
+FILE = {f"{DATA}/PHYSLITE_example.root": "CollectionTree"}
 GEV = 1000.0  # PHYSLITE stores MeV
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import awkward as ak
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
-from common import on_cluster_and_alone, report
+from common import DATA, on_cluster_and_alone, report
 
-FILE = {"/data/nano_dy.root": "Events"}
+FILE = {f"{DATA}/nano_dy.root": "Events"}
 
 
 def build() -> dict:
