@@ -54,7 +54,7 @@ from buildtool.spec import (
     load,
     load_environment,
 )
-from compat.vocabulary import PLATFORMS, ROLES
+from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
 #: What exit status 2 means, for every command: nothing was written.
 BAD_INPUT = (
@@ -126,15 +126,31 @@ def _write_lock(
     print(f"wrote {path} ({len(lock.package)} packages) and {diff_path}")
 
 
-def _base_images(values: list[str] | None) -> dict[str, str]:
-    """`--base-image REF` (every platform) and `--base-image PLATFORM=REF`."""
-    chosen: dict[str, str] = {}
-    for value in values or []:
-        platform, _, ref = value.partition("=")
-        if ref and platform in PLATFORMS:
-            chosen[platform] = ref
-        else:
-            chosen.update({p: value for p in PLATFORMS if p not in chosen})
+def _platform(text: str) -> str:
+    """A platform in either spelling (`linux-aarch64`, `linux/arm64`), as its conda subdir."""
+    found = platform_named(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a platform: use {PLATFORM_NAMES}")
+    return found.subdir
+
+
+def _base_image(text: str) -> tuple[str | None, str]:
+    """`--base-image REF` (None: every platform) or `PLATFORM=REF`; a reference never
+    holds `=`, so what is before one must name a platform."""
+    platform, equals, ref = text.partition("=")
+    if not equals:
+        return None, text
+    if not ref:
+        raise argparse.ArgumentTypeError(f"{text!r}: no image reference after the =")
+    return _platform(platform), ref
+
+
+def _base_images(values: list[tuple[str | None, str]] | None) -> dict[str, str]:
+    """platform -> reference: each `PLATFORM=REF`, and a bare `REF` for the others."""
+    chosen = {platform: ref for platform, ref in values or [] if platform is not None}
+    for platform, ref in values or []:
+        if platform is None:
+            chosen.update({p: ref for p in PLATFORMS if p not in chosen})
     return chosen
 
 
@@ -312,8 +328,10 @@ def _image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base-image",
         action="append",
+        type=_base_image,
         metavar="[PLATFORM=]REF",
-        help="override the spec's base image (for one platform with PLATFORM=)",
+        help="override the spec's base image (for one platform with PLATFORM=, either "
+        f"spelling: {PLATFORM_NAMES})",
     )
 
 
@@ -366,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--platform",
         action="append",
-        choices=PLATFORMS,
-        help="lock for this platform instead",
+        type=_platform,
+        metavar="PLATFORM",
+        help=f"lock for this platform instead, either spelling: {PLATFORM_NAMES}",
     )
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)

@@ -22,6 +22,7 @@ from pathlib import Path
 import compat
 from compat import compare, live, preflight, registry, report, sources
 from compat.model import CheckError
+from compat.vocabulary import LINUX_64, PLATFORM_NAMES, Platform, platform_named
 
 EXIT_OK, EXIT_MISMATCH, EXIT_CANNOT_CHECK = 0, 1, 2
 PROG = "daskhub-compat"
@@ -29,6 +30,14 @@ PROG = "daskhub-compat"
 
 def _progress(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _platform(text: str) -> Platform:
+    """`--platform`: either spelling of a pair's platform."""
+    found = platform_named(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a platform: use {PLATFORM_NAMES}")
+    return found
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="site folder of <env>/conda-lock.yml (default: ./environments if any, else .)",
     )
-    pre.add_argument("--platform", default=registry.DEFAULT_PLATFORM, help="default: %(default)s")
+    pre.add_argument(
+        "--platform",
+        type=_platform,
+        default=LINUX_64,
+        metavar="PLATFORM",
+        help=f"the workers' platform, either spelling: {PLATFORM_NAMES} (default: %(default)s)",
+    )
     pre.add_argument(
         "--timeout",
         type=float,

@@ -31,7 +31,7 @@ from typing import Any
 from compat import compare, registry, report, rules, sources
 from compat.compare import Group, Mismatch, Report
 from compat.model import CheckError, PackageRecord, PackageSet, conda_package_set
-from compat.vocabulary import PLATFORMS, oci_platform
+from compat.vocabulary import LINUX_64, Platform
 
 GATEWAY = "dask-gateway"
 #: Everything preflight compares; every other package is left out.
@@ -71,18 +71,14 @@ def default_root() -> Path:
     return Path("environments") if Path("environments").is_dir() else Path(".")
 
 
-def from_lock(environment: str, root: Path, platform: str) -> WorkerSet:
+def from_lock(environment: str, root: Path, platform: Platform) -> WorkerSet:
     """The worker set of ``<root>/<environment>/conda-lock.yml``."""
     if len(environment) > 64 or not _ENVIRONMENT.fullmatch(environment):
         raise CheckError(
             f"{environment[:100]!r} is neither an image reference (host/name[:tag][@digest]) "
             "nor an environment name (lowercase letters, digits and . _ - between them)"
         )
-    target = oci_platform(platform)
-    if target is None:
-        known = ", ".join(p.oci for p in PLATFORMS.values())
-        raise CheckError(f"--platform {platform!r}: use one of {known}")
-    subdir = target.subdir
+    subdir = platform.subdir
     if not root.is_dir():
         raise CheckError(f"{root}: no such folder (--root: the site's environments folder)")
     folder = root / environment
@@ -123,9 +119,9 @@ def sbom_records(document: dict[str, Any], where: str) -> list[PackageRecord]:
     return [*conda, *pip]
 
 
-def from_registry(reference: str, platform: str, timeout: float) -> WorkerSet:
+def from_registry(reference: str, platform: Platform, timeout: float) -> WorkerSet:
     """The set an image's SBOM lists, as the registry holds it."""
-    found = registry.read_sbom(reference, platform, timeout)
+    found = registry.read_sbom(reference, platform.oci, timeout)
     where = str(found.reference)
     packages = conda_package_set(where, sbom_records(found.document, where))
     metadata = found.document.get("metadata")
@@ -142,7 +138,7 @@ def from_registry(reference: str, platform: str, timeout: float) -> WorkerSet:
     return WorkerSet(packages, source, notes)
 
 
-def worker_set(target: str, root: Path | None, platform: str, timeout: float) -> WorkerSet:
+def worker_set(target: str, root: Path | None, platform: Platform, timeout: float) -> WorkerSet:
     """An image reference has a ``/``; anything else names an environment."""
     if "/" in target:
         return from_registry(target, platform, timeout)
@@ -212,7 +208,7 @@ def check(client: PackageSet, workers: WorkerSet, subject: str) -> Preflight:
 def run(
     target: str,
     root: Path | None = None,
-    platform: str = registry.DEFAULT_PLATFORM,
+    platform: Platform = LINUX_64,
     timeout: float = registry.DEFAULT_TIMEOUT_S,
 ) -> Preflight:
     """Check the running interpreter against ``target``'s workers.

@@ -3,12 +3,13 @@ a network: what it reports and the exit codes it gives."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from buildtool.cli import main
+from buildtool.cli import build_parser, main
 from buildtool.lock import LAB_ENV
 from buildtool.site import REGISTRY_PLACEHOLDER
 from devsupport import REPO
@@ -72,3 +73,65 @@ def test_the_sites_registry_is_the_default_and_its_placeholder_is_refused(
         f"error: {site}/site.yaml:2: registry: still the placeholder of `buildtool init`: "
         "write where this site's pairs go (host[:port]/namespace)"
     ]
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """`main(argv)` refused as argparse refuses a flag: exit status 2, nothing on stdout,
+    the command's usage line, then one line that says why. That line is returned."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == "", out + err
+    usage, _, why = err.rpartition("\n" + "buildtool")
+    assert usage.startswith("usage: buildtool") and why.count("\n") == 1, err
+    return "buildtool" + why.rstrip("\n")
+
+
+# -- the platforms: either spelling ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("given", "subdir"),
+    [
+        ("linux-64", "linux-64"),
+        ("linux/amd64", "linux-64"),
+        ("linux-aarch64", "linux-aarch64"),
+        ("linux/arm64", "linux-aarch64"),
+        ("linux/arm64/v8", "linux-aarch64"),
+    ],
+)
+def test_lock_takes_either_spelling_of_a_platform_and_keeps_the_subdir(
+    given: str, subdir: str
+) -> None:
+    """Before, `--platform` took the conda subdirs alone (`linux/arm64`: invalid choice)."""
+    args = build_parser().parse_args(["lock", "e2e", "--platform", given])
+    assert args.platform == [subdir]
+
+
+def test_a_base_image_for_one_platform_takes_either_spelling(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, `linux/amd64=debian:12` was taken for a reference of every platform."""
+    build = tmp_path / "build"
+    argv = ["--root", str(site), "--build-dir", str(build), "render", "e2e"]
+    registry = ["--registry", "registry.example.org/physics"]
+    assert main([*argv, *registry, "--base-image", "linux/amd64=debian:12"]) == 0
+    rendered = json.loads((build / "e2e" / "render.json").read_text())
+    assert rendered["base_images"] == {"linux-64": "debian:12"}
+    assert (
+        "FROM debian:12 AS worker" in (build / "e2e" / "linux-64" / "system.Dockerfile").read_text()
+    )
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lock", "e2e", "--platform", "amd64"],
+        ["lock", "e2e", "--platform", "linux/s390x"],
+        ["render", "e2e", "--base-image", "linux-32=debian:12"],
+    ],
+)
+def test_a_wrong_platform_names_both_spellings_of_the_valid_ones(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    line = usage_error(capsys, argv)
+    assert "is not a platform: use linux-64 (linux/amd64), linux-aarch64 (linux/arm64/v8)" in line

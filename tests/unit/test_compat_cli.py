@@ -1,0 +1,78 @@
+"""`daskhub-compat`'s own behaviour, in-process (`compat.cli.main`) and as the installed
+command runs it (`python -m compat`), without Docker, a registry or a cluster: what it
+takes and the exit codes it gives. The checks themselves are tests/compat's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compat import cli
+from devsupport import REPO
+from devsupport.lockdata import MATCHED
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A site folder with environments/e2e and its lock."""
+    root = tmp_path / "environments"
+    shutil.copytree(REPO / "environments" / "e2e", root / "e2e")
+    return root
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """`main(argv)` refused as argparse refuses a flag: exit status 2, nothing on stdout,
+    the command's usage line, then one line that says why. That line is returned."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert exited.value.code == cli.EXIT_CANNOT_CHECK and out == "", out + err
+    usage, _, why = err.rpartition("\n" + cli.PROG)
+    assert usage.startswith(f"usage: {cli.PROG}") and why.count("\n") == 1, err
+    return cli.PROG + why.rstrip("\n")
+
+
+# -- the platforms: either spelling ----------------------------------------------------------
+@pytest.mark.parametrize("spelling", ["linux-64", "linux/amd64"])
+def test_preflight_takes_either_spelling_of_a_platform(
+    site: Path, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    """Before, `--platform linux-64` was refused: preflight took OCI names alone."""
+    code, out, err = run(capsys, "preflight", "e2e", "--root", str(site), "--platform", spelling)
+    assert code in (cli.EXIT_OK, cli.EXIT_MISMATCH) and err == "", err
+    assert f"e2e workers in {site / 'e2e' / 'conda-lock.yml'} (linux-64)" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("wrong", ["amd64", "linux/s390x", "linux-32"])
+def test_a_wrong_platform_names_both_spellings_of_the_valid_ones(
+    site: Path, capsys: pytest.CaptureFixture[str], wrong: str
+) -> None:
+    line = usage_error(capsys, "preflight", "e2e", "--root", str(site), "--platform", wrong)
+    expected = "is not a platform: use linux-64 (linux/amd64), linux-aarch64 (linux/arm64/v8)"
+    assert f"argument --platform: {wrong!r} {expected}" in line
+
+
+def test_a_lock_source_takes_either_spelling_and_conda_subdirs_beyond_the_pairs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`lock:PATH#IMAGE@PLATFORM`: a pair's platform either way; a laptop's lock keeps
+    conda's names (`osx-arm64`)."""
+    reports = {}
+    for platform in ("linux-64", "linux/amd64", "osx-arm64"):
+        sources = [f"lock:{MATCHED}#{image}@{platform}" for image in ("notebook", "worker")]
+        code, out, err = run(capsys, "diff", *sources, "--format", "json")
+        assert code == cli.EXIT_OK, err
+        reports[platform] = json.loads(out)["mismatches"]
+    assert reports["linux/amd64"] == reports["linux-64"] != reports["osx-arm64"]
+    code, _, err = run(capsys, "diff", f"lock:{MATCHED}#worker@linux/arm64", "env")
+    assert code == cli.EXIT_CANNOT_CHECK
+    assert "has no packages for platform 'linux-aarch64' (it has: linux-64, osx-arm64)" in err
