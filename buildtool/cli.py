@@ -335,27 +335,51 @@ def _image_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
+def _general_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before its name or after it. The top level holds
+    their defaults; after the name each is SUPPRESSed unless given, so that argparse,
+    which copies a command's values over the top level's, keeps a value given before
+    the name. Progress is logged on stderr (INFO) and the engine's own build output goes
+    to log files; -q keeps warnings and errors only; -v adds the details (DEBUG) and
+    streams the build output too. What a command answers is on stdout."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
         "--root",
         type=Path,
-        default=None,
+        default=default(None),
         help="folder of environment specs (default: ./environments if it exists, else .)",
     )
     parser.add_argument(
-        "--build-dir", type=Path, default=Path("build"), help="where generated files go"
+        "--build-dir",
+        type=Path,
+        default=default(Path("build")),
+        help="where generated files go",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="warnings and errors only",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="log the details, and stream build output",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
+    _general_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    # Every command takes -q and -v after its name. Progress is logged on stderr (INFO) and
-    # the engine's own build output goes to log files; -q keeps warnings and errors only;
-    # -v adds the details (DEBUG) and streams the build output too. What a command
-    # answers (names, JSON, diffs, references) is on stdout.
-    verbosity = argparse.ArgumentParser(add_help=False)
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    verbosity.add_argument(
-        "-v", "--verbose", action="store_true", help="log the details, and stream build output"
-    )
+    general = argparse.ArgumentParser(add_help=False)
+    _general_options(general, defaults=False)
 
     def add_parser(
         name: str, help: str, done: str, failed: str | None = None
@@ -363,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         """A command, with what its exit status means (`--help` ends with it)."""
         one = f"1 {failed}; " if failed else ""
         epilog = f"exit status: 0 {done}; {one}2 {BAD_INPUT}"
-        return sub.add_parser(name, parents=[verbosity], help=help, epilog=epilog)
+        return sub.add_parser(name, parents=[general], help=help, epilog=epilog)
 
     p = add_parser(
         "list",

@@ -135,3 +135,45 @@ def test_a_wrong_platform_names_both_spellings_of_the_valid_ones(
 ) -> None:
     line = usage_error(capsys, argv)
     assert "is not a platform: use linux-64 (linux/amd64), linux-aarch64 (linux/arm64/v8)" in line
+
+
+# -- every command's options, on either side of its name --------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--root", "environments", "lock", "physlite"],
+        ["lock", "physlite", "--root", "environments"],
+        ["--build-dir", "out", "-q", "lock", "physlite", "--root", "environments"],
+        ["lock", "--root", "environments", "-q", "physlite", "--build-dir", "out"],
+    ],
+)
+def test_every_commands_options_parse_before_its_name_or_after_it(argv: list[str]) -> None:
+    """Before, --root and --build-dir parsed before the command only, -q and -v after it
+    only: `lock physlite --root environments` was `unrecognized arguments`."""
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.env, args.root) == ("lock", ["physlite"], Path("environments"))
+    assert args.build_dir == Path("out" if "out" in argv else "build")
+    assert args.quiet is ("-q" in argv) and args.verbose is False
+
+
+def test_the_defaults_stay_and_a_value_on_either_side_wins() -> None:
+    args = build_parser().parse_args(["list"])
+    assert (args.root, args.build_dir, args.quiet, args.verbose) == (
+        None,
+        Path("build"),
+        False,
+        False,
+    )
+    before = build_parser().parse_args(["--build-dir", "a", "-v", "list"])
+    after = build_parser().parse_args(["list", "--build-dir", "b"])
+    assert (before.build_dir, before.verbose, after.build_dir) == (Path("a"), True, Path("b"))
+
+
+def test_a_root_and_a_build_dir_after_the_command_are_used(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build = tmp_path / "elsewhere"
+    assert main(["client", "e2e", "--root", str(site), "--build-dir", str(build), "-q"]) == 0
+    written = sorted(p.name for p in (build / "e2e" / "client").iterdir())
+    assert written == ["client-environment.yml", "client-requirements.txt"]
+    assert capsys.readouterr().err == ""
