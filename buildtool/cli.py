@@ -14,6 +14,7 @@ from buildtool import lock as locking
 from buildtool.common import (
     BuildToolError,
     LockStaleError,
+    UsageError,
     read_published,
     write_atomic,
     write_if_changed,
@@ -59,15 +60,17 @@ from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 #: What exit status 2 means, for every command: nothing was written.
 BAD_INPUT = (
     "the input is wrong (a spec, site.yaml, a name or a flag): one line naming the file, "
-    "the key and the line; nothing is written"
+    "the key and the line (for flags, after the usage line); nothing is written"
 )
 
 
 def _names(args: argparse.Namespace) -> list[str]:
+    if args.all and args.env:
+        raise UsageError("name environments or pass --all, not both")
     if args.all:
         return environment_names(args.root)
     if not args.env:
-        raise BuildToolError("name an environment, or pass --all")
+        raise UsageError("name an environment, or pass --all")
     for name in args.env:
         check_environment_name(args.root, name)
     return args.env
@@ -82,6 +85,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     if args.check:
+        if args.channel or args.platform:
+            raise UsageError(
+                "--check checks each lock against its spec: no --channel or --platform"
+            )
         return _check_locks(args)
     targets = [load(args.root, name) for name in _names(args)]
     parents = parent_reader(args.build_dir)
@@ -190,6 +197,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    if args.user and args.registry:
+        raise UsageError("--user names the registry namespace: not with --registry")
     targets = [load(args.root, name) for name in _names(args)]
     if args.user:
         args.registry = user_registry(args.root, args.user, targets)
@@ -263,15 +272,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The service's own dependencies (JupyterHub's service-auth) are the `serve` extra.
     from buildtool.site import ServiceSettings, engine_available, serve
 
-    site = load_site_settings(args.root)
-    if site.user_images is None or site.self_service is None:
-        raise BuildToolError(f"{args.root / SITE_FILE}: serve needs user_images and self_service")
     port = args.port
     if port is None:  # a service the hub starts is told where to listen
         url = os.environ.get("JUPYTERHUB_SERVICE_URL", "")
         port = urllib.parse.urlsplit(url).port if url else None
     if port is None:
-        raise BuildToolError("serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub")
+        raise UsageError("serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub")
+    site = load_site_settings(args.root)
+    if site.user_images is None or site.self_service is None:
+        raise BuildToolError(f"{args.root / SITE_FILE}: serve needs user_images and self_service")
     test = engine_available() if args.test_images == "auto" else args.test_images == "yes"
     settings = ServiceSettings(
         root=args.root,
@@ -387,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         """A command, with what its exit status means (`--help` ends with it)."""
         one = f"1 {failed}; " if failed else ""
         epilog = f"exit status: 0 {done}; {one}2 {BAD_INPUT}"
-        return sub.add_parser(name, parents=[general], help=help, epilog=epilog)
+        command = sub.add_parser(name, parents=[general], help=help, epilog=epilog)
+        command.set_defaults(command_parser=command)  # its usage line, for a UsageError
+        return command
 
     p = add_parser(
         "list",
@@ -602,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
+    except UsageError as exc:
+        command: argparse.ArgumentParser = args.command_parser
+        command.error(str(exc))  # the usage line and the message; exit status 2
     except BuildToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

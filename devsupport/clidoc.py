@@ -73,7 +73,8 @@ def render() -> str:
         "",
         *_options(parser),
         "",
-        "A wrong flag is exit status 2 with the command's usage line, as argparse gives it.",
+        "A wrong flag, a missing one or flags that do not go together (names with `--all`)",
+        "are exit status 2 with the command's usage line, as argparse gives it.",
         "",
     ]
     general = frozenset(a.dest for a in parser._actions)

@@ -177,3 +177,41 @@ def test_a_root_and_a_build_dir_after_the_command_are_used(
     written = sorted(p.name for p in (build / "e2e" / "client").iterdir())
     assert written == ["client-environment.yml", "client-requirements.txt"]
     assert capsys.readouterr().err == ""
+
+
+# -- usage errors: the command's usage line, exit status 2 ------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["lock"], "buildtool lock: error: name an environment, or pass --all"),
+        (
+            ["list", "e2e", "--all"],
+            "buildtool list: error: name environments or pass --all, not both",
+        ),
+        (
+            ["lock", "--check", "--all", "--platform", "linux-64"],
+            "buildtool lock: error: --check checks each lock against its spec: no --channel or "
+            "--platform",
+        ),
+        (
+            ["publish", "e2e", "--user", "alice", "--registry", "registry.example.org/x"],
+            "buildtool publish: error: --user names the registry namespace: not with --registry",
+        ),
+        (
+            ["serve", "--state", "state"],
+            "buildtool serve: error: serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub",
+        ),
+    ],
+)
+def test_arguments_that_do_not_go_together_are_a_usage_error(
+    site: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    says: str,
+) -> None:
+    """Before, `buildtool lock` was `error: name an environment, or pass --all` with exit
+    status 1 and no usage line; names with --all were read as --all; --check left out
+    --channel and --platform, and --user --registry, silently."""
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_URL", raising=False)
+    assert usage_error(capsys, ["--root", str(site), *argv]) == says
