@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 from buildtool import lock as locking
@@ -57,6 +58,8 @@ from buildtool.spec import (
 )
 from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
+#: The distribution `buildtool` comes with, whose version `--version` prints.
+DISTRIBUTION = "daskhub-images"
 #: What exit status 2 means, for every command: nothing was written.
 BAD_INPUT = (
     "the input is wrong (a spec, site.yaml, a name or a flag): one line naming the file, "
@@ -383,8 +386,19 @@ def _general_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     )
 
 
+def _version() -> str:
+    """`buildtool (daskhub-images) 0.1.0`: the installed distribution's version."""
+    try:
+        return f"%(prog)s ({DISTRIBUTION}) {metadata.version(DISTRIBUTION)}"
+    except metadata.PackageNotFoundError:
+        return f"%(prog)s ({DISTRIBUTION} is not installed: no version)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
+    )
     _general_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
     general = argparse.ArgumentParser(add_help=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import compat
@@ -40,8 +41,20 @@ def _platform(text: str) -> Platform:
     return found
 
 
+def _version() -> str:
+    """`daskhub-compat 0.1.0`: the installed distribution's version. A checker put on
+    PYTHONPATH without being installed (as tests/compat does in its venvs) has none."""
+    try:
+        return f"{PROG} {metadata.version(PROG)}"
+    except metadata.PackageNotFoundError:
+        return f"{PROG} (not installed: no version)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=compat.__doc__.splitlines()[0])
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     output = argparse.ArgumentParser(add_help=False)

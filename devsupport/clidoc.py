@@ -47,7 +47,9 @@ def _options(parser: argparse.ArgumentParser, said: frozenset[str] = frozenset()
     options, said once above)."""
     rows = ["| argument | default | what it does |", "|---|---|---|"]
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+        if isinstance(
+            action, argparse._HelpAction | argparse._SubParsersAction | argparse._VersionAction
+        ):
             continue
         if action.dest in said:
             continue
@@ -75,6 +77,7 @@ def render() -> str:
         "",
         "A wrong flag, a missing one or flags that do not go together (names with `--all`)",
         "are exit status 2 with the command's usage line, as argparse gives it.",
+        "`buildtool --version` prints the version of daskhub-images.",
         "",
     ]
     general = frozenset(a.dest for a in parser._actions)

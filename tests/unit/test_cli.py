@@ -4,7 +4,11 @@ a network: what it reports and the exit codes it gives."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -215,3 +219,16 @@ def test_arguments_that_do_not_go_together_are_a_usage_error(
     --channel and --platform, and --user --registry, silently."""
     monkeypatch.delenv("JUPYTERHUB_SERVICE_URL", raising=False)
     assert usage_error(capsys, ["--root", str(site), *argv]) == says
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """Before, `buildtool --version` was a usage error (no command named)."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "buildtool.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert (ran.returncode, ran.stderr) == (0, "")
+    assert ran.stdout == f"buildtool (daskhub-images) {metadata.version('daskhub-images')}\n"

@@ -5,13 +5,19 @@ takes and the exit codes it gives. The checks themselves are tests/compat's."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 
 from compat import cli
 from devsupport import REPO
+from devsupport.cluster import checker_path
 from devsupport.lockdata import MATCHED
 
 
@@ -76,3 +82,31 @@ def test_a_lock_source_takes_either_spelling_and_conda_subdirs_beyond_the_pairs(
     code, _, err = run(capsys, "diff", f"lock:{MATCHED}#worker@linux/arm64", "env")
     assert code == cli.EXIT_CANNOT_CHECK
     assert "has no packages for platform 'linux-aarch64' (it has: linux-64, osx-arm64)" in err
+
+
+# -- --version ----------------------------------------------------------------------------------
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, `daskhub-compat --version` was a usage error (no command named)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr() == (f"daskhub-compat {metadata.version('daskhub-compat')}\n", "")
+
+
+def test_a_checker_that_is_not_installed_says_so(tmp_path: Path) -> None:
+    """On PYTHONPATH alone, as tests/compat runs it in its venvs: no distribution to ask,
+    and the checker still starts (site-packages left out, PyYAML put beside it)."""
+    checker = checker_path(tmp_path)
+    (checker / "yaml").symlink_to(Path(yaml.__file__).parent, target_is_directory=True)
+    ran = subprocess.run(
+        [sys.executable, "-S", "-m", "compat", "--version"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(checker), "PATH": os.environ["PATH"]},
+        check=False,
+    )
+    assert (ran.returncode, ran.stdout, ran.stderr) == (
+        0,
+        "daskhub-compat (not installed: no version)\n",
+        "",
+    )
