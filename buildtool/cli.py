@@ -60,6 +60,13 @@ from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
 #: The distribution `buildtool` comes with, whose version `--version` prints.
 DISTRIBUTION = "daskhub-images"
+#: What the exit status means, for every command; each command's --help says it for itself.
+EXIT_STATUS = (
+    "exit status: 0 done; 1 what the command checks or does failed (a solve, a build, an "
+    "image test, the registry, a stale lock); 2 the input is wrong (a spec, site.yaml, a "
+    "name or a flag), and nothing is written. Each command's --help says what they mean "
+    "for it."
+)
 #: What exit status 2 means, for every command: nothing was written.
 BAD_INPUT = (
     "the input is wrong (a spec, site.yaml, a name or a flag): one line naming the file, "
@@ -395,7 +402,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
+    parser = argparse.ArgumentParser(prog="buildtool", description=__doc__, epilog=EXIT_STATUS)
     parser.add_argument(
         "--version", action="version", version=_version(), help="print the version and exit"
     )

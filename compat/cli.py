@@ -27,6 +27,24 @@ from compat.vocabulary import LINUX_64, PLATFORM_NAMES, Platform, platform_named
 
 EXIT_OK, EXIT_MISMATCH, EXIT_CANNOT_CHECK = 0, 1, 2
 PROG = "daskhub-compat"
+#: What the exit status means (the module's docstring), for `--help`: the tool's, then
+#: each command's.
+_MISMATCH = (
+    f"exit status: {EXIT_OK} no error-level mismatch; {EXIT_MISMATCH} an error-level mismatch"
+)
+EXIT_STATUS = {
+    PROG: f"{_MISMATCH}; {EXIT_CANNOT_CHECK} the check could not run (bad arguments, an "
+    "unreadable source, registry or scheduler). Each command's --help says more.",
+    "live": f"{_MISMATCH}; {EXIT_CANNOT_CHECK} the check could not run (bad arguments, an "
+    "unreachable scheduler) or, with no error-level mismatch, a worker still in the cluster "
+    "did not answer in time. Workers that left during the check are reported and change "
+    "nothing.",
+    "diff": f"{_MISMATCH}; {EXIT_CANNOT_CHECK} a source could not be read, or bad arguments.",
+    "preflight": f"exit status: {EXIT_OK} this Python matches the workers; {EXIT_MISMATCH} an "
+    "error-level mismatch (the pip command that fixes it is printed); "
+    f"{EXIT_CANNOT_CHECK} the workers' packages could not be read (the registry, the "
+    "site's lock), or bad arguments.",
+}
 
 
 def _progress(message: str) -> None:
@@ -51,7 +69,9 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=compat.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=compat.__doc__.splitlines()[0], epilog=EXIT_STATUS[PROG]
+    )
     parser.add_argument(
         "--version", action="version", version=_version(), help="print the version and exit"
     )
@@ -64,7 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     check = commands.add_parser(
-        "live", parents=[output], help="check a running cluster: client, scheduler, workers"
+        "live",
+        parents=[output],
+        help="check a running cluster: client, scheduler, workers",
+        epilog=EXIT_STATUS["live"],
     )
     target = check.add_mutually_exclusive_group(required=True)
     target.add_argument("address", nargs="?", help="scheduler address, e.g. tcp://host:8786")
@@ -85,13 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-v", "--verbose", action="store_true", help="report progress on stderr")
 
     diff = commands.add_parser(
-        "diff", parents=[output], help="compare two static sources (lockfile, image, env)"
+        "diff",
+        parents=[output],
+        help="compare two static sources (lockfile, image, env)",
+        epilog=EXIT_STATUS["diff"],
     )
     diff.add_argument("first", help="lock:PATH#IMAGE[@PLATFORM], image:REF, prefix:PATH or env")
     diff.add_argument("second", help="same forms as the first source")
 
     pre = commands.add_parser(
-        "preflight", help="check this Python against a pair's workers: no cluster needed"
+        "preflight",
+        help="check this Python against a pair's workers: no cluster needed",
+        epilog=EXIT_STATUS["preflight"],
     )
     pre.add_argument(
         "ref", metavar="REF", help="published image (host/name:tag or @sha256:...) or environment"

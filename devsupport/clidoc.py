@@ -64,6 +64,7 @@ def render() -> str:
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
+    top_epilog = parser.epilog or ""
     lines = [
         MARK,
         "",
@@ -78,6 +79,8 @@ def render() -> str:
         "A wrong flag, a missing one or flags that do not go together (names with `--all`)",
         "are exit status 2 with the command's usage line, as argparse gives it.",
         "`buildtool --version` prints the version of daskhub-images.",
+        "",
+        f"{top_epilog[:1].upper()}{top_epilog[1:]}",
         "",
     ]
     general = frozenset(a.dest for a in parser._actions)

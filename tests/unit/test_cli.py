@@ -232,3 +232,25 @@ def test_version_is_the_installed_distributions() -> None:
     )
     assert (ran.returncode, ran.stderr) == (0, "")
     assert ran.stdout == f"buildtool (daskhub-images) {metadata.version('daskhub-images')}\n"
+
+
+def _help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """`--help`'s text, its lines joined (argparse wraps them to the terminal)."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--help"])
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_the_tools_help_ends_with_what_each_exit_status_means(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, only the commands' --help said it; the tool's ended with its options."""
+    text = _help(capsys, [])
+    assert text.endswith(
+        "exit status: 0 done; 1 what the command checks or does failed (a solve, a build, an "
+        "image test, the registry, a stale lock); 2 the input is wrong (a spec, site.yaml, a "
+        "name or a flag), and nothing is written. Each command's --help says what they mean "
+        "for it."
+    )
+    assert "exit status: 0 the names are printed; 2 " in _help(capsys, ["list"])

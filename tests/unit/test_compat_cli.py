@@ -110,3 +110,29 @@ def test_a_checker_that_is_not_installed_says_so(tmp_path: Path) -> None:
         "daskhub-compat (not installed: no version)\n",
         "",
     )
+
+
+# -- --help: what each exit status means --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("command", "one", "two"),
+    [
+        ([], "1 an error-level mismatch", "2 the check could not run (bad arguments"),
+        (["live"], "1 an error-level mismatch", "did not answer in time"),
+        (["diff"], "1 an error-level mismatch", "2 a source could not be read, or bad arguments."),
+        (
+            ["preflight"],
+            "1 an error-level mismatch (the pip command that fixes it is printed)",
+            "2 the workers' packages could not be read",
+        ),
+    ],
+)
+def test_every_help_ends_with_what_each_exit_status_means(
+    capsys: pytest.CaptureFixture[str], command: list[str], one: str, two: str
+) -> None:
+    """Before, only the module's docstring said it: no --help did."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*command, "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    epilog = text[text.index("exit status: 0 ") :]
+    assert one in epilog and two in epilog and epilog.index(one) < epilog.index(two)
