@@ -20,7 +20,7 @@ from buildtool.common import (
     write_atomic,
     write_if_changed,
 )
-from buildtool.image import RenderedPair, build_pair, render, test
+from buildtool.image import RenderedPair, build_pair, engine_available, render, test
 from buildtool.lock import (
     CLIENT_DIR,
     LockFile,
@@ -58,6 +58,7 @@ from buildtool.spec import (
 )
 from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
+logger = logging.getLogger("buildtool.cli")  # not __name__: `python -m buildtool.cli` too
 #: The distribution `buildtool` comes with, whose version `--version` prints.
 DISTRIBUTION = "daskhub-images"
 #: What the exit status means, for every command; each command's --help says it for itself.
@@ -206,6 +207,21 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_tests(choice: str) -> bool:
+    """`--image-tests`: whether the image tests run before the tags. auto: when a Docker
+    engine answers; yes: always (an error now without one); no: never."""
+    if choice == "no":
+        return False
+    if engine_available():
+        return True
+    if choice == "yes":
+        raise BuildToolError(
+            "--image-tests yes: no Docker engine answers (start dockerd, or set DOCKER_HOST)"
+        )
+    logger.info("no Docker engine answers: the pairs are published without their image tests")
+    return False
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     if args.user and args.registry:
         raise UsageError("--user names the registry namespace: not with --registry")
@@ -217,7 +233,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         registry=args.registry,
         build_dir=args.build_dir,
         base_images=_base_images(args.base_image),
-        test_extensions=args.test,
+        image_tests=_image_tests(args.image_tests),
         verbose=args.verbose,
         max_installed_mb=args.max_installed_mb,
     )
@@ -280,7 +296,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The service's own dependencies (JupyterHub's service-auth) are the `serve` extra.
-    from buildtool.site import ServiceSettings, engine_available, serve
+    from buildtool.site import ServiceSettings, serve
 
     port = args.port
     if port is None:  # a service the hub starts is told where to listen
@@ -291,12 +307,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     site = load_site_settings(args.root)
     if site.user_images is None or site.self_service is None:
         raise BuildToolError(f"{args.root / SITE_FILE}: serve needs user_images and self_service")
-    test = engine_available() if args.test_images == "auto" else args.test_images == "yes"
     settings = ServiceSettings(
         root=args.root,
         build_dir=args.build_dir,
         state=args.state,
-        test_images=test,
+        image_tests=_image_tests(args.image_tests),
         limits=site.self_service,
         user_images=site.user_images,
         **({"spawn_query": args.spawn_query} if args.spawn_query else {}),
@@ -351,6 +366,17 @@ def _image_options(p: argparse.ArgumentParser) -> None:
         metavar="[PLATFORM=]REF",
         help="override the spec's base image (for one platform with PLATFORM=, either "
         f"spelling: {PLATFORM_NAMES})",
+    )
+
+
+def _image_tests_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--image-tests",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help=f"run the image tests of {what} (pytest + testinfra, a real Dask cluster; "
+        "they need a Docker engine) before its tags: auto, when an engine answers; yes, "
+        "always (an error without one); no, publish untested (its record says so)",
     )
 
 
@@ -482,12 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         failed="a build, an image test, the registry or a limit; no tag moved",
     )
     _image_options(p)
-    p.add_argument(
-        "--test",
-        action="store_true",
-        help="an extension pair: run the image tests (needs a Docker engine) before the tags; "
-        "without it an extension is published with no Docker call at all",
-    )
+    _image_tests_option(p, "each pair")
     p.add_argument(
         "--max-installed-mb",
         type=float,
@@ -556,12 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the service's own folder, on a volume of its own (users' workspaces, queue)",
     )
-    p.add_argument(
-        "--test-images",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="image-test each pair before it is tagged (auto: when a Docker engine answers)",
-    )
+    _image_tests_option(p, "each user's pair")
     p.add_argument(
         "--spawn-query",
         help="the hub's spawn query that starts an image, with {image} (default: "

@@ -63,7 +63,7 @@ def test_alice_builds_a_pair_in_the_browser_and_starts_it(
     started: list[str] = []
     with (
         running_builder(
-            physlite_site, tmp_path, ["alice"], test_images=True, extra_config=extra
+            physlite_site, tmp_path, ["alice"], image_tests=True, extra_config=extra
         ) as builder,
         browser(artifacts) as page,
     ):

@@ -21,7 +21,6 @@ from buildtool.site.builds import (
     Job,
     LocalRunner,
     content_length,
-    engine_available,
     step_of,
 )
 from buildtool.site.catalog import write_catalog
@@ -111,7 +110,6 @@ __all__ = [
     "Pair",
     "RegistryReader",
     "dump_helm_values",
-    "engine_available",
     "builder_manifests",
     "check_users_apart",
     "cluster_placement",

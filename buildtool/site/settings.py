@@ -289,7 +289,7 @@ class ServiceSettings:
     root: Path  # the site's environments
     build_dir: Path  # the site's build folder: its published pairs
     state: Path  # the service's own: users' workspaces, builds
-    test_images: bool  # a Docker engine is beside the service: test before tagging
+    image_tests: bool  # `--image-tests`: each pair is image-tested before its tags
     limits: SelfService
     user_images: str  # site.yaml's template
     # The hub's spawn page query that starts a notebook image (`{image}`): KubeSpawner's

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from buildtool.cli import build_parser, main
+from buildtool.common import read_published
 from buildtool.lock import LAB_ENV
-from buildtool.site import REGISTRY_PLACEHOLDER
+from buildtool.site import REGISTRY_PLACEHOLDER, builder_manifests, load_site_settings
 from devsupport import REPO
+from devsupport.published import write_published
 
 
 @pytest.fixture
@@ -254,3 +256,87 @@ def test_the_tools_help_ends_with_what_each_exit_status_means(
         "for it."
     )
     assert "exit status: 0 the names are printed; 2 " in _help(capsys, ["list"])
+
+
+# -- one image-tests switch ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", [["publish", "e2e"], ["serve", "--state", "state"]])
+def test_publish_and_serve_take_one_image_tests_switch(command: list[str]) -> None:
+    """Before, publish had `--test` (extension pairs only, off by default; site pairs were
+    always tested) and serve `--test-images`."""
+    parser = build_parser()
+    assert parser.parse_args(command).image_tests == "auto"
+    for choice in ("yes", "no"):
+        assert parser.parse_args([*command, "--image-tests", choice]).image_tests == choice
+
+
+@pytest.mark.parametrize(
+    "argv", [["publish", "e2e", "--test"], ["serve", "--state", "state", "--test-images", "no"]]
+)
+def test_the_old_switches_are_gone(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert "unrecognized arguments: --test" in usage_error(capsys, argv)
+
+
+def _without_docker(site: Path, tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI on a machine with no docker CLI and no engine, outside the lab."""
+    (site / "site.yaml").write_text(
+        "user_images: registry.example.org/users/{username}\nself_service: {}\n"
+    )
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "buildtool.cli", "--root", str(site), *argv],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(empty), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "e2e", "--registry", "registry.example.org/physics"],
+        ["serve", "--port", "8999", "--state", "state"],
+    ],
+)
+def test_image_tests_yes_without_an_engine_is_one_line_before_anything_runs(
+    site: Path, tmp_path: Path, command: list[str]
+) -> None:
+    ran = _without_docker(site, tmp_path, *command, "--image-tests", "yes")
+    assert ran.returncode == 1 and ran.stdout == "", ran.stderr
+    assert ran.stderr == (
+        "error: --image-tests yes: no Docker engine answers (start dockerd, or set DOCKER_HOST)\n"
+    )
+
+
+def test_image_tests_auto_without_an_engine_publishes_untested(site: Path, tmp_path: Path) -> None:
+    """Past the switch, the publish goes on (here to the lab lock it refuses outside the
+    lab, before anything is fetched)."""
+    ran = _without_docker(site, tmp_path, "publish", "e2e", "--registry", "registry.example.org/x")
+    lines = ran.stderr.splitlines()
+    assert ran.returncode == 2 and len(lines) == 2, ran.stderr
+    assert lines[0] == "no Docker engine answers: the pairs are published without their image tests"
+    assert lines[1].startswith("error: ") and "`buildtool lock e2e`" in lines[1]
+
+
+def test_the_record_says_when_a_pair_was_published_untested(tmp_path: Path) -> None:
+    """`image_tested` is in published.json only when false: a record of before reads as
+    tested, as every site pair then was."""
+    written = write_published(tmp_path, "e2e")
+    record = read_published(tmp_path, "e2e")
+    assert record is not None and record.image_tested is True
+    assert json.loads(record.to_json()) == written
+    untested = record.model_copy(update={"image_tested": False})
+    assert json.loads(untested.to_json()) == {**written, "image_tested": False}
+
+
+def test_the_services_deployment_keeps_auto(tmp_path: Path) -> None:
+    """It runs `serve` in a pod with no Docker engine: auto publishes untested there."""
+    (tmp_path / "site.yaml").write_text("self_service: {image: registry.example.org/b:1}\n")
+    service = load_site_settings(tmp_path).self_service
+    assert service is not None
+    deployment = next(m for m in builder_manifests(service) if m["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["args"][1:])
+    assert (args.command, args.image_tests) == ("serve", "auto")
