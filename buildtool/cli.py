@@ -23,6 +23,7 @@ from buildtool.common import (
 from buildtool.image import RenderedPair, build_pair, engine_available, render, test
 from buildtool.lock import (
     CLIENT_DIR,
+    REQUIREMENTS_FILE,
     LockFile,
     client_files,
     diff_locks,
@@ -59,6 +60,8 @@ from buildtool.spec import (
 from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
 logger = logging.getLogger("buildtool.cli")  # not __name__: `python -m buildtool.cli` too
+#: `client --output -`: the pins on stdout.
+STDOUT = Path("-")
 #: The distribution `buildtool` comes with, whose version `--version` prints.
 DISTRIBUTION = "daskhub-images"
 #: What the exit status means, for every command; each command's --help says it for itself.
@@ -277,11 +280,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-
-    for name in _names(args):
+    names = _names(args)
+    if args.output is not None and len(names) > 1:
+        raise UsageError("--output takes one environment")
+    for name in names:
         target = load(args.root, name)
         files = client_files(name, read_lock(target.lock_path), target.lock_path)
-        for path in write_client_files(files, args.build_dir / name / CLIENT_DIR):
+        if args.output == STDOUT:
+            sys.stdout.write(files[REQUIREMENTS_FILE])
+            continue
+        for path in write_client_files(files, args.output or args.build_dir / name / CLIENT_DIR):
             print(f"wrote {path}")
     return 0
 
@@ -543,11 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser(
         "client",
-        help="write build/ENV/client/: pip and conda pins of a client matching the pair",
+        help="write the pip and conda pins of a client matching the pair (build/ENV/client/, "
+        "or --output)",
         done="the pins are written",
         failed="no lock to read",
     )
     _env_options(p)
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help=f"the folder for one environment's pins (default: build/ENV/{CLIENT_DIR}/); "
+        f"-: print its {REQUIREMENTS_FILE} on stdout instead",
+    )
     p.set_defaults(func=cmd_client)
 
     p = add_parser(

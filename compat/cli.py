@@ -4,7 +4,7 @@
     daskhub-compat live --gateway-cluster NAME
     daskhub-compat diff lock:conda-lock.yml#notebook lock:conda-lock.yml#worker
     daskhub-compat diff image:REGISTRY/notebook:TAG env
-    daskhub-compat preflight REGISTRY/worker:TAG    (or an environment name)
+    daskhub-compat preflight REGISTRY/worker:TAG    (or an environment name) [--format ...]
 
 Exit codes: 0 no error-level mismatch, 1 error-level mismatch, 2 the check
 could not run (unreachable scheduler, unreadable source, bad arguments) or,
@@ -68,6 +68,18 @@ def _version() -> str:
         return f"{PROG} (not installed: no version)"
 
 
+def _format_option(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """`--format`, every command's, before its name or after it: the top level holds the
+    default; after the name it is SUPPRESSed unless given (argparse copies a command's
+    values over the top level's)."""
+    parser.add_argument(
+        "--format",
+        choices=tuple(report.RENDERERS),
+        default="table" if defaults else argparse.SUPPRESS,
+        help="the report as a table, Markdown or JSON (default: table)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=compat.__doc__.splitlines()[0], epilog=EXIT_STATUS[PROG]
@@ -75,17 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=_version(), help="print the version and exit"
     )
+    _format_option(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    general = argparse.ArgumentParser(add_help=False)
+    _format_option(general, defaults=False)
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--format", choices=tuple(report.RENDERERS), default="table")
     output.add_argument(
         "--output", type=Path, help="write the report here; print only its summary line"
     )
 
     check = commands.add_parser(
         "live",
-        parents=[output],
+        parents=[general, output],
         help="check a running cluster: client, scheduler, workers",
         epilog=EXIT_STATUS["live"],
     )
@@ -109,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
     diff = commands.add_parser(
         "diff",
-        parents=[output],
+        parents=[general, output],
         help="compare two static sources (lockfile, image, env)",
         epilog=EXIT_STATUS["diff"],
     )
@@ -118,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pre = commands.add_parser(
         "preflight",
+        parents=[general],
         help="check this Python against a pair's workers: no cluster needed",
         epilog=EXIT_STATUS["preflight"],
     )
@@ -166,7 +181,7 @@ def _preflight(args: argparse.Namespace) -> int:
         message = " ".join(str(error).split())  # one line, whatever the source said
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
-    sys.stdout.write(preflight.render(result))
+    sys.stdout.write(preflight.render(result, args.format))
     return EXIT_MISMATCH if result.errors else EXIT_OK
 
 

@@ -21,6 +21,7 @@ install`` command that brings this environment in line, under PyPI names.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import sys
@@ -38,6 +39,8 @@ GATEWAY = "dask-gateway"
 COMPARED = rules.ERROR_LEVEL | {GATEWAY}
 CLIENT, WORKERS = "client", "workers"
 GATEWAY_REASON = "gateway client and server must match"
+#: What the line of the pip command that fixes the mismatches starts with.
+FIX = "fix: "
 LOCK_FILE = "conda-lock.yml"
 # An environment's folder name (buildtool/common/grammar.py's ENVIRONMENT_NAME).
 _ENVIRONMENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
@@ -183,7 +186,7 @@ def fix_lines(mismatches: list[Mismatch]) -> list[str]:
         else:
             pins.append(f"{mismatch.package}=={there}")
     if pins:
-        lines.append("fix: " + shlex.join(["pip", "install", *pins]))
+        lines.append(FIX + shlex.join(["pip", "install", *pins]))
     return lines
 
 
@@ -220,7 +223,19 @@ def run(
     return check(client, workers, f"this Python ({sys.executable}) vs {workers.source}")
 
 
-def render(result: Preflight) -> str:
-    """The report's table, then the fix."""
-    text = report.render_table(result.report)
+def render(result: Preflight, fmt: str = "table") -> str:
+    """The report in `fmt` (`compat.report.RENDERERS`), with the fix: its lines after a
+    table, as a list after Markdown, as `fix` in JSON."""
+    if fmt == "json":
+        return json.dumps({**report.as_dict(result.report), "fix": result.fix}, indent=2) + "\n"
+    text = report.render(result.report, fmt)
+    if fmt == "markdown":
+        fixes = "".join(f"- {_markdown(line)}\n" for line in result.fix)
+        return text + (f"\n{fixes}" if fixes else "")
     return text + "".join(f"{line}\n" for line in result.fix)
+
+
+def _markdown(line: str) -> str:
+    """A fix line for Markdown: the pip command as code."""
+    command = line.removeprefix(FIX)
+    return f"{FIX}`{command}`" if command != line else line

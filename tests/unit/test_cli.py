@@ -15,7 +15,7 @@ import pytest
 
 from buildtool.cli import build_parser, main
 from buildtool.common import read_published
-from buildtool.lock import LAB_ENV
+from buildtool.lock import LAB_ENV, REQUIREMENTS_FILE, client_files, read_lock
 from buildtool.site import REGISTRY_PLACEHOLDER, builder_manifests, load_site_settings
 from devsupport import REPO
 from devsupport.published import write_published
@@ -340,3 +340,26 @@ def test_the_services_deployment_keeps_auto(tmp_path: Path) -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     args = build_parser().parse_args(container["args"][1:])
     assert (args.command, args.image_tests) == ("serve", "auto")
+
+
+# -- client --output ----------------------------------------------------------------------------
+def test_client_writes_where_output_says_or_prints_the_requirements(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the pins went to build/ENV/client/ alone: `--output` was unrecognized."""
+    build = tmp_path / "build"
+    argv = ["--root", str(site), "--build-dir", str(build), "client", "e2e"]
+    expected = client_files(
+        "e2e", read_lock(site / "e2e" / "conda-lock.yml"), site / "e2e" / "conda-lock.yml"
+    )
+    assert main([*argv, "--output", str(tmp_path / "pins")]) == 0
+    assert {p.name: p.read_text() for p in (tmp_path / "pins").iterdir()} == expected
+    capsys.readouterr()
+    assert main([*argv, "--output", "-"]) == 0
+    assert capsys.readouterr().out == expected[REQUIREMENTS_FILE]
+    assert not build.exists()
+
+
+def test_client_output_takes_one_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    line = usage_error(capsys, ["client", "e2e", "physlite", "--output", "-"])
+    assert line == "buildtool client: error: --output takes one environment"

@@ -136,3 +136,52 @@ def test_every_help_ends_with_what_each_exit_status_means(
     text = " ".join(capsys.readouterr().out.split())
     epilog = text[text.index("exit status: 0 ") :]
     assert one in epilog and two in epilog and epilog.index(one) < epilog.index(two)
+
+
+# -- preflight --format, and --format on either side of the command ----------------------------
+@pytest.fixture
+def another_distributed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A distribution folder first on sys.path: importlib.metadata (and so the checker)
+    reads distributed at another version than the e2e lock's."""
+    info = tmp_path / "shadow" / "distributed-2000.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: distributed\nVersion: 2000.1.0\n")
+    monkeypatch.syspath_prepend(str(info.parent))
+    assert metadata.version("distributed") == "2000.1.0"
+    return "2000.1.0"
+
+
+def test_preflight_writes_json_and_markdown_as_diff_and_live_do(
+    site: Path, capsys: pytest.CaptureFixture[str], another_distributed: str
+) -> None:
+    """Before, preflight wrote its table alone: `--format` was an unrecognized argument."""
+    argv = ["preflight", "e2e", "--root", str(site)]
+    code, table, _ = run(capsys, *argv)
+    assert code == cli.EXIT_MISMATCH
+    (fix,) = [line for line in table.splitlines() if line.startswith("fix: pip install ")]
+    assert run(capsys, *argv, "--format", "table") == (code, table, "")
+
+    code, text, err = run(capsys, *argv, "--format", "json")
+    assert (code, err) == (cli.EXIT_MISMATCH, "")
+    found = json.loads(text)
+    assert found["fix"] == [line for line in table.splitlines() if line.startswith("fix: ")]
+    (row,) = [m for m in found["mismatches"] if m["package"] == "distributed"]
+    assert row["level"] == "error" and row["columns"]["client"][0]["version"] == another_distributed
+    assert found["ok"] is False and found["errors"] == len(found["mismatches"])
+
+    code, text, err = run(capsys, *argv, "--format", "markdown")
+    assert (code, err) == (cli.EXIT_MISMATCH, "")
+    assert text.startswith("### Package versions: this Python")
+    assert "| error | `distributed` | 2000.1.0 |" in text
+    assert text.endswith(f"\n\n- fix: `{fix.removeprefix('fix: ')}`\n")
+
+
+@pytest.mark.parametrize("command", [["preflight", "e2e"], ["diff", "env", "env"]])
+def test_format_parses_before_the_command_or_after_it(
+    site: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    root = ["--root", str(site)] if command[0] == "preflight" else []
+    before = run(capsys, "--format", "json", *command, *root)
+    after = run(capsys, *command, *root, "--format", "json")
+    assert before == after and json.loads(before[1])["subject"]
+    assert run(capsys, *command, *root)[1] != before[1]  # the default stays the table
