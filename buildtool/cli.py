@@ -14,6 +14,7 @@ from pathlib import Path
 from buildtool import lock as locking
 from buildtool.common import (
     BuildToolError,
+    InputError,
     LockStaleError,
     UsageError,
     read_published,
@@ -44,6 +45,7 @@ from buildtool.site import (
     init_site,
     load_site_settings,
     site_registry,
+    user_namespace,
     user_registry,
     write_catalog,
     write_charts,
@@ -60,6 +62,8 @@ from buildtool.spec import (
 from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
 logger = logging.getLogger("buildtool.cli")  # not __name__: `python -m buildtool.cli` too
+#: The hub user a notebook runs for: JupyterHub sets it in every single-user server.
+HUB_USER_ENV = "JUPYTERHUB_USER"
 #: `client --output -`: the pins on stdout.
 STDOUT = Path("-")
 #: The distribution `buildtool` comes with, whose version `--version` prints.
@@ -328,6 +332,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_whoami(args: argparse.Namespace) -> int:
+    user = args.user if args.user is not None else os.environ.get(HUB_USER_ENV, "")
+    if not user:
+        raise InputError(
+            f"no user: pass --user NAME, or set {HUB_USER_ENV} (a hub notebook has it)"
+        )
+    print(f"{user} -> {user_namespace(args.root, user)}")
+    return 0
+
+
 def cmd_helm_values(args: argparse.Namespace) -> int:
     if args.default is not None:
         check_environment_name(args.root, args.default)
@@ -451,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         """A command, with what its exit status means (`--help` ends with it)."""
         one = f"1 {failed}; " if failed else ""
         epilog = f"exit status: 0 {done}; {one}2 {BAD_INPUT}"
-        command = sub.add_parser(name, parents=[general], help=help, epilog=epilog)
+        command = sub.add_parser(
+            name, parents=[general], help=help, description=f"{help}.", epilog=epilog
+        )
         command.set_defaults(command_parser=command)  # its usage line, for a UsageError
         return command
 
@@ -600,6 +616,19 @@ def build_parser() -> argparse.ArgumentParser:
         "KubeSpawner's own-image profile)",
     )
     p.set_defaults(func=cmd_serve)
+
+    p = add_parser(
+        "whoami",
+        help="print where a hub user's own pairs go: site.yaml's user_images with the name "
+        "escaped (a-z and 0-9 kept, any other byte -XX: alice.b -> alice-2eb)",
+        done="the namespace is printed",
+    )
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help=f"the hub user (default: ${HUB_USER_ENV}, set in every notebook)",
+    )
+    p.set_defaults(func=cmd_whoami)
 
     p = add_parser(
         "helm-values",

@@ -73,6 +73,7 @@ from buildtool.site.settings import (
     check_users_apart,
     load_site_settings,
     site_registry,
+    user_namespace,
     user_registry,
 )
 
@@ -135,6 +136,7 @@ __all__ = [
     "template_problem",
     "user_prefix",
     "user_profile_list",
+    "user_namespace",
     "user_registry",
     "user_worker_image",
     "write_charts",

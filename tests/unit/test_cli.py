@@ -16,7 +16,12 @@ import pytest
 from buildtool.cli import build_parser, main
 from buildtool.common import read_published
 from buildtool.lock import LAB_ENV, REQUIREMENTS_FILE, client_files, read_lock
-from buildtool.site import REGISTRY_PLACEHOLDER, builder_manifests, load_site_settings
+from buildtool.site import (
+    REGISTRY_PLACEHOLDER,
+    builder_manifests,
+    load_site_settings,
+    user_registry,
+)
 from devsupport import REPO
 from devsupport.published import write_published
 
@@ -363,3 +368,71 @@ def test_client_writes_where_output_says_or_prints_the_requirements(
 def test_client_output_takes_one_environment(capsys: pytest.CaptureFixture[str]) -> None:
     line = usage_error(capsys, ["client", "e2e", "physlite", "--output", "-"])
     assert line == "buildtool client: error: --output takes one environment"
+
+
+# -- whoami -------------------------------------------------------------------------------------
+USER_IMAGES = "registry.example.org/daskhub-users/{username}"
+
+
+@pytest.fixture
+def users_site(site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The seed site with users' namespaces, and alice.b's notebook's JUPYTERHUB_USER."""
+    (site / "site.yaml").write_text(f"user_images: {USER_IMAGES}\n")
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice.b")
+    return site
+
+
+@pytest.mark.parametrize(
+    ("argv", "answer"),
+    [
+        ([], "alice.b -> registry.example.org/daskhub-users/alice-2eb"),
+        (["--user", "zoë"], "zoë -> registry.example.org/daskhub-users/zo-c3-ab"),
+    ],
+)
+def test_whoami_prints_where_a_users_own_pairs_go(
+    users_site: Path, capsys: pytest.CaptureFixture[str], argv: list[str], answer: str
+) -> None:
+    assert main(["--root", str(users_site), "whoami", *argv]) == 0
+    assert capsys.readouterr() == (answer + "\n", "")
+    user, _, namespace = answer.partition(" -> ")
+    assert namespace == user_registry(users_site, user, [])  # where publish --user puts them
+
+
+@pytest.mark.parametrize(
+    ("site_yaml", "argv", "says"),
+    [
+        (None, ["--user", ""], "error: no user: pass --user NAME, or set JUPYTERHUB_USER"),
+        ("profiles: {hidden: [e2e]}\n", [], "/site.yaml names no user_images: no user has a"),
+        (None, ["--user", "Émile"], "user name 'Émile' has no image namespace: it must start"),
+    ],
+)
+def test_whoami_without_a_user_or_a_namespace_is_one_line(
+    users_site: Path,
+    capsys: pytest.CaptureFixture[str],
+    site_yaml: str | None,
+    argv: list[str],
+    says: str,
+) -> None:
+    if site_yaml is not None:
+        (users_site / "site.yaml").write_text(site_yaml)
+    assert main(["--root", str(users_site), "whoami", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert says in err
+
+
+def test_whoami_with_no_hub_user_asks_for_one(
+    users_site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JUPYTERHUB_USER")
+    assert main(["--root", str(users_site), "whoami"]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "error: no user: pass --user NAME, or set JUPYTERHUB_USER (a hub notebook has it)\n",
+    )
+
+
+def test_whoamis_help_says_names_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "(a-z and 0-9 kept, any other byte -XX: alice.b -> alice-2eb)" in _help(
+        capsys, ["whoami"]
+    )
