@@ -1,4 +1,4 @@
-"""Command line: ``daskhub-compat`` / ``python -m compat``.
+"""Command line: ``daskhub-compat``.
 
     daskhub-compat live tcp://127.0.0.1:8786 [--format table|markdown|json] [--output FILE]
     daskhub-compat live --gateway-cluster NAME

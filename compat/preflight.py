@@ -1,4 +1,4 @@
-"""``python -m compat preflight REF``: will this Python work with a pair's workers?
+"""``daskhub-compat preflight REF``: will this Python work with a pair's workers?
 
 Run it where a Dask client will run (a notebook, a laptop, a CI job), before any cluster
 exists. It compares this interpreter (``sys.version``, ``importlib.metadata``) with the

@@ -37,7 +37,7 @@ def _analyse(
 def _physlite_version_checks(work: Path, address: str, scheduler: str) -> None:
     """On the physlite cluster, after its analysis: a laptop venv made by pip from physlite's
     client requirements computes on it; a venv with e2e's versions (distributed 2026.8.0,
-    physlite's is 2025.3.1) fails `compat preflight physlite` before any cluster, and as a
+    physlite's is 2025.3.1) fails `daskhub-compat preflight physlite` before any cluster, and as a
     worker is closed by the guard, which names the packages."""
     root = work / "environments"
     lock_path = root / "physlite" / "conda-lock.yml"
