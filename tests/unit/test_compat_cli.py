@@ -1,5 +1,5 @@
-"""`daskhub-compat`'s own behaviour, in-process (`compat.cli.main`) and as the installed
-command runs it (`python -m compat`), without Docker, a registry or a cluster: what it
+"""`daskhub-compat`'s own behaviour, in-process (`compat.cli.main`) and, where the
+installation matters, in a subprocess, without Docker, a registry or a cluster: what it
 takes and the exit codes it gives. The checks themselves are tests/compat's."""
 
 from __future__ import annotations
