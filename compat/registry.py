@@ -58,7 +58,6 @@ CONFIG_TYPES = frozenset(
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_PLATFORM = "linux/amd64"
 #: Registries must accept manifests of 4 MiB; none here is larger.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: An SBOM of a large image is a few MiB.
@@ -397,9 +396,7 @@ def sbom_of(client: Client, name: str, manifest: str, where: str) -> dict[str, A
     return document
 
 
-def read_sbom(
-    text: str, platform: str = DEFAULT_PLATFORM, timeout: float = DEFAULT_TIMEOUT_S
-) -> Sbom:
+def read_sbom(text: str, platform: str, timeout: float = DEFAULT_TIMEOUT_S) -> Sbom:
     """The SBOM of the image ``text`` names, for ``platform`` (``os/arch[/variant]``)."""
     reference = parse_reference(text)
     wanted = Platform.parse(platform)

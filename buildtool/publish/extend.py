@@ -643,6 +643,7 @@ def publish_extension(
         added=built.added,
         bytes_fetched=built.fetched_bytes,
         imports=imports,
+        image_tested=test is not None,
     )
     write_atomic(build_dir / ext.name / PUBLISHED_FILE, published.to_json())
     write_atomic(build_dir / ext.name / PUBLISHED_LOCK_FILE, lock_text)

@@ -40,7 +40,7 @@ def _physlite_version_checks(work: Path, data: Path, address: str, scheduler: st
     """On the physlite cluster, after its analysis: a laptop venv made by pip from physlite's
     client requirements computes on it; a laptop made from its full pins runs the whole
     coffea analysis, its graph built on the laptop; a venv with e2e's versions
-    (distributed 2026.8.0, physlite's is 2025.3.1) fails `compat preflight physlite`
+    (distributed 2026.8.0, physlite's is 2025.3.1) fails `daskhub-compat preflight physlite`
     before any cluster, and as a worker is closed by the guard, which names the
     packages."""
     root = work / "environments"
