@@ -12,6 +12,8 @@ store, from which a push sends only what a registry lacks.
   assemble.py       the locked packages installed with py-rattler and written as layers
   layers.py         which packages share a layer: a stable plan within 64 layers
   oci.py            reproducible layer tars, blobs, configs, manifests; `docker load`
+  estargz.py        layers as eStargz: lazily pullable, still plain gzip tar to others
+  prefetch.py       what a pair's start reads, recorded once, to go first in its layers
   engine.py         the one Docker client, every command with a time limit; whether an
                     engine answers
   build.py          all of it, for each platform, overlapped; `build/<env>/images.json`
@@ -44,6 +46,13 @@ from buildtool.image.build import (
 )
 from buildtool.image.dists import Distribution, distributions, full_client_text
 from buildtool.image.engine import docker, docker_cli, engine_available, run_logged
+from buildtool.image.estargz import (
+    NO_PREFETCH_LANDMARK,
+    PREFETCH_LANDMARK,
+    TOC_DIGEST_ANNOTATION,
+    TOC_NAME,
+    UNCOMPRESSED_SIZE_ANNOTATION,
+)
 from buildtool.image.layers import (
     EXTENSION_RESERVE,
     LARGE,
@@ -85,6 +94,11 @@ from buildtool.image.versionchecks import (
 from buildtool.image.versionchecks import OFF as CHECKS_OFF
 
 __all__ = [
+    "NO_PREFETCH_LANDMARK",
+    "PREFETCH_LANDMARK",
+    "TOC_DIGEST_ANNOTATION",
+    "TOC_NAME",
+    "UNCOMPRESSED_SIZE_ANNOTATION",
     "Distribution",
     "distributions",
     "full_client_text",
