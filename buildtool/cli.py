@@ -21,9 +21,18 @@ from buildtool.common import (
     write_atomic,
     write_if_changed,
 )
-from buildtool.image import RenderedPair, build_pair, engine_available, render, test
+from buildtool.image import (
+    RenderedPair,
+    build_pair,
+    engine_available,
+    full_client_text,
+    package_cache,
+    render,
+    test,
+)
 from buildtool.lock import (
     CLIENT_DIR,
+    FULL_REQUIREMENTS_FILE,
     REQUIREMENTS_FILE,
     LockFile,
     client_files,
@@ -290,8 +299,12 @@ def cmd_client(args: argparse.Namespace) -> int:
     for name in names:
         target = load(args.root, name)
         files = client_files(name, read_lock(target.lock_path), target.lock_path)
+        if args.full:  # every distribution, read from the packages (fetched if need be)
+            files[FULL_REQUIREMENTS_FILE] = full_client_text(
+                name, target.lock_path, package_cache()
+            )
         if args.output == STDOUT:
-            sys.stdout.write(files[REQUIREMENTS_FILE])
+            sys.stdout.write(files[FULL_REQUIREMENTS_FILE if args.full else REQUIREMENTS_FILE])
             continue
         for path in write_client_files(files, args.output or args.build_dir / name / CLIENT_DIR):
             print(f"wrote {path}")
@@ -578,7 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help=f"the folder for one environment's pins (default: build/ENV/{CLIENT_DIR}/); "
-        f"-: print its {REQUIREMENTS_FILE} on stdout instead",
+        f"-: print its {REQUIREMENTS_FILE} (with --full, the full pins) on stdout instead",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help=f"also {FULL_REQUIREMENTS_FILE}: every Python distribution of the worker set, "
+        "for a laptop that builds the analysis's task graphs (coffea, dask-awkward); read "
+        "from the packages themselves, which are fetched into the package cache if need be",
     )
     p.set_defaults(func=cmd_client)
 

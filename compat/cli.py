@@ -157,6 +157,19 @@ def _parser() -> argparse.ArgumentParser:
         default=registry.DEFAULT_TIMEOUT_S,
         help="seconds per registry request (default: %(default)s)",
     )
+    pre.add_argument(
+        "--full",
+        action="store_true",
+        help=f"compare every pin of the pair's full client pins ({preflight.FULL_FILE}: "
+        "attached to a published image, or for an environment's name the one `buildtool "
+        "client NAME --full` wrote under --build-dir), not only what distributed compares",
+    )
+    pre.add_argument(
+        "--build-dir",
+        type=Path,
+        default=Path("build"),
+        help="with --full and an environment's name: the build folder (default: %(default)s)",
+    )
     return parser
 
 
@@ -176,7 +189,10 @@ def _diff_report(args: argparse.Namespace) -> compare.Report:
 
 def _preflight(args: argparse.Namespace) -> int:
     try:
-        result = preflight.run(args.ref, args.root, args.platform, args.timeout)
+        if args.full:
+            result = preflight.run_full(args.ref, args.build_dir, args.timeout)
+        else:
+            result = preflight.run(args.ref, args.root, args.platform, args.timeout)
     except CheckError as error:
         message = " ".join(str(error).split())  # one line, whatever the source said
         print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -31,7 +31,8 @@ from typing import Any
 
 from compat import compare, registry, report, rules, sources
 from compat.compare import Group, Mismatch, Report
-from compat.model import CheckError, PackageRecord, PackageSet, conda_package_set
+from compat.model import CheckError, Package, PackageRecord, PackageSet, conda_package_set
+from compat.names import normalize
 from compat.vocabulary import LINUX_64, Platform
 
 GATEWAY = "dask-gateway"
@@ -221,6 +222,66 @@ def run(
     workers = worker_set(target, root, platform, timeout)
     client = sources.from_environment(CLIENT)
     return check(client, workers, f"this Python ({sys.executable}) vs {workers.source}")
+
+
+# -- the full pins: every distribution of the worker set ---------------------------------------
+FULL_FILE = "client-requirements-full.txt"
+FULL_REASON = "the workers' version (full client pins)"
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_PYTHON_LINE = re.compile(r"# Python: (\S+) exactly")
+
+
+def full_pins(text: str, where: str) -> PackageSet:
+    """The pins of a `client-requirements-full.txt` (what `buildtool client --full`
+    writes and `publish` attaches), with the workers' Python from its header."""
+    packages: dict[str, Package] = {}
+    for line in text.splitlines():
+        python = _PYTHON_LINE.match(line)
+        if python:
+            packages[rules.PYTHON] = Package(python.group(1))
+        pin = _PIN.fullmatch(line.strip())
+        if pin:
+            packages[normalize(pin.group(1))] = Package(pin.group(2))
+    if len(packages) < 2:
+        raise CheckError(f"{where}: no pins in it")
+    return PackageSet(where, "python", packages)
+
+
+def read_full_pins(target: str, build_dir: Path, timeout: float) -> PackageSet:
+    """An image's attached full pins; for an environment's name, the ones `buildtool
+    client NAME --full` wrote under `build_dir`."""
+    if "/" in target:
+        return full_pins(registry.read_client_file(target, FULL_FILE, timeout), target)
+    path = build_dir / target / "client" / FULL_FILE
+    if not path.is_file():
+        raise CheckError(f"{path}: none; run `buildtool client {target} --full` first")
+    return full_pins(path.read_text(), str(path))
+
+
+def check_full(client: PackageSet, pinned: PackageSet, subject: str) -> Preflight:
+    """Every pinned distribution at the workers' version here (one missing is a
+    mismatch too), and the workers' Python."""
+    mismatches = []
+    for name in sorted(pinned.packages):
+        here, there = client.version(name), pinned.version(name)
+        if here != there:
+            columns: dict[str, tuple[Group, ...]] = {
+                CLIENT: (Group(here, (CLIENT,)),),
+                WORKERS: (Group(there, (WORKERS,)),),
+            }
+            mismatches.append(Mismatch(name, "error", FULL_REASON, columns, (WORKERS,)))
+    note = f"{len(pinned.packages)} pins compared, Python among them"
+    found = Report(subject, (CLIENT, WORKERS), mismatches, notes=[note])
+    return Preflight(found, fix_lines(mismatches))
+
+
+def run_full(
+    target: str, build_dir: Path, timeout: float = registry.DEFAULT_TIMEOUT_S
+) -> Preflight:
+    """Check the running interpreter against every pin of `target`'s full client pins."""
+    pinned = read_full_pins(target, build_dir, timeout)
+    client = sources.from_environment(CLIENT)
+    return check_full(client, pinned, f"this Python ({sys.executable}) vs {pinned.label}")
 
 
 def render(result: Preflight, fmt: str = "table") -> str:

@@ -208,6 +208,35 @@ def test_a_lock_of_this_interpreters_versions_matches(
     assert "fix:" not in out
 
 
+def test_the_full_pins_compare_every_distribution_they_pin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--full`: every pin of `client-requirements-full.txt` (beyond what distributed
+    compares) must be here at its version; one that is not is a row, and the fix."""
+    build = tmp_path / "build"
+    folder = build / "mine" / "client"
+    folder.mkdir(parents=True)
+    pytest_version, yaml_version = installed("pytest"), installed("pyyaml")
+    header = f"# AUTO GENERATED\n# Python: {this_python()} exactly\n# Not pinned:\n#   libzlib\n"
+    full = folder / "client-requirements-full.txt"
+    full.write_text(header + f"pytest=={pytest_version}\nPyYAML=={yaml_version}\n")
+    code, out, err = run(capsys, "mine", "--full", "--build-dir", str(build))
+    assert (code, err) == (cli.EXIT_OK, ""), out + err
+    assert "all package versions match" in out
+
+    # An awkward that is not the workers' (and one that is not installed at all).
+    full.write_text(full.read_text() + "pytest-not-installed==1.0\npyyaml==0.0.1\n")
+    code, out, err = run(capsys, "mine", "--full", "--build-dir", str(build))
+    assert code == cli.EXIT_MISMATCH, out + err
+    rows = [line.split()[:4] for line in out.splitlines() if line.startswith("error")]
+    assert ["error", "pyyaml", yaml_version, "0.0.1"] in rows
+    assert out.splitlines()[-1] == "fix: pip install pytest-not-installed==1.0 pyyaml==0.0.1"
+
+    # None written yet: one line that says how to write it.
+    code, out, err = run(capsys, "other", "--full", "--build-dir", str(build))
+    assert "run `buildtool client other --full` first" in one_line_error(code, out, err)
+
+
 def test_the_default_root_is_environments_if_there_is_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
