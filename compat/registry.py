@@ -44,6 +44,7 @@ from compat.registry_rules import (
     display_url,
     realm_may_receive_credentials,
 )
+from compat.vocabulary import CLIENT_ARTIFACT_TYPE, TITLE_LABEL
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -396,12 +397,6 @@ def sbom_of(client: Client, name: str, manifest: str, where: str) -> dict[str, A
     return document
 
 
-#: What `buildtool.publish.attachments` attaches to both images of a pair: the client's
-#: pins, one layer per file, each named by its title.
-CLIENT_ARTIFACT_TYPE = "application/vnd.daskhub.client.v1"
-TITLE = "org.opencontainers.image.title"
-
-
 def read_client_file(text: str, title: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """The client file `title` attached to the image ``text`` names (by the digest users
     pull: a single manifest's, or its index's)."""
@@ -422,7 +417,7 @@ def read_client_file(text: str, title: str, timeout: float = DEFAULT_TIMEOUT_S) 
         if artifact is None or artifact.document.get("subject", {}).get("digest") != top.digest:
             continue
         for layer in _json_list(artifact.document.get("layers"), f"{reference} client pins"):
-            if layer.get("annotations", {}).get(TITLE) == title:
+            if layer.get("annotations", {}).get(TITLE_LABEL) == title:
                 return client.blob(reference.name, layer).decode()
     raise RegistryError(f"{reference}: no {title} attached (published before full pins were)")
 

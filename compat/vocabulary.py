@@ -81,6 +81,9 @@ LABEL_KEYS = {
     "environment": ENVIRONMENT_LABEL,
     "role": ROLE_LABEL,
 }
+#: The artifact attached to both images of a pair with its client's pins, one layer per
+#: file named by its title (`buildtool.publish.attachments`, read by `compat preflight`).
+CLIENT_ARTIFACT_TYPE = "application/vnd.daskhub.client.v1"
 #: The variable that names, in the notebook image, the worker its clusters start.
 IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 
