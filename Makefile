@@ -48,7 +48,7 @@ IMAGE_FLAGS ?=
 # A site's build never relocks: a stale lock, or a lab's, is an error.
 ENSURE_LOCK = $(BUILDTOOL) lock --check $(1);
 endif
-REGISTRY_FLAG = $(if $(REGISTRY),$(REGISTRY_FLAG))
+REGISTRY_FLAG = $(if $(REGISTRY),--registry $(REGISTRY))
 # The targets that build one pair need it named.
 NEEDS_ENV = $(if $(ENV),,$(error name the environment: make $@ ENV=name))
 

@@ -81,7 +81,7 @@ c.DockerSpawner.name_template = settings["container"]
 # container, `<container>--<server name>`, the default server's ending in `--`.
 if settings.get("named_servers"):
     c.JupyterHub.allow_named_servers = True
-    c.DockerSpawner.name_template = settings["container"] + "--{servername}"
+    c.DockerSpawner.name_template = settings["container"] + "--{{servername}}"
 c.DockerSpawner.remove = True
 c.DockerSpawner.use_internal_ip = True
 c.Spawner.start_timeout = 300

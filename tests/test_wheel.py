@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from buildtool.lock import LAB_ENV
 from compat.vocabulary import ROLES
 from devsupport import REPO
 from devsupport.dockercli import docker, remove_local_tags, require_docker
@@ -45,11 +46,13 @@ def _run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> 
 
 
 def _clean_env(venv: Path, home: Path) -> dict[str, str]:
-    """Only the venv on PATH and nothing that points back into this checkout."""
+    """Only the venv on PATH and nothing that points back into this checkout; the lab
+    named, as its locks are the stand-in's."""
     return {
         "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",
+        LAB_ENV: "1",
     }
 
 
