@@ -283,7 +283,8 @@ class ColdNode:
         """`ctr ARGS` (or ctr-remote) against this node; raises NodeError if it fails and
         `check`, CommandTimeout past `timeout` seconds."""
         command = [tool, "--address", str(self.address), "--namespace", self.namespace, *args]
-        result = run(command, capture_output=True, text=True, timeout=timeout)
+        # An empty stdin: a container gets none, as a pod's does.
+        result = run(command, input="", capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise NodeError(
                 f"{tool} {' '.join(args)} exited {result.returncode}:\n{result.stderr.strip()}"
