@@ -8,19 +8,32 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 from buildtool import lock as locking
 from buildtool.common import (
     BuildToolError,
+    InputError,
     LockStaleError,
+    UsageError,
     read_published,
     write_atomic,
     write_if_changed,
 )
-from buildtool.image import RenderedPair, build_pair, render, test
+from buildtool.image import (
+    RenderedPair,
+    build_pair,
+    engine_available,
+    full_client_text,
+    package_cache,
+    render,
+    test,
+)
 from buildtool.lock import (
     CLIENT_DIR,
+    FULL_REQUIREMENTS_FILE,
+    REQUIREMENTS_FILE,
     LockFile,
     client_files,
     diff_locks,
@@ -41,6 +54,7 @@ from buildtool.site import (
     init_site,
     load_site_settings,
     site_registry,
+    user_namespace,
     user_registry,
     write_catalog,
     write_charts,
@@ -54,20 +68,36 @@ from buildtool.spec import (
     load,
     load_environment,
 )
-from compat.vocabulary import PLATFORMS, ROLES
+from compat.vocabulary import PLATFORM_NAMES, PLATFORMS, ROLES, platform_named
 
+logger = logging.getLogger("buildtool.cli")  # not __name__: `python -m buildtool.cli` too
+#: The hub user a notebook runs for: JupyterHub sets it in every single-user server.
+HUB_USER_ENV = "JUPYTERHUB_USER"
+#: `client --output -`: the pins on stdout.
+STDOUT = Path("-")
+#: The distribution `buildtool` comes with, whose version `--version` prints.
+DISTRIBUTION = "daskhub-images"
+#: What the exit status means, for every command; each command's --help says it for itself.
+EXIT_STATUS = (
+    "exit status: 0 done; 1 what the command checks or does failed (a solve, a build, an "
+    "image test, the registry, a stale lock); 2 the input is wrong (a spec, site.yaml, a "
+    "name or a flag), and nothing is written. Each command's --help says what they mean "
+    "for it."
+)
 #: What exit status 2 means, for every command: nothing was written.
 BAD_INPUT = (
     "the input is wrong (a spec, site.yaml, a name or a flag): one line naming the file, "
-    "the key and the line; nothing is written"
+    "the key and the line (for flags, after the usage line); nothing is written"
 )
 
 
 def _names(args: argparse.Namespace) -> list[str]:
+    if args.all and args.env:
+        raise UsageError("name environments or pass --all, not both")
     if args.all:
         return environment_names(args.root)
     if not args.env:
-        raise BuildToolError("name an environment, or pass --all")
+        raise UsageError("name an environment, or pass --all")
     for name in args.env:
         check_environment_name(args.root, name)
     return args.env
@@ -82,6 +112,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     if args.check:
+        if args.channel or args.platform:
+            raise UsageError(
+                "--check checks each lock against its spec: no --channel or --platform"
+            )
         return _check_locks(args)
     targets = [load(args.root, name) for name in _names(args)]
     parents = parent_reader(args.build_dir)
@@ -126,15 +160,31 @@ def _write_lock(
     print(f"wrote {path} ({len(lock.package)} packages) and {diff_path}")
 
 
-def _base_images(values: list[str] | None) -> dict[str, str]:
-    """`--base-image REF` (every platform) and `--base-image PLATFORM=REF`."""
-    chosen: dict[str, str] = {}
-    for value in values or []:
-        platform, _, ref = value.partition("=")
-        if ref and platform in PLATFORMS:
-            chosen[platform] = ref
-        else:
-            chosen.update({p: value for p in PLATFORMS if p not in chosen})
+def _platform(text: str) -> str:
+    """A platform in either spelling (`linux-aarch64`, `linux/arm64`), as its conda subdir."""
+    found = platform_named(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a platform: use {PLATFORM_NAMES}")
+    return found.subdir
+
+
+def _base_image(text: str) -> tuple[str | None, str]:
+    """`--base-image REF` (None: every platform) or `PLATFORM=REF`; a reference never
+    holds `=`, so what is before one must name a platform."""
+    platform, equals, ref = text.partition("=")
+    if not equals:
+        return None, text
+    if not ref:
+        raise argparse.ArgumentTypeError(f"{text!r}: no image reference after the =")
+    return _platform(platform), ref
+
+
+def _base_images(values: list[tuple[str | None, str]] | None) -> dict[str, str]:
+    """platform -> reference: each `PLATFORM=REF`, and a bare `REF` for the others."""
+    chosen = {platform: ref for platform, ref in values or [] if platform is not None}
+    for platform, ref in values or []:
+        if platform is None:
+            chosen.update({p: ref for p in PLATFORMS if p not in chosen})
     return chosen
 
 
@@ -173,7 +223,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_tests(choice: str) -> bool:
+    """`--image-tests`: whether the image tests run before the tags. auto: when a Docker
+    engine answers; yes: always (an error now without one); no: never."""
+    if choice == "no":
+        return False
+    if engine_available():
+        return True
+    if choice == "yes":
+        raise BuildToolError(
+            "--image-tests yes: no Docker engine answers (start dockerd, or set DOCKER_HOST)"
+        )
+    logger.info("no Docker engine answers: the pairs are published without their image tests")
+    return False
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
+    if args.user and args.registry:
+        raise UsageError("--user names the registry namespace: not with --registry")
     targets = [load(args.root, name) for name in _names(args)]
     if args.user:
         args.registry = user_registry(args.root, args.user, targets)
@@ -182,7 +249,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         registry=args.registry,
         build_dir=args.build_dir,
         base_images=_base_images(args.base_image),
-        test_extensions=args.test,
+        image_tests=_image_tests(args.image_tests),
         verbose=args.verbose,
         max_installed_mb=args.max_installed_mb,
     )
@@ -226,11 +293,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-
-    for name in _names(args):
+    names = _names(args)
+    if args.output is not None and len(names) > 1:
+        raise UsageError("--output takes one environment")
+    for name in names:
         target = load(args.root, name)
         files = client_files(name, read_lock(target.lock_path), target.lock_path)
-        for path in write_client_files(files, args.build_dir / name / CLIENT_DIR):
+        if args.full:  # every distribution, read from the packages (fetched if need be)
+            files[FULL_REQUIREMENTS_FILE] = full_client_text(
+                name, target.lock_path, package_cache()
+            )
+        if args.output == STDOUT:
+            sys.stdout.write(files[FULL_REQUIREMENTS_FILE if args.full else REQUIREMENTS_FILE])
+            continue
+        for path in write_client_files(files, args.output or args.build_dir / name / CLIENT_DIR):
             print(f"wrote {path}")
     return 0
 
@@ -245,28 +321,37 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The service's own dependencies (JupyterHub's service-auth) are the `serve` extra.
-    from buildtool.site import ServiceSettings, engine_available, serve
+    from buildtool.site import ServiceSettings, serve
 
-    site = load_site_settings(args.root)
-    if site.user_images is None or site.self_service is None:
-        raise BuildToolError(f"{args.root / SITE_FILE}: serve needs user_images and self_service")
     port = args.port
     if port is None:  # a service the hub starts is told where to listen
         url = os.environ.get("JUPYTERHUB_SERVICE_URL", "")
         port = urllib.parse.urlsplit(url).port if url else None
     if port is None:
-        raise BuildToolError("serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub")
-    test = engine_available() if args.test_images == "auto" else args.test_images == "yes"
+        raise UsageError("serve needs --port, or JUPYTERHUB_SERVICE_URL from the hub")
+    site = load_site_settings(args.root)
+    if site.user_images is None or site.self_service is None:
+        raise BuildToolError(f"{args.root / SITE_FILE}: serve needs user_images and self_service")
     settings = ServiceSettings(
         root=args.root,
         build_dir=args.build_dir,
         state=args.state,
-        test_images=test,
+        image_tests=_image_tests(args.image_tests),
         limits=site.self_service,
         user_images=site.user_images,
         **({"spawn_query": args.spawn_query} if args.spawn_query else {}),
     )
     serve(settings, port, args.address)
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    user = args.user if args.user is not None else os.environ.get(HUB_USER_ENV, "")
+    if not user:
+        raise InputError(
+            f"no user: pass --user NAME, or set {HUB_USER_ENV} (a hub notebook has it)"
+        )
+    print(f"{user} -> {user_namespace(args.root, user)}")
     return 0
 
 
@@ -312,32 +397,80 @@ def _image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base-image",
         action="append",
+        type=_base_image,
         metavar="[PLATFORM=]REF",
-        help="override the spec's base image (for one platform with PLATFORM=)",
+        help="override the spec's base image (for one platform with PLATFORM=, either "
+        f"spelling: {PLATFORM_NAMES})",
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildtool", description=__doc__)
+def _image_tests_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--image-tests",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help=f"run the image tests of {what} (pytest + testinfra, a real Dask cluster; "
+        "they need a Docker engine) before its tags: auto, when an engine answers; yes, "
+        "always (an error without one); no, publish untested (its record says so)",
+    )
+
+
+def _general_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before its name or after it. The top level holds
+    their defaults; after the name each is SUPPRESSed unless given, so that argparse,
+    which copies a command's values over the top level's, keeps a value given before
+    the name. Progress is logged on stderr (INFO) and the engine's own build output goes
+    to log files; -q keeps warnings and errors only; -v adds the details (DEBUG) and
+    streams the build output too. What a command answers is on stdout."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
         "--root",
         type=Path,
-        default=None,
+        default=default(None),
         help="folder of environment specs (default: ./environments if it exists, else .)",
     )
     parser.add_argument(
-        "--build-dir", type=Path, default=Path("build"), help="where generated files go"
+        "--build-dir",
+        type=Path,
+        default=default(Path("build")),
+        help="where generated files go",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="warnings and errors only",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="log the details, and stream build output",
+    )
+
+
+def _version() -> str:
+    """`buildtool (daskhub-images) 0.1.0`: the installed distribution's version."""
+    try:
+        return f"%(prog)s ({DISTRIBUTION}) {metadata.version(DISTRIBUTION)}"
+    except metadata.PackageNotFoundError:
+        return f"%(prog)s ({DISTRIBUTION} is not installed: no version)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="buildtool", description=__doc__, epilog=EXIT_STATUS)
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
+    )
+    _general_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    # Every command takes -q and -v after its name. Progress is logged on stderr (INFO) and
-    # the engine's own build output goes to log files; -q keeps warnings and errors only;
-    # -v adds the details (DEBUG) and streams the build output too. What a command
-    # answers (names, JSON, diffs, references) is on stdout.
-    verbosity = argparse.ArgumentParser(add_help=False)
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    verbosity.add_argument(
-        "-v", "--verbose", action="store_true", help="log the details, and stream build output"
-    )
+    general = argparse.ArgumentParser(add_help=False)
+    _general_options(general, defaults=False)
 
     def add_parser(
         name: str, help: str, done: str, failed: str | None = None
@@ -345,7 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
         """A command, with what its exit status means (`--help` ends with it)."""
         one = f"1 {failed}; " if failed else ""
         epilog = f"exit status: 0 {done}; {one}2 {BAD_INPUT}"
-        return sub.add_parser(name, parents=[verbosity], help=help, epilog=epilog)
+        command = sub.add_parser(
+            name, parents=[general], help=help, description=f"{help}.", epilog=epilog
+        )
+        command.set_defaults(command_parser=command)  # its usage line, for a UsageError
+        return command
 
     p = add_parser(
         "list",
@@ -366,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--platform",
         action="append",
-        choices=PLATFORMS,
-        help="lock for this platform instead",
+        type=_platform,
+        metavar="PLATFORM",
+        help=f"lock for this platform instead, either spelling: {PLATFORM_NAMES}",
     )
     p.add_argument("--check", action="store_true", help="only check the lock is up to date")
     p.set_defaults(func=cmd_lock)
@@ -407,12 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         failed="a build, an image test, the registry or a limit; no tag moved",
     )
     _image_options(p)
-    p.add_argument(
-        "--test",
-        action="store_true",
-        help="an extension pair: run the image tests (needs a Docker engine) before the tags; "
-        "without it an extension is published with no Docker call at all",
-    )
+    _image_tests_option(p, "each pair")
     p.add_argument(
         "--max-installed-mb",
         type=float,
@@ -447,11 +580,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser(
         "client",
-        help="write build/ENV/client/: pip and conda pins of a client matching the pair",
+        help="write the pip and conda pins of a client matching the pair (build/ENV/client/, "
+        "or --output)",
         done="the pins are written",
         failed="no lock to read",
     )
     _env_options(p)
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help=f"the folder for one environment's pins (default: build/ENV/{CLIENT_DIR}/); "
+        f"-: print its {REQUIREMENTS_FILE} (with --full, the full pins) on stdout instead",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help=f"also {FULL_REQUIREMENTS_FILE}: every Python distribution of the worker set, "
+        "for a laptop that builds the analysis's task graphs (coffea, dask-awkward); read "
+        "from the packages themselves, which are fetched into the package cache if need be",
+    )
     p.set_defaults(func=cmd_client)
 
     p = add_parser(
@@ -481,18 +629,26 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the service's own folder, on a volume of its own (users' workspaces, queue)",
     )
-    p.add_argument(
-        "--test-images",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="image-test each pair before it is tagged (auto: when a Docker engine answers)",
-    )
+    _image_tests_option(p, "each user's pair")
     p.add_argument(
         "--spawn-query",
         help="the hub's spawn query that starts an image, with {image} (default: "
         "KubeSpawner's own-image profile)",
     )
     p.set_defaults(func=cmd_serve)
+
+    p = add_parser(
+        "whoami",
+        help="print where a hub user's own pairs go: site.yaml's user_images with the name "
+        "escaped (a-z and 0-9 kept, any other byte -XX: alice.b -> alice-2eb)",
+        done="the namespace is printed",
+    )
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help=f"the hub user (default: ${HUB_USER_ENV}, set in every notebook)",
+    )
+    p.set_defaults(func=cmd_whoami)
 
     p = add_parser(
         "helm-values",
@@ -559,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
+    except UsageError as exc:
+        command: argparse.ArgumentParser = args.command_parser
+        command.error(str(exc))  # the usage line and the message; exit status 2
     except BuildToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -15,5 +15,5 @@ dask-gateway are imported when a live check runs). The pieces:
 * :mod:`compat.plugin` is an optional scheduler guard for joining workers;
 * :mod:`compat.clientcheck` is a client preload that makes a mismatch an error at
   ``Client(...)``, reading distributed's table with :mod:`compat.versiontable`;
-* :mod:`compat.cli` is the command line, ``daskhub-compat`` or ``python -m compat``.
+* :mod:`compat.cli` is the command line, ``daskhub-compat``.
 """

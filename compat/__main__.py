@@ -1,4 +1,4 @@
-"""``python -m compat``: the command-line checker."""
+"""``python -m compat``: ``daskhub-compat``, for an interpreter without its script."""
 
 from compat.cli import main
 

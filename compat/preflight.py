@@ -1,4 +1,4 @@
-"""``python -m compat preflight REF``: will this Python work with a pair's workers?
+"""``daskhub-compat preflight REF``: will this Python work with a pair's workers?
 
 Run it where a Dask client will run (a notebook, a laptop, a CI job), before any cluster
 exists. It compares this interpreter (``sys.version``, ``importlib.metadata``) with the
@@ -21,6 +21,7 @@ install`` command that brings this environment in line, under PyPI names.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import sys
@@ -30,14 +31,17 @@ from typing import Any
 
 from compat import compare, registry, report, rules, sources
 from compat.compare import Group, Mismatch, Report
-from compat.model import CheckError, PackageRecord, PackageSet, conda_package_set
-from compat.vocabulary import PLATFORMS, oci_platform
+from compat.model import CheckError, Package, PackageRecord, PackageSet, conda_package_set
+from compat.names import normalize
+from compat.vocabulary import LINUX_64, Platform
 
 GATEWAY = "dask-gateway"
 #: Everything preflight compares; every other package is left out.
 COMPARED = rules.ERROR_LEVEL | {GATEWAY}
 CLIENT, WORKERS = "client", "workers"
 GATEWAY_REASON = "gateway client and server must match"
+#: What the line of the pip command that fixes the mismatches starts with.
+FIX = "fix: "
 LOCK_FILE = "conda-lock.yml"
 # An environment's folder name (buildtool/common/grammar.py's ENVIRONMENT_NAME).
 _ENVIRONMENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
@@ -71,18 +75,14 @@ def default_root() -> Path:
     return Path("environments") if Path("environments").is_dir() else Path(".")
 
 
-def from_lock(environment: str, root: Path, platform: str) -> WorkerSet:
+def from_lock(environment: str, root: Path, platform: Platform) -> WorkerSet:
     """The worker set of ``<root>/<environment>/conda-lock.yml``."""
     if len(environment) > 64 or not _ENVIRONMENT.fullmatch(environment):
         raise CheckError(
             f"{environment[:100]!r} is neither an image reference (host/name[:tag][@digest]) "
             "nor an environment name (lowercase letters, digits and . _ - between them)"
         )
-    target = oci_platform(platform)
-    if target is None:
-        known = ", ".join(p.oci for p in PLATFORMS.values())
-        raise CheckError(f"--platform {platform!r}: use one of {known}")
-    subdir = target.subdir
+    subdir = platform.subdir
     if not root.is_dir():
         raise CheckError(f"{root}: no such folder (--root: the site's environments folder)")
     folder = root / environment
@@ -123,9 +123,9 @@ def sbom_records(document: dict[str, Any], where: str) -> list[PackageRecord]:
     return [*conda, *pip]
 
 
-def from_registry(reference: str, platform: str, timeout: float) -> WorkerSet:
+def from_registry(reference: str, platform: Platform, timeout: float) -> WorkerSet:
     """The set an image's SBOM lists, as the registry holds it."""
-    found = registry.read_sbom(reference, platform, timeout)
+    found = registry.read_sbom(reference, platform.oci, timeout)
     where = str(found.reference)
     packages = conda_package_set(where, sbom_records(found.document, where))
     metadata = found.document.get("metadata")
@@ -142,7 +142,7 @@ def from_registry(reference: str, platform: str, timeout: float) -> WorkerSet:
     return WorkerSet(packages, source, notes)
 
 
-def worker_set(target: str, root: Path | None, platform: str, timeout: float) -> WorkerSet:
+def worker_set(target: str, root: Path | None, platform: Platform, timeout: float) -> WorkerSet:
     """An image reference has a ``/``; anything else names an environment."""
     if "/" in target:
         return from_registry(target, platform, timeout)
@@ -187,7 +187,7 @@ def fix_lines(mismatches: list[Mismatch]) -> list[str]:
         else:
             pins.append(f"{mismatch.package}=={there}")
     if pins:
-        lines.append("fix: " + shlex.join(["pip", "install", *pins]))
+        lines.append(FIX + shlex.join(["pip", "install", *pins]))
     return lines
 
 
@@ -212,7 +212,7 @@ def check(client: PackageSet, workers: WorkerSet, subject: str) -> Preflight:
 def run(
     target: str,
     root: Path | None = None,
-    platform: str = registry.DEFAULT_PLATFORM,
+    platform: Platform = LINUX_64,
     timeout: float = registry.DEFAULT_TIMEOUT_S,
 ) -> Preflight:
     """Check the running interpreter against ``target``'s workers.
@@ -224,7 +224,79 @@ def run(
     return check(client, workers, f"this Python ({sys.executable}) vs {workers.source}")
 
 
-def render(result: Preflight) -> str:
-    """The report's table, then the fix."""
-    text = report.render_table(result.report)
+# -- the full pins: every distribution of the worker set ---------------------------------------
+FULL_FILE = "client-requirements-full.txt"
+FULL_REASON = "the workers' version (full client pins)"
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_PYTHON_LINE = re.compile(r"# Python: (\S+) exactly")
+
+
+def full_pins(text: str, where: str) -> PackageSet:
+    """The pins of a `client-requirements-full.txt` (what `buildtool client --full`
+    writes and `publish` attaches), with the workers' Python from its header."""
+    packages: dict[str, Package] = {}
+    for line in text.splitlines():
+        python = _PYTHON_LINE.match(line)
+        if python:
+            packages[rules.PYTHON] = Package(python.group(1))
+        pin = _PIN.fullmatch(line.strip())
+        if pin:
+            packages[normalize(pin.group(1))] = Package(pin.group(2))
+    if len(packages) < 2:
+        raise CheckError(f"{where}: no pins in it")
+    return PackageSet(where, "python", packages)
+
+
+def read_full_pins(target: str, build_dir: Path, timeout: float) -> PackageSet:
+    """An image's attached full pins; for an environment's name, the ones `buildtool
+    client NAME --full` wrote under `build_dir`."""
+    if "/" in target:
+        return full_pins(registry.read_client_file(target, FULL_FILE, timeout), target)
+    path = build_dir / target / "client" / FULL_FILE
+    if not path.is_file():
+        raise CheckError(f"{path}: none; run `buildtool client {target} --full` first")
+    return full_pins(path.read_text(), str(path))
+
+
+def check_full(client: PackageSet, pinned: PackageSet, subject: str) -> Preflight:
+    """Every pinned distribution at the workers' version here (one missing is a
+    mismatch too), and the workers' Python."""
+    mismatches = []
+    for name in sorted(pinned.packages):
+        here, there = client.version(name), pinned.version(name)
+        if here != there:
+            columns: dict[str, tuple[Group, ...]] = {
+                CLIENT: (Group(here, (CLIENT,)),),
+                WORKERS: (Group(there, (WORKERS,)),),
+            }
+            mismatches.append(Mismatch(name, "error", FULL_REASON, columns, (WORKERS,)))
+    note = f"{len(pinned.packages)} pins compared, Python among them"
+    found = Report(subject, (CLIENT, WORKERS), mismatches, notes=[note])
+    return Preflight(found, fix_lines(mismatches))
+
+
+def run_full(
+    target: str, build_dir: Path, timeout: float = registry.DEFAULT_TIMEOUT_S
+) -> Preflight:
+    """Check the running interpreter against every pin of `target`'s full client pins."""
+    pinned = read_full_pins(target, build_dir, timeout)
+    client = sources.from_environment(CLIENT)
+    return check_full(client, pinned, f"this Python ({sys.executable}) vs {pinned.label}")
+
+
+def render(result: Preflight, fmt: str = "table") -> str:
+    """The report in `fmt` (`compat.report.RENDERERS`), with the fix: its lines after a
+    table, as a list after Markdown, as `fix` in JSON."""
+    if fmt == "json":
+        return json.dumps({**report.as_dict(result.report), "fix": result.fix}, indent=2) + "\n"
+    text = report.render(result.report, fmt)
+    if fmt == "markdown":
+        fixes = "".join(f"- {_markdown(line)}\n" for line in result.fix)
+        return text + (f"\n{fixes}" if fixes else "")
     return text + "".join(f"{line}\n" for line in result.fix)
+
+
+def _markdown(line: str) -> str:
+    """A fix line for Markdown: the pip command as code."""
+    command = line.removeprefix(FIX)
+    return f"{FIX}`{command}`" if command != line else line

@@ -44,6 +44,7 @@ from compat.registry_rules import (
     display_url,
     realm_may_receive_credentials,
 )
+from compat.vocabulary import CLIENT_ARTIFACT_TYPE, TITLE_LABEL
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -58,7 +59,6 @@ CONFIG_TYPES = frozenset(
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_PLATFORM = "linux/amd64"
 #: Registries must accept manifests of 4 MiB; none here is larger.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: An SBOM of a large image is a few MiB.
@@ -397,9 +397,32 @@ def sbom_of(client: Client, name: str, manifest: str, where: str) -> dict[str, A
     return document
 
 
-def read_sbom(
-    text: str, platform: str = DEFAULT_PLATFORM, timeout: float = DEFAULT_TIMEOUT_S
-) -> Sbom:
+def read_client_file(text: str, title: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
+    """The client file `title` attached to the image ``text`` names (by the digest users
+    pull: a single manifest's, or its index's)."""
+    reference = parse_reference(text)
+    client = Client(reference.host, credentials_for(reference.host), timeout)
+    top = client.manifest(reference.name, reference.reference)
+    if top is None:
+        raise RegistryError(f"{reference}: no such image")
+    tag = top.digest.replace(":", "-")
+    listing = client.manifest(reference.name, tag)
+    entries = (
+        _json_list(listing.document.get("manifests"), f"{reference} referrers") if listing else []
+    )
+    artifacts = [e for e in entries if e.get("artifactType") == CLIENT_ARTIFACT_TYPE]
+    for entry in reversed(artifacts):  # the newest last
+        digest = entry.get("digest")
+        artifact = client.manifest(reference.name, digest) if isinstance(digest, str) else None
+        if artifact is None or artifact.document.get("subject", {}).get("digest") != top.digest:
+            continue
+        for layer in _json_list(artifact.document.get("layers"), f"{reference} client pins"):
+            if layer.get("annotations", {}).get(TITLE_LABEL) == title:
+                return client.blob(reference.name, layer).decode()
+    raise RegistryError(f"{reference}: no {title} attached (published before full pins were)")
+
+
+def read_sbom(text: str, platform: str, timeout: float = DEFAULT_TIMEOUT_S) -> Sbom:
     """The SBOM of the image ``text`` names, for ``platform`` (``os/arch[/variant]``)."""
     reference = parse_reference(text)
     wanted = Platform.parse(platform)

@@ -4,7 +4,9 @@ or the current Python environment.
 A source is named on the command line as
 
 * ``lock:PATH#notebook`` or ``lock:PATH#worker``, optionally ``@PLATFORM``
-  (default ``linux-64``): the image's packages in a conda-lock v1 lockfile.
+  (default ``linux-64``): the image's packages in a conda-lock v1 lockfile. A pair's
+  platform may be named either way (``linux-aarch64`` or ``linux/arm64``); any other
+  is a platform of the lockfile's, as conda names it (``osx-arm64``).
   The worker image is the ``main`` category; the notebook image adds the
   ``notebook`` category.
 * ``image:REF``: the environment ``/srv/conda/envs/notebook`` of a built
@@ -27,7 +29,7 @@ import yaml
 
 from compat import names, probe, vocabulary
 from compat.model import CheckError, Package, PackageRecord, PackageSet, conda_package_set
-from compat.vocabulary import PREFIX, ROLES
+from compat.vocabulary import PREFIX, ROLES, platform_named
 
 DEFAULT_PLATFORM = "linux-64"
 #: Time limit, in seconds, of the `docker run` that lists an image's packages: a
@@ -227,7 +229,8 @@ def parse_lock_spec(spec: str) -> LockSelection:
     if not sep or not path:
         raise CheckError(f"lock source {spec!r} must look like PATH#notebook or PATH#worker")
     image, _, platform = rest.partition("@")
-    return LockSelection(Path(path), image, platform or DEFAULT_PLATFORM)
+    named = platform_named(platform)
+    return LockSelection(Path(path), image, named.subdir if named else platform or DEFAULT_PLATFORM)
 
 
 def load(spec: str) -> PackageSet:

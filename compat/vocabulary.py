@@ -8,7 +8,9 @@ because daskhub-images depends on daskhub-compat and not the other way round.
   listed in that order, the worker first, everywhere.
 * A **platform** is one target of a pair, named by its conda subdir (``linux-64``). It
   carries what each tool calls the same machine: OCI's architecture and variant, Debian's
-  architecture and the kernel's machine name (``uname -m``).
+  architecture and the kernel's machine name (``uname -m``). Both command lines take
+  either spelling, the subdir or the OCI name (``linux/amd64``), read by
+  ``platform_named``.
 * **PREFIX** is where the conda environment lives inside both images.
 * The **label keys**: what an image's config (and an attached artifact's annotations)
   says of its pair, the OCI keys and this project's `io.daskhub.*` keys. The Dockerfile
@@ -79,6 +81,9 @@ LABEL_KEYS = {
     "environment": ENVIRONMENT_LABEL,
     "role": ROLE_LABEL,
 }
+#: The artifact attached to both images of a pair with its client's pins, one layer per
+#: file named by its title (`buildtool.publish.attachments`, read by `compat preflight`).
+CLIENT_ARTIFACT_TYPE = "application/vnd.daskhub.client.v1"
 #: The variable that names, in the notebook image, the worker its clusters start.
 IMAGE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 
@@ -113,10 +118,17 @@ LINUX_AARCH64 = Platform("linux-aarch64", "arm64", "v8", "arm64", "aarch64")
 PLATFORMS: dict[str, Platform] = {p.subdir: p for p in (LINUX_64, LINUX_AARCH64)}
 
 
-def oci_platform(name: str) -> Platform | None:
-    """The platform that `linux/amd64`, `linux/arm64` or `linux/arm64/v8` names, else None."""
+#: The valid platform names, both spellings, for an error message.
+PLATFORM_NAMES = ", ".join(f"{p.subdir} ({p.oci})" for p in PLATFORMS.values())
+
+
+def platform_named(text: str) -> Platform | None:
+    """The platform `text` names in either spelling both tools accept: its conda subdir
+    (`linux-64`, `linux-aarch64`) or its OCI name, with or without the variant
+    (`linux/amd64`, `linux/arm64`, `linux/arm64/v8`); None for anything else."""
     for candidate in PLATFORMS.values():
-        if name in (candidate.oci, f"linux/{candidate.oci_architecture}"):
+        spellings = (candidate.subdir, candidate.oci, f"linux/{candidate.oci_architecture}")
+        if text in spellings:
             return candidate
     return None
 

@@ -42,12 +42,16 @@ def _default(action: argparse.Action) -> str:
     return f"`{action.default}`"
 
 
-def _options(parser: argparse.ArgumentParser) -> list[str]:
+def _options(parser: argparse.ArgumentParser, said: frozenset[str] = frozenset()) -> list[str]:
+    """The table of `parser`'s arguments, but for those in `said` (every command's
+    options, said once above)."""
     rows = ["| argument | default | what it does |", "|---|---|---|"]
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+        if isinstance(
+            action, argparse._HelpAction | argparse._SubParsersAction | argparse._VersionAction
+        ):
             continue
-        if action.dest in ("quiet", "verbose"):  # every command's, said once above
+        if action.dest in said:
             continue
         help_text = (action.help or "").replace("|", "\\|")
         if isinstance(action, argparse._AppendAction):
@@ -60,24 +64,29 @@ def render() -> str:
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
+    top_epilog = parser.epilog or ""
     lines = [
         MARK,
         "",
         "# The `buildtool` command line",
         "",
         "Every command logs its progress on stderr and prints its answer (names, JSON, diffs,",
-        "references) on stdout. Options before the command:",
+        "references) on stdout. Options of every command, before its name or after it",
+        "(`buildtool --root R lock X` and `buildtool lock X --root R` are the same):",
         "",
         *_options(parser),
         "",
-        "Every command takes `-q` (warnings and errors only) and `-v` (the details, and the",
-        "engine's build output streamed) after its name. A wrong flag is exit status 2, as",
-        "argparse gives it.",
+        "A wrong flag, a missing one or flags that do not go together (names with `--all`)",
+        "are exit status 2 with the command's usage line, as argparse gives it.",
+        "`buildtool --version` prints the version of daskhub-images.",
+        "",
+        f"{top_epilog[:1].upper()}{top_epilog[1:]}",
         "",
     ]
+    general = frozenset(a.dest for a in parser._actions)
     for name, sub in commands.choices.items():
         lines += [f"## `buildtool {name}`", "", f"{helps[name][0].upper()}{helps[name][1:]}.", ""]
-        lines += _options(sub)
+        lines += _options(sub, general)
         epilog = sub.epilog or ""
         lines += ["", f"{epilog[:1].upper()}{epilog[1:]}.", ""]
     return "\n".join(lines)

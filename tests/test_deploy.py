@@ -144,6 +144,7 @@ def test_the_builder_is_reached_by_the_hub_alone_with_its_token_from_a_secret(
     assert container["args"][0] == "buildtool"
     parsed = build_parser().parse_args(container["args"][1:])
     assert (parsed.command, parsed.address, parsed.port) == ("serve", "0.0.0.0", 8000)
+    assert parsed.image_tests == "auto"  # a pod has no Docker engine: pairs go untested
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts[str(parsed.state)] == "state"
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -129,6 +129,7 @@ def test_published_without_docker_mounting_every_parent_blob_then_tested_by_dige
     )
     assert record["parent"] == site.published["images"]["notebook"]["ref"]
     assert record["added"] == sorted([*ADDED_CONDA, "hepunits"])
+    assert record["image_tested"] is False  # --image-tests auto, and no engine answers
 
     # On the wire: no blob of the parent was sent again; each was mounted.
     parent_blobs = set()

@@ -102,7 +102,8 @@ def test_a_hostile_addition_reaches_nothing_and_leaves_nothing(
         "probe",
         "--registry",
         registry,
-        "--test",
+        "--image-tests",
+        "yes",
         cwd=users,
         env={**physlite_site.env, BUILD_ID_ENV: build},
     )

@@ -123,7 +123,7 @@ def test_alice_builds_follows_cancels_starts_and_rebuilds_in_the_browser(
             physlite_site,
             tmp_path,
             ["alice"],
-            test_images=True,
+            image_tests=True,
             extra_config=extra,
             spawn_query="image={image}",
             hub_settings={"named_servers": True},

@@ -1,6 +1,7 @@
 """What every stage stands on; it imports no other stage.
 
 errors.py    BuildToolError and its kinds: the one line and exit code the CLI prints
+             (a UsageError with the command's usage line)
 files.py     files written whole or not at all, and only when they change
 proc.py      child processes with time limits, killed with their whole group
 bounded.py   work on a user's input in a child process with CPU, memory, time and
@@ -25,6 +26,7 @@ from buildtool.common.errors import (
     LockStaleError,
     SolveError,
     SpecError,
+    UsageError,
 )
 from buildtool.common.files import write_atomic, write_if_changed
 from buildtool.common.models import StrictModel
@@ -68,6 +70,7 @@ __all__ = [
     "SpecError",
     "StrictModel",
     "UnsafeArchiveMember",
+    "UsageError",
     "Watchdog",
     "cache_root",
     "call_bounded",

@@ -37,6 +37,14 @@ class LockStaleError(BuildToolError):
     """`lock --check` found a lock that no longer matches its spec."""
 
 
+class UsageError(BuildToolError):
+    """Arguments that do not go together, or one that is missing where argparse cannot
+    see it: the CLI gives the command's usage line and this one line, exit status 2, as
+    argparse gives its own."""
+
+    exit_code = 2
+
+
 class InputError(BuildToolError):
     """A command-line value is not what it must be (a registry, an image reference)."""
 

@@ -75,9 +75,12 @@ class Published(StrictModel):
     added: list[str] = []
     bytes_fetched: int | None = None
     imports: list[str] = []  # what its image tests import
-    # Seconds of a site pair's publish: build, image_tests, push (compressing, uploading,
-    # attaching, tagging) and total.
+    # Seconds of a site pair's publish: build, image_tests (when they ran), push
+    # (compressing, uploading, attaching, tagging) and total.
     timings: dict[str, float] = {}
+    # Whether the image tests passed before the tags (`--image-tests`); written only when
+    # they did not run (`to_json` leaves the defaults out).
+    image_tested: bool = True
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_defaults=True) + "\n"

@@ -12,7 +12,10 @@ store, from which a push sends only what a registry lacks.
   assemble.py       the locked packages installed with py-rattler and written as layers
   layers.py         which packages share a layer: a stable plan within 64 layers
   oci.py            reproducible layer tars, blobs, configs, manifests; `docker load`
-  engine.py         the one Docker client, every command with a time limit
+  estargz.py        layers as eStargz: lazily pullable, still plain gzip tar to others
+  prefetch.py       what a pair's start reads, recorded once, to go first in its layers
+  engine.py         the one Docker client, every command with a time limit; whether an
+                    engine answers
   build.py          all of it, for each platform, overlapped; `build/<env>/images.json`
   versionchecks.py  the scheduler guard and client check every pair carries
   testing.py        the image tests (suite/, pytest + testinfra) on a built or a
@@ -42,7 +45,14 @@ from buildtool.image.build import (
     store_for,
 )
 from buildtool.image.dists import Distribution, distributions, full_client_text
-from buildtool.image.engine import docker, docker_cli, run_logged
+from buildtool.image.engine import docker, docker_cli, engine_available, run_logged
+from buildtool.image.estargz import (
+    NO_PREFETCH_LANDMARK,
+    PREFETCH_LANDMARK,
+    TOC_DIGEST_ANNOTATION,
+    TOC_NAME,
+    UNCOMPRESSED_SIZE_ANNOTATION,
+)
 from buildtool.image.layers import (
     EXTENSION_RESERVE,
     LARGE,
@@ -84,6 +94,11 @@ from buildtool.image.versionchecks import (
 from buildtool.image.versionchecks import OFF as CHECKS_OFF
 
 __all__ = [
+    "NO_PREFETCH_LANDMARK",
+    "PREFETCH_LANDMARK",
+    "TOC_DIGEST_ANNOTATION",
+    "TOC_NAME",
+    "UNCOMPRESSED_SIZE_ANNOTATION",
     "Distribution",
     "distributions",
     "full_client_text",
@@ -128,6 +143,7 @@ __all__ = [
     "docker_cli",
     "docker_load",
     "dockerfile_string",
+    "engine_available",
     "entry_problem",
     "file_entry",
     "index",

@@ -70,8 +70,9 @@ JOVYAN = (1000, 100)
 NOT_PACKAGED = frozenset({"CACHEDIR.TAG", "conda-meta/history"})
 # Seconds for one request: a slow mirror fails the build instead of hanging it.
 TIMEOUT = 600
-# Part of every layer's key: bumped when `_entries` writes a layer's members differently.
-LAYOUT = "entries-v1"
+# Part of every layer's key: bumped when layers are written differently (`_entries`,
+# `oci.BlobStore.write_layer`: eStargz since v1).
+LAYOUT = "estargz-v1"
 
 
 @dataclass(frozen=True)
@@ -448,11 +449,14 @@ def assemble(
     cache: Path,
     store: BlobStore,
     on_layer: Callable[[Layer], None] = lambda layer: None,
+    starts: Callable[[Callable[[], Path]], dict[str, list[str]]] = lambda prefix: {},
 ) -> AssembledPair:
     """Both images of one platform, from the staging prefix `stage` holding the notebook
     set; `pip`: each role's own locked wheels (the notebook's beyond the worker's);
     `system`: waits for the system stages (built meanwhile); `on_layer` gets each layer
-    of the notebook image, bottom first, once it is in the store."""
+    of the notebook image, bottom first, once it is in the store; `starts`: what each
+    role's start reads (`prefetch.py`), given a way to the staged prefix, which goes
+    first in its layers."""
     with _held(stage):
         sha = {p.name: p.hash.sha256 for p in notebook_set}
         staging = _Staging(lock_path, platform, notebook_set, stage, cache)
@@ -463,14 +467,21 @@ def assemble(
         if missing:
             raise BuildToolError(f"{stage}: {missing[0]} was not installed")
 
-        def conda_layer(planned: PlannedLayer) -> Layer:
+        root = PREFIX.lstrip("/")
+
+        def conda_layer(planned: PlannedLayer, read: list[str]) -> Layer:
             members = [known[n] for n in planned.packages]
-            key = _key("conda", platform, [[n, sha[n]] for n in planned.packages])
+            held = {f"{root}/{f}" for p in members for f in (*p.files, p.record) if f}
+            first = [path for path in read if path in held]
+            key = _key("conda", platform, [[n, sha[n]] for n in planned.packages], first)
             kept = store.recall_layer(key)
             if kept is None:
                 prefix = staging.prefix(known)
                 layer = store.write_layer(
-                    _entries(prefix, members), max(p.built for p in members), _describe(members)
+                    _entries(prefix, members),
+                    max(p.built for p in members),
+                    _describe(members),
+                    prefetch=first,
                 )
                 store.remember_layer(key, layer, [])
             else:
@@ -479,6 +490,7 @@ def assemble(
             return layer
 
         pair = system()
+        read = starts(lambda: staging.prefix(known))
         for layer in pair.worker.layers:
             on_layer(layer)
         fixed = len(pair.worker.layers) + len(pair.notebook_extra)
@@ -497,7 +509,7 @@ def assemble(
                 for layer in pair.notebook_extra:
                     on_layer(layer)
             plan = plan_layers([Package(n, known[n].size) for n in names], slots)
-            layers[role] = [conda_layer(planned) for planned in plan]
+            layers[role] = [conda_layer(planned, read.get(role, [])) for planned in plan]
             clamp = max(known[n].built for n in names)
             extra: list[tuple[str, tuple[Layer, list[str]]]] = []
             if pip.get(role):

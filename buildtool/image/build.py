@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from buildtool.common import BuildToolError, cache_root, write_atomic
 from buildtool.image.assemble import AssembledPair, assemble
 from buildtool.image.engine import docker, docker_cli, held_layer_chains, local_tags
 from buildtool.image.oci import BlobStore, Image, Layer, chain_ids, docker_load, next_chain
+from buildtool.image.prefetch import record as record_starts
 from buildtool.image.render import RenderedPair
 from buildtool.image.system import SystemImage, SystemPair, build_system
 from buildtool.lock import LockFile, locked_wheels, read_lock
@@ -233,9 +235,23 @@ def _assemble(
     store: BlobStore,
     loader: _Loader,
     load: bool,
+    recorded: dict[str, dict[str, list[str]]],
 ) -> AssembledPair:
     """One platform's images: its conda layers on its system stages (`system`, built
-    meanwhile), each layer handed to `loader` as it is written when the pair is loaded."""
+    meanwhile), each layer handed to `loader` as it is written when the pair is loaded;
+    what each role's start reads goes first in its layers (`recorded`: by platform)."""
+
+    def starts(prefix: Callable[[], Path]) -> dict[str, list[str]]:
+        host = host_platform().subdir
+        if platform != host:  # the engine's own platform's recording, when there is one
+            return recorded.get(host, {})
+        packages = [f"{p.name} {p.hash.sha256}" for p in lock.packages("notebook", platform)]
+        found = record_starts(
+            store, pair.base_images[platform], platform, prefix, packages, pair.imports
+        )
+        recorded[platform] = found
+        return found
+
     return assemble(
         pair.lock_path,
         platform,
@@ -252,6 +268,7 @@ def _assemble(
         cache,
         store,
         loader.add if load else lambda layer: None,
+        starts,
     )
 
 
@@ -279,6 +296,7 @@ def build_pair(
     images: dict[str, dict[str, Image]] = {}
     apt: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
     owners: dict[str, dict[str, list[str]]] = {}
+    recorded: dict[str, dict[str, list[str]]] = {}
 
     # BuildKit builds every platform's system stages, one after another, while the host
     # installs and writes the conda layers.
@@ -292,7 +310,7 @@ def build_pair(
             loader = _Loader(store, platform, held)
             try:
                 assembled = _assemble(
-                    pair, lock, platform, systems[platform], cache, store, loader, load
+                    pair, lock, platform, systems[platform], cache, store, loader, load, recorded
                 )
             finally:
                 loader.finish()

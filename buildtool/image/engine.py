@@ -56,6 +56,20 @@ def docker_cli() -> str:
     return docker
 
 
+def engine_available() -> bool:
+    """Whether a Docker engine answers the client (`docker version`) within the probe's
+    limit: where `--image-tests auto` runs a pair's image tests."""
+    try:
+        probe = run(
+            [docker_cli(), "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+        )
+    except BuildToolError:  # no docker CLI, or no answer in time
+        return False
+    return probe.returncode == 0
+
+
 def docker(*args: str, input: bytes | None = None, timeout: float = DOCKER_TIMEOUT) -> bytes:
     """Run the docker CLI; a failure names the command and what the engine said, a command
     still running after `timeout` seconds is killed (CommandTimeout)."""

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from buildtool.common import BuildToolError, Watchdog
+from buildtool.common import BuildToolError, Watchdog, write_atomic
+from buildtool.image import estargz
 from compat.vocabulary import PLATFORMS
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -178,10 +179,16 @@ class Layer:
 
 class BlobStore:
     """Layers by diff_id (`<root>/layers/<hex>.tar`) and their gzip blobs, shared by every
-    environment and platform built into the same build folder."""
+    environment and platform built into the same build folder.
 
-    def __init__(self, root: Path) -> None:
+    The layers this tool writes are eStargz (`estargz.py`): each is written as its blob and
+    its uncompressed archive at once, at the store's `level`, and its blob is kept under
+    `<root>/gzip/<hex>.estargz` with the descriptor's annotations beside it. A layer kept as
+    another tool made it (a base image's) is gzipped plainly when it is pushed."""
+
+    def __init__(self, root: Path, level: int = GZIP_LEVEL) -> None:
         self.root = root
+        self.level = level
         (root / "layers").mkdir(parents=True, exist_ok=True)
         (root / "gzip").mkdir(parents=True, exist_ok=True)
         # What this process wrote into the store: (diff_id, bytes) of each layer.
@@ -204,10 +211,15 @@ class BlobStore:
             json.dump(value, out, sort_keys=True)
         os.replace(tmp, path)
 
+    def _level_key(self, key: str) -> str:
+        """A layer's key at this store's compression level: the level is in an eStargz
+        layer's bytes (its TOC holds compressed offsets), so in its diff_id too."""
+        return key if self.level == GZIP_LEVEL else f"{key}-level{self.level}"
+
     def recall_layer(self, key: str) -> tuple[Layer, list[str]] | None:
         """The layer made from the inputs `key` stands for, and the files it holds, if
         it is still in the store."""
-        value = self.recall("keys", key)
+        value = self.recall("keys", self._level_key(key))
         if value is None:
             return None
         layer = Layer(**value["layer"])
@@ -216,7 +228,7 @@ class BlobStore:
         return layer, value["files"]
 
     def remember_layer(self, key: str, layer: Layer, files: list[str]) -> None:
-        self.remember("keys", key, {"layer": asdict(layer), "files": files})
+        self.remember("keys", self._level_key(key), {"layer": asdict(layer), "files": files})
 
     def layer_path(self, diff_id: str) -> Path:
         return self.root / "layers" / f"{diff_id.removeprefix('sha256:')}.tar"
@@ -236,17 +248,64 @@ class BlobStore:
             raise
         return diff_id, hashing.size
 
-    def write_layer(self, entries: Iterable[Entry], created: int, created_by: str) -> Layer:
-        ordered = sorted(entries, key=lambda e: e.path)
+    def _store_estargz(self, write: Callable[[estargz.EStargzWriter], None]) -> str:
+        """Write an eStargz layer through `write`: its archive into `layers/`, its blob
+        into `gzip/`, both under the archive's digest. Returns the diff_id."""
+        fd_archive, archive_tmp = tempfile.mkstemp(dir=self.root / "layers", suffix=".tmp")
+        fd_blob, blob_tmp = tempfile.mkstemp(dir=self.root / "gzip", suffix=".tmp")
+        try:
+            with os.fdopen(fd_archive, "wb") as archive, os.fdopen(fd_blob, "wb") as blob:
+                writer = estargz.EStargzWriter(blob, archive, self.level)
+                write(writer)
+                done = writer.close()
+            blob_path = self._estargz_path(done.diff_id)
+            os.replace(blob_tmp, blob_path)
+            record = {"digest": done.digest, "size": done.size, "annotations": done.annotations}
+            write_atomic(blob_path.with_suffix(".json"), json.dumps(record, sort_keys=True))
+            os.replace(archive_tmp, self.layer_path(done.diff_id))
+            self.written.append((done.diff_id, done.uncompressed_size))
+        except BaseException:
+            Path(archive_tmp).unlink(missing_ok=True)
+            Path(blob_tmp).unlink(missing_ok=True)
+            raise
+        return done.diff_id
 
-        def write(out: BinaryIO) -> None:
-            tar = TarWriter(out)
-            for entry in ordered:
-                tar.add(entry.tarinfo(), entry.data if entry.data is not None else entry.source)
-            tar.close()
+    def _estargz_path(self, diff_id: str) -> Path:
+        return self.root / "gzip" / f"{diff_id.removeprefix('sha256:')}.estargz"
 
-        diff_id, size = self._store(write)
-        return Layer(diff_id, size, created, created_by)
+    def write_layer(
+        self,
+        entries: Iterable[Entry],
+        created: int,
+        created_by: str,
+        prefetch: Sequence[str] = (),
+    ) -> Layer:
+        """A layer of `entries`, as eStargz: the files `prefetch` names (those the layer
+        holds) first, in that order, behind the prefetch landmark; the rest by path."""
+        by_path = {entry.path: entry for entry in entries}
+        first = [by_path[path] for path in dict.fromkeys(prefetch) if path in by_path]
+        rest = sorted((e for e in by_path.values() if e not in first), key=lambda e: e.path)
+
+        def add(writer: estargz.EStargzWriter, entry: Entry) -> None:
+            content = entry.data if entry.data is not None else entry.source
+            if isinstance(content, Path):
+                with content.open("rb") as source:
+                    writer.add(entry.tarinfo(), source)
+            else:
+                writer.add(entry.tarinfo(), content)
+
+        def write(writer: estargz.EStargzWriter) -> None:
+            if not first:
+                writer.add(estargz.landmark(estargz.NO_PREFETCH_LANDMARK), estargz.LANDMARK_CONTENT)
+            for entry in first:
+                add(writer, entry)
+            if first:
+                writer.add(estargz.landmark(estargz.PREFETCH_LANDMARK), estargz.LANDMARK_CONTENT)
+            for entry in rest:
+                add(writer, entry)
+
+        diff_id = self._store_estargz(write)
+        return Layer(diff_id, self.layer_path(diff_id).stat().st_size, created, created_by)
 
     def normalize_layer(
         self,
@@ -282,8 +341,8 @@ class BlobStore:
                 for name in rest:
                     link_to[name] = first
 
-            def write(out: BinaryIO) -> None:
-                new = TarWriter(out)
+            def write(new: estargz.EStargzWriter) -> None:
+                new.add(estargz.landmark(estargz.NO_PREFETCH_LANDMARK), estargz.LANDMARK_CONTENT)
                 for name in sorted(by_name):
                     member = by_name[name]
                     content = data_of.get(name, member)
@@ -304,10 +363,9 @@ class BlobStore:
                     else:
                         info.type, info.linkname = member.type, member.linkname
                         new.add(info)
-                new.close()
 
-            diff_id, size = self._store(write)
-        return Layer(diff_id, size, clamp, created_by)
+            diff_id = self._store_estargz(write)
+        return Layer(diff_id, self.layer_path(diff_id).stat().st_size, clamp, created_by)
 
     def write_stream(self, source: IO[bytes], created: int, created_by: str) -> Layer:
         """Keep a layer tar read from `source` (another tool's output) as it is."""
@@ -334,8 +392,19 @@ class BlobStore:
         return Layer(diff_id, target.stat().st_size, created, created_by)
 
     def gzip_blob(self, diff_id: str, level: int = GZIP_LEVEL) -> Blob:
-        """The layer gzipped at `level` without name or time, cached by diff_id (and by
-        level, when it is not the default)."""
+        """The layer's blob: its eStargz blob when this tool wrote it; else the layer
+        gzipped at `level` without name or time, cached by diff_id (and by level, when it
+        is not the default)."""
+        written = self._estargz_path(diff_id)
+        if written.exists():
+            record = json.loads(written.with_suffix(".json").read_text())
+            return Blob(
+                record["digest"],
+                record["size"],
+                OCI_LAYER_GZIP,
+                written,
+                annotations=record["annotations"],
+            )
         hexid = diff_id.removeprefix("sha256:")
         suffix = "" if level == GZIP_LEVEL else f"-{level}"
         target = self.root / "gzip" / f"{hexid}{suffix}.tar.gz"
@@ -376,13 +445,18 @@ class Blob:
     media_type: str
     path: Path | None = None
     data: bytes | None = field(default=None, repr=False)
+    # What its descriptor says besides (an eStargz layer's TOC digest and size).
+    annotations: dict[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
     def of(cls, data: bytes, media_type: str) -> Blob:
         return cls(sha256_digest(data), len(data), media_type, data=data)
 
     def descriptor(self, **extra: Any) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, **extra}
+        described = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            described["annotations"] = dict(self.annotations)
+        return {**described, **extra}
 
     def open(self) -> BinaryIO:
         if self.path is not None:

@@ -54,7 +54,7 @@ BASE_APT = ["tini", "ca-certificates"]
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 # Bumped when the assembly lays out images differently, so that the content tag moves.
 ASSEMBLY = (
-    f"layers-v2 max={layers.MAX_LAYERS} reserve={layers.EXTENSION_RESERVE} "
+    f"layers-v3-estargz max={layers.MAX_LAYERS} reserve={layers.EXTENSION_RESERVE} "
     f"large={layers.LARGE} nb={layers.NOTEBOOK_SHARE}"
 )
 
@@ -84,6 +84,8 @@ class RenderedPair:
     lock_sha256: str
     worker: ImageRef
     notebook: ImageRef
+    # role -> what its image tests import, which its start is recorded with (`prefetch.py`)
+    imports: dict[str, list[str]]
 
     def image(self, role: str) -> ImageRef:
         return of_role(self, role)
@@ -205,6 +207,7 @@ def render(
         lock_sha256=lock.content_sha(),
         worker=ImageRef(prefix + env.worker.repository, tag),
         notebook=ImageRef(prefix + env.notebook.repository, tag),
+        imports={role: env.image(role).imports for role in ROLES},
     )
     jinja = Jinja(
         loader=FileSystemLoader(templates),
@@ -244,6 +247,7 @@ def _spec_inputs(env: Environment) -> dict:
                 "apt": env.image(role).apt,
                 "pip": env.image(role).pip,
                 "env": env.image(role).env,
+                "imports": env.image(role).imports,  # the start recorded for prefetching
             }
             for role in ROLES
         },

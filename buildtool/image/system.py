@@ -53,8 +53,8 @@ CONFIG_FIELDS = (
     "StopSignal",
 )
 DPKG_STATUS = "var/lib/dpkg/status"
-# Part of the key of a normalized stage: bumped when normalizing changes.
-NORMALIZATION = "n3"
+# Part of the key of a normalized stage: bumped when normalizing changes (n4: eStargz).
+NORMALIZATION = "n4"
 # Time limit, in seconds, of `docker save` of both stages (their layers, gigabytes for
 # large images, over the engine's socket).
 SAVE_TIMEOUT = 30 * 60

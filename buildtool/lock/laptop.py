@@ -29,7 +29,7 @@ registry in them), so what `publish` attaches, what `buildtool client` writes an
 `buildtool catalog` shows for the same lock are the same bytes.
 
 `publish` attaches the two files to both images in the registry
-(`buildtool.publish.attachments`), where a laptop's `compat preflight` finds them.
+(`buildtool.publish.attachments`), where a laptop's `daskhub-compat preflight` finds them.
 """
 
 from __future__ import annotations

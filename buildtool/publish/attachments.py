@@ -23,8 +23,8 @@ from buildtool.lock import ENVIRONMENT_FILE, FULL_REQUIREMENTS_FILE, REQUIREMENT
 from buildtool.publish import artifacts
 from buildtool.publish.artifacts import ArtifactFile
 from buildtool.publish.registry import Registry
+from compat.vocabulary import CLIENT_ARTIFACT_TYPE
 
-CLIENT_ARTIFACT_TYPE = "application/vnd.daskhub.client.v1"
 CLIENT_MEDIA_TYPES = {
     REQUIREMENTS_FILE: "text/plain",
     ENVIRONMENT_FILE: "application/yaml",

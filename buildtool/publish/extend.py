@@ -221,8 +221,15 @@ def _parent_image(image: ParentImage, platform: str) -> tuple[Image, dict[str, O
     modeled = Image(platform, base, layers)
     if modeled.config_blob().digest != manifest["config"]["digest"]:
         raise BuildToolError(f"{image.ref}: its config is not one this tool wrote")
+    # Each layer as the parent's manifest describes it, its annotations (an eStargz
+    # layer's TOC digest and size) kept, so a lazy-pulling node mounts it in the child too.
     blobs = {
-        d: OciBlob(desc["digest"], int(desc["size"]), desc["mediaType"])
+        d: OciBlob(
+            desc["digest"],
+            int(desc["size"]),
+            desc["mediaType"],
+            annotations={str(k): str(v) for k, v in desc.get("annotations", {}).items()},
+        )
         for d, desc in zip(diff_ids, descriptors, strict=True)
     }
     return modeled, blobs
@@ -593,7 +600,7 @@ def publish_extension(
     lock_text = ext.lock_path.read_text()
     tag = content_tag(ext, lock_text, parent)
     registry = Registry(host, credentials_for(host, configured=host))
-    store = BlobStore(build_dir / ".store")
+    store = BlobStore(build_dir / ".store", EXTENSION_GZIP_LEVEL)
     built, parts = build_additions(ext, lock, parent, store, cache or package_cache(), budget)
     logger.info(
         "%s: %d added packages (%s), fetched %.1f MB for %s",
@@ -643,6 +650,7 @@ def publish_extension(
         added=built.added,
         bytes_fetched=built.fetched_bytes,
         imports=imports,
+        image_tested=test is not None,
     )
     write_atomic(build_dir / ext.name / PUBLISHED_FILE, published.to_json())
     write_atomic(build_dir / ext.name / PUBLISHED_LOCK_FILE, lock_text)

@@ -19,12 +19,12 @@ from buildtool.spec import Environment, Extension, Target
 @dataclass(frozen=True)
 class Options:
     """How to publish: where to, from which build folder, with which base images, and
-    whether an extension pair's images are tested first (a site pair's always are)."""
+    whether the pair's image tests run before its tags (they need a Docker engine)."""
 
     registry: str  # host[:port]/namespace
     build_dir: Path
     base_images: dict[str, str] = field(default_factory=dict)  # platform -> reference
-    test_extensions: bool = False
+    image_tests: bool = True
     verbose: bool = False
     # An extension's additions: what they may write, uncompressed (None: the default).
     max_installed_mb: float | None = None
@@ -44,7 +44,9 @@ def publish(target: Target, options: Options) -> Published:
             pair,
             options.registry,
             build=lambda: build_pair(pair, echo=options.verbose),
-            test=lambda: test_pair(target.root, options.build_dir, target.name),
+            test=(lambda: test_pair(target.root, options.build_dir, target.name))
+            if options.image_tests
+            else None,
         )
     ext = target
 
@@ -60,7 +62,7 @@ def publish(target: Target, options: Options) -> Published:
         ext,
         options.registry,
         options.build_dir,
-        test=tested if options.test_extensions else None,
+        test=tested if options.image_tests else None,
         budget=budget,
     )
 

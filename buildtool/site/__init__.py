@@ -21,7 +21,6 @@ from buildtool.site.builds import (
     Job,
     LocalRunner,
     content_length,
-    engine_available,
     step_of,
 )
 from buildtool.site.catalog import write_catalog
@@ -75,6 +74,7 @@ from buildtool.site.settings import (
     check_users_apart,
     load_site_settings,
     site_registry,
+    user_namespace,
     user_registry,
 )
 
@@ -112,7 +112,6 @@ __all__ = [
     "Pair",
     "RegistryReader",
     "dump_helm_values",
-    "engine_available",
     "builder_manifests",
     "check_users_apart",
     "cluster_placement",
@@ -139,6 +138,7 @@ __all__ = [
     "server_name",
     "user_prefix",
     "user_profile_list",
+    "user_namespace",
     "user_registry",
     "user_worker_image",
     "write_charts",

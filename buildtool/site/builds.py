@@ -3,8 +3,8 @@ published into that user's namespace, one at a time per user, in a bounded queue
 
 A build is this tool's own command line, as a user would run it: `buildtool lock` of the
 extension's spec in the user's workspace, a check of the added size, then `buildtool
-publish` into the user's namespace (with `--test` where a Docker engine is beside the
-service, so a pair is tagged only after its image tests pass). Each runs as a subprocess
+publish` into the user's namespace (with `--image-tests yes` where a Docker engine is
+beside the service, so a pair is tagged only after its image tests pass). Each runs as a subprocess
 of the service with a time limit; its log is kept beside the build's record, and the
 build's step (lock, fetch, layers, push, test, tag) is read from the log's lines.
 
@@ -24,7 +24,6 @@ import datetime as dt
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -435,20 +434,6 @@ class BuildQueue:
 def cli_command(*args: str) -> list[str]:
     """This tool's command line, in this Python."""
     return [sys.executable, "-m", "buildtool.cli", *args]
-
-
-def engine_available() -> bool:
-    """Whether a Docker engine answers beside the service (then pairs are image-tested)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    probe = subprocess.run(
-        [docker, "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        timeout=30,
-        env=os.environ,
-    )
-    return probe.returncode == 0
 
 
 def content_length(url: str) -> int:

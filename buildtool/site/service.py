@@ -380,7 +380,9 @@ class Builder:
             build=build,
             commands=[
                 cli_command(*common, "lock", request.name),
-                cli_command(*publish, *(["--test"] if self.settings.test_images else [])),
+                cli_command(
+                    *publish, "--image-tests", "yes" if self.settings.image_tests else "no"
+                ),
             ],
             cwd=workspace,
             env=dict(os.environ),
@@ -409,7 +411,7 @@ class Builder:
         if published is None:
             raise BuildToolError("the build published no record")
         self._forget_superseded(user, name, published)
-        return published.images.notebook.ref, published.images.worker.ref, self.settings.test_images
+        return published.images.notebook.ref, published.images.worker.ref, published.image_tested
 
     def _prune(self, outputs: Path) -> None:
         """After a build, however it ended: its layer store (what it pushed is in the
@@ -666,7 +668,7 @@ class PageHandler(_Base):
                 nonce=self.nonce,
                 environments=self.builder.environments(),
                 limits=self.builder.settings.limits,
-                tested=self.builder.settings.test_images,
+                tested=self.builder.settings.image_tests,
                 spawn_query=self.builder.settings.spawn_query,
                 build_id=build_id,
             )
@@ -841,7 +843,7 @@ def serve(settings: ServiceSettings, port: int, address: str = "127.0.0.1") -> N
     if site.user_images is None:
         raise BuildToolError(f"{settings.root / SITE_FILE}: serve needs user_images")
     check_users_apart(settings.root, settings.build_dir)  # site.yaml may have changed since
-    if settings.test_images:  # what builds of an earlier run left: none of them runs now
+    if settings.image_tests:  # what builds of an earlier run left: none of them runs now
         left = sweep_sandboxes()
         if left:
             logger.info("removed %d containers that earlier builds left", left)

@@ -28,6 +28,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from buildtool.common import (
     BuildToolError,
+    InputError,
     SpecError,
     StrictModel,
     grammar,
@@ -276,10 +277,20 @@ def user_registry(root: Path, user: str, targets: list[Target]) -> str:
             f"--user: {site_pairs[0]} is a site environment; only extension pairs go "
             "into a user's namespace"
         )
+    return user_namespace(root, user)
+
+
+def user_namespace(root: Path, user: str) -> str:
+    """Where hub user `user`'s own pairs go: site.yaml's `user_images` with their escaped
+    name (`alice.b` -> `alice-2eb`). A site without `user_images`, or a name without a
+    namespace, is bad input: one line, exit status 2."""
     template = load_site_settings(root).user_images
     if template is None:
-        raise BuildToolError(f"--user: {root / SITE_FILE} names no user_images")
-    return namespaces.user_prefix(template, user)
+        raise InputError(f"{root / SITE_FILE} names no user_images: no user has a namespace")
+    try:
+        return namespaces.user_prefix(template, user)
+    except namespaces.NamespaceError as exc:
+        raise InputError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -289,7 +300,7 @@ class ServiceSettings:
     root: Path  # the site's environments
     build_dir: Path  # the site's build folder: its published pairs
     state: Path  # the service's own: users' workspaces, builds
-    test_images: bool  # a Docker engine is beside the service: test before tagging
+    image_tests: bool  # `--image-tests`: each pair is image-tested before its tags
     limits: SelfService
     user_images: str  # site.yaml's template
     # The hub's spawn page query that starts a notebook image (`{image}`): KubeSpawner's

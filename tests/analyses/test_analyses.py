@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.image import full_client_text, package_cache
-from buildtool.lock import REQUIREMENTS_FILE, client_files, read_lock
+from buildtool.lock import FULL_REQUIREMENTS_FILE, REQUIREMENTS_FILE, client_files, read_lock
 from devsupport import clients
 from devsupport import cluster as dask_cluster
 from devsupport.analyses import SCRIPTS, build_and_test_pair, run_analysis
@@ -40,7 +40,7 @@ def _physlite_version_checks(work: Path, data: Path, address: str, scheduler: st
     """On the physlite cluster, after its analysis: a laptop venv made by pip from physlite's
     client requirements computes on it; a laptop made from its full pins runs the whole
     coffea analysis, its graph built on the laptop; a venv with e2e's versions
-    (distributed 2026.8.0, physlite's is 2025.3.1) fails `compat preflight physlite`
+    (distributed 2026.8.0, physlite's is 2025.3.1) fails `daskhub-compat preflight physlite`
     before any cluster, and as a worker is closed by the guard, which names the
     packages."""
     root = work / "environments"
@@ -62,6 +62,28 @@ def _physlite_version_checks(work: Path, data: Path, address: str, scheduler: st
     result = json.loads(ran.stdout.strip().splitlines()[-1])
     assert result["same"] and result["workers"], result
     assert result["distributed"]["events"] == 100
+
+    # The full pins' preflight passes in that laptop; with another awkward (a dist-info
+    # first on the path, as a laptop whose awkward is not the workers'), it fails with
+    # that one row and the one pip command that fixes it.
+    client_folder = work / "build" / "physlite" / "client"
+    client_folder.mkdir(parents=True, exist_ok=True)
+    (client_folder / FULL_REQUIREMENTS_FILE).write_text(full)
+    checker = dask_cluster.checker_path(work / "checker")
+    full_check = ("preflight", "physlite", "--full", "--build-dir", str(work / "build"))
+    passed = dask_cluster.run_checker(laptop, checker, *full_check)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    awkward = next(pin.split("==")[1] for pin in pins if pin.startswith("awkward=="))
+    shadow = work / "shadow" / "awkward-2.0.0.dist-info"
+    shadow.mkdir(parents=True)
+    (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: awkward\nVersion: 2.0.0\n")
+    failed = dask_cluster.run_checker(
+        laptop, checker, *full_check, env={"PYTHONPATH": f"{shadow.parent}:{checker}"}
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    rows = [line.split()[:4] for line in failed.stdout.splitlines() if line.startswith("error")]
+    assert rows == [["error", "awkward", "2.0.0", awkward]], failed.stdout
+    assert failed.stdout.splitlines()[-1] == f"fix: pip install awkward=={awkward}"
 
     other = dask_cluster.ensure_venv(dask_cluster.CLIENT_REQUIREMENTS)
     checker = dask_cluster.checker_path(work / "checker")

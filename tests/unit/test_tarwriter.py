@@ -1,7 +1,8 @@
-"""`oci.TarWriter` writes what Python's own `tarfile` writes, byte for byte.
+"""A layer's members are what Python's own `tarfile` writes, byte for byte.
 
-The layer digests of every published pair were made by `tarfile`; the faster writer must
-not move one. The reference here is `tarfile` itself, fed the same members.
+A layer is an eStargz archive (`estargz.py`): its landmark and its members, each member's
+bytes as `tarfile` writes them, then the TOC and the archive's end. The reference here is
+`tarfile` itself, fed the same members.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from buildtool.image import BlobStore, Entry, file_entry
+from buildtool.image import NO_PREFETCH_LANDMARK, TOC_NAME, BlobStore, Entry, file_entry
 
 CLAMP = 1_700_000_000
 
@@ -44,8 +45,12 @@ def _tree(root: Path) -> list[Entry]:
 
 
 def _reference(entries: list[Entry]) -> bytes:
+    """The members as `tarfile` writes them (without the archive's end)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        landmark = tarfile.TarInfo(NO_PREFETCH_LANDMARK)
+        landmark.size, landmark.mode, landmark.uname, landmark.gname = 1, 0o644, "", ""
+        tar.addfile(landmark, io.BytesIO(b"\x0f"))
         for entry in sorted(entries, key=lambda e: e.path):
             if entry.data is not None:
                 tar.addfile(entry.tarinfo(), io.BytesIO(entry.data))
@@ -55,7 +60,8 @@ def _reference(entries: list[Entry]) -> bytes:
                     tar.addfile(entry.tarinfo(), data)
             else:
                 tar.addfile(entry.tarinfo())
-    return out.getvalue()
+        members = tar.offset
+    return out.getvalue()[:members]
 
 
 def test_a_layer_is_byte_for_byte_what_tarfile_writes(tmp_path: Path) -> None:
@@ -64,15 +70,17 @@ def test_a_layer_is_byte_for_byte_what_tarfile_writes(tmp_path: Path) -> None:
     layer = store.write_layer(entries, CLAMP, "test")
     written = store.layer_path(layer.diff_id).read_bytes()
     reference = _reference(entries)
-    assert written == reference
-    assert layer.diff_id == f"sha256:{hashlib.sha256(reference).hexdigest()}"
-    assert layer.size == len(reference)
+    assert written.startswith(reference)
+    assert written.endswith(tarfile.NUL * 1024)  # the archive's end, after the TOC
+    assert layer.diff_id == f"sha256:{hashlib.sha256(written).hexdigest()}"
+    assert layer.size == len(written)
     assert store.written == [(layer.diff_id, layer.size)]
     with tarfile.open(store.layer_path(layer.diff_id)) as tar:
         names = tar.getnames()
         record = tar.extractfile("d/record.json")
         assert record is not None and record.read() == b'{"name": "x"}\n'
-    assert names == sorted(names) and f"d/{'long-' * 30}/inner.py" in names
+    assert names[0] == NO_PREFETCH_LANDMARK and names[-1] == TOC_NAME
+    assert names[1:-1] == sorted(names[1:-1]) and f"d/{'long-' * 30}/inner.py" in names
 
 
 def test_a_layer_keyed_by_its_inputs_is_recalled_while_its_file_is_there(tmp_path: Path) -> None:
