@@ -173,13 +173,15 @@ demo: setup ## the main job in the lab, on a fresh machine: `make nightly LAB=1`
 	$(MAKE) LAB=1 nightly
 
 .PHONY: bench
-bench: ## run the benchmarks (lock, build, layers, extend, service, compat); each prints a table against a baseline
+bench: ## run the benchmarks (lock, build, layers, extend, service, compat, coldstart); each prints a table against a baseline
 	$(PYTHON) -m bench.lock
 	$(PYTHON) -m bench.build
 	$(PYTHON) -m bench.layers
 	$(PYTHON) -m bench.extend
 	$(PYTHON) -m bench.service
 	$(PYTHON) -m bench.compat
+	$(PYTHON) -m bench.coldstart --bandwidth 0
+	$(PYTHON) -m bench.coldstart --bandwidth 100
 
 .PHONY: lint
 lint: ## ruff, mypy, and the import directions of buildtool's stages (import-linter)

@@ -70,6 +70,8 @@ class Bench:
     credentials: RegistryCredentials
     standin: StandIn
     repeat: int
+    # The benchmark's own options (`main(..., options=...)`), parsed.
+    options: argparse.Namespace = field(default_factory=argparse.Namespace)
 
     @property
     def root(self) -> Path:
@@ -176,6 +178,7 @@ def main(
     report: Callable[[Bench], str],
     platforms: tuple[str, ...] = ("linux-64",),
     builder: bool = False,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
     """A benchmark's command line: --repeat, a scratch workspace, the table on stdout; the
     local tags of its namespaces (`Bench.namespace`) are removed at the end. The stand-in
@@ -185,12 +188,15 @@ def main(
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per timed row (each row is their median)"
     )
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     os.environ[LAB_ENV] = "1"  # the benchmarks are the lab: their locks name the stand-in
     log_progress()  # the stand-in's, while it builds
     credentials = registry_credentials()
     with tempfile.TemporaryDirectory(prefix=f"{name.replace('.', '-')}-") as scratch:
-        bench = Bench(name, Path(scratch), credentials, standin.up(platforms, builder), args.repeat)
+        made = standin.up(platforms, builder)
+        bench = Bench(name, Path(scratch), credentials, made, args.repeat, args)
         try:
             print(report(bench))
         finally:

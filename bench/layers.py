@@ -47,7 +47,6 @@ import re
 import statistics
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +68,10 @@ from bench.common import (
     table,
     verdict,
 )
-from bench.node import ContainerdNode
 from buildtool.image import docker_cli
 from buildtool.lock import Change, LockFile, diff_locks, read_lock
 from compat.vocabulary import ROLES
+from devsupport.coldnode import ColdNode
 from devsupport.localregistry import docker_login
 from devsupport.servers import DockerEngine, FrontProxy
 
@@ -227,7 +226,7 @@ def push_single(bench: Bench, refs: dict[str, str], config: Path) -> None:
         )
 
 
-def pull(node: DockerEngine | ContainerdNode, ref: str) -> None:
+def pull(node: DockerEngine | ColdNode, ref: str) -> None:
     if isinstance(node, DockerEngine):
         node.docker("pull", "--quiet", ref)
     else:
@@ -235,7 +234,7 @@ def pull(node: DockerEngine | ContainerdNode, ref: str) -> None:
 
 
 def pulled(
-    node: DockerEngine | ContainerdNode,
+    node: DockerEngine | ColdNode,
     proxy: FrontProxy,
     registry: str,
     yesterday: list[str],
@@ -432,16 +431,17 @@ def report(bench: Bench) -> str:
                 ("single", list(single_yesterday.values()), list(single_today.values())),
             ):
                 bench.progress(f"(b) a {kind} node pulls {side}: yesterday, then today")
-                node: DockerEngine | ContainerdNode
                 if kind == "docker":
-                    node = DockerEngine(bench.work / f"node-{side}")
-                    node.login(proxy.address, bench.credentials)
+                    engine = DockerEngine(bench.work / f"node-{side}")
+                    engine.login(proxy.address, bench.credentials)
+                    try:
+                        pulls[kind][side] = pulled(engine, proxy, registry, yesterday, today)
+                    finally:
+                        engine.stop()
                 else:
-                    node = ContainerdNode(f"bench-{uuid.uuid4().hex[:8]}", bench.credentials)
-                try:
-                    pulls[kind][side] = pulled(node, proxy, registry, yesterday, today)
-                finally:
-                    node.stop()
+                    logs = bench.work / f"node-{side}"
+                    with ColdNode(bench.credentials, logs, hosts=[proxy.address]) as node:
+                        pulls[kind][side] = pulled(node, proxy, registry, yesterday, today)
     finally:
         proxy.close()
 

@@ -13,8 +13,12 @@ The helpers the tests and the benchmarks import (each module says more):
 
   buildtool_cli.py  the real `buildtool` CLI in a subprocess; a site folder locked with it
   localregistry.py  the local registry's credentials (scripts/machine-setup.sh)
-  servers.py        real servers beside the suite's: a registry, a second dockerd, proxies,
-                    recording and fake-registry HTTP servers
+  servers.py        real servers beside the suite's: a registry, a second dockerd, proxies
+                    (counting, throttled), recording and fake-registry HTTP servers
+  coldnode.py       a cold node: a containerd of its own and the stargz snapshotter, to pull
+                    images plainly or lazily and run containers from them
+  snapshotter/      that snapshotter's daemon: its Go source, built once into the cache
+                    (`python -m devsupport.snapshotter`)
   canary.py         where planted secrets ended up: files, output, registry blobs
   cluster.py        Dask clusters on 127.0.0.1 from venvs of pinned versions
   clients.py        Dask clients and workers from venvs, against clusters in containers

@@ -5,8 +5,9 @@
 - `DockerEngine`: a second dockerd with its own data root and socket, reached through
   `DOCKER_HOST` as a remote builder is;
 - `FrontProxy`: a reverse proxy in front of a registry that counts the requests and the
-  blob bytes it hands out, and can send blob requests elsewhere with a redirect, as
-  registries that keep blobs in object storage do;
+  blob bytes it hands out (Range requests pass through), can hold them to a bandwidth,
+  as a node's link to a registry does, and can send blob requests elsewhere with a
+  redirect, as registries that keep blobs in object storage do;
 - `BlobStorage`: that elsewhere: it serves blobs it fetches from the registry with its
   own credentials, and records the Authorization headers that reached it;
 - `RecordingServer` and its kinds `OciServer` (a fake but real registry: enough of the
@@ -218,11 +219,21 @@ class FrontProxy:
     """Forwards to `upstream` (host:port), counting: requests, blob bytes pulled, and what
     was pushed (the bytes of every request body, the digest of each blob upload that was
     completed, and each mount); blob GET/HEAD go to `redirect_to` (a base URL) with a 307
-    when it is set."""
+    when it is set.
 
-    def __init__(self, upstream: str, redirect_to: str | None = None) -> None:
+    A request's headers pass through as they are, Range among them, and so does the
+    answer: a blob's bytes, whole (200) or partial reads of a lazy pull (206, one range
+    or several), are counted as they are actually sent; an error's body is not.
+    `rate`, when set (bytes per second; it may be changed at any time), is the bandwidth
+    of the link all answers' bodies share."""
+
+    def __init__(
+        self, upstream: str, redirect_to: str | None = None, rate: float | None = None
+    ) -> None:
         self.requests = 0
         self.blob_bytes = 0
+        self.rate = rate
+        self._link_free_at = 0.0  # when the throttled link has sent what it was given
         self.pushed_bytes = 0
         self.uploaded: list[str] = []  # digests of blobs sent in full
         self.mounted: list[str] = []  # digests asked for by a cross-repository mount
@@ -271,11 +282,21 @@ class FrontProxy:
                     if key.lower() not in ("transfer-encoding", "connection"):
                         self.send_header(key, value)
                 self.end_headers()
-                while chunk := response.read(1 << 20):
-                    self.wfile.write(chunk)
-                    if blob and self.command == "GET":
+                counting = blob and self.command == "GET" and response.status < 300
+                # Smaller pieces when throttled, so that the rate holds over short reads.
+                while chunk := response.read(1 << 20 if proxy.rate is None else 64 << 10):
+                    proxy._pace(len(chunk))
+                    # Counted before it is written, so that a client that has read it all
+                    # finds it counted; taken back if the client did not take it.
+                    counted = len(chunk) if counting else 0
+                    with proxy._lock:
+                        proxy.blob_bytes += counted
+                    try:
+                        self.wfile.write(chunk)
+                    except OSError:
                         with proxy._lock:
-                            proxy.blob_bytes += len(chunk)
+                            proxy.blob_bytes -= counted
+                        raise
                 connection.close()
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
@@ -283,6 +304,17 @@ class FrontProxy:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(Handler))
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _pace(self, size: int) -> None:
+        """Wait for `size` bytes' turn on the throttled link (none when unthrottled)."""
+        rate = self.rate
+        if rate is None:
+            return
+        with self._lock:
+            start = max(time.monotonic(), self._link_free_at)
+            self._link_free_at = start + size / rate
+            sent_at = self._link_free_at
+        time.sleep(max(0.0, sent_at - time.monotonic()))
 
     def reset(self) -> None:
         with self._lock:

@@ -4,7 +4,12 @@
 # Idempotent: every step checks before it acts, so re-running is cheap.
 #   1. apt packages: docker.io docker-registry debootstrap patchelf apache2-utils curl nodejs
 #      qemu-user-static binfmt-support chromium chromium-driver (the browser tests' headless
-#      browser and its WebDriver, devsupport/browser.py)
+#      browser and its WebDriver, devsupport/browser.py); and for the cold node's lazy
+#      pulling (devsupport/coldnode.py): containerd, stargz-snapshotter (ctr-remote), and
+#      golang-go with golang-github-containerd-stargz-snapshotter-dev, the Go sources the
+#      snapshotter daemon is built from (devsupport/snapshotter/, on first use). The cold
+#      node runs a containerd of its own: the package's service, where systemd starts it,
+#      is left running (Docker may use it) and shares nothing with it
 #   2. pip install -e ./compat -e ./devsupport -e '.[test]' of the repository (the parent of
 #      this folder)
 #   3. arm64 binaries run under qemu (binfmt_misc mounted, qemu-aarch64 enabled), so that
@@ -24,7 +29,8 @@ REGISTRY_DIR="${STATE_DIR}/registry"
 CREDENTIALS="${REGISTRY_DIR}/credentials.env"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(docker.io docker-registry debootstrap patchelf apache2-utils curl ca-certificates nodejs
-              qemu-user-static binfmt-support chromium chromium-driver)
+              qemu-user-static binfmt-support chromium chromium-driver
+              containerd stargz-snapshotter golang-go golang-github-containerd-stargz-snapshotter-dev)
 
 say() { printf '[machine-setup] %s\n' "$*"; }
 die() { printf '[machine-setup] ERROR: %s\n' "$*" >&2; exit 1; }
