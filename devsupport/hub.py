@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import shutil
+import string
 import subprocess
 import time
 import urllib.error
@@ -182,8 +183,9 @@ class Hub:
         self.session = HubSession(self.url)
 
     def container(self, user: str, server: str = "") -> str:
-        """The name of the container that holds this user's server (or named server)."""
-        return self.container_template.format(username=user, servername=server)
+        """The name of the container that holds this user's server (or named server), as
+        DockerSpawner names it (`_escape`: `hep-extra` is `hep-2dextra`)."""
+        return self.container_template.format(username=_escape(user), servername=_escape(server))
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -229,6 +231,14 @@ class Hub:
         created = session.post_json(f"/hub/api/users/{quoted}/tokens", {"note": note})
         token: str = created["token"]
         return token
+
+
+def _escape(name: str) -> str:
+    """DockerSpawner's (legacy) escape of a user's or a server's name in a container's
+    name: lowercase ASCII letters and digits stay, every other byte of the UTF-8 name
+    becomes `-` and two hex digits."""
+    safe = set(string.ascii_lowercase + string.digits)
+    return "".join(chr(b) if chr(b) in safe else f"-{b:02x}" for b in name.encode()).lower()
 
 
 def _remove_containers(prefix: str) -> None:

@@ -17,6 +17,7 @@ import io
 import json
 import re
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,8 @@ def test_plain_containerd_and_docker_pull_the_same_image_and_compute(
 
         assert "computed 45" in _compute(run, node.start, worker)
 
-    engine = DockerEngine(tmp_path / "docker")
+    # A short root: its containerd's socket path must fit a socket address's 108 bytes.
+    engine = DockerEngine(Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp")))
     started: list[str] = []
     try:
         engine.login(proxy.address, physlite_site.credentials)

@@ -184,7 +184,8 @@ class BlobStore:
     The layers this tool writes are eStargz (`estargz.py`): each is written as its blob and
     its uncompressed archive at once, at the store's `level`, and its blob is kept under
     `<root>/gzip/<hex>.estargz` with the descriptor's annotations beside it. A layer kept as
-    another tool made it (a base image's) is gzipped plainly when it is pushed."""
+    another tool made it (`write_stream`: the stand-in's base image) is gzipped plainly
+    when it is pushed."""
 
     def __init__(self, root: Path, level: int = GZIP_LEVEL) -> None:
         self.root = root
@@ -375,21 +376,6 @@ class BlobStore:
 
         diff_id, size = self._store(write)
         return Layer(diff_id, size, created, created_by)
-
-    def adopt_layer(self, source: Path, diff_id: str, created: int, created_by: str) -> Layer:
-        """Keep a layer as it is (a base image's): its bytes must match its diff_id."""
-        target = self.layer_path(diff_id)
-        if not target.exists():
-
-            def write(out: BinaryIO) -> None:
-                with source.open("rb") as data:
-                    shutil.copyfileobj(data, out, COPY_BUFFER)
-
-            written, _ = self._store(write)
-            if written != diff_id:
-                self.layer_path(written).unlink()
-                raise BuildToolError(f"{source}: content is {written}, not {diff_id}")
-        return Layer(diff_id, target.stat().st_size, created, created_by)
 
     def gzip_blob(self, diff_id: str, level: int = GZIP_LEVEL) -> Blob:
         """The layer's blob: its eStargz blob when this tool wrote it; else the layer

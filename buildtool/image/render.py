@@ -54,7 +54,7 @@ BASE_APT = ["tini", "ca-certificates"]
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 # Bumped when the assembly lays out images differently, so that the content tag moves.
 ASSEMBLY = (
-    f"layers-v3-estargz max={layers.MAX_LAYERS} reserve={layers.EXTENSION_RESERVE} "
+    f"layers-v4-estargz max={layers.MAX_LAYERS} reserve={layers.EXTENSION_RESERVE} "
     f"large={layers.LARGE} nb={layers.NOTEBOOK_SHARE}"
 )
 

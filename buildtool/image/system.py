@@ -5,7 +5,11 @@ BuildKit builds the two stages of the rendered `system.Dockerfile` (`worker`, an
 Dockerfile, which holds nothing of the lock, and the base image's id): a new lock does
 not build them again. `docker save` hands over their layers:
 
-- the base image's layers are kept byte for byte: they are the base's, by digest;
+- the base image's layers are rewritten as eStargz (`estargz.py`), file for file: the
+  same members, sorted, their times clamped to the base's creation time. A lazily
+  pulling node mounts a layer remotely only while every layer under it is eStargz too
+  (containerd fetches every layer from the first it must fetch whole), so the base's
+  cannot stay gzip layers if the pair's are to start lazily;
 - each layer the Dockerfile adds is rewritten reproducibly: members sorted, times
   clamped to the base image's creation time, owner names cleared, and what apt and
   the logs leave behind dropped (lists, archives, logs, ldconfig's inode cache).
@@ -53,8 +57,9 @@ CONFIG_FIELDS = (
     "StopSignal",
 )
 DPKG_STATUS = "var/lib/dpkg/status"
-# Part of the key of a normalized stage: bumped when normalizing changes (n4: eStargz).
-NORMALIZATION = "n4"
+# Part of the key of a normalized stage: bumped when normalizing changes (n5: eStargz,
+# the base's layers too).
+NORMALIZATION = "n5"
 # Time limit, in seconds, of `docker save` of both stages (their layers, gigabytes for
 # large images, over the engine's socket).
 SAVE_TIMEOUT = 30 * 60
@@ -199,14 +204,14 @@ def _normalize(base_image: str, platform: str, tag: str, store: BlobStore) -> Sy
             for position in range(raw_below, len(diff_ids)):
                 source = root / entry["Layers"][position]
                 step = steps[position] if position < len(steps) else ""
-                if position < base_layers:
-                    layers.append(
-                        store.adopt_layer(source, diff_ids[position], clamp, f"base: {step}")
+                if position < base_layers:  # file for file, as eStargz
+                    layer = store.normalize_layer(
+                        source, clamp=clamp, drop=lambda path: False, created_by=f"base: {step}"
                     )
-                    continue
-                layer = store.normalize_layer(
-                    source, clamp=clamp, drop=dropped, created_by=f"system: {step}"
-                )
+                else:
+                    layer = store.normalize_layer(
+                        source, clamp=clamp, drop=dropped, created_by=f"system: {step}"
+                    )
                 if layer is not None:
                     layers.append(layer)
             kept = {
