@@ -74,7 +74,11 @@ class RegistryProcess:
             f"    realm: faults\n    path: {state / 'htpasswd'}\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # what a failed start made (its mounts, its bridge) goes
+            self.stop()
+            raise
 
     @property
     def address(self) -> str:
@@ -132,7 +136,11 @@ class DockerEngine:
         subprocess.run(["ip", "addr", "add", "10.211.0.1/24", "dev", self.bridge], check=True)
         subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # what a failed start made (its mounts, its bridge) goes
+            self.stop()
+            raise
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.root / "cfg")}
