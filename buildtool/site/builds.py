@@ -395,17 +395,12 @@ class BuildQueue:
             with self._lock:
                 self._jobs.pop(build_id, None)
             seconds = round(time.monotonic() - begun, 1)
-            if error == CANCELLED:
-                self._update(
-                    build_id, state="cancelled", error=error, finished=_now(), seconds=seconds
-                )
-                return
-            if error is not None:
+            if error is not None:  # where it stopped: the step its log reached
                 log = self.log_path(build_id)
                 step = step_of(log.read_text(errors="replace")) if log.exists() else "lock"
                 self._update(
                     build_id,
-                    state="failed",
+                    state="cancelled" if error == CANCELLED else "failed",
                     step=step,
                     error=error,
                     finished=_now(),
