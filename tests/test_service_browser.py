@@ -306,6 +306,7 @@ def _cancel(page: Browser, builder: Builder, site: PublishedSite) -> None:
     page.show("#progress")
     page.screenshot("cancelled")
     assert "cancelled by its user" in page.text("#message")
+    assert page.text("#steps li.failed").startswith("Push")  # where it was cancelled
     prefix = user_prefix(builder.template, "alice")
     for repository in (f"{prefix}/jupyter-second", f"{prefix}/dask-gateway-second"):
         assert site.tags(repository) == []
