@@ -246,9 +246,7 @@ def _assemble(
         if platform != host:  # the engine's own platform's recording, when there is one
             return recorded.get(host, {})
         packages = [f"{p.name} {p.hash.sha256}" for p in lock.packages("notebook", platform)]
-        found = record_starts(
-            store, pair.base_images[platform], platform, prefix, packages, pair.imports
-        )
+        found = record_starts(store, pair.base_images[platform], platform, prefix, packages)
         recorded[platform] = found
         return found
 

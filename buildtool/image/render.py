@@ -84,8 +84,6 @@ class RenderedPair:
     lock_sha256: str
     worker: ImageRef
     notebook: ImageRef
-    # role -> what its image tests import, which its start is recorded with (`prefetch.py`)
-    imports: dict[str, list[str]]
 
     def image(self, role: str) -> ImageRef:
         return of_role(self, role)
@@ -207,7 +205,6 @@ def render(
         lock_sha256=lock.content_sha(),
         worker=ImageRef(prefix + env.worker.repository, tag),
         notebook=ImageRef(prefix + env.notebook.repository, tag),
-        imports={role: env.image(role).imports for role in ROLES},
     )
     jinja = Jinja(
         loader=FileSystemLoader(templates),
@@ -247,7 +244,6 @@ def _spec_inputs(env: Environment) -> dict:
                 "apt": env.image(role).apt,
                 "pip": env.image(role).pip,
                 "env": env.image(role).env,
-                "imports": env.image(role).imports,  # the start recorded for prefetching
             }
             for role in ROLES
         },
