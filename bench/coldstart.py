@@ -68,6 +68,7 @@ with Client(sys.argv[1], timeout=60) as client:
 class Measured:
     seconds: float
     fetched: int  # blob bytes through the proxy until the worker joined
+    pulled: int  # of which the pull's own (before the worker started)
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -199,13 +200,14 @@ def _start_worker(
             fetched_before = proxy.blob_bytes
             started = time.time()
             (node.pull_lazy if lazy else node.pull)(through)
+            pulled = proxy.blob_bytes - fetched_before
             node.start(
                 through, "dask", "worker", scheduler.address, "--nthreads", "1",
                 "--name", name, "--dashboard-address", "127.0.0.1:0",
             )  # fmt: skip
             joined = scheduler.joined(watcher)
             fetched = proxy.blob_bytes - fetched_before
-        return Measured(joined - started, fetched)
+        return Measured(joined - started, fetched, pulled)
     finally:
         proxy.close()
         shutil.rmtree(bench.work / "nodes" / label, ignore_errors=True)
@@ -215,6 +217,7 @@ def _median(runs: list[Measured]) -> Measured:
     return Measured(
         statistics.median(r.seconds for r in runs),
         int(statistics.median(r.fetched for r in runs)),
+        int(statistics.median(r.pulled for r in runs)),
     )
 
 
@@ -286,7 +289,7 @@ def report(bench: Bench) -> str:
             f"{a.seconds:.1f} s (a)",
             f"{b.seconds / a.seconds:.2f}",
             "no slower",
-            verdict(b.seconds <= a.seconds * 1.05),
+            verdict(b.seconds <= a.seconds),
         ),
         Row(
             "(c) eStargz with prefetch, pulled lazily",
@@ -305,12 +308,20 @@ def report(bench: Bench) -> str:
             verdict(c.fetched <= sizes["c"] * BYTES_TARGET),
         ),
         Row(
-            "(d) the worker, on a node holding the notebook image: bytes, seconds",
-            f"{mb(d.fetched)}, {d.seconds:.1f} s",
+            "(d) the worker, on a node holding the notebook image: bytes its pull fetched",
+            mb(d.pulled),
             "0 bytes",
             "-",
             "0 bytes",
-            verdict(d.fetched == 0),
+            verdict(d.pulled == 0),
+        ),
+        Row(
+            "(d) and until it registered (files read lazily), seconds",
+            f"{mb(d.fetched)}, {d.seconds:.1f} s",
+            f"{mb(c.fetched)}, {c.seconds:.1f} s (c)",
+            f"{d.seconds / c.seconds:.2f}",
+            "reported",
+            "-",
         ),
         Row(
             "(e) pyhep's worker on a node holding physlite's: bytes fetched",
