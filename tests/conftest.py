@@ -17,6 +17,7 @@ from buildtool.lock import LAB_ENV
 from devsupport import REPO
 from devsupport import metadata_channel as metadata
 from devsupport import standin as standin_module
+from devsupport.dockercli import remove_local_tags
 from devsupport.servers import RecordingServer
 from devsupport.sitepair import PublishedSite, publish_site
 from devsupport.solver_channel import build_channel
@@ -87,3 +88,4 @@ def physlite_site(
     site = publish_site(standin, tmp_path_factory.mktemp("physlite-site"))
     yield site
     site.proxy.close()
+    remove_local_tags(site.namespace + "/")  # the engine keeps no image of a run's own
