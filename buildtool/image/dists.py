@@ -28,7 +28,7 @@ from buildtool.image.assemble import install_locked, locked_records
 from buildtool.lock import LockedPackage, full_pins, full_requirements_text, read_lock
 
 # A distribution's metadata, where a conda package installs it (any site-packages).
-_METADATA = re.compile(r"(?:^|/)site-packages/[^/]+\.(?:dist-info/METADATA|egg-info/PKG-INFO)$")
+_METADATA = re.compile(r"(?:^|/)site-packages/[^/]+\.(?:dist-info/METADATA|egg-info/PKG-INFO)\Z")
 
 
 @dataclass(frozen=True)

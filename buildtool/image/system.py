@@ -204,14 +204,13 @@ def _normalize(base_image: str, platform: str, tag: str, store: BlobStore) -> Sy
             for position in range(raw_below, len(diff_ids)):
                 source = root / entry["Layers"][position]
                 step = steps[position] if position < len(steps) else ""
-                if position < base_layers:  # file for file, as eStargz
-                    layer = store.normalize_layer(
-                        source, clamp=clamp, drop=lambda path: False, created_by=f"base: {step}"
-                    )
-                else:
-                    layer = store.normalize_layer(
-                        source, clamp=clamp, drop=dropped, created_by=f"system: {step}"
-                    )
+                of_base = position < base_layers  # a base layer is kept file for file
+                layer = store.normalize_layer(
+                    source,
+                    clamp=clamp,
+                    drop=(lambda path: False) if of_base else dropped,
+                    created_by=f"{'base' if of_base else 'system'}: {step}",
+                )
                 if layer is not None:
                     layers.append(layer)
             kept = {
